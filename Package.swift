@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layering (lower never imports higher), as in llama.cpp's ggml < llama < tools:
+// KVTensor < KVModels < KVCache < KVEngine < KVRepl < kvlab
+let package = Package(
+  name: "kvlab",
+  platforms: [.macOS(.v14)],
+  products: [
+    .executable(name: "kvlab", targets: ["kvlab"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    .systemLibrary(
+      name: "COpenBLAS", pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(
+      name: "CEditLine", pkgConfig: "libedit",
+      providers: [.apt(["libedit-dev"])]),
+    .systemLibrary(
+      name: "CImageCodecs", pkgConfig: "libpng",
+      providers: [.apt(["libpng-dev", "libturbojpeg0-dev"])]),
+    .target(name: "KVTensor", dependencies: ["COpenBLAS"]),
+    .target(name: "KVModels", dependencies: ["KVTensor", "CImageCodecs"]),
+    .target(name: "KVCache", dependencies: ["KVTensor", "KVModels"]),
+    .target(name: "KVEngine", dependencies: ["KVTensor", "KVModels", "KVCache"]),
+    .target(name: "KVRepl", dependencies: ["KVEngine", "CEditLine"]),
+    .executableTarget(
+      name: "kvlab",
+      dependencies: [
+        "KVRepl",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"]),
+    .testTarget(
+      name: "KVModelsTests", dependencies: ["KVModels"],
+      resources: [.copy("Fixtures")]),
+    .testTarget(
+      name: "KVEngineTests", dependencies: ["KVEngine"],
+      resources: [.copy("Fixtures")]),
+    .testTarget(
+      name: "KVReplTests", dependencies: ["KVRepl"],
+      resources: [.copy("Fixtures")]),
+  ],
+  swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,102 @@
+/// Hyper-parameters of a llama-style decoder (llama, qwen2), decoded straight from a Hugging Face
+/// config.json (Codable keys as transformers writes them) or built from GGUF metadata.
+public struct DecoderConfig: Codable, Equatable, Sendable {
+  public var architecture: String
+  public var hiddenSize: Int
+  public var intermediateSize: Int
+  public var layers: Int
+  public var heads: Int
+  public var kvHeads: Int
+  public var headDim: Int
+  public var vocabularySize: Int
+  public var ropeTheta: Float
+  public var rmsNormEps: Float
+  public var contextLength: Int
+  public var tiedEmbeddings: Bool
+  public var attentionBias: Bool
+
+  enum CodingKeys: String, CodingKey {
+    case architecture = "model_type"
+    case hiddenSize = "hidden_size"
+    case intermediateSize = "intermediate_size"
+    case layers = "num_hidden_layers"
+    case heads = "num_attention_heads"
+    case kvHeads = "num_key_value_heads"
+    case headDim = "head_dim"
+    case vocabularySize = "vocab_size"
+    case ropeTheta = "rope_theta"
+    case rmsNormEps = "rms_norm_eps"
+    case contextLength = "max_position_embeddings"
+    case tiedEmbeddings = "tie_word_embeddings"
+    case attentionBias = "attention_bias"
+  }
+
+  public init(
+    architecture: String, hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int,
+    kvHeads: Int, headDim: Int, vocabularySize: Int, ropeTheta: Float, rmsNormEps: Float,
+    contextLength: Int, tiedEmbeddings: Bool, attentionBias: Bool
+  ) {
+    self.architecture = architecture
+    self.hiddenSize = hiddenSize
+    self.intermediateSize = intermediateSize
+    self.layers = layers
+    self.heads = heads
+    self.kvHeads = kvHeads
+    self.headDim = headDim
+    self.vocabularySize = vocabularySize
+    self.ropeTheta = ropeTheta
+    self.rmsNormEps = rmsNormEps
+    self.contextLength = contextLength
+    self.tiedEmbeddings = tiedEmbeddings
+    self.attentionBias = attentionBias
+  }
+
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    architecture = try c.decode(String.self, forKey: .architecture)
+    hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+    intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+    layers = try c.decode(Int.self, forKey: .layers)
+    heads = try c.decode(Int.self, forKey: .heads)
+    kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? heads
+    headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / heads
+    vocabularySize = try c.decode(Int.self, forKey: .vocabularySize)
+    ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+    rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6
+    contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength) ?? 2048
+    tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? false
+    // qwen2 always has q/k/v biases; llama has them only when attention_bias is set.
+    attentionBias =
+      try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? (architecture == "qwen2")
+  }
+
+  /// Bytes of K and V per cached token, all layers, float32.
+  public var kvBytesPerToken: Int { 2 * layers * kvHeads * headDim * 4 }
+
+  /// Checks that the numbers describe a model this decoder can run; `source` names the file.
+  public func validate(source: String) throws {
+    func bad(_ why: String) -> ModelError { ModelError(path: source, message: why) }
+    for (name, v) in [
+      ("hidden size", hiddenSize), ("intermediate size", intermediateSize), ("layers", layers),
+      ("heads", heads), ("kv heads", kvHeads), ("head dim", headDim),
+      ("vocabulary size", vocabularySize),
+    ] where v <= 0 || v > 1 << 20 {
+      throw bad("\(name) \(v) is out of range")
+    }
+    if heads % kvHeads != 0 { throw bad("\(heads) heads is not a multiple of \(kvHeads) KV heads") }
+    if headDim % 2 != 0 { throw bad("head dim \(headDim) must be even for RoPE") }
+    if !(rmsNormEps > 0) { throw bad("rms_norm_eps must be positive") }
+    if !(ropeTheta > 0) { throw bad("rope_theta must be positive") }
+  }
+}
+
+/// A model file that cannot be used: one line naming the file and what is wrong with it.
+public struct ModelError: Error, CustomStringConvertible {
+  public let path: String
+  public let message: String
+  public init(path: String, message: String) {
+    self.path = path
+    self.message = message
+  }
+  public var description: String { "\(path): \(message)" }
+}

@@ -1,0 +1,65 @@
+import KVTensor
+
+/// Where a cached token came from. Carried with every entry so that policies and views can use
+/// the input's structure (later: image, tile, patch row/col, frame).
+public struct TokenOrigin: Equatable, Sendable {
+  public enum Modality: String, Sendable { case text, image, video, generated }
+  public var modality: Modality
+  /// Index of the `feed` that produced the token (0-based, in session order).
+  public var input: Int
+
+  public init(modality: Modality, input: Int) {
+    self.modality = modality
+    self.input = input
+  }
+}
+
+/// The keys and values of one forward block for one layer, after RoPE, as the model produced
+/// them: row i (of `count`) holds KV head g at columns g·headDim ..< (g+1)·headDim, rows `ld`
+/// floats apart. Queries are there for query-aware policies (SnapKV scores the block's last
+/// queries against what is cached).
+public struct KVBlock {
+  public var keys: UnsafePointer<Float>
+  public var values: UnsafePointer<Float>
+  public var queries: UnsafePointer<Float>
+  public var ld: Int
+  public var queryLD: Int
+  public var count: Int
+  public var positions: [Int]
+  public var origins: [TokenOrigin]
+}
+
+/// What a layer attends to besides its own block: for KV head g, row j of keys is at
+/// `keys + g·headStride + j·rowStride`.
+public struct CachedKV {
+  public var keys: UnsafePointer<Float>
+  public var values: UnsafePointer<Float>
+  public var count: Int
+  public var headStride: Int
+  public var rowStride: Int
+
+  public init(
+    keys: UnsafePointer<Float>, values: UnsafePointer<Float>, count: Int, headStride: Int,
+    rowStride: Int
+  ) {
+    self.keys = keys
+    self.values = values
+    self.count = count
+    self.headStride = headStride
+    self.rowStride = rowStride
+  }
+}
+
+/// The protocol every KV cache implements (named `KeyValueCache`, not `KVCache`, so that it
+/// never shadows the `KVCache` module). The decoder is written against it and knows nothing of
+/// budgets: for each layer it asks for what is cached, attends over that plus the new block
+/// (causally), then hands the block over with `commit` — the cache decides what it keeps. That
+/// order is what lets a budgeted cache keep a hard cap: the block never has to be appended first.
+public protocol KeyValueCache: AnyObject {
+  /// Entries held for `layer` now; every one precedes the next block.
+  func cached(layer: Int) -> CachedKV
+  /// Takes the block's keys/values for `layer` once the block has attended.
+  func commit(layer: Int, block: KVBlock) throws
+  /// Called once the whole block went through every layer.
+  func finishBlock() throws
+}

@@ -1,0 +1,95 @@
+import Foundation
+
+/// What an allocation is for. Every byte the engine allocates is attributed to one category,
+/// so `mem` can say where the memory went and the budget tests can read the KV high-water mark.
+public enum MemoryCategory: String, CaseIterable, Sendable {
+  case weights, kv, activations, vision
+}
+
+/// Current and high-water bytes per category. One meter belongs to one engine session and is
+/// handed to whatever allocates on its behalf (no global state). Thread-safe: kernels running on
+/// several threads may allocate scratch at once.
+public final class MemoryMeter: @unchecked Sendable {
+  public struct Reading: Equatable, Sendable {
+    public var current: Int
+    public var highWater: Int
+  }
+
+  private let lock = NSLock()
+  private var readings: [MemoryCategory: Reading] = [:]
+  private var totalCurrent = 0
+  private var totalHighWater = 0
+
+  public init() {}
+
+  public func allocated(_ bytes: Int, as category: MemoryCategory) {
+    lock.lock()
+    defer { lock.unlock() }
+    var r = readings[category] ?? Reading(current: 0, highWater: 0)
+    r.current += bytes
+    r.highWater = max(r.highWater, r.current)
+    readings[category] = r
+    totalCurrent += bytes
+    totalHighWater = max(totalHighWater, totalCurrent)
+  }
+
+  public func released(_ bytes: Int, as category: MemoryCategory) {
+    lock.lock()
+    defer { lock.unlock() }
+    var r = readings[category] ?? Reading(current: 0, highWater: 0)
+    r.current -= bytes
+    readings[category] = r
+    totalCurrent -= bytes
+  }
+
+  public func reading(_ category: MemoryCategory) -> Reading {
+    lock.lock()
+    defer { lock.unlock() }
+    return readings[category] ?? Reading(current: 0, highWater: 0)
+  }
+
+  /// Sum over categories; its high-water mark is of the sum, not the sum of high-water marks.
+  public var total: Reading {
+    lock.lock()
+    defer { lock.unlock() }
+    return Reading(current: totalCurrent, highWater: totalHighWater)
+  }
+
+  /// Starts new high-water marks from what is held now.
+  public func resetHighWater() {
+    lock.lock()
+    defer { lock.unlock() }
+    for (k, var r) in readings {
+      r.highWater = r.current
+      readings[k] = r
+    }
+    totalHighWater = totalCurrent
+  }
+}
+
+/// The process's real memory, as the kernel counts it (Linux /proc).
+public enum ProcessMemory {
+  /// Peak resident set size (VmHWM) in bytes, or nil where /proc is not readable.
+  public static func peakRSS() -> Int? { statusField("VmHWM:") }
+  /// Current resident set size (VmRSS) in bytes.
+  public static func currentRSS() -> Int? { statusField("VmRSS:") }
+
+  /// Resets VmHWM to the current RSS by writing `5` to /proc/self/clear_refs.
+  @discardableResult
+  public static func resetPeakRSS() -> Bool {
+    guard let fd = fopen("/proc/self/clear_refs", "w") else { return false }
+    defer { fclose(fd) }
+    return fputs("5", fd) >= 0
+  }
+
+  private static func statusField(_ name: String) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
+      return nil
+    }
+    for line in text.split(separator: "\n") where line.hasPrefix(name) {
+      let parts = line.dropFirst(name.count).split(separator: " ")
+      if let kb = parts.first.flatMap({ Int($0) }) { return kb * 1024 }
+    }
+    return nil
+  }
+}
