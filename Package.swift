@@ -7,7 +7,8 @@ let package = Package(
   name: "kvlab",
   platforms: [.macOS(.v14)],
   products: [
-    .executable(name: "kvlab", targets: ["kvlab"])
+    .executable(name: "kvlab", targets: ["kvlab"]),
+    .executable(name: "kvlab-bench", targets: ["kvlab-bench"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
@@ -33,6 +34,8 @@ let package = Package(
         "KVRepl",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
+    .executableTarget(
+      name: "kvlab-bench", dependencies: ["KVEngine"], path: "bench/Sources/kvlab-bench"),
     .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"]),
     .testTarget(
       name: "KVModelsTests", dependencies: ["KVModels"],

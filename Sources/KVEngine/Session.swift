@@ -67,6 +67,8 @@ public final class Session {
   private var feeds = 0
   /// Whether a chat user turn is open (text fed, question not yet asked).
   private var userTurnOpen = false
+  /// The chat format of the loaded model (its GGUF's template when that is ChatML).
+  private var template = ChatTemplate.chatML
   /// Logits after the last fed token (what the next token is drawn from).
   private var lastLogits: Matrix?
 
@@ -110,6 +112,7 @@ public final class Session {
     self.model = model
     self.tokenizer = tokenizer
     self.modelPath = path
+    template = ChatTemplate(gguf: gguf) ?? .chatML
     reset()
     let c = model.config
     return LoadReport(
@@ -157,8 +160,8 @@ public final class Session {
     guard let tokenizer else { throw EngineError.noModel }
     var piece = ""
     if !raw && !userTurnOpen {
-      piece += context.isEmpty ? ChatTemplate.chatML.systemPrefix : ""
-      piece += ChatTemplate.chatML.userPrefix
+      piece += context.isEmpty ? template.systemPrefix : ""
+      piece += template.userPrefix
       userTurnOpen = true
     } else if !raw {
       piece += "\n"
@@ -216,19 +219,19 @@ public final class Session {
     let start = Date()
     var piece = ""
     if !userTurnOpen {
-      piece += context.isEmpty ? ChatTemplate.chatML.systemPrefix : ""
-      piece += ChatTemplate.chatML.userPrefix + question
+      piece += context.isEmpty ? template.systemPrefix : ""
+      piece += template.userPrefix + question
     } else {
       piece += "\n" + question
     }
-    piece += ChatTemplate.chatML.turnEnd + ChatTemplate.chatML.assistantPrefix
+    piece += template.turnEnd + template.assistantPrefix
     userTurnOpen = false
     let promptTokens = try tokenize(piece)
     try prefill(promptTokens, modality: .text)
     let prefillSeconds = Date().timeIntervalSince(start)
     var report = try generate(options: options, onText: onText)
     // Close the assistant turn; the EOS the model produced is not in the cache yet.
-    try prefill(try tokenize(ChatTemplate.chatML.turnEnd + "\n"), modality: .text)
+    try prefill(try tokenize(template.turnEnd + "\n"), modality: .text)
     report.prefillTokens = promptTokens.count
     report.prefillSeconds = prefillSeconds
     return report

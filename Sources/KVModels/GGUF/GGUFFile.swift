@@ -1,0 +1,614 @@
+import Foundation
+import KVTensor
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+// GGUF (versions 2 and 3; little-endian), as ggml's gguf.cpp reads it:
+//
+//   magic "GGUF" | u32 version | u64 tensor_count | u64 metadata_kv_count
+//   metadata_kv_count × (string key, u32 value_type, value)
+//   tensor_count × (string name, u32 n_dims, u64 ne[n_dims], u32 ggml_type, u64 offset)
+//   padding to `general.alignment` (default 32) | tensor data (offsets relative to here)
+//
+// where a string is a u64 byte length followed by that many UTF-8 bytes (no terminator) and an
+// array value is u32 element_type, u64 count, then the elements.
+
+/// Why a GGUF file could not be read. `description` is one line: "<path>: <message>".
+public struct GGUFError: Error, CustomStringConvertible, Sendable {
+  public let path: String
+  public let message: String
+
+  public init(path: String, message: String) {
+    self.path = path
+    self.message = message
+  }
+
+  public var description: String { "\(path): \(message)" }
+}
+
+/// One metadata value. Arrays hold their elements as values of the declared element type.
+public enum GGUFValue: Sendable, Equatable {
+  case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
+  case uint64(UInt64), int64(Int64), float32(Float), float64(Double), bool(Bool)
+  case string(String), array([GGUFValue])
+
+  /// Any integer type, when it fits in an Int.
+  public var int: Int? {
+    switch self {
+    case .uint8(let v): return Int(v)
+    case .int8(let v): return Int(v)
+    case .uint16(let v): return Int(v)
+    case .int16(let v): return Int(v)
+    case .uint32(let v): return Int(v)
+    case .int32(let v): return Int(v)
+    case .uint64(let v): return Int(exactly: v)
+    case .int64(let v): return Int(v)
+    default: return nil
+    }
+  }
+
+  /// Either float type, or any integer type converted (a file may store `rope.freq_base` as an
+  /// integer).
+  public var double: Double? {
+    switch self {
+    case .float32(let v): return Double(v)
+    case .float64(let v): return v
+    case .uint64(let v): return Double(v)
+    default: return int.map(Double.init)
+    }
+  }
+
+  public var bool: Bool? {
+    if case .bool(let v) = self { return v }
+    return nil
+  }
+
+  public var string: String? {
+    if case .string(let v) = self { return v }
+    return nil
+  }
+
+  public var array: [GGUFValue]? {
+    if case .array(let v) = self { return v }
+    return nil
+  }
+
+  /// The elements, when this is an array of strings (builds a new array: call once and keep it).
+  public var stringArray: [String]? { mapArray { $0.string } }
+  /// The elements, when this is an array of integers that fit in Int.
+  public var intArray: [Int]? { mapArray { $0.int } }
+  /// The elements, when this is an array of numbers (converted to Float).
+  public var floatArray: [Float]? { mapArray { $0.double.map(Float.init) } }
+
+  private func mapArray<T>(_ transform: (GGUFValue) -> T?) -> [T]? {
+    guard case .array(let values) = self else { return nil }
+    var out: [T] = []
+    out.reserveCapacity(values.count)
+    for v in values {
+      guard let t = transform(v) else { return nil }
+      out.append(t)
+    }
+    return out
+  }
+
+  /// GGUF's name for the value type ("uint32", "array[string]").
+  public var typeName: String {
+    switch self {
+    case .uint8: return "uint8"
+    case .int8: return "int8"
+    case .uint16: return "uint16"
+    case .int16: return "int16"
+    case .uint32: return "uint32"
+    case .int32: return "int32"
+    case .uint64: return "uint64"
+    case .int64: return "int64"
+    case .float32: return "float32"
+    case .float64: return "float64"
+    case .bool: return "bool"
+    case .string: return "string"
+    case .array(let v): return "array[\(v.first?.typeName ?? "")]"
+    }
+  }
+}
+
+extension GGUFValue: CustomStringConvertible {
+  /// A short, one-line rendering (long arrays are elided), for listings.
+  public var description: String {
+    switch self {
+    case .uint8(let v): return String(v)
+    case .int8(let v): return String(v)
+    case .uint16(let v): return String(v)
+    case .int16(let v): return String(v)
+    case .uint32(let v): return String(v)
+    case .int32(let v): return String(v)
+    case .uint64(let v): return String(v)
+    case .int64(let v): return String(v)
+    case .float32(let v): return String(v)
+    case .float64(let v): return String(v)
+    case .bool(let v): return String(v)
+    case .string(let v): return GGUFFile.quoted(v, limit: 60)
+    case .array(let v):
+      let shown = v.prefix(6).map(\.description).joined(separator: ", ")
+      return v.count > 6 ? "[\(shown), … (\(v.count) items)]" : "[\(shown)]"
+    }
+  }
+}
+
+/// Where one tensor lives in the file and what it holds.
+public struct GGUFTensorInfo: Sendable, Equatable {
+  public let name: String
+  /// ggml order: ne0 (the fastest-varying, the row length) first. A [rows, cols] row-major
+  /// matrix is stored as dims [cols, rows].
+  public let dims: [Int]
+  public let type: GGMLType
+  /// Absolute offset of the first byte of the tensor's data in the file.
+  public let offset: Int
+
+  // Products were checked for overflow when the file was opened, so plain arithmetic is safe.
+  public var elementCount: Int { dims.reduce(1, *) }
+  public var byteCount: Int { elementCount / type.blockSize * type.bytesPerBlock }
+  /// ne0: elements per row.
+  public var rowLength: Int { dims.first ?? 1 }
+  /// Product of the other dims.
+  public var rowCount: Int { elementCount / rowLength }
+}
+
+/// A GGUF file, memory-mapped read-only. Opening validates the whole header, every metadata
+/// entry and the tensor table against the file's length, so that afterwards no read can go past
+/// the mapping; tensor data itself is only touched when dequantized.
+public final class GGUFFile: @unchecked Sendable {
+  public let path: String
+  public let version: UInt32
+  public let metadata: [String: GGUFValue]
+  /// Metadata keys in file order.
+  public let metadataKeys: [String]
+  public let tensors: [String: GGUFTensorInfo]
+  /// Tensor names in file order.
+  public let tensorNames: [String]
+  /// The data section's alignment (`general.alignment`, default 32).
+  public let alignment: Int
+  /// Absolute offset of the tensor data section.
+  public let dataOffset: Int
+  /// The file's length in bytes (all of it is mapped).
+  public let fileSize: Int
+
+  // Immutable after init, hence @unchecked Sendable.
+  private let base: UnsafeRawPointer
+  private let mappedLength: Int
+
+  /// Arrays of arrays nest at most this deep (ggml itself allows none); deeper is refused
+  /// before recursion could exhaust the stack.
+  public static let maxArrayDepth = 8
+  /// ggml's GGML_MAX_DIMS.
+  public static let maxDims = 4
+
+  public init(path: String) throws {
+    self.path = path
+    func fail(_ message: String) -> GGUFError { GGUFError(path: path, message: message) }
+
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { throw fail("cannot stat: \(String(cString: strerror(errno)))") }
+    guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail("not a regular file") }
+    let size = Int(st.st_size)
+    guard size >= Reader.headerSize else {
+      throw fail(
+        "file too short to be GGUF: \(size) bytes, the header alone is \(Reader.headerSize)")
+    }
+    guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
+      throw fail("cannot map: \(String(cString: strerror(errno)))")
+    }
+    let base = UnsafeRawPointer(map)
+
+    do {
+      var reader = Reader(base: base, count: size)
+      let parsed = try reader.parseAll()
+      self.version = parsed.version
+      self.metadata = parsed.metadata
+      self.metadataKeys = parsed.metadataKeys
+      self.tensors = parsed.tensors
+      self.tensorNames = parsed.tensorNames
+      self.alignment = parsed.alignment
+      self.dataOffset = parsed.dataOffset
+    } catch let failure as Reader.Failure {
+      munmap(map, size)
+      throw fail(failure.message)
+    }
+    self.base = base
+    self.mappedLength = size
+    self.fileSize = size
+  }
+
+  deinit {
+    munmap(UnsafeMutableRawPointer(mutating: base), mappedLength)
+  }
+
+  /// The tensor's description, or an error naming the file and the tensor.
+  public func tensor(_ name: String) throws -> GGUFTensorInfo {
+    guard let info = tensors[name] else {
+      throw GGUFError(path: path, message: "no tensor named \(GGUFFile.quoted(name))")
+    }
+    return info
+  }
+
+  /// Dequantizes the whole tensor into `dst`, which must hold at least `elementCount` floats
+  /// (only that many are written). Large tensors use all cores.
+  public func dequantize(_ name: String, into dst: UnsafeMutablePointer<Float>, count: Int) throws
+  {
+    let info = try dequantizableTensor(name)
+    guard count >= info.elementCount else {
+      throw GGUFError(
+        path: path,
+        message: "tensor \(GGUFFile.quoted(name)): destination holds \(count) floats "
+          + "but the tensor has \(info.elementCount) elements")
+    }
+    GGMLQuant.dequantizeParallel(
+      info.type, from: base + info.offset, to: dst,
+      blockCount: info.elementCount / info.type.blockSize)
+  }
+
+  /// Dequantizes rows `rows` (of `rowLength` elements each) into `dst`, e.g. to look up a few
+  /// embedding rows without expanding the whole table.
+  public func dequantizeRows(
+    _ name: String, rows: Range<Int>, into dst: UnsafeMutablePointer<Float>, count: Int
+  ) throws {
+    let info = try dequantizableTensor(name)
+    let q = GGUFFile.quoted(name)
+    guard rows.lowerBound >= 0, rows.upperBound <= info.rowCount else {
+      throw GGUFError(
+        path: path,
+        message: "tensor \(q): rows \(rows.lowerBound)..<\(rows.upperBound) out of 0..<\(info.rowCount)")
+    }
+    let needed = rows.count * info.rowLength  // ≤ elementCount, cannot overflow
+    guard count >= needed else {
+      throw GGUFError(
+        path: path,
+        message: "tensor \(q): destination holds \(count) floats but \(rows.count) rows need \(needed)")
+    }
+    let blocksPerRow = info.rowLength / info.type.blockSize
+    GGMLQuant.dequantizeParallel(
+      info.type, from: base + info.offset + rows.lowerBound * blocksPerRow * info.type.bytesPerBlock,
+      to: dst, blockCount: rows.count * blocksPerRow)
+  }
+
+  /// The whole tensor as a new metered FloatBuffer.
+  public func dequantized(_ name: String, category: MemoryCategory, meter: MemoryMeter?) throws
+    -> FloatBuffer
+  {
+    let info = try dequantizableTensor(name)  // fail before allocating
+    let buffer = FloatBuffer(count: info.elementCount, category: category, meter: meter)
+    try dequantize(name, into: buffer.pointer, count: buffer.count)
+    return buffer
+  }
+
+  private func dequantizableTensor(_ name: String) throws -> GGUFTensorInfo {
+    let info = try tensor(name)
+    guard info.type.isDequantizable else {
+      throw GGUFError(
+        path: path,
+        message: "tensor \(GGUFFile.quoted(name)): ggml type \(info.type.name) "
+          + "(\(info.type.rawValue)) cannot be dequantized (supported: "
+          + GGMLType.dequantizable.map(\.name).joined(separator: ", ") + ")")
+    }
+    return info
+  }
+
+  /// `s` in single quotes for a one-line message: control characters escaped, long text cut.
+  static func quoted(_ s: String, limit: Int = 80) -> String {
+    var out = ""
+    var n = 0
+    for scalar in s.unicodeScalars {
+      if n == limit {
+        out += "…"
+        break
+      }
+      n += 1
+      switch scalar {
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      case "'": out += "\\'"
+      case "\\": out += "\\\\"
+      default:
+        if scalar.value < 0x20 || scalar.value == 0x7F {
+          out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+          out.unicodeScalars.append(scalar)
+        }
+      }
+    }
+    return "'\(out)'"
+  }
+}
+
+// MARK: - Parsing
+
+/// A bounds-checked cursor over the mapped bytes. Every read first checks that the bytes exist,
+/// every count is checked against the bytes left before anything is allocated for it, and every
+/// multiplication of counts is overflow-checked.
+private struct Reader {
+  struct Failure: Error { var message: String }
+
+  static let headerSize = 24  // magic, version, tensor_count, metadata_kv_count
+  /// Smallest possible metadata entry: empty key (8) + value type (4) + 1-byte value.
+  static let minMetadataEntry = 13
+  /// Smallest possible tensor entry: empty name (8) + n_dims (4) + type (4) + offset (8).
+  static let minTensorEntry = 24
+
+  let base: UnsafeRawPointer
+  let count: Int
+  var pos = 0
+
+  init(base: UnsafeRawPointer, count: Int) {
+    self.base = base
+    self.count = count
+  }
+
+  var remaining: Int { count - pos }
+
+  struct Parsed {
+    var version: UInt32 = 0
+    var metadata: [String: GGUFValue] = [:]
+    var metadataKeys: [String] = []
+    var tensors: [String: GGUFTensorInfo] = [:]
+    var tensorNames: [String] = []
+    var alignment = 32
+    var dataOffset = 0
+  }
+
+  // MARK: primitives
+
+  private func need(_ n: Int, _ what: @autoclosure () -> String) throws {
+    if n > remaining {
+      throw Failure(
+        message: "truncated: \(what()) needs \(n) bytes at offset \(pos), but the file ends at \(count)")
+    }
+  }
+
+  private mutating func load<T: FixedWidthInteger>(_: T.Type, _ what: @autoclosure () -> String)
+    throws -> T
+  {
+    try need(MemoryLayout<T>.size, what())
+    let v = T(littleEndian: base.loadUnaligned(fromByteOffset: pos, as: T.self))
+    pos += MemoryLayout<T>.size
+    return v
+  }
+
+  /// A u64 count or size that must also fit in Int.
+  private mutating func size(_ what: @autoclosure () -> String) throws -> Int {
+    let v = try load(UInt64.self, what())
+    guard let n = Int(exactly: v) else {
+      throw Failure(message: "\(what()) is \(v), larger than any file")
+    }
+    return n
+  }
+
+  private mutating func string(_ what: @autoclosure () -> String) throws -> String {
+    let start = pos
+    let n = try size("\(what()) length")
+    guard n <= remaining else {
+      throw Failure(
+        message: "\(what()) at offset \(start) claims \(n) bytes, past the end of the file "
+          + "(\(remaining) bytes left)")
+    }
+    // Invalid UTF-8 is repaired (U+FFFD), never trusted.
+    let s = String(decoding: UnsafeRawBufferPointer(start: base + pos, count: n), as: UTF8.self)
+    pos += n
+    return s
+  }
+
+  // MARK: file structure
+
+  mutating func parseAll() throws -> Parsed {
+    var out = Parsed()
+    // Header. The file is at least headerSize long (checked before mapping).
+    let magic = try load(UInt32.self, "magic")
+    if magic != 0x4655_4747 {  // "GGUF" read as a little-endian u32
+      let bytes = (0..<4).map { base.load(fromByteOffset: $0, as: UInt8.self) }
+      let shown = String(bytes.map { (0x20..<0x7F).contains($0) ? Character(UnicodeScalar($0)) : "." })
+      let hex = bytes.map { String(format: "%02x", $0) }.joined(separator: " ")
+      throw Failure(message: "not a GGUF file: magic is \"\(shown)\" (\(hex)), expected \"GGUF\"")
+    }
+    out.version = try load(UInt32.self, "version")
+    guard out.version == 2 || out.version == 3 else {
+      let hint = out.version.byteSwapped == 2 || out.version.byteSwapped == 3
+        ? " (a big-endian file?)" : out.version == 1 ? " (GGUF v1 is obsolete)" : ""
+      throw Failure(message: "unsupported GGUF version \(out.version)\(hint); supported: 2, 3")
+    }
+    let tensorCount = try load(UInt64.self, "tensor count")
+    let metadataCount = try load(UInt64.self, "metadata count")
+    // Each entry needs some minimum number of bytes, so counts the rest of the file cannot hold
+    // are refused here, before any loop or allocation. (UInt64 division: no overflow.)
+    let left = UInt64(remaining)
+    if metadataCount > left / UInt64(Reader.minMetadataEntry) {
+      throw Failure(
+        message: "metadata count \(metadataCount) is impossible in a \(count)-byte file "
+          + "(each entry needs at least \(Reader.minMetadataEntry) bytes)")
+    }
+    if tensorCount > left / UInt64(Reader.minTensorEntry) {
+      throw Failure(
+        message: "tensor count \(tensorCount) is impossible in a \(count)-byte file "
+          + "(each entry needs at least \(Reader.minTensorEntry) bytes)")
+    }
+
+    // Metadata.
+    out.metadataKeys.reserveCapacity(Int(metadataCount))
+    for i in 0..<Int(metadataCount) {
+      let key = try string("metadata key #\(i)")
+      guard out.metadata[key] == nil else {
+        throw Failure(message: "duplicate metadata key \(GGUFFile.quoted(key))")
+      }
+      do {
+        let type = try load(UInt32.self, "value type")
+        out.metadata[key] = try value(type: type, depth: 0)
+      } catch var f as Failure {
+        f.message = "metadata \(GGUFFile.quoted(key)): " + f.message
+        throw f
+      }
+      out.metadataKeys.append(key)
+    }
+
+    if let a = out.metadata["general.alignment"] {
+      guard let n = a.int, n > 0, n & (n - 1) == 0, n <= 1 << 30 else {
+        throw Failure(
+          message: "general.alignment must be a power of two integer, got \(a) (\(a.typeName))")
+      }
+      out.alignment = n
+    }
+
+    // Tensor table.
+    var raw: [(name: String, dims: [Int], type: GGMLType, relOffset: Int)] = []
+    raw.reserveCapacity(Int(tensorCount))
+    var seen = Set<String>()
+    for i in 0..<Int(tensorCount) {
+      let name = try string("tensor name #\(i)")
+      guard seen.insert(name).inserted else {
+        throw Failure(message: "duplicate tensor name \(GGUFFile.quoted(name))")
+      }
+      do {
+        raw.append(try tensorEntry(name: name))
+      } catch var f as Failure {
+        f.message = "tensor \(GGUFFile.quoted(name)): " + f.message
+        throw f
+      }
+    }
+
+    // Data section: after the table, padded to the alignment.
+    let (padded, overflow) = pos.addingReportingOverflow(out.alignment - 1)
+    guard !overflow else { throw Failure(message: "data offset overflows") }
+    out.dataOffset = padded / out.alignment * out.alignment
+
+    out.tensorNames.reserveCapacity(raw.count)
+    for t in raw {
+      let q = GGUFFile.quoted(t.name)
+      guard t.relOffset % out.alignment == 0 else {
+        throw Failure(
+          message: "tensor \(q): data offset \(t.relOffset) is not a multiple of the alignment "
+            + "\(out.alignment)")
+      }
+      let info = GGUFTensorInfo(
+        name: t.name, dims: t.dims, type: t.type, offset: 0)  // for byteCount only
+      let bytes = info.byteCount
+      let (start, o1) = out.dataOffset.addingReportingOverflow(t.relOffset)
+      let (end, o2) = start.addingReportingOverflow(bytes)
+      guard !o1, !o2, end <= count else {
+        let span = o1 || o2 ? "offset \(t.relOffset)" : "at bytes \(start)..<\(end)"
+        throw Failure(
+          message: "tensor \(q): data \(span) runs past the end of the file (\(count) bytes)")
+      }
+      out.tensors[t.name] = GGUFTensorInfo(name: t.name, dims: t.dims, type: t.type, offset: start)
+      out.tensorNames.append(t.name)
+    }
+    return out
+  }
+
+  /// n_dims, ne[], type, offset of one tensor (the name is already read).
+  private mutating func tensorEntry(name: String) throws -> (
+    name: String, dims: [Int], type: GGMLType, relOffset: Int
+  ) {
+    let nDims = try load(UInt32.self, "dimension count")
+    guard nDims <= GGUFFile.maxDims else {
+      throw Failure(message: "\(nDims) dimensions (at most \(GGUFFile.maxDims))")
+    }
+    var dims: [Int] = []
+    var elements = 1
+    for d in 0..<Int(nDims) {
+      let v = try load(UInt64.self, "dimension \(d)")
+      guard v > 0, let n = Int(exactly: v) else {
+        throw Failure(message: "dimension \(d) is \(v) (must be between 1 and \(Int64.max))")
+      }
+      let (product, overflow) = elements.multipliedReportingOverflow(by: n)
+      guard !overflow else {
+        throw Failure(message: "element count overflows (dims \(dims + [n]))")
+      }
+      elements = product
+      dims.append(n)
+    }
+    let rawType = try load(UInt32.self, "type")
+    guard let type = GGMLType(rawValue: rawType) else {
+      throw Failure(message: "unknown ggml type \(rawType)")
+    }
+    let rowLength = dims.first ?? 1
+    guard rowLength % type.blockSize == 0 else {
+      throw Failure(
+        message: "row length \(rowLength) is not a multiple of \(type.name)'s block size "
+          + "\(type.blockSize)")
+    }
+    // byteCount = blocks × bytesPerBlock must fit in Int too.
+    guard !(elements / type.blockSize).multipliedReportingOverflow(by: type.bytesPerBlock).overflow
+    else {
+      throw Failure(message: "byte size overflows (dims \(dims), type \(type.name))")
+    }
+    let offset = try size("data offset")
+    return (name, dims, type, offset)
+  }
+
+  // MARK: metadata values
+
+  private static func minimumSize(ofType type: UInt32) -> Int? {
+    switch type {
+    case 0, 1, 7: return 1  // uint8, int8, bool
+    case 2, 3: return 2  // uint16, int16
+    case 4, 5, 6: return 4  // uint32, int32, float32
+    case 10, 11, 12: return 8  // uint64, int64, float64
+    case 8: return 8  // string: its length
+    case 9: return 12  // array: element type + count
+    default: return nil
+    }
+  }
+
+  private mutating func value(type: UInt32, depth: Int) throws -> GGUFValue {
+    switch type {
+    case 0: return .uint8(try load(UInt8.self, "uint8 value"))
+    case 1: return .int8(try load(Int8.self, "int8 value"))
+    case 2: return .uint16(try load(UInt16.self, "uint16 value"))
+    case 3: return .int16(try load(Int16.self, "int16 value"))
+    case 4: return .uint32(try load(UInt32.self, "uint32 value"))
+    case 5: return .int32(try load(Int32.self, "int32 value"))
+    case 6: return .float32(Float(bitPattern: try load(UInt32.self, "float32 value")))
+    case 7: return .bool(try load(UInt8.self, "bool value") != 0)
+    case 8: return .string(try string("string"))
+    case 9: return try array(depth: depth + 1)
+    case 10: return .uint64(try load(UInt64.self, "uint64 value"))
+    case 11: return .int64(try load(Int64.self, "int64 value"))
+    case 12: return .float64(Double(bitPattern: try load(UInt64.self, "float64 value")))
+    default: throw Failure(message: "unknown value type \(type)")
+    }
+  }
+
+  private mutating func array(depth: Int) throws -> GGUFValue {
+    guard depth <= GGUFFile.maxArrayDepth else {
+      throw Failure(message: "arrays nested deeper than \(GGUFFile.maxArrayDepth) levels")
+    }
+    let elementType = try load(UInt32.self, "array element type")
+    guard let minSize = Reader.minimumSize(ofType: elementType) else {
+      throw Failure(message: "unknown array element type \(elementType)")
+    }
+    let start = pos
+    let n = try size("array length")
+    let (bytes, overflow) = n.multipliedReportingOverflow(by: minSize)
+    guard !overflow, bytes <= remaining else {
+      throw Failure(
+        message: "array of \(n) elements at offset \(start) runs past the end of the file "
+          + "(\(remaining) bytes left)")
+    }
+    var values: [GGUFValue] = []
+    values.reserveCapacity(n)
+    for i in 0..<n {
+      do {
+        values.append(try value(type: elementType, depth: depth))
+      } catch var f as Failure where depth == 1 {
+        // Name the element at the outermost level only, so nested failures read "[3]: …".
+        f.message = "element \(i): " + f.message
+        throw f
+      }
+    }
+    return .array(values)
+  }
+}
