@@ -7,7 +7,7 @@ Run from the repository root with the reference venv (DESIGN.md section 3):
 
 Outputs (all small; the SmolLM2 vocabulary itself is never committed):
 
-  smollm2_cases.json     ~330 strings with the ids of SmolLM2's reference tokenizer
+  smollm2_cases.json     ~420 strings with the ids of SmolLM2's reference tokenizer
                          (special tokens parsed and, for strings holding one, not parsed),
                          and the reference decode of those ids.
   tiny_bytelevel.json    a ~320-token ByteLevel BPE trained here (GPT-2 regex inside ByteLevel)
@@ -16,9 +16,12 @@ Outputs (all small; the SmolLM2 vocabulary itself is never committed):
   tiny_llama3.json       a ~320-token BPE with Split(Llama-3 regex) + ByteLevel(use_regex=false)
   tiny_cases.json        the same strings (plus a few using the tiny added tokens) with the ids of
                          each tiny tokenizer
+  tiny_gpt2.gguf         tiny_bytelevel's vocabulary as GGUF metadata (pre "gpt2"; no tensors)
+  tiny_falcon.gguf       the same with pre "falcon", which kvlab rejects
   chat_template.json     ChatML renderings of a few conversations with SmolLM2's own
-                         `tokenizer.chat_template` (from the GGUF), rendered by transformers'
-                         apply_chat_template (jinja2), and their SmolLM2 ids.
+                         `tokenizer.chat_template` (from the GGUF), rendered with jinja2 as
+                         transformers does (and checked against its apply_chat_template), and
+                         their SmolLM2 ids.
 
 Which reference for SmolLM2, and why
 ------------------------------------
@@ -27,9 +30,9 @@ from the GGUF with a *plain* `ByteLevel(add_prefix_space=False, use_regex=True)`
 drops the `Digits(individual_digits=True)` step that SmolLM2's published tokenizer.json has
 (`Sequence[Digits(individual_digits=true), ByteLevel(add_prefix_space=false, trim_offsets=true,
 use_regex=true)]`, no normalizer; llama.cpp's `smollm` pre type is the same thing: regexes
-["\\p{N}", gpt2]). That difference is visible in the ids (e.g. "a  1", "x 12", "v1.2": a space
-before a digit is a separate pre-token in SmolLM2 but glued to the digit by the GGUF loader), so it
-is NOT a faithful reference. This script therefore builds a `tokenizers.Tokenizer` from the GGUF's
+["\\p{N}", gpt2]). That difference is visible in the ids (17 of the strings here, e.g. "a  1", "  42  ", "½ ¼ ¾",
+"Ⅻ Ⅳ ⅷ": whitespace before a number, and runs of numbers, split differently), so it is NOT a
+faithful reference. This script therefore builds a `tokenizers.Tokenizer` from the GGUF's
 vocab and merges with SmolLM2's published pre-tokenizer, the ByteLevel decoder, and the 17 GGUF
 CONTROL tokens as special added tokens (normalized=false, no strip), exactly as in the published
 tokenizer.json. The script prints how many strings the transformers GGUF loader would get wrong.
@@ -89,7 +92,10 @@ def hand_strings() -> list[str]:
           "1st 2nd 3rd 4th", "3/4 cup", "½ ¼ ¾", "x² + y³ = z⁴", "Ⅻ Ⅳ ⅷ", "①②③",
           "٠١٢٣٤٥٦٧٨٩", "०१२३४५६७८९", "１２３４５", "๑๒๓", "𝟘𝟙𝟚 math digits",
           "123456789012345678901234567890123456789012345678901234567890",
-          "3" * 64, "pi=3.14 e=2.718", "  42  ", "\t7\t", "1\n2\n3", "1.2.3.4.5.6.7.8.9.10"]
+          "3" * 64, "pi=3.14 e=2.718", "  42  ", "\t7\t", "1\n2\n3", "1.2.3.4.5.6.7.8.9.10",
+          # Unicode 16/17 letters and digits: the regexes (Oniguruma) know Unicode 16, Digits 17
+          "!\U00011de0!", "a\U00011de0\U00011de1b", "x\u088f y", "!\U0001ccf0 \U00016d40!",
+          " \U00016ff4\U00016ff5", "'s\U00011de5"]
     # whitespace runs
     s += ["  ", "   ", "    ", "\t\t", "\n\n", "\n\n\n", "\r\n", "\r\n\r\n", " \n ", "\n \n",
           "a  b", "a   b", "a    b", "a\tb", "a\t\tb", "a\nb", "a\n\nb", "a \n b", "a\r\nb",
@@ -309,7 +315,38 @@ def train_tiny(kind: str, corpus: list[str]) -> Tokenizer:
     # that strips the whitespace on its left
     tok.add_tokens([AddedToken("[MASK]", special=False, normalized=False)])
     tok.add_special_tokens([AddedToken("<|tool|>", lstrip=True, special=True, normalized=False)])
+    if kind == "llama3":  # Llama 3's tokenizer.json sets ignore_merges: a word in the vocabulary is one token
+        j = json.loads(tok.to_str())
+        j["model"]["ignore_merges"] = True
+        tok = Tokenizer.from_str(json.dumps(j))
     return tok
+
+
+def write_tiny_gguf(tok: Tokenizer, path: str, pre: str) -> None:
+    """A GGUF holding only tokenizer metadata (no tensors), from a tiny tokenizer."""
+    j = json.loads(tok.to_str())
+    vocab = j["model"]["vocab"]
+    added = {a["id"]: a for a in j["added_tokens"]}
+    n = max(list(vocab.values()) + list(added)) + 1
+    tokens = [""] * n
+    types = [1] * n
+    for t, i in vocab.items():
+        tokens[i] = t
+    for i, a in added.items():
+        tokens[i] = a["content"]
+        types[i] = 3 if a["special"] else 4  # CONTROL / USER_DEFINED
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in j["model"]["merges"]])
+    w.add_bos_token_id(tokens.index("<|endoftext|>"))
+    w.add_eos_token_id(tokens.index("<|endoftext|>"))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 TINY_EXTRA = ["[MASK]", "a [MASK] b", "x<|sep|>y", "hello   <|tool|>  call", "<|tool|>",
@@ -366,8 +403,7 @@ def check_transformers_gguf(gguf_path: str, strings: list[str], smol: Tokenizer)
     bad = [s for s in strings if t(s, add_special_tokens=False).input_ids
            != smol.encode(s, add_special_tokens=False).ids]
     print(f"transformers GGUF loader pre_tokenizer: {json.dumps(pre)}")
-    print(f"  differs from SmolLM2's published tokenizer on {len(bad)}/{len(strings)} strings, e.g. "
-          f"{[b for b in bad[:5]]}")
+    print(f"  differs from SmolLM2's published tokenizer on {len(bad)}/{len(strings)} strings, e.g. {bad[:5]}")
 
 
 def dump(name: str, obj) -> None:
@@ -402,6 +438,12 @@ def main() -> None:
         print(f"wrote tiny_{kind}.json ({os.path.getsize(os.path.join(OUT, f'tiny_{kind}.json'))} bytes, "
               f"vocab {tok.get_vocab_size()})")
         tiny_cases[kind] = cases_for(tok, strings + TINY_EXTRA, with_no_special=True)
+        if kind == "bytelevel":
+            # the same vocabulary as a GGUF: pre "gpt2" is ByteLevel's regex, so the ids are the same
+            # (except where <|tool|>'s lstrip, which GGUF cannot express, matters); and pre "falcon",
+            # which kvlab does not support
+            write_tiny_gguf(tok, os.path.join(OUT, "tiny_gpt2.gguf"), "gpt2")
+            write_tiny_gguf(tok, os.path.join(OUT, "tiny_falcon.gguf"), "falcon")
     dump("tiny_cases.json", tiny_cases)
     dump("chat_template.json", chat_cases(meta, smol))
 

@@ -231,7 +231,7 @@ public final class Session {
     let prefillSeconds = Date().timeIntervalSince(start)
     var report = try generate(options: options, onText: onText)
     // Close the assistant turn; the EOS the model produced is not in the cache yet.
-    try prefill(try tokenize(template.turnEnd + "\n"), modality: .text)
+    try prefill(try tokenize(template.turnEnd), modality: .text)
     report.prefillTokens = promptTokens.count
     report.prefillSeconds = prefillSeconds
     return report
