@@ -73,9 +73,9 @@ def main() -> None:
         continuation = gen[0, len(ids):].tolist()
         np.save(os.path.join(FULL, f"{name}.npy"), logits.astype(np.float32))
         top = np.argsort(-logits, axis=1, kind="stable")[:, :16]
-        np.save(os.path.join(OUT, f"{name}.columns.npy"), logits[:, columns].astype(np.float32))
+        np.save(os.path.join(OUT, f"{name}.columns.npy"), np.ascontiguousarray(logits[:, columns], dtype=np.float32))
         np.save(os.path.join(OUT, f"{name}.top.npy"),
-                np.take_along_axis(logits, top, axis=1).astype(np.float32))
+                np.ascontiguousarray(np.take_along_axis(logits, top, axis=1), dtype=np.float32))
         manifest["prompts"].append({
             "name": name, "text": text, "ids": ids, "argmax": logits.argmax(axis=1).tolist(),
             "top_ids": top.tolist(), "greedy32": continuation,

@@ -51,8 +51,27 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     self.attentionBias = attentionBias
   }
 
+  /// Keys of config.json that are read but not stored.
+  enum ExtraKeys: String, CodingKey {
+    case ropeParameters = "rope_parameters"  // transformers 5: {"rope_theta", "rope_type", ...}
+    case ropeScaling = "rope_scaling"  // transformers 4: {"type" / "rope_type", ...}
+    case mlpBias = "mlp_bias"
+    case hiddenAct = "hidden_act"
+  }
+
+  /// `rope_parameters` (transformers 5) or `rope_scaling` (4): only the fields this reads.
+  struct RopeParameters: Decodable {
+    var ropeTheta: Float?
+    var ropeType: String?
+    var type: String?
+    enum CodingKeys: String, CodingKey {
+      case ropeTheta = "rope_theta", ropeType = "rope_type", type
+    }
+  }
+
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
+    let extra = try decoder.container(keyedBy: ExtraKeys.self)
     architecture = try c.decode(String.self, forKey: .architecture)
     hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
     intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
@@ -61,7 +80,28 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? heads
     headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / heads
     vocabularySize = try c.decode(Int.self, forKey: .vocabularySize)
-    ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+    // transformers 5 writes rope_theta inside rope_parameters (a top-level rope_theta is 4.x).
+    // A per-layer-type rope_parameters (a dict of dicts) decodes with every field nil.
+    let rope = try? extra.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters)
+    let scaling = try? extra.decodeIfPresent(RopeParameters.self, forKey: .ropeScaling)
+    ropeTheta =
+      try rope?.ropeTheta ?? c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+    for kind in [rope?.ropeType, rope?.type, scaling?.ropeType, scaling?.type].compactMap({ $0 })
+    where !["default", "mrope"].contains(kind) {
+      // Scaled RoPE (linear, dynamic, yarn, llama3, longrope) changes every angle: refuse it.
+      throw DecodingError.dataCorruptedError(
+        forKey: .ropeParameters, in: extra, debugDescription: "rope_type '\(kind)' is not supported"
+      )
+    }
+    if try extra.decodeIfPresent(Bool.self, forKey: .mlpBias) == true {
+      throw DecodingError.dataCorruptedError(
+        forKey: .mlpBias, in: extra, debugDescription: "mlp_bias is not supported")
+    }
+    if let act = try extra.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
+      throw DecodingError.dataCorruptedError(
+        forKey: .hiddenAct, in: extra,
+        debugDescription: "hidden_act '\(act)' is not supported (silu)")
+    }
     rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6
     contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength) ?? 2048
     tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? false

@@ -25,12 +25,35 @@ extension DecoderConfig {
     let vocab =
       gguf.metadata["\(arch).vocab_size"]?.int
       ?? gguf.metadata["tokenizer.ggml.tokens"]?.stringArray?.count ?? 0
+    // The head size is attention.key_length when the converter wrote it (an explicit head_dim,
+    // e.g. heads·head_dim ≠ hidden), else hidden / heads, as llama.cpp reads it; RoPE must cover
+    // the whole head (rope.dimension_count is the rotated part).
+    let headDim =
+      gguf.metadata["\(arch).attention.key_length"]?.int ?? (heads > 0 ? hidden / heads : 0)
+    if let v = gguf.metadata["\(arch).attention.value_length"]?.int, v != headDim {
+      throw fail("value length \(v) differs from key length \(headDim): not supported")
+    }
+    if let r = gguf.metadata["\(arch).rope.dimension_count"]?.int, r != headDim {
+      throw fail("partial RoPE (\(r) of \(headDim) head dimensions) is not supported")
+    }
+    // Scaled RoPE (llama 3.1+ ships rope_freqs.weight; yarn/linear set rope.scaling.type) would
+    // change every angle: refuse it rather than run wrong.
+    if gguf.tensors["rope_freqs.weight"] != nil {
+      throw fail("RoPE frequency factors (rope_freqs.weight) are not supported")
+    }
+    if let s = gguf.metadata["\(arch).rope.scaling.type"]?.string, !["none", ""].contains(s) {
+      throw fail("RoPE scaling '\(s)' is not supported")
+    }
+    if let name = ["ffn_gate", "ffn_up", "ffn_down"].map({ "blk.0.\($0).bias" })
+      .first(where: { gguf.tensors[$0] != nil })
+    {
+      throw fail("MLP biases (\(name)) are not supported")
+    }
     self.init(
       architecture: arch, hiddenSize: hidden, intermediateSize: try int("feed_forward_length"),
       layers: try int("block_count"), heads: heads,
       kvHeads: gguf.metadata["\(arch).attention.head_count_kv"]?.int ?? heads,
-      headDim: gguf.metadata["\(arch).rope.dimension_count"]?.int ?? (heads > 0 ? hidden / heads : 0),
-      vocabularySize: vocab, ropeTheta: float("rope.freq_base", 10000),
+      headDim: headDim, vocabularySize: vocab, ropeTheta: float("rope.freq_base", 10000),
       rmsNormEps: float("attention.layer_norm_rms_epsilon", 1e-5),
       contextLength: gguf.metadata["\(arch).context_length"]?.int ?? 2048,
       tiedEmbeddings: gguf.tensors["output.weight"] == nil,
@@ -51,7 +74,9 @@ extension LlamaModel {
     func fill(_ name: String, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) throws {
       let info = try gguf.tensor(name)
       let expected = rows == 1 ? [cols] : [cols, rows]
-      let dims = info.dims.count > expected.count && info.dims.dropFirst(expected.count).allSatisfy({ $0 == 1 })
+      let dims =
+        info.dims.count > expected.count
+          && info.dims.dropFirst(expected.count).allSatisfy({ $0 == 1 })
         ? Array(info.dims.prefix(expected.count)) : info.dims
       guard dims == expected else {
         throw ModelError(
@@ -96,9 +121,23 @@ extension LlamaModel {
         }
         bias = b
       }
+      // llama with attention_bias also has an o_proj bias (qwen2 does not). The forward has no
+      // place for it yet, so only an all-zero one can be dropped without changing the output.
+      if gguf.tensors[p + "attn_output.bias"] != nil {
+        var ob = [Float](repeating: 0, count: c.hiddenSize)
+        try ob.withUnsafeMutableBufferPointer {
+          try fill(p + "attn_output.bias", rows: 1, cols: c.hiddenSize, into: $0.baseAddress!)
+        }
+        if ob.contains(where: { $0 != 0 }) {
+          throw ModelError(
+            path: gguf.path,
+            message: "\(p)attn_output.bias (llama attention_bias) is non-zero: not supported yet")
+        }
+      }
       let gateUp = Matrix(
         rows: 2 * c.intermediateSize, cols: c.hiddenSize, category: .weights, meter: meter)
-      try fill(p + "ffn_gate.weight", rows: c.intermediateSize, cols: c.hiddenSize, into: gateUp.pointer)
+      try fill(
+        p + "ffn_gate.weight", rows: c.intermediateSize, cols: c.hiddenSize, into: gateUp.pointer)
       try fill(
         p + "ffn_up.weight", rows: c.intermediateSize, cols: c.hiddenSize,
         into: gateUp.row(c.intermediateSize))
