@@ -87,7 +87,8 @@ public enum ProcessMemory {
       return nil
     }
     for line in text.split(separator: "\n") where line.hasPrefix(name) {
-      let parts = line.dropFirst(name.count).split(separator: " ")
+      // "VmHWM:\t  1960 kB": a tab, then padding spaces.
+      let parts = line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" })
       if let kb = parts.first.flatMap({ Int($0) }) { return kb * 1024 }
     }
     return nil

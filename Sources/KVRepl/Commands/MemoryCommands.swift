@@ -1,0 +1,49 @@
+import Foundation
+import KVTensor
+
+/// The memory meter's commands: `mem`, `mem reset`.
+public enum MemoryCommands {
+  public static var all: [Command] { [mem, memReset] }
+
+  static let mem = Command(
+    "mem", summary: "memory by category: current and peak",
+    help: """
+      Prints the bytes the engine holds per category (weights, kv, activations, vision) and \
+      their high-water marks since the start or the last `mem reset`, as counted by the \
+      session's meter (exact and repeatable). --rss adds the process's resident set size and \
+      its peak (VmRSS, VmHWM), which vary between runs and so print as ~values.
+      """,
+    options: [
+      Option("rss", .toggle, default: "off", help: "also print the process's resident memory"),
+      Option("unit", .choice(["auto", "B", "KiB", "MiB", "GiB"]), default: "auto", help: "unit for sizes"),
+    ]
+  ) { ctx in
+    let meter = ctx.session.meter
+    let unit = ctx.args.string("unit") ?? "auto"
+    var rows = [["memory", "current", "peak"]]
+    for c in MemoryCategory.allCases {
+      let r = meter.reading(c)
+      rows.append([c.rawValue, Format.bytes(r.current, unit: unit), Format.bytes(r.highWater, unit: unit)])
+    }
+    let t = meter.total
+    rows.append(["total", Format.bytes(t.current, unit: unit), Format.bytes(t.highWater, unit: unit)])
+    if ctx.args.toggle("rss") {
+      let now = ProcessMemory.currentRSS().map { "~" + Format.bytes($0, unit: unit) } ?? "~unknown"
+      let peak = ProcessMemory.peakRSS().map { "~" + Format.bytes($0, unit: unit) } ?? "~unknown"
+      rows.append(["rss", now, peak])
+    }
+    for line in Format.table(rows) { ctx.print(line) }
+  }
+
+  static let memReset = Command(
+    "mem", verb: "reset", summary: "start new high-water marks",
+    help: """
+      Sets every category's peak to what it holds now, and resets the process's peak RSS \
+      (writes 5 to /proc/self/clear_refs), so the next `mem` shows the peaks of what follows.
+      """
+  ) { ctx in
+    ctx.session.meter.resetHighWater()
+    let rss = ProcessMemory.resetPeakRSS()
+    ctx.print("peaks reset\(rss ? "" : " (the process's peak RSS could not be reset)")")
+  }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import KVEngine
+import KVTensor
+
+/// The REPL's own commands: help, echo, info, record, replay, quit.
+public enum ReplCommands {
+  public static var all: [Command] { [info, help, echo, sleep, recordStart, recordStop, replay, quit] }
+
+  static let help = Command(
+    "help", summary: "list the commands, or explain one",
+    help: """
+      With no argument, lists every command with a one-line summary. With a command (and \
+      optionally its subcommand) prints its usage, what it does, and its arguments and options \
+      with their types and defaults. `COMMAND --help` does the same.
+      """,
+    positionals: [
+      Positional("COMMAND", .command, optional: true, help: "a command, e.g. feed"),
+      Positional("VERB", .verb, optional: true, help: "one of its subcommands, e.g. text"),
+    ]
+  ) { ctx in
+    let lines =
+      try ctx.args.positional("COMMAND").map {
+        try ctx.repl.table.help(noun: $0, verb: ctx.args.positional("VERB"))
+      } ?? ctx.repl.table.overview()
+    for l in lines { ctx.print(l) }
+  }
+
+  static let echo = Command(
+    "echo", summary: "print text (a marker for scripts and pipes)",
+    help: """
+      Prints its words, joined by single spaces (quote text to keep its spacing), and a \
+      newline. A program driving kvlab over a pipe can send `echo MARKER` after a cell's \
+      commands and read output until MARKER comes back.
+      """,
+    positionals: [Positional("TEXT", .text, optional: true, rest: true, help: "what to print")]
+  ) { ctx in
+    ctx.print(ctx.args.positional("TEXT") ?? "")
+  }
+
+  static let sleep = Command(
+    "sleep", summary: "wait (Ctrl-C cancels)",
+    help: "Waits SECONDS, checking for Ctrl-C every 10 ms: a pause in a demo script, and a command to try cancellation on.",
+    positionals: [Positional("SECONDS", .number(0...86400), help: "how long to wait")]
+  ) { ctx in
+    let seconds = Double(ctx.args.positional("SECONDS")!)!
+    let end = Date().addingTimeInterval(seconds)
+    while Date() < end {
+      if ctx.session.cancellation.isSet { throw EngineError.cancelled("sleep stopped early") }
+      usleep(10_000)
+    }
+  }
+
+  static let info = Command(
+    "info", summary: "threads, OpenBLAS kernel, model and context",
+    help: """
+      Shows the number of threads, the OpenBLAS kernel (openblas_get_corename(); varies by \
+      machine, so printed as ~NAME) and how it was chosen: ~(detected) by OpenBLAS itself, \
+      ~(OPENBLAS_CORETYPE) from the environment, or ~(auto) by `kvlab --blas-core auto`; then \
+      the loaded model and how many tokens the context and cache hold.
+      """
+  ) { ctx in
+    let env = ProcessInfo.processInfo.environment
+    let source =
+      env["OPENBLAS_CORETYPE"] == nil
+      ? "detected" : env[BLASCore.reexecGuard] != nil ? "auto" : "OPENBLAS_CORETYPE"
+    ctx.print("threads: \(ctx.session.options.threads)")
+    ctx.print("blas: OpenBLAS, kernel ~\(BLAS.coreName) ~(\(source))")
+    guard let m = ctx.repl.loaded, ctx.session.modelPath != nil else {
+      ctx.print("model: none (use 'load')")
+      return
+    }
+    ctx.print(
+      "model: \(m.name) (\(m.architecture), \(m.layers) layers, vocab \(m.vocabulary), \(Format.count(m.parameters)) parameters) from \((m.path as NSString).lastPathComponent)"
+    )
+    var context = "context: \(ctx.session.context.count) tokens"
+    if let c = ctx.session.cacheSummary {
+      context += "; cache \(c.tokens) tokens, \(Format.bytes(c.bytes))"
+    }
+    ctx.print(context)
+  }
+
+  static let recordStart = Command(
+    "record", verb: "start", summary: "record the session to a script",
+    help: """
+      Writes every following command line to FILE, each followed by its output as `#>` lines, \
+      as it happens (a crash loses nothing already shown). The file is a script that \
+      `replay FILE --check` re-runs and compares. An existing file is refused unless \
+      append=on. `record` and `quit` lines are not recorded.
+      """,
+    positionals: [Positional("FILE", .path(extensions: []), help: "the script to write, e.g. session.kvl")],
+    options: [Option("append", .toggle, default: "off", help: "add to an existing file")],
+    notRecorded: true
+  ) { ctx in
+    if let r = ctx.repl.recorder {
+      throw ctx.error("already recording to \(r.displayPath) (use 'record stop' first)")
+    }
+    let typed = ctx.args.positional("FILE")!
+    let recorder: Recorder
+    do {
+      recorder = try Recorder(
+        path: ctx.resolve(typed), displayPath: typed,
+        mode: ctx.args.toggle("append") ? .append : .create)
+    } catch let e as ReplError {
+      throw ctx.error(e.message)
+    }
+    ctx.repl.recorder = recorder
+    ctx.repl.recorderDepth = ctx.repl.depth
+    ctx.print("recording to \(typed)")
+  }
+
+  static let recordStop = Command(
+    "record", verb: "stop", summary: "stop recording",
+    help: "Closes the script that `record start` opened and says how many commands it holds.",
+    notRecorded: true
+  ) { ctx in
+    guard let r = ctx.repl.recorder else { throw ctx.error("not recording") }
+    r.stop()
+    ctx.repl.recorder = nil
+    ctx.print("recorded \(r.commandCount) command\(r.commandCount == 1 ? "" : "s") to \(r.displayPath)")
+  }
+
+  static let replay = Command(
+    "replay", summary: "run a script; --check compares its output",
+    help: """
+      Runs the commands in FILE (paths inside it resolve relative to its folder). It stops at \
+      the first failing command unless --keep-going; a failure the script expects (an \
+      `#> error: ...` line below the command) does not count, and a command recorded as \
+      cancelled (`#> ^C cancelled: ...`) is skipped. With --check, each command's output is \
+      compared with the `#>` lines below it: a value marked with `~` (a time, rate, RSS, the \
+      BLAS kernel) matches any value and a run of blanks matches one space; the first \
+      difference stops the replay with a diff (-expected, +actual).
+      """,
+    positionals: [Positional("FILE", .path(extensions: ["kvl", "txt"]), help: "the script, e.g. session.kvl")],
+    options: [
+      Option("check", .toggle, default: "off", help: "compare the output with the recording"),
+      Option("keep-going", .toggle, default: "off", help: "do not stop at the first failure"),
+    ]
+  ) { ctx in
+    let typed = ctx.args.positional("FILE")!
+    try ctx.repl.replay(
+      typed: typed, path: ctx.resolve(typed), check: ctx.args.toggle("check"),
+      keepGoing: ctx.args.toggle("keep-going"))
+  }
+
+  static let quit = Command(
+    "quit", summary: "leave kvlab (or end the script being replayed)",
+    help: "Ends the session; in a replayed script, ends that script. Ctrl-D at the prompt also quits.",
+    notRecorded: true
+  ) { ctx in
+    ctx.quitCode = 0
+  }
+}
+
+extension Format {
+  /// `134.5M`, `1.2B`, `900`.
+  public static func count(_ n: Int) -> String {
+    switch n {
+    case 1_000_000_000...: return String(format: "%.2fB", Double(n) / 1e9)
+    case 1_000_000...: return String(format: "%.2fM", Double(n) / 1e6)
+    case 10_000...: return String(format: "%.1fK", Double(n) / 1e3)
+    default: return String(n)
+    }
+  }
+
+  /// Columns: the first left-aligned, the rest right-aligned.
+  public static func table(_ rows: [[String]]) -> [String] {
+    let columns = rows.map(\.count).max() ?? 0
+    var widths = [Int](repeating: 0, count: columns)
+    for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+    return rows.map { r in
+      var line = ""
+      for (i, c) in r.enumerated() {
+        let pad = String(repeating: " ", count: widths[i] - c.count)
+        line += i == 0 ? c + pad : "  " + pad + c
+      }
+      return line
+    }
+  }
+}

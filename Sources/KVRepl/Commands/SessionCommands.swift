@@ -1,0 +1,145 @@
+import Foundation
+import KVEngine
+
+/// The engine session's commands: load, feed, ask, generate, tokenize, logits, reset.
+public enum SessionCommands {
+  public static var all: [Command] { [load, feedText, ask, generate, tokenize, logits, reset] }
+
+  static let timing = Option(
+    "timing", .toggle, default: "off", help: "also print times and rates (as ~values)")
+
+  static let load = Command(
+    "load", summary: "load a model",
+    help: """
+      Loads a GGUF model (llama-architecture text decoders such as SmolLM2). Without PATH, \
+      loads the default model, \(EngineOptions.defaultModelFile), from the models folder. \
+      Replaces any loaded model and empties the context.
+      """,
+    positionals: [Positional("PATH", .path(extensions: []), optional: true, help: "a .gguf file")],
+    options: [timing]
+  ) { ctx in
+    let typed = ctx.args.positional("PATH")
+    let report = try ctx.session.load(typed.map { ctx.resolve($0) })
+    ctx.repl.loaded = report
+    var line =
+      "loaded \(report.name): \(report.architecture), \(report.layers) layers, vocab \(report.vocabulary), \(Format.count(report.parameters)) parameters, weights \(Format.bytes(report.weightBytes))"
+    if ctx.args.toggle("timing") { line += ", \(Mask.seconds(report.seconds))" }
+    ctx.print(line)
+  }
+
+  static let feedText = Command(
+    "feed", verb: "text", summary: "add text to the context",
+    help: """
+      Tokenizes TEXT and prefills it into the cache. By default the text goes into the chat's \
+      user turn (opened with the template's system prompt when needed), so a later `ask` \
+      asks about it; raw=on appends the text as is, without any template.
+      """,
+    positionals: [Positional("TEXT", .text, help: "the text, in quotes")],
+    options: [Option("raw", .toggle, default: "off", help: "append the text without the chat template"), timing]
+  ) { ctx in
+    let report = try ctx.session.feedText(ctx.args.positional("TEXT")!, raw: ctx.args.toggle("raw"))
+    var line = "fed \(report.tokens) tokens (context \(report.contextTokens))"
+    if ctx.args.toggle("timing") {
+      line += ", \(Mask.seconds(report.seconds)) (\(Mask.rate(Double(report.tokens) / max(report.seconds, 1e-9), unit: "tok/s")))"
+    }
+    ctx.print(line)
+  }
+
+  static let generationOptions: [Option] = [
+    Option("max", .int(1...65536), default: "64", help: "most tokens to generate"),
+    Option("temp", .number(0...10), default: "0", help: "sampling temperature; 0 = greedy"),
+    Option("top-k", .int(0...1_000_000), default: "0", help: "sample among the k likeliest; 0 = all"),
+    Option("top-p", .number(0...1), default: "1", help: "sample from the smallest set with this mass"),
+    Option("seed", .int(0...4_294_967_295), default: "0", help: "random seed for sampling"),
+    timing,
+  ]
+
+  static func generationOptions(_ args: Arguments) -> GenerationOptions {
+    GenerationOptions(
+      maxTokens: args.int("max"), temperature: Float(args.number("temp")), topK: args.int("top-k"),
+      topP: Float(args.number("top-p")), seed: UInt64(args.int("seed")))
+  }
+
+  /// Streams generated text, ends its line, and prints timings when asked.
+  static func stream(
+    _ ctx: CommandContext, _ body: (_ onText: (String) -> Void) throws -> GenerationReport
+  ) throws {
+    var last = "\n"
+    let report = try body { piece in
+      guard !piece.isEmpty else { return }
+      ctx.write(piece)
+      last = piece
+    }
+    if !last.hasSuffix("\n") { ctx.write("\n") }
+    if ctx.args.toggle("timing") {
+      var parts: [String] = []
+      if report.prefillTokens > 0 {
+        parts.append(
+          "prefill \(report.prefillTokens) tokens \(Mask.seconds(report.prefillSeconds)) (\(Mask.rate(Double(report.prefillTokens) / max(report.prefillSeconds, 1e-9), unit: "tok/s")))"
+        )
+      }
+      parts.append(
+        "decode \(report.tokens.count) tokens \(Mask.seconds(report.decodeSeconds)) (\(Mask.rate(Double(report.tokens.count) / max(report.decodeSeconds, 1e-9), unit: "tok/s")))"
+      )
+      parts.append("stop \(report.stoppedOnEOS ? "eos" : "max")")
+      ctx.print(parts.joined(separator: ", "))
+    }
+  }
+
+  static let ask = Command(
+    "ask", summary: "ask a question and stream the answer",
+    help: """
+      Closes the chat's user turn with QUESTION, opens the assistant turn and generates until \
+      the end-of-turn token or max tokens, printing text as it comes. Greedy by default \
+      (temp=0), so the answer replays exactly. Ctrl-C stops it, keeping what was generated.
+      """,
+    positionals: [Positional("QUESTION", .text, help: "the question, in quotes")],
+    options: generationOptions
+  ) { ctx in
+    let question = ctx.args.positional("QUESTION")!
+    let options = generationOptions(ctx.args)
+    try stream(ctx) { try ctx.session.ask(question, options: options, onText: $0) }
+  }
+
+  static let generate = Command(
+    "generate", summary: "continue the context",
+    help: """
+      Generates a continuation of what was fed, without any chat template, until the \
+      end-of-text token or max tokens; each token is fed back into the cache.
+      """,
+    options: generationOptions
+  ) { ctx in
+    let options = generationOptions(ctx.args)
+    try stream(ctx) { try ctx.session.generate(options: options, onText: $0) }
+  }
+
+  static let tokenize = Command(
+    "tokenize", summary: "print the token ids of text",
+    help: "Prints the ids the loaded model's tokenizer gives TEXT (no chat template, nothing fed).",
+    positionals: [Positional("TEXT", .text, help: "the text, in quotes")]
+  ) { ctx in
+    let ids = try ctx.session.tokenize(ctx.args.positional("TEXT")!)
+    ctx.print(ids.isEmpty ? "(no tokens)" : ids.map(String.init).joined(separator: " "))
+  }
+
+  static let logits = Command(
+    "logits", summary: "write the logits of every fed position to .npy",
+    help: """
+      Recomputes the logits of every position of the context and writes them to FILE.npy as a \
+      float32 NumPy array of shape (tokens, vocabulary). The session's cache is not changed.
+      """,
+    options: [Option("out", .path(extensions: ["npy"]), required: true, placeholder: "FILE.npy", help: "the file to write")]
+  ) { ctx in
+    let typed = ctx.args.string("out")!
+    let shape = try ctx.session.writeLogits(to: ctx.resolve(typed))
+    ctx.print("wrote \(typed): \(shape.rows) x \(shape.cols) float32")
+  }
+
+  static let reset = Command(
+    "reset", summary: "empty the context and the cache",
+    help: "Forgets everything fed and generated; the model stays loaded."
+  ) { ctx in
+    ctx.session.reset()
+    ctx.print("context cleared")
+  }
+}

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import KVEngine
+import KVRepl
+import KVTensor
+
+/// `kvlab`: the REPL; `kvlab SCRIPT` / `kvlab replay SCRIPT [--check]`; `kvlab -c 'cmds'`;
+/// commands piped on stdin.
+struct KVLab: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "kvlab",
+    abstract: "A notebook-style REPL around a CPU inference engine with a budgeted KV cache.",
+    usage: """
+      kvlab [options]
+      kvlab [options] SCRIPT [--check]
+      kvlab [options] replay SCRIPT [--check]
+      kvlab [options] -c 'COMMAND; COMMAND; ...'
+      COMMANDS | kvlab [options]
+      """,
+    discussion: """
+      With no script and stdin a terminal, starts the interactive REPL (history in \
+      ~/.kvlab_history or $KVLAB_HISTORY; empty disables it). With a script, or commands on \
+      stdin, runs them with no prompt, flushing after each, and exits non-zero at the first \
+      error unless --keep-going. Inside kvlab, 'help' lists the commands.
+      """)
+
+  @Argument(help: ArgumentHelp("A script to run: SCRIPT or replay SCRIPT.", valueName: "SCRIPT"))
+  var script: [String] = []
+
+  @ArgumentParser.Option(
+    name: .customShort("c"),
+    help: ArgumentHelp("Run these commands (';' separates them) and exit. Repeatable.", valueName: "commands"))
+  var commands: [String] = []
+
+  @Flag(help: "Compare each command's output with the script's #> lines (with SCRIPT).")
+  var check = false
+
+  @Flag(name: .customLong("keep-going"), help: "Do not stop at the first failing command.")
+  var keepGoing = false
+
+  @ArgumentParser.Option(help: "Threads for OpenBLAS and the engine.")
+  var threads: Int = 2
+
+  @ArgumentParser.Option(
+    name: .customLong("blas-core"),
+    help: ArgumentHelp(
+      "auto: when OpenBLAS fell back to a generic kernel, re-execute once with OPENBLAS_CORETYPE chosen from the CPU's flags (SkylakeX for AVX-512, Haswell for AVX2); an OPENBLAS_CORETYPE already set is respected. keep: leave OpenBLAS's choice.",
+      valueName: "auto|keep"))
+  var blasCore: String = "keep"
+
+  @ArgumentParser.Option(help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
+  var model: String?
+
+  @Flag(name: .customLong("no-history"), help: "Do not read or write the history file.")
+  var noHistory = false
+
+  mutating func validate() throws {
+    guard ["auto", "keep"].contains(blasCore) else {
+      throw ValidationError("--blas-core must be auto or keep, got '\(blasCore)'")
+    }
+    guard (1...256).contains(threads) else {
+      throw ValidationError("--threads must be a whole number in 1...256, got \(threads)")
+    }
+    if script.first == "replay" {
+      script.removeFirst()
+      if script.isEmpty { throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]") }
+    }
+    guard script.count <= 1 else {
+      throw ValidationError("expected one script, got \(script.count): \(script.joined(separator: " "))")
+    }
+    if !script.isEmpty && !commands.isEmpty {
+      throw ValidationError("give either a script or -c commands, not both")
+    }
+    if check && script.isEmpty {
+      throw ValidationError("--check compares a script's output: kvlab SCRIPT --check")
+    }
+  }
+
+  func run() throws {
+    if blasCore == "auto" { reexecWithBetterBLASCore() }
+    let session = Session(
+      options: EngineOptions(threads: threads, modelDirectories: Self.modelDirectories()))
+    let repl = Repl(session: session, output: StandardSink())
+    repl.keepGoing = keepGoing
+    let interactive = script.isEmpty && commands.isEmpty && isatty(0) == 1
+    repl.interrupts = InterruptRouter(interactive: interactive)
+
+    var status: Int32 = 0
+    if let model {
+      status = Repl.exitCode(repl.run(line: "load \(Repl.quote(model))"))
+      if status != 0 && !keepGoing { throw ExitCode(status) }
+    }
+    if let path = script.first {
+      status = max(status, repl.runScript(path, check: check))
+    } else if !commands.isEmpty {
+      status = max(status, repl.runCommands(commands))
+    } else if interactive {
+      let history = noHistory ? nil : LineEditor.defaultHistoryFile()
+      status = repl.runInteractive(historyFile: history)
+    } else {
+      status = max(status, repl.runLines { readLine(strippingNewline: true) })
+    }
+    fflush(stdout)
+    if status != 0 { throw ExitCode(status) }
+  }
+
+  /// Where `load` with no path looks: $KVLAB_MODELS, ./models, then a `models` folder next to
+  /// (or above) the executable, so that the binary in .build finds the repository's models.
+  static func modelDirectories() -> [String] {
+    var dirs: [String] = []
+    if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty { dirs.append(env) }
+    dirs.append("models")
+    var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<5 {
+      let candidate = folder.appendingPathComponent("models").path
+      if FileManager.default.fileExists(atPath: candidate) && !dirs.contains(candidate) {
+        dirs.append(candidate)
+      }
+      folder.deleteLastPathComponent()
+    }
+    return dirs
+  }
+
+  /// `--blas-core auto`: OPENBLAS_CORETYPE is read when libopenblas loads, before main(), so
+  /// choosing a kernel means running the program again with it set. Done at most once (a guard
+  /// variable marks the child), never when the user set OPENBLAS_CORETYPE, and only when
+  /// OpenBLAS fell back to a generic kernel and the CPU's flags name a better one.
+  func reexecWithBetterBLASCore() {
+    let env = ProcessInfo.processInfo.environment
+    guard let core = BLASCore.reexecTarget(environment: env, currentCore: BLAS.coreName) else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    setenv(BLASCore.reexecGuard, BLAS.coreName, 1)
+    fflush(stdout)
+    fflush(stderr)
+    var argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) }
+    argv.append(nil)
+    execv("/proc/self/exe", argv)
+    // Only reached when exec failed: go on with the kernel we have.
+    let reason = String(cString: strerror(errno))
+    fputs("kvlab: --blas-core auto: could not re-execute (\(reason)); keeping \(BLAS.coreName)\n", stderr)
+    unsetenv("OPENBLAS_CORETYPE")
+  }
+}
+
+KVLab.main()

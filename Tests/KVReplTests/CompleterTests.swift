@@ -1,0 +1,78 @@
+import XCTest
+
+@testable import KVRepl
+
+final class CompleterTests: XCTestCase {
+  var folder = ""
+  var completer: Completer!
+
+  override func setUp() {
+    folder = temporaryFolder(self)
+    let fm = FileManager.default
+    try! fm.createDirectory(atPath: folder + "/scripts", withIntermediateDirectories: true)
+    try! fm.createDirectory(atPath: folder + "/my dir", withIntermediateDirectories: true)
+    for f in ["a.kvl", "b.txt", "c.npy", "scripts/one.kvl", ".hidden.kvl", "my dir/x.kvl"] {
+      _ = fm.createFile(atPath: folder + "/" + f, contents: Data())
+    }
+    var table = CommandTable(Repl.standardCommands)
+    table.register([
+      Command(
+        "policy", verb: "snapkv", summary: "s", help: "h",
+        options: [
+          Option("window", .int(1...64), default: "32", help: "w"),
+          Option("pool", .choice(["avg", "max"]), default: "avg", help: "p"),
+        ]) { _ in }
+    ])
+    completer = Completer(table: table, directory: folder)
+  }
+
+  func complete(_ line: String) -> [String] { completer.complete(line).candidates }
+
+  func testCommandNames() {
+    XCTAssertEqual(complete("lo"), ["load", "logits"])
+    XCTAssertEqual(complete("re"), ["record", "replay", "reset"])
+    XCTAssertTrue(complete("").contains("tokenize"))
+    XCTAssertEqual(complete("echo a; me"), ["mem"])
+    XCTAssertEqual(completer.complete("lo").word, "lo")
+  }
+
+  func testSubcommands() {
+    XCTAssertEqual(complete("record "), ["start", "stop"])
+    XCTAssertEqual(complete("record sta"), ["start"])
+    XCTAssertEqual(complete("feed "), ["text"])
+    // A noun with a plain form offers its verbs and its options.
+    XCTAssertEqual(complete("mem "), ["reset", "rss=", "unit="])
+  }
+
+  func testOptionKeysAndValues() {
+    XCTAssertEqual(complete("policy snapkv win"), ["window="])
+    XCTAssertEqual(complete("policy snapkv pool="), ["pool=avg", "pool=max"])
+    XCTAssertEqual(complete("mem unit=M"), ["unit=MiB"])
+    XCTAssertEqual(complete("mem rss="), ["rss=off", "rss=on"])
+    XCTAssertEqual(complete("mem --r"), ["--rss"])
+    XCTAssertEqual(complete(#"ask "Why?" ma"#), ["max="])
+    XCTAssertEqual(complete("ask \"Why?\" max=8 m"), [])  // max is given already
+    XCTAssertEqual(complete("replay a.kvl --"), ["--check", "--help", "--keep-going"])
+    XCTAssertEqual(complete("generate top"), ["top-k=", "top-p="])
+  }
+
+  func testPaths() {
+    XCTAssertEqual(complete("replay "), ["\"my dir/", "a.kvl", "b.txt", "check=", "keep-going=", "scripts/"])
+    XCTAssertEqual(complete("replay s"), ["scripts/"])
+    XCTAssertEqual(complete("replay scripts/"), ["scripts/one.kvl"])
+    XCTAssertEqual(complete("replay ."), [".hidden.kvl"])
+    XCTAssertEqual(complete("replay \"my dir/"), ["\"my dir/x.kvl\""])
+    XCTAssertEqual(complete("logits out="), ["out=\"my dir/", "out=c.npy", "out=scripts/"])
+    XCTAssertEqual(complete("record start a"), ["a.kvl", "append="])
+  }
+
+  func testTextArgumentsOfferOnlyOptions() {
+    XCTAssertEqual(complete(#"feed text "abc"#), [])
+    XCTAssertEqual(complete("tokenize "), [])
+  }
+
+  func testHelpCompletesCommandsAndVerbs() {
+    XCTAssertEqual(complete("help tok"), ["tokenize"])
+    XCTAssertEqual(complete("help record "), ["start", "stop"])
+  }
+}

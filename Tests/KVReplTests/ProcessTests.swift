@@ -1,0 +1,139 @@
+import Foundation
+import XCTest
+
+/// The `kvlab` executable end to end: exit statuses, -c, scripts, stdin, a recorder that
+/// survives SIGKILL, OpenBLAS kernel selection. Skipped when the binary is not built next to
+/// the test bundle.
+final class ProcessTests: XCTestCase {
+  struct Outcome {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+  }
+
+  var binary: String {
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    return dir.appendingPathComponent("kvlab").path
+  }
+
+  var folder = ""
+
+  override func setUpWithError() throws {
+    try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary), "kvlab not built at \(binary)")
+    folder = temporaryFolder(self)
+  }
+
+  func kvlab(_ args: [String], stdin: String = "", environment: [String: String] = [:]) throws -> Outcome {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: binary)
+    p.arguments = args
+    p.currentDirectoryURL = URL(fileURLWithPath: folder)
+    var env = ProcessInfo.processInfo.environment
+    env["KVLAB_HISTORY"] = ""
+    env.removeValue(forKey: "OPENBLAS_CORETYPE")
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let outPath = folder + "/.stdout", errPath = folder + "/.stderr", inPath = folder + "/.stdin"
+    FileManager.default.createFile(atPath: outPath, contents: nil)
+    FileManager.default.createFile(atPath: errPath, contents: nil)
+    FileManager.default.createFile(atPath: inPath, contents: Data(stdin.utf8))
+    p.standardOutput = FileHandle(forWritingAtPath: outPath)
+    p.standardError = FileHandle(forWritingAtPath: errPath)
+    p.standardInput = FileHandle(forReadingAtPath: inPath)
+    try p.run()
+    p.waitUntilExit()
+    return Outcome(status: p.terminationStatus, stdout: readFile(outPath), stderr: readFile(errPath))
+  }
+
+  func write(_ name: String, _ text: String) {
+    _ = FileManager.default.createFile(atPath: folder + "/" + name, contents: Data(text.utf8))
+  }
+
+  func testOneShotCommands() throws {
+    let r = try kvlab(["-c", "echo a; echo b", "-c", "echo c"])
+    XCTAssertEqual(r.status, 0)
+    XCTAssertEqual(r.stdout, "a\nb\nc\n")
+    XCTAssertEqual(r.stderr, "")
+  }
+
+  func testOneShotStopsAtTheFirstError() throws {
+    let r = try kvlab(["-c", "echo a; lod; echo b"])
+    XCTAssertEqual(r.status, 1)
+    XCTAssertEqual(r.stdout, "a\n")
+    XCTAssertEqual(r.stderr, "error: unknown command 'lod' (did you mean 'load'?)\n")
+    let k = try kvlab(["--keep-going", "-c", "echo a; lod; echo b"])
+    XCTAssertEqual(k.status, 1)
+    XCTAssertEqual(k.stdout, "a\nb\n")
+  }
+
+  func testPipedStdin() throws {
+    let r = try kvlab([], stdin: "echo a\n#> whatever\nlod\necho b\n")
+    XCTAssertEqual(r.status, 1)
+    XCTAssertEqual(r.stdout, "a\n")  // no prompt, no banner
+    XCTAssertEqual(r.stderr, "error: unknown command 'lod' (did you mean 'load'?)\n")
+    let q = try kvlab([], stdin: "echo a\nquit\necho b\n")
+    XCTAssertEqual(q.status, 0)
+    XCTAssertEqual(q.stdout, "a\n")
+  }
+
+  func testScriptAndCheck() throws {
+    write("s.kvl", "# demo\necho hi\n#> hi\nhelp quit\n#> usage: quit\n#>   Ends the session; in a replayed script, ends that script. Ctrl-D at the\n#>   prompt also quits.\n")
+    let run = try kvlab(["s.kvl"])
+    XCTAssertEqual(run.status, 0, run.stderr)
+    XCTAssertTrue(run.stdout.hasPrefix("hi\nusage: quit\n"))
+    for args in [["s.kvl", "--check"], ["replay", "s.kvl", "--check"]] {
+      let r = try kvlab(args)
+      XCTAssertEqual(r.status, 0, r.stderr)
+      XCTAssertEqual(r.stdout, "checked s.kvl: 2 commands, output matches\n")
+    }
+    write("s.kvl", "echo hi\n#> ho\n")
+    let bad = try kvlab(["s.kvl", "--check"])
+    XCTAssertEqual(bad.status, 1)
+    XCTAssertEqual(
+      bad.stderr,
+      "error: replay: s.kvl:1: output differs from the recording\n--- expected (s.kvl:1)\n+++ actual\n@@ echo hi @@\n-ho\n+hi\n")
+    let missing = try kvlab(["nope.kvl"])
+    XCTAssertEqual(missing.status, 1)
+    XCTAssertEqual(missing.stderr, "error: replay: nope.kvl: no such file\n")
+  }
+
+  func testUsageErrors() throws {
+    let r = try kvlab(["--check"])
+    XCTAssertEqual(r.status, 64)
+    XCTAssertTrue(r.stderr.contains("--check compares a script's output"), r.stderr)
+    let b = try kvlab(["--blas-core", "fast", "-c", "info"])
+    XCTAssertEqual(b.status, 64)
+    XCTAssertTrue(b.stderr.contains("--blas-core must be auto or keep, got 'fast'"), b.stderr)
+  }
+
+  func testRecordingSurvivesSIGKILL() throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: binary)
+    p.currentDirectoryURL = URL(fileURLWithPath: folder)
+    p.environment = ProcessInfo.processInfo.environment.merging(["KVLAB_HISTORY": ""]) { $1 }
+    let input = Pipe()
+    p.standardInput = input
+    p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    try p.run()
+    input.fileHandleForWriting.write(Data("record start k.kvl\necho one\necho two\n".utf8))
+    let path = folder + "/k.kvl"
+    let deadline = Date().addingTimeInterval(20)
+    while !readFile(path).hasSuffix("#> two\n") && Date() < deadline { usleep(20_000) }
+    kill(p.processIdentifier, SIGKILL)  // stdin stays open: kvlab is still running
+    p.waitUntilExit()
+    XCTAssertEqual(p.terminationReason, .uncaughtSignal)
+    XCTAssertEqual(
+      readFile(path), "# kvlab session. Replay: kvlab replay k.kvl [--check]\necho one\n#> one\necho two\n#> two\n")
+  }
+
+  func testBlasCoreRespectsOPENBLAS_CORETYPE() throws {
+    let r = try kvlab(["--blas-core", "auto", "-c", "info"], environment: ["OPENBLAS_CORETYPE": "Haswell"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("blas: OpenBLAS, kernel ~Haswell ~(OPENBLAS_CORETYPE)"), r.stdout)
+    let auto = try kvlab(["--blas-core", "auto", "-c", "info"])
+    XCTAssertEqual(auto.status, 0, auto.stderr)
+    XCTAssertTrue(auto.stdout.contains("blas: OpenBLAS, kernel ~"), auto.stdout)
+    let keep = try kvlab(["-c", "info"])
+    XCTAssertTrue(keep.stdout.contains("~(detected)"), keep.stdout)
+  }
+}

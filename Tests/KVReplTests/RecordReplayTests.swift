@@ -1,0 +1,253 @@
+import XCTest
+
+@testable import KVRepl
+
+final class RecordReplayTests: XCTestCase {
+  var folder = ""
+
+  override func setUp() {
+    folder = temporaryFolder(self)
+  }
+
+  func repl(keepGoing: Bool = false) -> (Repl, CaptureSink) {
+    let (r, out) = makeRepl(keepGoing: keepGoing)
+    r.workingDirectory = folder
+    return (r, out)
+  }
+
+  func write(_ name: String, _ text: String) {
+    _ = FileManager.default.createFile(atPath: folder + "/" + name, contents: Data(text.utf8))
+  }
+
+  /// Records a session with output, an empty line, a `;` line and an expected error.
+  func recordSession() -> String {
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "record start s.kvl"), .ok)
+    XCTAssertTrue(r.isRecording)
+    XCTAssertEqual(r.run(line: "echo hello"), .ok)
+    XCTAssertEqual(r.run(line: #"echo "two words"; echo; mem unit=B"#), .ok)
+    XCTAssertEqual(r.run(line: "# a comment is not recorded"), .ok)
+    XCTAssertEqual(r.run(line: "tokenize hi"), .failed)
+    XCTAssertEqual(r.run(line: "help quit"), .ok)
+    XCTAssertEqual(r.run(line: "record stop"), .ok)
+    XCTAssertFalse(r.isRecording)
+    XCTAssertEqual(out.lines.first, "recording to s.kvl")
+    XCTAssertEqual(out.lines.last, "recorded 4 commands to s.kvl")
+    return readFile(folder + "/s.kvl")
+  }
+
+  func testRecordedScriptFormat() {
+    let text = recordSession()
+    let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    XCTAssertEqual(lines[0], "# kvlab session. Replay: kvlab replay s.kvl [--check]")
+    XCTAssertEqual(Array(lines[1...5]), ["echo hello", "#> hello", #"echo "two words"; echo; mem unit=B"#, "#> two words", "#>"])
+    XCTAssertTrue(lines.contains("#> weights          0 B   0 B"), text)
+    XCTAssertTrue(lines.contains("tokenize hi"))
+    XCTAssertTrue(lines.contains("#> error: tokenize: no model loaded (use 'load' first)"))
+    XCTAssertTrue(lines.contains("#> usage: quit"))
+    XCTAssertFalse(text.contains("record"))
+    XCTAssertTrue(text.hasSuffix("\n"))
+  }
+
+  func testRecordThenReplayCheckPasses() {
+    _ = recordSession()
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay s.kvl --check"), .ok, out.text)
+    XCTAssertEqual(out.text, "checked s.kvl: 4 commands, output matches\n")
+    // Without --check the output shows; the expected error does not stop the script.
+    let (r2, out2) = repl()
+    XCTAssertEqual(r2.run(line: "replay s.kvl"), .ok, out2.text)
+    XCTAssertTrue(out2.text.hasPrefix("hello\ntwo words\n\nmemory"), out2.text)
+    XCTAssertTrue(out2.text.contains("error: tokenize: no model loaded (use 'load' first)\nusage: quit"), out2.text)
+  }
+
+  func testEditedExpectedLineFailsWithDiff() {
+    let text = recordSession()
+    write("s.kvl", text.replacingOccurrences(of: "#> two words", with: "#> two birds"))
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay s.kvl --check"), .failed)
+    XCTAssertEqual(
+      out.lines,
+      [
+        "error: replay: s.kvl:4: output differs from the recording",
+        "--- expected (s.kvl:4)",
+        "+++ actual",
+        #"@@ echo "two words"; echo; mem unit=B @@"#,
+        "-two birds",
+        "+two words",
+      ] + out.lines.dropFirst(6).filter { $0.hasPrefix(" ") })
+    XCTAssertTrue(out.lines.contains(" weights          0 B   0 B"), out.text)
+    // The check stopped there: nothing after it ran.
+    XCTAssertFalse(out.text.contains("checked"))
+  }
+
+  func testCheckKeepGoingReportsEveryDifference() {
+    write("s.kvl", "echo a\n#> b\necho c\n#> c\necho d\n#> e\n")
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay s.kvl --check --keep-going"), .failed)
+    XCTAssertEqual(out.lines.filter { $0.hasPrefix("error") }, [
+      "error: replay: s.kvl:1: output differs from the recording",
+      "error: replay: s.kvl:5: output differs from the recording",
+      "error: replay: s.kvl: 2 of 3 commands differ from the recording (lines 1, 5)",
+    ])
+  }
+
+  func testMissingOutputAndExtraOutputDiffer() {
+    write("s.kvl", "echo a\necho b\n#> b\n#> extra\n")
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay s.kvl --check"), .failed)
+    XCTAssertEqual(out.lines, ["error: replay: s.kvl:1: output differs from the recording", "--- expected (s.kvl:1)", "+++ actual", "@@ echo a @@", "+a"])
+  }
+
+  func testMaskedValuesMatch() {
+    // Values marked with ~ differ, and so does the spacing around them: still a match.
+    write("s.kvl", "probe\n#> rss   ~1.5 MiB ~2 MiB\n#> decode 3 tokens ~0.1 s (~30.0 tok/s), kernel ~Zen ~(detected)\n")
+    let (r, out) = repl()
+    var n = 0
+    r.register([
+      Command("probe", summary: "s", help: "h") { ctx in
+        n += 1
+        ctx.print("rss ~\(100 * n).25 MiB     ~2000.5 MiB")
+        ctx.print("decode 3 tokens ~12.345 s (~0.2 tok/s), kernel ~Haswell ~(auto)")
+      }
+    ])
+    XCTAssertEqual(r.run(line: "replay s.kvl --check"), .ok, out.text)
+    // A changed unit or count is still a difference.
+    write("s.kvl", "probe\n#> rss ~1.5 GiB ~2 MiB\n#> decode 3 tokens ~0.1 s (~30.0 tok/s), kernel ~Zen ~(detected)\n")
+    XCTAssertEqual(r.run(line: "replay s.kvl --check"), .failed)
+  }
+
+  func testMemWithRSSReplays() {
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "record start m.kvl"), .ok)
+    XCTAssertEqual(r.run(line: "mem --rss; mem reset; mem rss=on unit=KiB"), .ok)
+    XCTAssertEqual(r.run(line: "record stop"), .ok)
+    XCTAssertEqual(r.run(line: "replay m.kvl --check"), .ok, out.text)
+  }
+
+  func testRecorderWritesEachPieceAsItHappens() {
+    let (r, _) = repl()
+    let path = folder + "/live.kvl"
+    var seenInside = ""
+    r.register([
+      Command("probe", summary: "s", help: "h") { ctx in
+        ctx.write("partial")
+        seenInside = readFile(path)
+        ctx.write(" line\nnext\n")
+      }
+    ])
+    XCTAssertEqual(r.run(line: "record start live.kvl"), .ok)
+    XCTAssertEqual(r.run(line: "echo one"), .ok)
+    // Read while the recorder is still open: the command and its output are there.
+    XCTAssertTrue(readFile(path).hasSuffix("echo one\n#> one\n"), readFile(path))
+    XCTAssertEqual(r.run(line: "probe"), .ok)
+    XCTAssertTrue(seenInside.hasSuffix("probe\n#> partial"), seenInside)
+    XCTAssertTrue(readFile(path).hasSuffix("probe\n#> partial line\n#> next\n"), readFile(path))
+    XCTAssertEqual(r.run(line: "record stop"), .ok)
+  }
+
+  func testAppendAddsToAnExistingScript() {
+    write("a.kvl", "echo first\n#> first")  // no final newline
+    let (r, _) = repl()
+    XCTAssertEqual(r.run(line: "record start a.kvl append=on"), .ok)
+    XCTAssertEqual(r.run(line: "echo second"), .ok)
+    XCTAssertEqual(r.run(line: "record stop"), .ok)
+    XCTAssertEqual(readFile(folder + "/a.kvl"), "echo first\n#> first\necho second\n#> second\n")
+    let (r2, out2) = repl()
+    XCTAssertEqual(r2.run(line: "replay a.kvl --check"), .ok, out2.text)
+  }
+
+  func testScriptStopsAtFirstError() {
+    write("s.kvl", "echo a\nlod\necho b\n")
+    let (r, out) = repl()
+    XCTAssertEqual(r.runScript("s.kvl", check: false), 1)
+    XCTAssertEqual(out.lines, ["a", "error: s.kvl:2: unknown command 'lod' (did you mean 'load'?)"])
+  }
+
+  func testScriptKeepGoing() {
+    write("s.kvl", "echo a\nlod\necho b\nmem rss=maybe\necho c\n")
+    let (r, out) = repl(keepGoing: true)
+    XCTAssertEqual(r.runScript("s.kvl", check: false), 1)
+    XCTAssertEqual(
+      out.lines,
+      [
+        "a", "error: s.kvl:2: unknown command 'lod' (did you mean 'load'?)", "b",
+        "error: s.kvl:4: mem: rss must be on or off, got 'maybe'", "c",
+        "error: replay: s.kvl: 2 of 5 commands failed (lines 2, 4)",
+      ])
+  }
+
+  func testQuitEndsOnlyTheScript() {
+    write("s.kvl", "echo a\nquit\necho b\n")
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay s.kvl; echo after"), .ok)
+    XCTAssertEqual(out.lines, ["a", "after"])
+  }
+
+  func testPathsResolveAgainstTheScriptsFolder() throws {
+    try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
+    write("sub/outer.kvl", "replay inner.kvl\n#> inner\nrecord start made.kvl\necho x\nrecord stop\n")
+    write("sub/inner.kvl", "echo inner\n")
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay sub/outer.kvl"), .ok, out.text)
+    XCTAssertEqual(readFile(folder + "/sub/made.kvl").components(separatedBy: "\n").dropFirst().joined(separator: "\n"), "echo x\n#> x\n")
+    XCTAssertEqual(r.run(line: "replay sub/outer.kvl --check"), .failed)  // made.kvl exists now
+    XCTAssertTrue(out.text.contains("+error: sub/outer.kvl:3: record start: made.kvl already exists"), out.text)
+  }
+
+  func testCommandsSeparatedBySemicolons() {
+    let (r, out) = repl()
+    XCTAssertEqual(r.runCommands(["echo a; echo b", "echo c"]), 0)
+    XCTAssertEqual(out.lines, ["a", "b", "c"])
+    let (r2, out2) = repl()
+    XCTAssertEqual(r2.runCommands(["echo a; lod; echo b", "echo c"]), 1)
+    XCTAssertEqual(out2.lines, ["a", "error: unknown command 'lod' (did you mean 'load'?)"])
+    let (r3, out3) = repl(keepGoing: true)
+    XCTAssertEqual(r3.runCommands(["echo a; lod; echo b", "echo c"]), 1)
+    XCTAssertEqual(out3.lines, ["a", "error: unknown command 'lod' (did you mean 'load'?)", "b", "c"])
+    let (r4, out4) = repl()
+    XCTAssertEqual(r4.runCommands(["echo a; quit; echo b"]), 0)
+    XCTAssertEqual(out4.lines, ["a"])
+  }
+
+  func testPipedLines() {
+    var input = ["echo a", "#> ignored", "# comment", "", "lod", "echo b"][...]
+    let (r, out) = repl()
+    XCTAssertEqual(r.runLines { input.popFirst() }, 1)
+    XCTAssertEqual(out.lines, ["a", "error: unknown command 'lod' (did you mean 'load'?)"])
+    input = ["echo a", "lod", "echo b"][...]
+    let (r2, out2) = repl(keepGoing: true)
+    XCTAssertEqual(r2.runLines { input.popFirst() }, 1)
+    XCTAssertEqual(out2.lines.last, "b")
+  }
+
+  func testMaskRule() {
+    XCTAssertEqual(Mask.apply("rss  ~1.25 MiB   ~3 MiB  "), "rss ~* MiB ~* MiB")
+    XCTAssertEqual(Mask.apply("decode 5 tokens ~0.104 s (~48.1 tok/s)"), "decode 5 tokens ~* s (~* tok/s)")
+    XCTAssertEqual(Mask.apply("a~b ~"), "a~b ~*")
+    XCTAssertEqual(Mask.apply("kernel ~Zen ~(detected), x"), "kernel ~* ~*), x")
+    XCTAssertEqual(Mask.apply("  indented"), "indented")
+    XCTAssertTrue(Mask.matches(expected: ["blas: OpenBLAS, kernel ~Zen ~(detected)"], actual: ["blas: OpenBLAS, kernel ~SkylakeX ~(auto)"]))
+    XCTAssertFalse(Mask.matches(expected: ["kv 1.00 MiB"], actual: ["kv 1.01 MiB"]))
+    XCTAssertFalse(Mask.matches(expected: ["a"], actual: ["a", ""]))
+  }
+
+  func testLineDiff() {
+    XCTAssertEqual(LineDiff.unified(expected: ["a", "b", "c"], actual: ["a", "x", "c", "d"]), [" a", "-b", "+x", " c", "+d"])
+    XCTAssertEqual(LineDiff.unified(expected: [], actual: []), [])
+  }
+}
+
+final class FixtureScriptTests: XCTestCase {
+  /// The bad-input table, kept as a script: every expected error still reads exactly so.
+  func testBadInputScriptChecks() throws {
+    let url = try XCTUnwrap(Bundle.module.url(forResource: "bad_inputs", withExtension: "kvl", subdirectory: "Fixtures"))
+    let (r, out) = makeRepl()
+    XCTAssertEqual(r.runScript(url.path, check: true), 0, out.text)
+    XCTAssertTrue(out.text.hasSuffix("output matches\n"), out.text)
+    // Without --check the expected errors do not stop it either.
+    let (r2, out2) = makeRepl()
+    XCTAssertEqual(r2.runScript(url.path, check: false), 0, out2.text)
+    XCTAssertTrue(out2.text.hasSuffix("still running\n"), out2.text)
+  }
+}

@@ -1,0 +1,45 @@
+import Foundation
+import KVEngine
+import XCTest
+
+@testable import KVRepl
+
+/// The repository's root (for the models folder).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+  .deletingLastPathComponent().deletingLastPathComponent().path
+
+/// A REPL writing into a capture, with the repository's models folder.
+func makeRepl(keepGoing: Bool = false) -> (Repl, CaptureSink) {
+  let capture = CaptureSink()
+  let session = Session(options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/models"]))
+  let repl = Repl(session: session, output: capture)
+  repl.keepGoing = keepGoing
+  return (repl, capture)
+}
+
+/// Runs lines and returns the result of the last and everything printed.
+@discardableResult
+func runLines(_ repl: Repl, _ lines: String...) -> CommandResult {
+  var last = CommandResult.ok
+  for l in lines { last = repl.run(line: l) }
+  return last
+}
+
+/// A fresh empty folder, removed at the end of the test.
+func temporaryFolder(_ test: XCTestCase) -> String {
+  let path = FileManager.default.temporaryDirectory
+    .appendingPathComponent("kvrepl-\(UUID().uuidString)").path
+  try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  test.addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+  return path
+}
+
+func readFile(_ path: String) -> String {
+  (try? String(contentsOfFile: path, encoding: .utf8)) ?? "<missing \(path)>"
+}
+
+/// The default model, if set up (scripts/setup.sh); model tests skip without it.
+var defaultModelPath: String? {
+  let p = repositoryRoot + "/models/" + EngineOptions.defaultModelFile
+  return FileManager.default.fileExists(atPath: p) ? p : nil
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Interactive behaviour of kvlab under a pseudo-terminal: prompt, Ctrl-D, tab completion,
+history file, Ctrl-C at the prompt and during a command.
+
+    python3 Tests/pty/test_interactive.py .build/debug/kvlab [-v] [TestName...]
+
+Needs pexpect (in the system python3). Model tests run only when
+models/SmolLM2-135M-Instruct.Q4_1.gguf exists.
+"""
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import unittest
+
+import pexpect
+
+BINARY = None
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+PROMPT = "kvlab> "
+UP = "\x1b[A"
+
+
+class Interactive(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="kvlab-pty-")
+        self.history = os.path.join(self.dir, "history")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def spawn(self, *args, cwd=None, timeout=15):
+        env = dict(os.environ, KVLAB_HISTORY=self.history, TERM="xterm")
+        p = pexpect.spawn(BINARY, list(args), env=env, cwd=cwd or self.dir, encoding="utf-8",
+                          timeout=timeout, dimensions=(40, 120))
+        if os.environ.get("PTY_VERBOSE"):
+            p.logfile_read = sys.stdout
+        self.addCleanup(p.close, force=True)
+        return p
+
+    def start(self, **kw):
+        p = self.spawn(**kw)
+        p.expect_exact(PROMPT)
+        return p
+
+    def finish(self, p):
+        """Ctrl-D at an empty prompt (the caller has seen the prompt: a Ctrl-D typed ahead,
+        while the terminal is still in cooked mode, is swallowed by the line discipline)."""
+        p.sendcontrol("d")
+        p.expect(pexpect.EOF)
+        p.close()
+        self.assertEqual(p.exitstatus, 0)
+
+    # -- prompt and leaving
+
+    def test_ctrl_d_exits_cleanly(self):
+        p = self.start()
+        p.sendline("echo hello")
+        p.expect_exact("hello")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_quit_exits_cleanly(self):
+        p = self.start()
+        p.sendline("quit")
+        p.expect(pexpect.EOF)
+        p.close()
+        self.assertEqual(p.exitstatus, 0)
+
+    def test_error_keeps_the_repl_running(self):
+        p = self.start()
+        p.sendline("lod x")
+        p.expect_exact("error: unknown command 'lod' (did you mean 'load'?)")
+        p.expect_exact(PROMPT)
+        p.sendline('feed text "abc')
+        p.expect_exact("error: feed: unterminated quote (opened at column 11)")
+        p.expect_exact(PROMPT)
+        p.sendline("echo still here")
+        p.expect_exact("still here")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_recording_shows_in_the_prompt(self):
+        p = self.start()
+        p.sendline("record start s.kvl")
+        p.expect_exact("recording to s.kvl")
+        p.expect_exact("kvlab rec> ")
+        p.sendline("echo one")
+        p.expect_exact("kvlab rec> ")
+        p.sendline("record stop")
+        p.expect_exact("recorded 1 command to s.kvl")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+        with open(os.path.join(self.dir, "s.kvl")) as f:
+            self.assertTrue(f.read().endswith("echo one\n#> one\n"))
+
+    # -- completion
+
+    def test_completes_a_command_name(self):
+        p = self.start()
+        p.send("tok\t")
+        p.expect_exact("enize ")
+        p.send('"a"\r')
+        p.expect_exact("error: tokenize: no model loaded (use 'load' first)")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_lists_subcommands(self):
+        p = self.start()
+        p.send("record st\t")
+        p.expect_exact("\x07")  # one Tab: the common prefix, and a bell
+        for _ in range(3):  # a second Tab lists the matches
+            p.send("\t")
+            if p.expect([r"start\s+stop", "\x07"]) == 0:
+                break
+        else:
+            self.fail("Tab did not list the matches")
+        p.expect_exact(PROMPT + "record st")  # the line is redrawn below the list
+        p.sendcontrol("c")
+        p.expect_exact("^C\r\n" + PROMPT)
+        self.finish(p)
+
+    def test_completes_option_keys_and_values(self):
+        p = self.start()
+        p.send("mem un\t")
+        p.expect_exact("it=")
+        p.send("Mi\t")
+        p.expect_exact("B ")
+        p.send("\r")
+        p.expect(r"weights\s+0\.00 MiB")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_completes_paths(self):
+        os.makedirs(os.path.join(self.dir, "scripts"))
+        open(os.path.join(self.dir, "scripts", "demo.kvl"), "w").write("echo from demo\n")
+        p = self.start()
+        p.send("replay scr\t")
+        p.expect_exact("ipts/")
+        p.send("\t")
+        p.expect_exact("demo.kvl ")
+        p.send("\r")
+        p.expect_exact("from demo")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    # -- history
+
+    def test_history_file_is_written_and_recalled(self):
+        p = self.start()
+        p.sendline("echo first entry")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+        with open(self.history) as f:
+            text = f.read()
+        self.assertIn("echo\\040first\\040entry", text)
+        p = self.start()
+        p.send(UP)
+        p.expect_exact("echo first entry")
+        p.send("\r")
+        p.expect(r"\r\nfirst entry\r\n")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_history_is_appended_per_line(self):
+        p = self.start()
+        p.sendline("echo one")
+        p.expect_exact(PROMPT)
+        p.sendline("echo two")
+        p.expect_exact(PROMPT)
+        # Still running: both lines are in the file already, each once.
+        with open(self.history) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[-2:], ["echo\\040one", "echo\\040two"])
+        self.finish(p)
+
+    # -- Ctrl-C
+
+    def test_ctrl_c_at_the_prompt_clears_the_line(self):
+        p = self.start()
+        p.send("echo abc")
+        time.sleep(0.2)
+        p.sendcontrol("c")
+        p.expect_exact("^C")
+        p.expect_exact(PROMPT)
+        p.sendline("echo ok")
+        p.expect(r"\r\nok\r\n")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_ctrl_c_cancels_the_command_not_the_process(self):
+        p = self.start()
+        p.sendline("sleep 30")
+        time.sleep(0.5)
+        start = time.time()
+        p.sendcontrol("c")
+        p.expect_exact("^C cancelled: sleep stopped early")
+        self.assertLess(time.time() - start, 5)
+        p.expect_exact(PROMPT)
+        p.sendline("echo alive")
+        p.expect_exact("alive")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    def test_ctrl_c_in_a_one_shot_command_exits_130(self):
+        p = self.spawn("-c", "sleep 30; echo never")
+        time.sleep(0.5)
+        p.sendcontrol("c")
+        p.expect_exact("cancelled: sleep stopped early")
+        p.expect(pexpect.EOF)
+        self.assertNotIn("never", p.before)
+        p.close()
+        self.assertEqual(p.exitstatus, 130)
+
+    @unittest.skipUnless(os.path.exists(MODEL), "needs " + MODEL)
+    def test_ctrl_c_cancels_generation(self):
+        p = self.start(timeout=120)
+        p.sendline("load")
+        p.expect_exact("loaded ")
+        p.expect_exact(PROMPT)
+        p.sendline('ask "Write a long story about a dragon." max=2000')
+        time.sleep(3)
+        p.sendcontrol("c")
+        p.expect(r"\^C cancelled: generation stopped after \d+ tokens")
+        p.expect_exact(PROMPT)
+        p.sendline("echo alive")
+        p.expect_exact("alive")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+
+def main():
+    global BINARY
+    args = sys.argv[1:]
+    if not args or args[0].startswith("-"):
+        sys.exit("usage: test_interactive.py KVLAB_BINARY [unittest options]")
+    BINARY = os.path.abspath(args[0])
+    unittest.main(argv=[sys.argv[0]] + args[1:])
+
+
+if __name__ == "__main__":
+    main()
