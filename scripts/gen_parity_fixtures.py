@@ -67,10 +67,15 @@ def main() -> None:
     for name, text in PROMPTS.items():
         ids = tok(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0].float().numpy()
-            gen = model.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False,
-                                 min_new_tokens=32, pad_token_id=tok.eos_token_id)
-        continuation = gen[0, len(ids):].tolist()
+            out = model(torch.tensor([ids]), use_cache=True)
+            logits = out.logits[0].float().numpy()
+            # Plain argmax for 32 steps (no EOS handling, no logits processors): generate()
+            # with min_new_tokens would suppress EOS and so not be greedy.
+            past, nxt, continuation = out.past_key_values, int(logits[-1].argmax()), []
+            for _ in range(32):
+                continuation.append(nxt)
+                step = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+                past, nxt = step.past_key_values, int(step.logits[0, -1].argmax())
         np.save(os.path.join(FULL, f"{name}.npy"), logits.astype(np.float32))
         top = np.argsort(-logits, axis=1, kind="stable")[:, :16]
         np.save(os.path.join(OUT, f"{name}.columns.npy"), np.ascontiguousarray(logits[:, columns], dtype=np.float32))

@@ -59,7 +59,9 @@ final class SessionTests: XCTestCase {
     let weights = session.meter.reading(.weights).current
     // 134.5M float32 parameters (the tied embedding counted once).
     XCTAssertEqual(weights, 134_515_008 * 4, accuracy: 1_000_000)
-    _ = try session.feedText(String(repeating: "hello world ", count: 50), raw: true)
+    // More tokens than the dense cache's first allocation (256), so that it grows.
+    _ = try session.feedText(String(repeating: "hello world ", count: 200), raw: true)
+    XCTAssertGreaterThan(session.context.count, 256)
     let kv = session.meter.reading(.kv)
     XCTAssertGreaterThanOrEqual(kv.current, session.context.count * 2 * 30 * 3 * 64 * 4)
     XCTAssertGreaterThanOrEqual(kv.highWater, kv.current)

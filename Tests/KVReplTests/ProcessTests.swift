@@ -34,9 +34,9 @@ final class ProcessTests: XCTestCase {
     for (k, v) in environment { env[k] = v }
     p.environment = env
     let outPath = folder + "/.stdout", errPath = folder + "/.stderr", inPath = folder + "/.stdin"
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
-    FileManager.default.createFile(atPath: inPath, contents: Data(stdin.utf8))
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: inPath, contents: Data(stdin.utf8))
     p.standardOutput = FileHandle(forWritingAtPath: outPath)
     p.standardError = FileHandle(forWritingAtPath: errPath)
     p.standardInput = FileHandle(forReadingAtPath: inPath)

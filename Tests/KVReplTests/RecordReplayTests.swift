@@ -25,7 +25,7 @@ final class RecordReplayTests: XCTestCase {
     XCTAssertEqual(r.run(line: "record start s.kvl"), .ok)
     XCTAssertTrue(r.isRecording)
     XCTAssertEqual(r.run(line: "echo hello"), .ok)
-    XCTAssertEqual(r.run(line: #"echo "two words"; echo; mem unit=B"#), .ok)
+    XCTAssertEqual(r.run(line: #"echo "two words"; echo; mem unit=B rss=off"#), .ok)
     XCTAssertEqual(r.run(line: "# a comment is not recorded"), .ok)
     XCTAssertEqual(r.run(line: "tokenize hi"), .failed)
     XCTAssertEqual(r.run(line: "help quit"), .ok)
@@ -40,7 +40,7 @@ final class RecordReplayTests: XCTestCase {
     let text = recordSession()
     let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     XCTAssertEqual(lines[0], "# kvlab session. Replay: kvlab replay s.kvl [--check]")
-    XCTAssertEqual(Array(lines[1...5]), ["echo hello", "#> hello", #"echo "two words"; echo; mem unit=B"#, "#> two words", "#>"])
+    XCTAssertEqual(Array(lines[1...5]), ["echo hello", "#> hello", #"echo "two words"; echo; mem unit=B rss=off"#, "#> two words", "#>"])
     XCTAssertTrue(lines.contains("#> weights          0 B   0 B"), text)
     XCTAssertTrue(lines.contains("tokenize hi"))
     XCTAssertTrue(lines.contains("#> error: tokenize: no model loaded (use 'load' first)"))
@@ -72,7 +72,7 @@ final class RecordReplayTests: XCTestCase {
         "error: replay: s.kvl:4: output differs from the recording",
         "--- expected (s.kvl:4)",
         "+++ actual",
-        #"@@ echo "two words"; echo; mem unit=B @@"#,
+        #"@@ echo "two words"; echo; mem unit=B rss=off @@"#,
         "-two birds",
         "+two words",
       ] + out.lines.dropFirst(6).filter { $0.hasPrefix(" ") })

@@ -10,11 +10,12 @@ public enum MemoryCommands {
     help: """
       Prints the bytes the engine holds per category (weights, kv, activations, vision) and \
       their high-water marks since the start or the last `mem reset`, as counted by the \
-      session's meter (exact and repeatable). --rss adds the process's resident set size and \
-      its peak (VmRSS, VmHWM), which vary between runs and so print as ~values.
+      session's meter (exact and repeatable), then the process's resident set size and its \
+      peak (VmRSS, VmHWM), which vary between runs and so print as ~values (in MiB unless a \
+      unit is given; `rss=off` leaves them out).
       """,
     options: [
-      Option("rss", .toggle, default: "off", help: "also print the process's resident memory"),
+      Option("rss", .toggle, default: "on", help: "also print the process's resident memory (VmRSS, VmHWM)"),
       Option("unit", .choice(["auto", "B", "KiB", "MiB", "GiB"]), default: "auto", help: "unit for sizes"),
     ]
   ) { ctx in
@@ -28,8 +29,11 @@ public enum MemoryCommands {
     let t = meter.total
     rows.append(["total", Format.bytes(t.current, unit: unit), Format.bytes(t.highWater, unit: unit)])
     if ctx.args.toggle("rss") {
-      let now = ProcessMemory.currentRSS().map { "~" + Format.bytes($0, unit: unit) } ?? "~unknown"
-      let peak = ProcessMemory.peakRSS().map { "~" + Format.bytes($0, unit: unit) } ?? "~unknown"
+      // RSS varies run to run: masked with ~, and in a fixed unit under `auto` so that a replay
+      // never differs by MiB vs GiB.
+      let rssUnit = unit == "auto" ? "MiB" : unit
+      let now = ProcessMemory.currentRSS().map { "~" + Format.bytes($0, unit: rssUnit) } ?? "~unknown"
+      let peak = ProcessMemory.peakRSS().map { "~" + Format.bytes($0, unit: rssUnit) } ?? "~unknown"
       rows.append(["rss", now, peak])
     }
     for line in Format.table(rows) { ctx.print(line) }
