@@ -3,8 +3,13 @@
 # of the interactive REPL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product kvlab
-swift test -c release
-if [ -f Tests/pty/test_interactive.py ]; then
-  python3 Tests/pty/test_interactive.py "$(swift build -c release --show-bin-path)/kvlab"
-fi
+swift build -c release -Xswiftc -enable-testing --product kvlab
+# -enable-testing: the suite uses @testable imports in a release (optimised) build, since the
+# model tests would take minutes unoptimised.
+swift test -c release -Xswiftc -enable-testing
+bin="$(swift build -c release -Xswiftc -enable-testing --show-bin-path)"
+# Saved sessions are regression tests: each must replay with identical output.
+for script in examples/*.kvl; do
+  "$bin/kvlab" replay "$script" --check
+done
+python3 Tests/pty/test_interactive.py "$bin/kvlab"
