@@ -86,6 +86,7 @@ public final class Session {
   }
 
   public func load(_ path: String?) throws -> LoadReport {
+    if path?.isEmpty == true { throw EngineError.invalid("empty model path") }
     guard let path = path ?? defaultModelPath() else {
       throw EngineError.invalid(
         "default model \(EngineOptions.defaultModelFile) not found in \(options.modelDirectories.joined(separator: ", ")) (run scripts/setup.sh)"
@@ -102,6 +103,9 @@ public final class Session {
     // Drop the old model first so its memory is not held twice.
     unload()
     let gguf = try GGUFFile(path: path)
+    // Cheapest checks first: an unsupported architecture is reported before the tokenizer or
+    // any weight is read.
+    _ = try DecoderConfig(gguf: gguf)
     let tokenizer = try BPETokenizer(gguf: gguf)
     let model = try LlamaModel.load(gguf: gguf, meter: meter)
     guard tokenizer.vocabularySize <= model.config.vocabularySize else {
