@@ -50,3 +50,6 @@ PY
   mv "models/$SMOLLM_FILE.part" "models/$SMOLLM_FILE"
   log "models/$SMOLLM_FILE ok"
 fi
+
+# Real photographs for the image tests and demos (scikit-image's sample data, pinned).
+bash scripts/fetch_images.sh
