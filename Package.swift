@@ -46,6 +46,7 @@ let package = Package(
     .testTarget(
       name: "KVReplTests", dependencies: ["KVRepl"],
       resources: [.copy("Fixtures")]),
+    .testTarget(name: "KVCacheTests", dependencies: ["KVCache"], resources: [.copy("Fixtures")]),
   ],
   swiftLanguageModes: [.v5]
 )

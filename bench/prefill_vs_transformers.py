@@ -2,9 +2,12 @@
 """Prefill and decode speed of kvlab vs Hugging Face transformers (fp32), side by side.
 
 Both run SmolLM2-135M-Instruct (the same GGUF, dequantized to float32) on the same token ids
-with 2 threads, alternating engine by engine for each repeat so that load on this shared
-machine hits both alike. Reports min and median tokens/s, the ratio kvlab/transformers, and
-OpenBLAS's kernel (kvlab) next to torch's BLAS backend.
+with 2 threads. kvlab runs as one `kvlab-bench --serve` process (model loaded once) and the two
+engines alternate measurement by measurement (kvlab prefill 512, torch prefill 512, ...) so that
+load on this shared machine hits both alike. Reports min and median tokens/s, the ratio
+kvlab/transformers, OpenBLAS's kernel (kvlab) next to torch's CPU capability, and the 1-minute
+load average seen during the run (on 2 cores shared with builds, > 2 means both engines were
+competing for the CPU and the absolute numbers are not meaningful, only the ratio).
 
   .venv-ref/bin/python bench/prefill_vs_transformers.py [--repeats 5] [--out bench/out/prefill.md]
 """
@@ -44,11 +47,31 @@ def torch_decode(model, ids, past, steps):
     return time.perf_counter() - t
 
 
-def kvlab(binary, lengths, decode, threads, env):
-    cmd = [binary, "--lengths", ",".join(map(str, lengths)), "--decode", str(decode),
-           "--repeats", "1", "--threads", str(threads)]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+class Kvlab:
+    """One kvlab-bench --serve process: a command per line in, one JSON line out."""
+
+    def __init__(self, binary, threads, env):
+        self.proc = subprocess.Popen([binary, "--serve", "--threads", str(threads)], cwd=ROOT,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.ready = self._read()
+
+    def _read(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"kvlab-bench exited ({self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main():
@@ -70,28 +93,49 @@ def main():
     if args.blas_core:
         env["OPENBLAS_CORETYPE"] = args.blas_core
     results = {}  # (engine, kind, n) -> [tokens/s]
-    core = "?"
+    loads = []
+    kv = Kvlab(args.binary, args.threads, env)
+    core = kv.ready["blas_core"]
     # warm-up both
     torch_prefill(model, ids[:64])
-    kvlab(args.binary, [64], 0, args.threads, env)
+    kv.ask("prefill 64")
     for r in range(args.repeats):
-        for row in kvlab(args.binary, lengths, args.decode, args.threads, env):
-            core = row["blas_core"]
-            results.setdefault(("kvlab", row["kind"], row["tokens"] if row["kind"] == "prefill" else row["context"]), []).append(row["tokens_per_s"])
         for n in lengths:
-            secs, past = torch_prefill(model, ids[:n])
-            results.setdefault(("transformers", "prefill", n), []).append(n / secs)
-            if n == lengths[0] and args.decode:
-                d = torch_decode(model, ids[n:], past, args.decode)
-                results.setdefault(("transformers", "decode", n), []).append(args.decode / d)
-        print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr)
+            # kvlab first on even repeats, transformers first on odd ones
+            order = ["kvlab", "transformers"] if r % 2 == 0 else ["transformers", "kvlab"]
+            for engine in order:
+                loads.append(os.getloadavg()[0])
+                if engine == "kvlab":
+                    row = kv.ask(f"prefill {n}")
+                    results.setdefault(("kvlab", "prefill", n), []).append(row["tokens_per_s"])
+                else:
+                    secs, _ = torch_prefill(model, ids[:n])
+                    results.setdefault(("transformers", "prefill", n), []).append(n / secs)
+        if args.decode:
+            n = lengths[0]
+            for engine in (["kvlab", "transformers"] if r % 2 == 0 else ["transformers", "kvlab"]):
+                if engine == "kvlab":
+                    row = kv.ask(f"decode {n} {args.decode}")
+                    results.setdefault(("kvlab", "decode", n), []).append(row["tokens_per_s"])
+                else:
+                    _, past = torch_prefill(model, ids[:n])
+                    d = torch_decode(model, ids[n:], past, args.decode)
+                    results.setdefault(("transformers", "decode", n), []).append(args.decode / d)
+        print(f"repeat {r + 1}/{args.repeats} done (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    kv.close()
 
     torch_blas = "mkldnn" if torch.backends.mkldnn.is_available() else "native"
-    lines = [f"SmolLM2-135M fp32, {args.threads} threads, {args.repeats} repeats, tokens/s min / median. "
+    lines = [f"SmolLM2-135M fp32, {args.threads} threads, {args.repeats} repeats. "
              f"kvlab OpenBLAS core: **{core}**; torch {torch.__version__} ({torch_blas}, "
-             f"CPU capability {torch.backends.cpu.get_cpu_capability()}).", "",
-             "| measurement | kvlab min / median | transformers min / median | ratio (median) |",
-             "| --- | --- | --- | --- |"]
+             f"CPU capability {torch.backends.cpu.get_cpu_capability()}). "
+             f"1-min load average during the run: min {min(loads):.1f}, "
+             f"median {statistics.median(loads):.1f}, max {max(loads):.1f} "
+             f"({os.cpu_count()} CPUs).", "",
+             "Tokens/s as min / median / max over the repeats; on a loaded machine the max is "
+             "the closest to an idle-machine figure. Ratios are kvlab / transformers.", "",
+             "| measurement | kvlab min / median / max | transformers min / median / max "
+             "| ratio of medians | ratio of maxima |",
+             "| --- | --- | --- | --- | --- |"]
     for kind in ("prefill", "decode"):
         for n in lengths:
             a = results.get(("kvlab", kind, n))
@@ -99,9 +143,10 @@ def main():
             if not a or not b:
                 continue
             label = f"prefill {n} tokens" if kind == "prefill" else f"decode after {n} tokens"
-            lines.append(f"| {label} | {min(a):.0f} / {statistics.median(a):.0f} | "
-                         f"{min(b):.0f} / {statistics.median(b):.0f} | "
-                         f"{statistics.median(a) / statistics.median(b):.2f}x |")
+            fmt = lambda v: f"{min(v):.0f} / {statistics.median(v):.0f} / {max(v):.0f}" if kind == "prefill" \
+                else f"{min(v):.1f} / {statistics.median(v):.1f} / {max(v):.1f}"
+            lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | "
+                         f"{statistics.median(a) / statistics.median(b):.2f}x | {max(a) / max(b):.2f}x |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -62,6 +62,14 @@ public final class Session {
   public private(set) var tokenizer: BPETokenizer?
   public private(set) var modelPath: String?
   private var cache: DenseKVCache?
+  /// The budgeted cache, when a budget and a compressing mode are configured (then `cache` is nil).
+  private var budgeted: BudgetedCache?
+  /// What prefill and generation feed: the budgeted cache when there is one, else the dense one.
+  private var activeCache: KeyValueCache? { budgeted ?? cache }
+  /// Budget, policy and prefill mode (`configureBudget`, `configurePolicy`, `configurePrefill`).
+  public private(set) var cacheSettings = CacheSettings()
+  /// Origin of every token of `context` (to rebuild the cache when its kind changes).
+  private var contextOrigins: [TokenOrigin] = []
   /// Every token in the cache, in order, with its origin.
   public private(set) var context: [Int] = []
   private var feeds = 0
@@ -129,6 +137,8 @@ public final class Session {
 
   public func unload() {
     cache = nil
+    budgeted = nil
+    contextOrigins = []
     model = nil
     tokenizer = nil
     modelPath = nil
@@ -143,10 +153,25 @@ public final class Session {
     feeds = 0
     userTurnOpen = false
     lastLogits = nil
-    cache = model.map {
-      DenseKVCache(
-        layers: $0.config.layers, kvHeads: $0.config.kvHeads, headDim: $0.config.headDim,
-        meter: meter)
+    contextOrigins = []
+    // Release the old cache before allocating the new one, so the two never coexist.
+    cache = nil
+    budgeted = nil
+    if let model {
+      do {
+        budgeted = try makeBudgetedCache(for: model.config)
+      } catch {
+        // A budget set before loading that this model cannot honour (e.g. bytes below one
+        // token): the full cache, and the settings say so.
+        cacheSettings.mode = .full
+      }
+    }
+    if budgeted == nil {
+      cache = model.map {
+        DenseKVCache(
+          layers: $0.config.layers, kvHeads: $0.config.kvHeads, headDim: $0.config.headDim,
+          meter: meter)
+      }
     }
   }
 
@@ -179,27 +204,33 @@ public final class Session {
 
   /// Prefills `tokens` in chunks, checking for cancellation between chunks.
   private func prefill(_ tokens: [Int], modality: TokenOrigin.Modality) throws {
-    guard let model, let cache else { throw EngineError.noModel }
+    guard let model, let cache = activeCache else { throw EngineError.noModel }
     let input = feeds
     feeds += 1
     var done = 0
+    let chunkSize = prefillBlockSize
     while done < tokens.count {
       if cancellation.isSet {
         throw EngineError.cancelled("prefill stopped after \(done) of \(tokens.count) tokens")
       }
-      let chunk = Array(tokens[done..<min(tokens.count, done + options.prefillChunk)])
+      let chunk = Array(tokens[done..<min(tokens.count, done + chunkSize)])
       try validate(chunk, model: model)
       let positions = Array(context.count..<(context.count + chunk.count))
       let x = model.embed(chunk, meter: meter)
       // The last row's logits (one row: cheap) are kept after every chunk, so that a
       // cancelled prefill still leaves logits that match the cache.
-      lastLogits = try model.forward(
-        x, positions: positions,
-        origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: chunk.count),
-        cache: cache, logits: .last, meter: meter)
+      try mapCacheError {
+        lastLogits = try model.forward(
+          x, positions: positions,
+          origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: chunk.count),
+          cache: cache, logits: .last, meter: meter)
+      }
       context += chunk
+      contextOrigins += Array(repeating: TokenOrigin(modality: modality, input: input), count: chunk.count)
       done += chunk.count
     }
+    // Post-prefill compression (the baseline): once the whole input is in.
+    if let budgeted, budgeted.mode == .post { try mapCacheError { try budgeted.compress() } }
   }
 
   private func validate(_ tokens: [Int], model: LlamaModel) throws {
@@ -246,7 +277,7 @@ public final class Session {
   public func generate(
     options: GenerationOptions, onText: (String) -> Void
   ) throws -> GenerationReport {
-    guard let model, let tokenizer, let cache else { throw EngineError.noModel }
+    guard let model, let tokenizer, let cache = activeCache else { throw EngineError.noModel }
     guard var logits = lastLogits else {
       throw EngineError.invalid("nothing fed yet; feed text first")
     }
@@ -275,6 +306,7 @@ public final class Session {
           logits: .last, meter: meter)
       else { break }
       context.append(next)
+      contextOrigins.append(TokenOrigin(modality: .generated, input: feeds))
       logits = out
       lastLogits = out
       produced.append(next)
@@ -324,6 +356,194 @@ public final class Session {
 
   /// What the cache holds now: tokens and bytes.
   public var cacheSummary: (tokens: Int, capacity: Int, bytes: Int)? {
-    cache.map { ($0.count, $0.capacityTokens, $0.bytesHeld) }
+    if let budgeted { return (budgeted.count, budgeted.capacityTokens, budgeted.bytesHeld) }
+    return cache.map { ($0.count, $0.capacityTokens, $0.bytesHeld) }
+  }
+}
+
+// MARK: budgeted cache (issue 4)
+
+/// The session's cache configuration: what `budget`, `policy` and `prefill mode=` set.
+public struct CacheSettings: CustomStringConvertible {
+  /// nil: no budget (`budget off`), the full cache.
+  public var budget: KVBudget?
+  public var policy: any EvictionPolicy
+  public var mode: PrefillMode
+  /// Tokens per prefill block while a budget is on (nil: `EngineOptions.prefillChunk`).
+  public var block: Int?
+  public var retention: RetentionOptions
+
+  public init(
+    budget: KVBudget? = nil, policy: any EvictionPolicy = SnapKVPolicy(), mode: PrefillMode = .full,
+    block: Int? = nil, retention: RetentionOptions = RetentionOptions()
+  ) {
+    self.budget = budget
+    self.policy = policy
+    self.mode = mode
+    self.block = block
+    self.retention = retention
+  }
+
+  /// Whether the cache is a `BudgetedCache` (a budget and a compressing mode).
+  public var isBudgeted: Bool { budget != nil && mode != .full }
+
+  public var description: String {
+    "budget \(budget.map { "\($0)" } ?? "off"), policy \(policy), mode \(mode)"
+      + (block.map { ", block \($0)" } ?? "")
+  }
+}
+
+extension Session {
+  /// The budgeted cache, for inspection (occupancy, entries, eviction log); nil without a budget.
+  public var budgetedCache: BudgetedCache? { budgeted }
+
+  /// Tokens per prefill forward: the configured block while a budget is on.
+  var prefillBlockSize: Int {
+    cacheSettings.isBudgeted ? (cacheSettings.block ?? options.prefillChunk) : options.prefillChunk
+  }
+
+  fileprivate func makeBudgetedCache(for config: DecoderConfig) throws -> BudgetedCache? {
+    try makeBudgetedCache(for: config, settings: cacheSettings)
+  }
+
+  fileprivate func makeBudgetedCache(for config: DecoderConfig, settings: CacheSettings) throws -> BudgetedCache? {
+    guard settings.isBudgeted, let budget = settings.budget else { return nil }
+    return try BudgetedCache(
+      config: config, budget: budget, mode: settings.mode, policy: settings.policy,
+      options: settings.retention, blockSize: settings.block ?? options.prefillChunk, meter: meter)
+  }
+
+  /// `budget 1024 tokens` / `budget 16MiB` / `budget off` (nil). Setting a budget while the mode
+  /// is `full` switches to `capped`. With a budgeted cache already in use, shrinking compresses
+  /// now with the active policy and growing adds capacity; otherwise the cache is rebuilt from
+  /// the context (see `apply`). On error the session is unchanged.
+  public func configureBudget(_ budget: KVBudget?) throws {
+    var s = cacheSettings
+    s.budget = budget
+    if budget != nil, s.mode == .full { s.mode = .capped }
+    if budget == nil { s.mode = .full }
+    try apply(s)
+  }
+
+  /// `policy snapkv window=32 kernel=5` (build the policy with `PolicyCatalog.make`).
+  public func configurePolicy(_ policy: any EvictionPolicy) throws {
+    var s = cacheSettings
+    s.policy = policy
+    try apply(s)
+  }
+
+  /// `prefill mode=capped block=256`. `full` drops to the uncompressed cache (the budget is kept
+  /// for when a compressing mode is chosen again); a compressing mode needs a budget.
+  public func configurePrefill(mode: PrefillMode, block: Int? = nil) throws {
+    if let block, block < 1 { throw EngineError.invalid("block must be at least 1 token, got \(block)") }
+    if mode != .full, cacheSettings.budget == nil {
+      throw EngineError.invalid("prefill mode=\(mode) needs a budget first (e.g. 'budget 1024 tokens')")
+    }
+    var s = cacheSettings
+    s.mode = mode
+    if let block { s.block = block }
+    try apply(s)
+  }
+
+  /// Protect text / system tokens, per-frame or per-tile quotas.
+  public func configureRetention(_ retention: RetentionOptions) throws {
+    var s = cacheSettings
+    s.retention = retention
+    try apply(s)
+  }
+
+  /// Compresses the budgeted cache to its budget now (post mode does so after each input).
+  public func compressCache() throws {
+    guard let budgeted else { throw EngineError.invalid("no budget set; nothing to compress") }
+    try mapCacheError { try budgeted.compress() }
+  }
+
+  func mapCacheError(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as CacheError { throw EngineError.invalid(e.description) }
+  }
+
+  /// Makes `settings` current. A budgeted cache of the same mode and block size is changed in
+  /// place (policy, options, budget); any other change builds the new cache and re-prefills the
+  /// context into it (exact: same tokens, origins and positions), so what is held always follows
+  /// the settings. The old cache is kept until the new one is complete: on error it is restored.
+  func apply(_ settings: CacheSettings) throws {
+    if let block = settings.block, block < 1 {
+      throw EngineError.invalid("block must be at least 1 token, got \(block)")
+    }
+    guard let model else {
+      // No model yet: what can be checked without one (a byte budget needs the model's size).
+      if settings.isBudgeted, case .tokens(let n)? = settings.budget {
+        do { try BudgetedCache.validate(budget: n, policy: settings.policy) } catch let e as CacheError {
+          throw EngineError.invalid(e.description)
+        }
+      }
+      cacheSettings = settings
+      return
+    }
+    let c = model.config
+    if settings.isBudgeted, let budget = settings.budget {
+      let tokens = budget.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(c))
+      do {
+        try BudgetedCache.validate(budget: tokens, policy: settings.policy)
+      } catch let e as CacheError {
+        throw EngineError.invalid(
+          e.description + (tokens == 0 ? " (\(budget) is less than one token of \(BudgetedCache.bytesPerToken(c)) bytes)" : ""))
+      }
+    }
+    if let current = budgeted, settings.isBudgeted, settings.mode == current.mode,
+      (settings.block ?? options.prefillChunk) == (cacheSettings.block ?? options.prefillChunk)
+    {
+      let tokens = settings.budget!.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(c))
+      try mapCacheError {
+        if tokens != current.budget { try current.setBudget(tokens) }
+        if settings.policy.description != current.policy.description { try current.setPolicy(settings.policy) }
+      }
+      current.options = settings.retention
+      cacheSettings = settings
+      return
+    }
+    // Rebuild: a new kind of cache (dense ↔ budgeted, or another mode / block size).
+    let saved = (cache, budgeted, cacheSettings, lastLogits)
+    let tokens = context
+    let origins = contextOrigins
+    cache = nil
+    budgeted = nil
+    cacheSettings = settings
+    do {
+      if let made = try makeBudgetedCache(for: c) {
+        budgeted = made
+      } else {
+        cache = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+      }
+      try refill(tokens, origins: origins)
+    } catch {
+      (cache, budgeted, cacheSettings, lastLogits) = saved
+      context = tokens
+      contextOrigins = origins
+      if let e = error as? CacheError { throw EngineError.invalid(e.description) }
+      throw error
+    }
+  }
+
+  /// Prefills `tokens` with their recorded origins into the (fresh) active cache.
+  private func refill(_ tokens: [Int], origins: [TokenOrigin]) throws {
+    guard let model, let cache = activeCache else { throw EngineError.noModel }
+    context = []
+    contextOrigins = []
+    lastLogits = nil
+    var done = 0
+    let chunkSize = prefillBlockSize
+    while done < tokens.count {
+      let end = min(tokens.count, done + chunkSize)
+      let chunk = Array(tokens[done..<end])
+      let x = model.embed(chunk, meter: meter)
+      lastLogits = try model.forward(
+        x, positions: Array(done..<end), origins: Array(origins[done..<end]), cache: cache,
+        logits: .last, meter: meter)
+      context += chunk
+      contextOrigins += origins[done..<end]
+      done = end
+    }
+    if let budgeted, budgeted.mode == .post { try budgeted.compress() }
   }
 }

@@ -29,6 +29,11 @@ public struct KVSegment {
 /// recurrence): scores exist only for one (query tile × key tile) at a time, never n × n.
 /// The query heads of one KV group are stacked into one tile so each matmul is large enough
 /// for BLAS to be efficient.
+///
+/// Work items are (KV group × query tile) pairs, run on `threads` threads with one scratch area
+/// each and OpenBLAS single-threaded inside. Each item's arithmetic is fixed by the item alone,
+/// so the output is bitwise the same whatever the thread count (1 included) or the order items
+/// run in.
 public struct TiledAttention {
   public let heads: Int
   public let kvHeads: Int
@@ -36,7 +41,7 @@ public struct TiledAttention {
   public let queryTile: Int
   public let keyTile: Int
 
-  public init(heads: Int, kvHeads: Int, headDim: Int, queryTile: Int = 128, keyTile: Int = 256) {
+  public init(heads: Int, kvHeads: Int, headDim: Int, queryTile: Int = 64, keyTile: Int = 512) {
     precondition(heads % kvHeads == 0, "query heads must be a multiple of KV heads")
     self.heads = heads
     self.kvHeads = kvHeads
@@ -45,18 +50,52 @@ public struct TiledAttention {
     self.keyTile = keyTile
   }
 
-  /// Scratch floats one call needs (charged to the meter by the caller's allocation).
+  /// Scratch floats one thread needs.
   public var scratchCount: Int {
     let g = heads / kvHeads
     let rows = g * queryTile
-    return rows * headDim * 2 + rows * keyTile + rows * 3
+    return rows * headDim * 2 + rows * keyTile + rows * 2
   }
 
+  /// Scratch floats a call with `threads` threads needs (charged to the meter by the caller's
+  /// allocation).
+  public func scratchCount(threads: Int) -> Int { scratchCount * max(1, threads) }
+
+  /// Below this many scores (query rows × heads × keys) a call runs on one thread: splitting
+  /// costs more than it saves (decode steps).
+  public var parallelThreshold = 1 << 15
+
   /// out[i, h·d ..< (h+1)·d] = softmax(q_i,h · Kᵀ · scale) · V over every segment.
-  /// `q` is `n × ldq` (head h at column h·headDim); `out` is `n × ldo`.
+  /// `q` is `n × ldq` (head h at column h·headDim); `out` is `n × ldo`. `scratch` holds
+  /// `scratchCount(threads:)` floats.
   public func run(
     q: UnsafePointer<Float>, ldq: Int, n: Int, segments: [KVSegment], scale: Float,
-    out: UnsafeMutablePointer<Float>, ldo: Int, scratch: UnsafeMutablePointer<Float>
+    out: UnsafeMutablePointer<Float>, ldo: Int, scratch: UnsafeMutablePointer<Float>,
+    threads: Int = 1
+  ) {
+    let tiles = (n + queryTile - 1) / queryTile
+    let keys = segments.reduce(0) { $0 + $1.count }
+    let workers = n * keys * heads >= parallelThreshold ? max(1, threads) : 1
+    // Item (tile, g), latest tiles first: causal cost grows with the tile's index.
+    let items = tiles * kvHeads
+    let work = { (item: Int, worker: Int) in
+      let tile = tiles - 1 - item / kvHeads
+      runItem(
+        g: item % kvHeads, i0: tile * queryTile, n: n, q: q, ldq: ldq, segments: segments,
+        scale: scale, out: out, ldo: ldo, scratch: scratch + worker * scratchCount)
+    }
+    // BLAS single-threaded even on one worker: OpenBLAS's threaded sgemm splits the work by
+    // its thread count and rounds differently, and this way the output is the same for any
+    // `threads`.
+    Parallel.withSingleThreadedBLAS {
+      Parallel.forEach(items, threads: workers, work)
+    }
+  }
+
+  /// One KV group × one query tile.
+  private func runItem(
+    g: Int, i0: Int, n: Int, q: UnsafePointer<Float>, ldq: Int, segments: [KVSegment],
+    scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int, scratch: UnsafeMutablePointer<Float>
   ) {
     let group = heads / kvHeads
     let d = headDim
@@ -66,86 +105,64 @@ public struct TiledAttention {
     let scores = acc + maxRows * d
     let rowMax = scores + maxRows * keyTile
     let rowSum = rowMax + maxRows
-    let rowCorrection = rowSum + maxRows
 
-    for g in 0..<kvHeads {
-      var i0 = 0
-      while i0 < n {
-        let tq = min(queryTile, n - i0)
-        let rows = group * tq
-        // Stack the group's query heads: row (h·tq + i) holds query i0+i of head g·group+h.
-        for h in 0..<group {
-          for i in 0..<tq {
-            let src = q + (i0 + i) * ldq + (g * group + h) * d
-            (qTile + (h * tq + i) * d).update(from: src, count: d)
-          }
-        }
-        acc.update(repeating: 0, count: rows * d)
-        rowMax.update(repeating: -.infinity, count: rows)
-        rowSum.update(repeating: 0, count: rows)
+    let tq = min(queryTile, n - i0)
+    let rows = group * tq
+    // Stack the group's query heads: row (h·tq + i) holds query i0+i of head g·group+h.
+    for h in 0..<group {
+      for i in 0..<tq {
+        let src = q + (i0 + i) * ldq + (g * group + h) * d
+        (qTile + (h * tq + i) * d).update(from: src, count: d)
+      }
+    }
+    acc.update(repeating: 0, count: rows * d)
+    rowMax.update(repeating: -.infinity, count: rows)
+    rowSum.update(repeating: 0, count: rows)
 
-        for segment in segments {
-          let kBase = segment.keys + g * segment.headStride
-          let vBase = segment.values + g * segment.headStride
-          // Causal segment: queries i0..<i0+tq see keys 0...i0+tq-1 at most.
-          let visible = segment.causal ? min(segment.count, i0 + tq) : segment.count
-          var j0 = 0
-          while j0 < visible {
-            let tk = min(keyTile, visible - j0)
-            BLAS.sgemm(
-              transB: true, m: rows, n: tk, k: d, alpha: scale, a: qTile, lda: d,
-              b: kBase + j0 * segment.rowStride, ldb: segment.rowStride, c: scores, ldc: tk)
-            let needsMask = segment.causal && j0 + tk - 1 > i0
-            for r in 0..<rows {
-              let s = scores + r * tk
-              if needsMask {
-                let i = i0 + r % tq
-                // keys j0+j with j0+j > i are in the query's future
-                let firstHidden = max(0, i - j0 + 1)
-                if firstHidden < tk {
-                  (s + firstHidden).update(repeating: -.infinity, count: tk - firstHidden)
-                }
-              }
-              var m = rowMax[r]
-              for j in 0..<tk { m = max(m, s[j]) }
-              // A row whose keys are all masked keeps m = -inf: contribute nothing.
-              if m == -.infinity {
-                rowCorrection[r] = 1
-                s.update(repeating: 0, count: tk)
-                continue
-              }
-              let correction = Foundation.exp(rowMax[r] - m)
-              var sum: Float = 0
-              for j in 0..<tk {
-                let e = Foundation.exp(s[j] - m)
-                s[j] = e
-                sum += e
-              }
-              rowSum[r] = rowSum[r] * correction + sum
-              rowMax[r] = m
-              rowCorrection[r] = correction
-            }
-            for r in 0..<rows where rowCorrection[r] != 1 {
-              let a = acc + r * d
-              let c = rowCorrection[r]
-              for x in 0..<d { a[x] *= c }
-            }
-            BLAS.sgemm(
-              m: rows, n: d, k: tk, a: scores, lda: tk, b: vBase + j0 * segment.rowStride,
-              ldb: segment.rowStride, beta: 1, c: acc, ldc: d)
-            j0 += tk
-          }
-        }
-        for h in 0..<group {
-          for i in 0..<tq {
-            let r = h * tq + i
-            let inv = rowSum[r] > 0 ? 1 / rowSum[r] : 0
-            let dst = out + (i0 + i) * ldo + (g * group + h) * d
+    for segment in segments {
+      let kBase = segment.keys + g * segment.headStride
+      let vBase = segment.values + g * segment.headStride
+      // Causal segment: queries i0..<i0+tq see keys 0...i0+tq-1 at most.
+      let visible = segment.causal ? min(segment.count, i0 + tq) : segment.count
+      var j0 = 0
+      while j0 < visible {
+        let tk = min(keyTile, visible - j0)
+        BLAS.sgemm(
+          transB: true, m: rows, n: tk, k: d, alpha: scale, a: qTile, lda: d,
+          b: kBase + j0 * segment.rowStride, ldb: segment.rowStride, c: scores, ldc: tk)
+        let needsMask = segment.causal && j0 + tk - 1 > i0
+        for r in 0..<rows {
+          let s = scores + r * tk
+          // Keys j0 + j with j ≥ seen are in the query's future (causal) and get weight 0.
+          var seen = tk
+          if needsMask { seen = min(tk, max(0, i0 + r % tq - j0 + 1)) }
+          if seen < tk { (s + seen).update(repeating: 0, count: tk - seen) }
+          if seen == 0 { continue }
+          let m = Swift.max(rowMax[r], FastMath.max(s, count: seen))
+          let sum = FastMath.expShiftSum(s, count: seen, shift: m)
+          if rowMax[r] != -.infinity && rowMax[r] != m {
+            // Rescale what was accumulated under the old maximum.
+            let correction = FastMath.exp(rowMax[r] - m)
+            rowSum[r] *= correction
             let a = acc + r * d
-            for x in 0..<d { dst[x] = a[x] * inv }
+            for x in 0..<d { a[x] *= correction }
           }
+          rowSum[r] += sum
+          rowMax[r] = m
         }
-        i0 += tq
+        BLAS.sgemm(
+          m: rows, n: d, k: tk, a: scores, lda: tk, b: vBase + j0 * segment.rowStride,
+          ldb: segment.rowStride, beta: 1, c: acc, ldc: d)
+        j0 += tk
+      }
+    }
+    for h in 0..<group {
+      for i in 0..<tq {
+        let r = h * tq + i
+        let inv = rowSum[r] > 0 ? 1 / rowSum[r] : 0
+        let dst = out + (i0 + i) * ldo + (g * group + h) * d
+        let a = acc + r * d
+        for x in 0..<d { dst[x] = a[x] * inv }
       }
     }
   }

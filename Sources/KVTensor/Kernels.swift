@@ -4,17 +4,19 @@ import Foundation
 /// them on slices of larger buffers without copying; loops are written so the compiler vectorises.
 public enum Kernels {
   /// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for `rows` rows of `cols` (in place allowed).
+  /// Rows are split across `threads` (results do not depend on the split).
   public static func rmsNorm(
     _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
-    rows: Int, cols: Int, out: UnsafeMutablePointer<Float>
+    rows: Int, cols: Int, out: UnsafeMutablePointer<Float>, threads: Int = BLAS.threads
   ) {
-    for r in 0..<rows {
-      let src = x + r * cols
-      let dst = out + r * cols
-      var sum: Float = 0
-      for c in 0..<cols { sum += src[c] * src[c] }
-      let scale = 1 / (sum / Float(cols) + eps).squareRoot()
-      for c in 0..<cols { dst[c] = weight[c] * (src[c] * scale) }
+    Parallel.rows(rows, grain: 16, threads: threads) { range in
+      for r in range {
+        let src = x + r * cols
+        let dst = out + r * cols
+        let sum = FastMath.sumOfSquares(src, count: cols)
+        let scale = 1 / (sum / Float(cols) + eps).squareRoot()
+        for c in 0..<cols { dst[c] = weight[c] * (src[c] * scale) }
+      }
     }
   }
 
@@ -43,17 +45,29 @@ public enum Kernels {
   }
 
   /// out[r][c] = silu(gate[r][c]) * up[r][c]; gate and up are the two halves of each row of `gu`
-  /// (`rows × 2·cols`), as produced by one fused gate|up matmul.
+  /// (`rows × 2·cols`), as produced by one fused gate|up matmul. silu(g) = g / (1 + e^−g), with
+  /// the vectorised exp; rows are split across `threads`.
   public static func siluGate(
-    _ gu: UnsafePointer<Float>, rows: Int, cols: Int, out: UnsafeMutablePointer<Float>
+    _ gu: UnsafePointer<Float>, rows: Int, cols: Int, out: UnsafeMutablePointer<Float>,
+    threads: Int = BLAS.threads
   ) {
-    for r in 0..<rows {
-      let g = gu + r * 2 * cols
-      let u = g + cols
-      let dst = out + r * cols
-      for c in 0..<cols {
-        let x = g[c]
-        dst[c] = x / (1 + Foundation.exp(-x)) * u[c]
+    Parallel.rows(rows, grain: 4, threads: threads) { range in
+      for r in range {
+        let g = gu + r * 2 * cols
+        let u = g + cols
+        let dst = out + r * cols
+        var c = 0
+        while c + 8 <= cols {
+          let x = FastMath.load(g + c)
+          FastMath.store(x / (1 + FastMath.exp(-x)) * FastMath.load(u + c), dst + c)
+          c += 8
+        }
+        if c < cols {
+          let n = cols - c
+          let x = FastMath.loadPartial(g + c, n, fill: 0)
+          let y = x / (1 + FastMath.exp(-x)) * FastMath.loadPartial(u + c, n, fill: 0)
+          FastMath.store(y, dst + c, n)
+        }
       }
     }
   }
@@ -75,20 +89,19 @@ public enum Kernels {
     }
   }
 
-  /// In-place numerically stable softmax over each row.
-  public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
-    for r in 0..<rows {
-      let row = x + r * cols
-      var m = -Float.infinity
-      for c in 0..<cols { m = max(m, row[c]) }
-      var sum: Float = 0
-      for c in 0..<cols {
-        let e = Foundation.exp(row[c] - m)
-        row[c] = e
-        sum += e
+  /// In-place numerically stable softmax over each row (vectorised exp; rows split across
+  /// `threads`).
+  public static func softmax(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, threads: Int = BLAS.threads
+  ) {
+    guard cols > 0 else { return }
+    Parallel.rows(rows, grain: 8, threads: threads) { range in
+      for r in range {
+        let row = x + r * cols
+        let m = FastMath.max(row, count: cols)
+        let inv = 1 / FastMath.expShiftSum(row, count: cols, shift: m)
+        for c in 0..<cols { row[c] *= inv }
       }
-      let inv = 1 / sum
-      for c in 0..<cols { row[c] *= inv }
     }
   }
 
@@ -121,30 +134,67 @@ public struct RotaryEmbedding: Sendable {
     }
   }
 
+  /// cos and sin of every (position, frequency) pair: compute once per forward, use for every
+  /// layer and head.
+  public func table(positions: [Int]) -> RotaryTable {
+    let half = dimension / 2
+    var cos = [Float](repeating: 0, count: positions.count * half)
+    var sin = [Float](repeating: 0, count: positions.count * half)
+    for (r, position) in positions.enumerated() {
+      let p = Float(position)
+      for i in 0..<half {
+        let angle = p * inverseFrequencies[i]
+        cos[r * half + i] = Foundation.cos(angle)
+        sin[r * half + i] = Foundation.sin(angle)
+      }
+    }
+    return RotaryTable(half: half, cos: cos, sin: sin)
+  }
+
   /// Rotates `heads` heads of each row of `x` (row stride `ld`, head h at column h·dimension),
   /// row r at position `positions[r]`.
   public func apply(
     _ x: UnsafeMutablePointer<Float>, rows: Int, ld: Int, heads: Int, positions: [Int]
   ) {
+    apply(x, rows: rows, ld: ld, heads: heads, table: table(positions: positions))
+  }
+
+  /// Rotates `heads` heads of each row of `x`, row r with row r of `table`; rows are split
+  /// across `threads`.
+  public func apply(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, ld: Int, heads: Int, table: RotaryTable,
+    threads: Int = BLAS.threads
+  ) {
     let half = dimension / 2
-    var cosTable = [Float](repeating: 0, count: half)
-    var sinTable = [Float](repeating: 0, count: half)
-    for r in 0..<rows {
-      let p = Float(positions[r])
-      for i in 0..<half {
-        let angle = p * inverseFrequencies[i]
-        cosTable[i] = Foundation.cos(angle)
-        sinTable[i] = Foundation.sin(angle)
-      }
-      for h in 0..<heads {
-        let v = x + r * ld + h * dimension
-        for i in 0..<half {
-          let a = v[i]
-          let b = v[i + half]
-          v[i] = a * cosTable[i] - b * sinTable[i]
-          v[i + half] = b * cosTable[i] + a * sinTable[i]
+    guard rows > 0, half > 0 else { return }
+    precondition(table.half == half && table.cos.count >= rows * half, "rotary table too small")
+    table.cos.withUnsafeBufferPointer { cosBuffer in
+      table.sin.withUnsafeBufferPointer { sinBuffer in
+        let cosBase = cosBuffer.baseAddress!
+        let sinBase = sinBuffer.baseAddress!
+        Parallel.rows(rows, grain: 16, threads: threads) { range in
+          for r in range {
+            let cs = cosBase + r * half
+            let sn = sinBase + r * half
+            for h in 0..<heads {
+              let v = x + r * ld + h * dimension
+              for i in 0..<half {
+                let a = v[i]
+                let b = v[i + half]
+                v[i] = a * cs[i] - b * sn[i]
+                v[i + half] = b * cs[i] + a * sn[i]
+              }
+            }
+          }
         }
       }
     }
   }
+}
+
+/// Per-row cos/sin tables for `RotaryEmbedding` (`rows × half` each).
+public struct RotaryTable: Sendable {
+  public let half: Int
+  public let cos: [Float]
+  public let sin: [Float]
 }

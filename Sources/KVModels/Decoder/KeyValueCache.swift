@@ -1,16 +1,41 @@
 import KVTensor
 
 /// Where a cached token came from. Carried with every entry so that policies and views can use
-/// the input's structure (later: image, tile, patch row/col, frame).
-public struct TokenOrigin: Equatable, Sendable {
-  public enum Modality: String, Sendable { case text, image, video, generated }
+/// the input's structure: which feed, which image and tile, which patch (row, col) of the tile's
+/// grid, which video frame, which text span. Fields that do not apply are nil.
+public struct TokenOrigin: Equatable, Hashable, Sendable {
+  public enum Modality: String, Sendable, CaseIterable { case text, image, video, generated }
   public var modality: Modality
   /// Index of the `feed` that produced the token (0-based, in session order).
   public var input: Int
+  /// Index of the image in the session (images and videos counted together), for image and
+  /// video tokens.
+  public var image: Int?
+  /// Tile of the image (0 = first tile; a thumbnail is the last tile), where the image is tiled.
+  public var tile: Int?
+  /// Patch row and column in the tile's (or frame's) token grid.
+  public var row: Int?
+  public var col: Int?
+  /// Frame index within the video, for video tokens.
+  public var frame: Int?
+  /// Text span (e.g. chat turn or segment) the token belongs to.
+  public var span: Int?
+  /// Part of the system prompt (policies and options may protect it).
+  public var isSystem: Bool
 
-  public init(modality: Modality, input: Int) {
+  public init(
+    modality: Modality, input: Int, image: Int? = nil, tile: Int? = nil, row: Int? = nil,
+    col: Int? = nil, frame: Int? = nil, span: Int? = nil, isSystem: Bool = false
+  ) {
     self.modality = modality
     self.input = input
+    self.image = image
+    self.tile = tile
+    self.row = row
+    self.col = col
+    self.frame = frame
+    self.span = span
+    self.isSystem = isSystem
   }
 }
 
@@ -27,6 +52,20 @@ public struct KVBlock {
   public var count: Int
   public var positions: [Int]
   public var origins: [TokenOrigin]
+
+  public init(
+    keys: UnsafePointer<Float>, values: UnsafePointer<Float>, queries: UnsafePointer<Float>,
+    ld: Int, queryLD: Int, count: Int, positions: [Int], origins: [TokenOrigin]
+  ) {
+    self.keys = keys
+    self.values = values
+    self.queries = queries
+    self.ld = ld
+    self.queryLD = queryLD
+    self.count = count
+    self.positions = positions
+    self.origins = origins
+  }
 }
 
 /// What a layer attends to besides its own block: for KV head g, row j of keys is at

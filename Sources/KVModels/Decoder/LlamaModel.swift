@@ -79,30 +79,33 @@ public final class LlamaModel: @unchecked Sendable {
     let qkvDim = qDim + 2 * kvDim
     let ff = c.intermediateSize
 
-    let h = Matrix(rows: n, cols: d, category: .activations, meter: meter)
-    let qkv = Matrix(rows: n, cols: qkvDim, category: .activations, meter: meter)
-    let attended = Matrix(rows: n, cols: qDim, category: .activations, meter: meter)
-    let gateUp = Matrix(rows: n, cols: 2 * ff, category: .activations, meter: meter)
-    let act = Matrix(rows: n, cols: ff, category: .activations, meter: meter)
-    let scratch = FloatBuffer(count: attention.scratchCount, category: .activations, meter: meter)
+    // Scratch activations: every one is fully written before it is read.
+    let h = Matrix(uninitializedRows: n, cols: d, category: .activations, meter: meter)
+    let qkv = Matrix(uninitializedRows: n, cols: qkvDim, category: .activations, meter: meter)
+    let attended = Matrix(uninitializedRows: n, cols: qDim, category: .activations, meter: meter)
+    let gateUp = Matrix(uninitializedRows: n, cols: 2 * ff, category: .activations, meter: meter)
+    let act = Matrix(uninitializedRows: n, cols: ff, category: .activations, meter: meter)
+    let threads = BLAS.threads
+    let scratch = FloatBuffer(
+      uninitializedCount: attention.scratchCount(threads: threads), category: .activations,
+      meter: meter)
     let scale = 1 / Float(c.headDim).squareRoot()
+    let rotary = rope.table(positions: positions)  // cos/sin once per block, for every layer
 
     for (index, layer) in layers.enumerated() {
       // Attention: h = norm(x); q,k,v = h·Wqkvᵀ; rotate q,k; attend; x += attended·Woᵀ
       Kernels.rmsNorm(
         x.pointer, weight: layer.attentionNorm.pointer, eps: c.rmsNormEps, rows: n, cols: d,
         out: h.pointer)
-      BLAS.sgemm(
-        transB: true, m: n, n: qkvDim, k: d, a: h.pointer, lda: d, b: layer.qkv.pointer, ldb: d,
-        c: qkv.pointer, ldc: qkvDim)
+      Linear.apply(h, layer.qkv, into: qkv)
       if let bias = layer.qkvBias {
         Kernels.addBias(qkv.pointer, bias: bias.pointer, rows: n, cols: qkvDim)
       }
       let q = qkv.pointer
       let k = qkv.pointer + qDim
       let v = qkv.pointer + qDim + kvDim
-      rope.apply(q, rows: n, ld: qkvDim, heads: c.heads, positions: positions)
-      rope.apply(k, rows: n, ld: qkvDim, heads: c.kvHeads, positions: positions)
+      // K's heads follow Q's in each row: rotate all of them in one pass.
+      rope.apply(q, rows: n, ld: qkvDim, heads: c.heads + c.kvHeads, table: rotary)
 
       let past = cache.cached(layer: index)
       var segments: [KVSegment] = []
@@ -117,27 +120,21 @@ public final class LlamaModel: @unchecked Sendable {
           keys: k, values: v, count: n, headStride: c.headDim, rowStride: qkvDim, causal: true))
       attention.run(
         q: q, ldq: qkvDim, n: n, segments: segments, scale: scale, out: attended.pointer,
-        ldo: qDim, scratch: scratch.pointer)
+        ldo: qDim, scratch: scratch.pointer, threads: threads)
       try cache.commit(
         layer: index,
         block: KVBlock(
           keys: k, values: v, queries: q, ld: qkvDim, queryLD: qkvDim, count: n,
           positions: positions, origins: origins))
-      BLAS.sgemm(
-        transB: true, m: n, n: d, k: qDim, a: attended.pointer, lda: qDim,
-        b: layer.attentionOutput.pointer, ldb: qDim, beta: 1, c: x.pointer, ldc: d)
+      Linear.apply(attended, layer.attentionOutput, beta: 1, into: x)
 
       // MLP: x += (silu(h·Wgateᵀ) ⊙ h·Wupᵀ)·Wdownᵀ with h = norm(x)
       Kernels.rmsNorm(
         x.pointer, weight: layer.ffnNorm.pointer, eps: c.rmsNormEps, rows: n, cols: d,
         out: h.pointer)
-      BLAS.sgemm(
-        transB: true, m: n, n: 2 * ff, k: d, a: h.pointer, lda: d, b: layer.gateUp.pointer,
-        ldb: d, c: gateUp.pointer, ldc: 2 * ff)
+      Linear.apply(h, layer.gateUp, into: gateUp)
       Kernels.siluGate(gateUp.pointer, rows: n, cols: ff, out: act.pointer)
-      BLAS.sgemm(
-        transB: true, m: n, n: d, k: ff, a: act.pointer, lda: ff, b: layer.down.pointer, ldb: ff,
-        beta: 1, c: x.pointer, ldc: d)
+      Linear.apply(act, layer.down, beta: 1, into: x)
     }
     try cache.finishBlock()
 
@@ -151,10 +148,11 @@ public final class LlamaModel: @unchecked Sendable {
     Kernels.rmsNorm(
       x.row(first), weight: outputNorm.pointer, eps: c.rmsNormEps, rows: rows, cols: d,
       out: h.pointer)
-    let out = Matrix(rows: rows, cols: c.vocabularySize, category: .activations, meter: meter)
-    BLAS.sgemm(
-      transB: true, m: rows, n: c.vocabularySize, k: d, a: h.pointer, lda: d,
-      b: output.pointer, ldb: d, c: out.pointer, ldc: c.vocabularySize)
+    let out = Matrix(
+      uninitializedRows: rows, cols: c.vocabularySize, category: .activations, meter: meter)
+    Linear.apply(
+      h.pointer, rows: rows, ldx: d, weight: output.pointer, outFeatures: c.vocabularySize,
+      inFeatures: d, out: out.pointer, ldo: c.vocabularySize)
     return out
   }
 }

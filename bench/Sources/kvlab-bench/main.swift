@@ -16,10 +16,21 @@ struct Arguments {
   /// With --parity DIR: compare every logit with the full tables scripts/gen_parity_fixtures.py
   /// wrote there (DIR/NAME.npy) instead of timing.
   var parityDirectory: String?
+  /// --serve: load the model once, then answer one command per stdin line ("prefill N",
+  /// "decode N STEPS": prefill N tokens, then time STEPS decode steps) with one JSON line, so
+  /// that a script can alternate kvlab and its peer measurement by measurement.
+  var serve = false
+  /// --kernels: micro-benchmarks of the BLAS shapes instead of the model.
+  var kernels = false
+  /// --determinism N: run the same N-token prefill (all logits, --chunk at a time) twice and
+  /// check that every logit is bitwise identical.
+  var determinism: Int?
 
   init(_ argv: [String]) throws {
     var it = argv.dropFirst().makeIterator()
     while let a = it.next() {
+      if a == "--serve" { serve = true; continue }
+      if a == "--kernels" { kernels = true; continue }
       guard let v = it.next() else { throw Failure("\(a) needs a value") }
       switch a {
       case "--model": model = v
@@ -29,6 +40,7 @@ struct Arguments {
       case "--threads": threads = Int(v) ?? threads
       case "--chunk": chunk = Int(v) ?? chunk
       case "--parity": parityDirectory = v
+      case "--determinism": determinism = Int(v)
       default: throw Failure("unknown option \(a)")
       }
     }
@@ -91,9 +103,49 @@ enum TestFixtures {
   static let parityManifest = "Tests/KVEngineTests/Fixtures/parity/manifest.json"
 }
 
+/// Prefills `n` tokens of `ids` into a fresh cache, `chunk` at a time; returns seconds.
+func prefill(
+  _ model: LlamaModel, ids: [Int], n: Int, chunk: Int, meter: MemoryMeter
+) throws -> (Double, DenseKVCache) {
+  let c = model.config
+  let cache = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+  let t0 = Date()
+  var done = 0
+  while done < n {
+    let part = Array(ids[done..<min(n, done + chunk)])
+    _ = try model.forward(
+      model.embed(part, meter: meter), positions: Array(done..<(done + part.count)),
+      origins: part.map { _ in TokenOrigin(modality: .text, input: 0) }, cache: cache,
+      logits: done + part.count == n ? .last : .none, meter: meter)
+    done += part.count
+  }
+  return (Date().timeIntervalSince(t0), cache)
+}
+
+/// Decodes `steps` tokens (ids[n...]) after a prefill of n; returns seconds.
+func decode(_ model: LlamaModel, ids: [Int], n: Int, steps: Int, cache: DenseKVCache, meter: MemoryMeter) throws -> Double {
+  let t1 = Date()
+  for s in 0..<steps {
+    _ = try model.forward(
+      model.embed([ids[n + s]], meter: meter), positions: [n + s],
+      origins: [TokenOrigin(modality: .generated, input: 0)], cache: cache, logits: .last,
+      meter: meter)
+  }
+  return Date().timeIntervalSince(t1)
+}
+
+/// A fixed pseudo-random token sequence (the peer uses the same ids: seed-free formula).
+func benchmarkIDs(count: Int, vocabulary: Int) -> [Int] {
+  (0..<count).map { (i: Int) -> Int in (i &* 7919 &+ 13) % (vocabulary - 256) + 256 }
+}
+
 do {
   let args = try Arguments(CommandLine.arguments)
   BLAS.setThreads(args.threads)
+  if args.kernels {
+    KernelBench.run(threads: args.threads, repeats: args.repeats)
+    exit(0)
+  }
   let meter = MemoryMeter()
   let gguf = try GGUFFile(path: args.model)
   let model = try LlamaModel.load(gguf: gguf, meter: meter)
@@ -102,37 +154,59 @@ do {
     try checkParity(model: model, directory: dir, chunk: args.chunk, meter: meter)
     exit(0)
   }
-  // A fixed pseudo-random token sequence (the peer uses the same ids: seed-free formula).
-  let maxLen = (args.lengths.max() ?? 0) + args.decode
-  let ids = (0..<maxLen).map { (i: Int) -> Int in (i &* 7919 &+ 13) % (c.vocabularySize - 256) + 256 }
-  for n in args.lengths {
-    for r in 0..<args.repeats {
+  if let n = args.determinism {
+    let ids = benchmarkIDs(count: n, vocabulary: c.vocabularySize)
+    func logits() throws -> [Float] {
       let cache = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
-      let t0 = Date()
+      var all: [Float] = []
       var done = 0
       while done < n {
-        let chunk = Array(ids[done..<min(n, done + args.chunk)])
-        _ = try model.forward(
-          model.embed(chunk, meter: meter), positions: Array(done..<(done + chunk.count)),
-          origins: chunk.map { _ in TokenOrigin(modality: .text, input: 0) }, cache: cache,
-          logits: done + chunk.count == n ? .last : .none, meter: meter)
-        done += chunk.count
+        let part = Array(ids[done..<min(n, done + args.chunk)])
+        let out = try model.forward(
+          model.embed(part, meter: meter), positions: Array(done..<(done + part.count)),
+          origins: part.map { _ in TokenOrigin(modality: .text, input: 0) }, cache: cache,
+          logits: .all, meter: meter)!
+        all += out.storage.buffer.prefix(out.rows * out.cols)
+        done += part.count
       }
-      let prefill = Date().timeIntervalSince(t0)
-      emit(["engine": "kvlab", "kind": "prefill", "tokens": n, "repeat": r, "seconds": prefill,
-            "tokens_per_s": Double(n) / prefill, "blas_core": BLAS.coreName, "threads": args.threads])
+      return all
+    }
+    let first = try logits().map(\.bitPattern)
+    let second = try logits().map(\.bitPattern)
+    emit(["engine": "kvlab", "kind": "determinism", "tokens": n, "chunk": args.chunk,
+          "threads": args.threads, "bitwise_identical": first == second])
+    exit(first == second ? 0 : 1)
+  }
+  let common: [String: Any] = ["engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads]
+  if args.serve {
+    emit(common.merging(["kind": "ready"]) { a, _ in a })
+    while let line = readLine() {
+      let words = line.split(separator: " ").map(String.init)
+      guard let kind = words.first, words.count >= 2, let n = Int(words[1]) else { continue }
+      let steps = words.count > 2 ? Int(words[2]) ?? 0 : 0
+      let ids = benchmarkIDs(count: n + steps, vocabulary: c.vocabularySize)
+      let (seconds, cache) = try prefill(model, ids: ids, n: n, chunk: args.chunk, meter: meter)
+      if kind == "decode" {
+        let d = try decode(model, ids: ids, n: n, steps: steps, cache: cache, meter: meter)
+        emit(common.merging(["kind": "decode", "tokens": steps, "context": n, "seconds": d,
+                             "tokens_per_s": Double(steps) / d]) { a, _ in a })
+      } else {
+        emit(common.merging(["kind": "prefill", "tokens": n, "seconds": seconds,
+                             "tokens_per_s": Double(n) / seconds]) { a, _ in a })
+      }
+    }
+    exit(0)
+  }
+  let ids = benchmarkIDs(count: (args.lengths.max() ?? 0) + args.decode, vocabulary: c.vocabularySize)
+  for n in args.lengths {
+    for r in 0..<args.repeats {
+      let (seconds, cache) = try prefill(model, ids: ids, n: n, chunk: args.chunk, meter: meter)
+      emit(common.merging(["kind": "prefill", "tokens": n, "repeat": r, "seconds": seconds,
+                           "tokens_per_s": Double(n) / seconds]) { a, _ in a })
       if args.decode > 0 && n == args.lengths.first {
-        let t1 = Date()
-        for s in 0..<args.decode {
-          _ = try model.forward(
-            model.embed([ids[n + s]], meter: meter), positions: [n + s],
-            origins: [TokenOrigin(modality: .generated, input: 0)], cache: cache, logits: .last,
-            meter: meter)
-        }
-        let decode = Date().timeIntervalSince(t1)
-        emit(["engine": "kvlab", "kind": "decode", "tokens": args.decode, "context": n, "repeat": r,
-              "seconds": decode, "tokens_per_s": Double(args.decode) / decode,
-              "blas_core": BLAS.coreName, "threads": args.threads])
+        let d = try decode(model, ids: ids, n: n, steps: args.decode, cache: cache, meter: meter)
+        emit(common.merging(["kind": "decode", "tokens": args.decode, "context": n, "repeat": r,
+                             "seconds": d, "tokens_per_s": Double(args.decode) / d]) { a, _ in a })
       }
     }
   }

@@ -1,0 +1,537 @@
+import KVModels
+import KVTensor
+
+/// One layer's storage: per KV head, `capacity` rows of keys and of values (`[head][row][dim]`,
+/// so each head's keys are one contiguous matrix for the attention matmuls), and the metadata of
+/// each held row. Every head holds the same number of rows, not necessarily the same positions.
+final class LayerStore {
+  var keys: FloatBuffer
+  var values: FloatBuffer
+  var meta: [[EntryMeta]]
+  var count = 0
+
+  init(kvHeads: Int, capacity: Int, headDim: Int, meter: MemoryMeter?) {
+    keys = FloatBuffer(count: kvHeads * capacity * headDim, category: .kv, meter: meter)
+    values = FloatBuffer(count: kvHeads * capacity * headDim, category: .kv, meter: meter)
+    meta = (0..<kvHeads).map { _ in
+      var m: [EntryMeta] = []
+      m.reserveCapacity(capacity)
+      return m
+    }
+  }
+}
+
+/// The last `size` queries (all query heads) a layer has seen, oldest first: SnapKV's
+/// observation window, carried across blocks so that a block shorter than the window (a
+/// generated token) still has one.
+final class QueryWindow {
+  let size: Int
+  let width: Int
+  let rows: FloatBuffer
+  var positions: [Int] = []
+
+  init(size: Int, width: Int, meter: MemoryMeter?) {
+    self.size = size
+    self.width = width
+    rows = FloatBuffer(count: max(1, size * width), category: .activations, meter: meter)
+  }
+
+  func append(_ block: KVBlock) {
+    let k = min(size, block.count)
+    guard k > 0 else { return }
+    let keep = min(positions.count, size - k)
+    let drop = positions.count - keep
+    if drop > 0, keep > 0 {
+      (rows.pointer).update(from: rows.pointer + drop * width, count: keep * width)
+    }
+    positions.removeFirst(drop)
+    for r in 0..<k {
+      let src = block.count - k + r
+      (rows.pointer + (keep + r) * width).update(
+        from: block.queries + src * block.queryLD, count: width)
+      positions.append(block.positions[src])
+    }
+  }
+
+  static func prospective(_ old: [Int], _ block: [Int], size: Int) -> [Int] {
+    Array((old + block).suffix(size))
+  }
+
+  var queryRows: QueryRows {
+    QueryRows(pointer: rows.pointer, ld: width, count: positions.count, positions: positions)
+  }
+}
+
+/// What one eviction decision removed, for the eviction log.
+public struct EvictionRecord: Sendable {
+  public var layer: Int
+  public var kvHead: Int
+  public var evicted: [(position: Int, score: Float)]
+  /// The lowest score among the survivors that were not mandatory (nil: none).
+  public var lowestKept: Float?
+}
+
+/// A KV cache that holds at most a fixed budget of entries per layer and KV head, evicting with
+/// an `EvictionPolicy` (DESIGN §1, issue 4). Storage is allocated once, charged to the meter as
+/// `.kv`: exactly `budget` rows in `capped` mode, `budget + block` in `sequential`, growable in
+/// `post` (compressed to the budget by `compress()`). Each entry keeps its original position and
+/// origin; eviction compacts in place, preserving order. Full (uncompressed) caching is
+/// `DenseKVCache` (see `makeCache`).
+public final class BudgetedCache: KeyValueCache {
+  public let layers: Int
+  public let kvHeads: Int
+  public let headDim: Int
+  /// Query heads (a multiple of `kvHeads`); the block's queries have `queryHeads·headDim` columns.
+  public let queryHeads: Int
+  public let mode: PrefillMode
+  /// The most entries held per layer and KV head once a block is committed.
+  public private(set) var budget: Int
+  /// The largest block `sequential` mode accepts (its storage is budget + block).
+  public let blockCapacity: Int
+  public private(set) var policy: any EvictionPolicy
+  public var options: RetentionOptions
+  /// Whether to keep the eviction log of the last block (`lastEvictions`).
+  public var logEvictions = false
+
+  private let meter: MemoryMeter?
+  private var stores: [LayerStore]
+  private var capacity: Int
+  private var windows: [QueryWindow]
+
+  /// Entries evicted so far, summed over layers and KV heads.
+  public private(set) var evictedEntries = 0
+  /// Blocks committed so far (`finishBlock` calls).
+  public private(set) var blocks = 0
+  public private(set) var lastEvictions: [EvictionRecord] = []
+  private var pendingEvictions: [EvictionRecord] = []
+
+  /// - Parameters:
+  ///   - budget: entries per layer and KV head (tokens).
+  ///   - blockSize: the largest block `sequential` mode will be handed (storage budget + block);
+  ///     ignored by the other modes.
+  public init(
+    layers: Int, kvHeads: Int, headDim: Int, queryHeads: Int, budget: Int, mode: PrefillMode,
+    policy: any EvictionPolicy, options: RetentionOptions = RetentionOptions(),
+    blockSize: Int = 256,
+    meter: MemoryMeter?
+  ) throws {
+    guard mode != .full else {
+      throw CacheError.invalidState("full mode keeps everything: use DenseKVCache (makeCache)")
+    }
+    guard layers > 0, kvHeads > 0, headDim > 0, queryHeads > 0, queryHeads % kvHeads == 0 else {
+      throw CacheError.invalidState(
+        "bad cache shape: \(layers) layers, \(kvHeads) KV heads, \(queryHeads) query heads, head dim \(headDim)"
+      )
+    }
+    try Self.validate(budget: budget, policy: policy)
+    if mode == .sequential, blockSize < 1 {
+      throw CacheError.invalidBudget("sequential mode needs a block size ≥ 1, got \(blockSize)")
+    }
+    self.layers = layers
+    self.kvHeads = kvHeads
+    self.headDim = headDim
+    self.queryHeads = queryHeads
+    self.mode = mode
+    self.budget = budget
+    self.blockCapacity = mode == .sequential ? blockSize : 0
+    self.policy = policy
+    self.options = options
+    self.meter = meter
+    let cap: Int
+    switch mode {
+    case .capped: cap = budget
+    case .sequential: cap = budget + blockSize
+    case .post, .full: cap = min(budget, 256)
+    }
+    capacity = cap
+    stores = (0..<layers).map { _ in
+      LayerStore(kvHeads: kvHeads, capacity: cap, headDim: headDim, meter: meter)
+    }
+    windows = []
+    windows = makeWindows(for: policy)
+  }
+
+  /// A cache for a decoder: budget in tokens or bytes (bytes convert with the model's KV bytes
+  /// per token, rounding down).
+  public convenience init(
+    config: DecoderConfig, budget: KVBudget, mode: PrefillMode, policy: any EvictionPolicy,
+    options: RetentionOptions = RetentionOptions(), blockSize: Int = 256, meter: MemoryMeter?
+  ) throws {
+    try self.init(
+      layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim,
+      queryHeads: config.heads, budget: budget.tokens(kvBytesPerToken: Self.bytesPerToken(config)),
+      mode: mode, policy: policy, options: options, blockSize: blockSize, meter: meter)
+  }
+
+  /// K and V bytes per token over all layers and KV heads (float32).
+  public static func bytesPerToken(_ c: DecoderConfig) -> Int {
+    2 * c.layers * c.kvHeads * c.headDim * 4
+  }
+  public var bytesPerToken: Int { 2 * layers * kvHeads * headDim * 4 }
+
+  /// Throws unless `budget` tokens is a budget `policy` can work with.
+  public static func validate(budget: Int, policy: any EvictionPolicy) throws {
+    guard budget >= 1 else {
+      throw CacheError.invalidBudget("budget must be at least 1 token, got \(budget)")
+    }
+    guard budget >= policy.minimumBudget else {
+      throw CacheError.budgetTooSmall(
+        "budget of \(budget) tokens is below what \(policy) needs (\(policy.minimumBudget))")
+    }
+  }
+
+  private func makeWindows(for policy: any EvictionPolicy) -> [QueryWindow] {
+    let w = policy.queryWindow
+    guard w > 0 else { return [] }
+    return (0..<layers).map { l in
+      let win = QueryWindow(size: w, width: queryHeads * headDim, meter: meter)
+      // Keep what the old window had seen, as far as it goes.
+      if l < windows.count {
+        let old = windows[l]
+        let k = min(w, old.positions.count)
+        let first = old.positions.count - k
+        win.rows.pointer.update(from: old.rows.pointer + first * old.width, count: k * old.width)
+        win.positions = Array(old.positions.suffix(k))
+      }
+      return win
+    }
+  }
+
+  // MARK: inspection
+
+  /// Entries held per layer and KV head (the same for every head and, between blocks, every layer).
+  public var count: Int { stores[layers - 1].count }
+  public var capacityTokens: Int { capacity }
+  /// Bytes of K/V storage allocated (what the meter charges as `.kv`).
+  public var bytesHeld: Int { 2 * layers * kvHeads * capacity * headDim * 4 }
+  /// Bytes of the budget: `budget` tokens of K and V for every layer and KV head.
+  public var budgetBytes: Int { budget * bytesPerToken }
+  public var evictedBytes: Int { evictedEntries * 2 * headDim * 4 }
+
+  public func count(layer: Int) -> Int { stores[layer].count }
+  public func entries(layer: Int, head: Int) -> [EntryMeta] { stores[layer].meta[head] }
+  public func positions(layer: Int, head: Int) -> [Int] {
+    stores[layer].meta[head].map { Int($0.position) }
+  }
+  /// Held entries by modality for one layer and KV head.
+  public func countsByModality(layer: Int, head: Int) -> [TokenOrigin.Modality: Int] {
+    var c: [TokenOrigin.Modality: Int] = [:]
+    for m in stores[layer].meta[head] { c[m.originModality, default: 0] += 1 }
+    return c
+  }
+  /// Row `row` of KV head `head`'s keys / values at `layer`.
+  public func key(layer: Int, head: Int, row: Int) -> UnsafePointer<Float> {
+    UnsafePointer(stores[layer].keys.pointer + (head * capacity + row) * headDim)
+  }
+  public func value(layer: Int, head: Int, row: Int) -> UnsafePointer<Float> {
+    UnsafePointer(stores[layer].values.pointer + (head * capacity + row) * headDim)
+  }
+
+  /// The active policy's scores of the entries held for one layer and KV head, as a compression
+  /// to `budget` (default: the cache's) would compute them now: no new block; the observation
+  /// window is the last queries seen; carried scores as stored.
+  public func currentScores(layer: Int, head: Int, budget: Int? = nil) -> [Float] {
+    let store = stores[layer]
+    let window = windows.isEmpty ? nil : windows[layer].queryRows
+    let list = entries(
+      layer, head, blockMeta: [], window: window?.positions ?? [], budget: budget ?? self.budget)
+    return policy.score(
+      view(list, store: store, head: head, block: nil, window: window, blockQueries: nil))
+  }
+
+  /// Which held entries of one layer and KV head the policy and options make mandatory now.
+  public func mandatory(layer: Int, head: Int, budget: Int? = nil) -> [Bool] {
+    let window = windows.isEmpty ? [] : windows[layer].positions
+    return Selection.mandatory(
+      policy, entries(layer, head, blockMeta: [], window: window, budget: budget ?? self.budget),
+      options)
+  }
+
+  private func view(
+    _ list: EntryList, store: LayerStore, head g: Int, block: KVBlock?, window: QueryRows?,
+    blockQueries: QueryRows?
+  ) -> CandidateView {
+    CandidateView(
+      entries: list, headDim: headDim, groupSize: queryHeads / kvHeads,
+      storedKeys: store.keys.pointer + g * capacity * headDim,
+      storedValues: store.values.pointer + g * capacity * headDim, storedCount: store.count,
+      blockKeys: block.map { $0.keys + g * headDim },
+      blockValues: block.map { $0.values + g * headDim },
+      blockLD: block?.ld ?? 0, window: window,
+      blockQueries: policy.needsBlockQueries ? blockQueries : nil, meter: meter)
+  }
+
+  // MARK: KeyValueCache
+
+  public func cached(layer: Int) -> CachedKV {
+    CachedKV(
+      keys: stores[layer].keys.pointer, values: stores[layer].values.pointer,
+      count: stores[layer].count, headStride: capacity * headDim, rowStride: headDim)
+  }
+
+  public func commit(layer: Int, block: KVBlock) throws {
+    guard block.positions.count == block.count, block.origins.count == block.count else {
+      throw CacheError.invalidState(
+        "block of \(block.count) rows has \(block.positions.count) positions and \(block.origins.count) origins"
+      )
+    }
+    if layer == 0 {
+      try preflight(block)
+      pendingEvictions = []
+    }
+    guard block.count > 0 else { return }
+    if !windows.isEmpty { windows[layer].append(block) }
+    let store = stores[layer]
+    let blockMeta = zip(block.positions, block.origins).map { EntryMeta(position: $0, origin: $1) }
+    switch mode {
+    case .capped:
+      // The block stays where the model put it; survivors of cache ∪ block are written in place.
+      decide(layer: layer, block: block, blockMeta: blockMeta, keep: budget)
+    case .sequential:
+      // The paper's order: append (storage is budget + block), then evict the excess.
+      append(block, blockMeta, to: store)
+      decide(layer: layer, block: nil, blockMeta: [], keep: budget, queries: block)
+    case .post, .full:
+      if store.count + block.count > capacity {
+        grow(to: max(store.count + block.count, capacity + capacity / 2))
+      }
+      append(block, blockMeta, to: store)
+      if policy.carriesScores {
+        decide(layer: layer, block: nil, blockMeta: [], keep: Int.max, queries: block)
+      }
+    }
+  }
+
+  public func finishBlock() throws {
+    blocks += 1
+    if logEvictions { lastEvictions = pendingEvictions }
+    pendingEvictions = []
+  }
+
+  // MARK: budget and policy changes
+
+  /// Compresses every layer to the budget now (post mode's step after the input; any mode on
+  /// request). Throws, touching nothing, if the mandatory entries do not fit.
+  public func compress() throws {
+    try compress(to: budget)
+    if mode == .post, capacity > budget { reallocate(to: max(budget, count)) }
+  }
+
+  /// Changes the budget. Shrinking compresses now with the active policy, then shrinks storage;
+  /// growing reallocates larger storage. Either way storage moves one buffer at a time: the
+  /// transient above max(old, new) is one layer's keys (or values) at the new size. Throws, touching nothing, on a budget the policy or the mandatory entries cannot
+  /// live with.
+  public func setBudget(_ newBudget: Int) throws {
+    try Self.validate(budget: newBudget, policy: policy)
+    if newBudget < count { try compress(to: newBudget) }
+    budget = newBudget
+    switch mode {
+    case .capped: reallocate(to: newBudget)
+    case .sequential: reallocate(to: newBudget + blockCapacity)
+    case .post, .full: if capacity > newBudget, count <= newBudget { reallocate(to: newBudget) }
+    }
+  }
+
+  /// Switches policy; carried scores restart from 0, the query window keeps what it has seen.
+  public func setPolicy(_ newPolicy: any EvictionPolicy) throws {
+    try Self.validate(budget: budget, policy: newPolicy)
+    windows = makeWindows(for: newPolicy)
+    policy = newPolicy
+    for s in stores {
+      for h in 0..<kvHeads { for i in s.meta[h].indices { s.meta[h][i].carried = 0 } }
+    }
+  }
+
+  private func compress(to target: Int) throws {
+    guard count > target else { return }
+    for l in 0..<layers {
+      for h in 0..<kvHeads {
+        try checkMandatory(
+          entries(
+            l, h, blockMeta: [], window: windows.isEmpty ? [] : windows[l].positions, budget: target
+          ))
+      }
+    }
+    pendingEvictions = []
+    for l in 0..<layers {
+      decide(layer: l, block: nil, blockMeta: [], keep: target)
+    }
+    if logEvictions { lastEvictions = pendingEvictions }
+    pendingEvictions = []
+  }
+
+  // MARK: internals
+
+  private func entries(
+    _ layer: Int, _ head: Int, blockMeta: [EntryMeta], window: [Int], budget: Int
+  ) -> EntryList {
+    EntryList(
+      layer: layer, kvHead: head, budget: budget, meta: stores[layer].meta[head] + blockMeta,
+      windowPositions: window)
+  }
+
+  private func checkMandatory(_ list: EntryList) throws {
+    guard list.count > list.budget else { return }
+    let must = Selection.mandatory(policy, list, options).lazy.filter { $0 }.count
+    if must > list.budget {
+      var why: [String] = []
+      if options.protectText { why.append("protected text") }
+      if options.protectSystem { why.append("protected system prompt") }
+      throw CacheError.budgetTooSmall(
+        "budget of \(list.budget) tokens cannot hold the \(must) entries that must stay (\(([policy.description] + why).joined(separator: ", "))) at layer \(list.layer), KV head \(list.kvHead)"
+      )
+    }
+  }
+
+  /// Checks, before any layer is touched, that the block can be taken.
+  private func preflight(_ block: KVBlock) throws {
+    if mode == .sequential, block.count > blockCapacity {
+      throw CacheError.blockTooLarge(
+        "block of \(block.count) tokens exceeds the sequential cache's block size \(blockCapacity)")
+    }
+    guard mode == .capped || mode == .sequential, stores[0].count + block.count > budget else {
+      return
+    }
+    let blockMeta = zip(block.positions, block.origins).map { EntryMeta(position: $0, origin: $1) }
+    for l in 0..<layers {
+      let window =
+        windows.isEmpty
+        ? []
+        : QueryWindow.prospective(windows[l].positions, block.positions, size: policy.queryWindow)
+      for h in 0..<kvHeads {
+        try checkMandatory(entries(l, h, blockMeta: blockMeta, window: window, budget: budget))
+      }
+    }
+  }
+
+  private func append(_ block: KVBlock, _ blockMeta: [EntryMeta], to store: LayerStore) {
+    let base = store.count
+    for g in 0..<kvHeads {
+      let kDst = store.keys.pointer + (g * capacity + base) * headDim
+      let vDst = store.values.pointer + (g * capacity + base) * headDim
+      for i in 0..<block.count {
+        (kDst + i * headDim).update(from: block.keys + i * block.ld + g * headDim, count: headDim)
+        (vDst + i * headDim).update(from: block.values + i * block.ld + g * headDim, count: headDim)
+      }
+      store.meta[g] += blockMeta
+    }
+    store.count += block.count
+  }
+
+  /// One eviction decision for every KV head of `layer`: candidates are the stored rows plus,
+  /// in capped mode, the block's rows (still in the model's activations). Keeps `keep` of them
+  /// per head, compacting in place; stores carried scores. `queries` is the block whose queries
+  /// attention-accumulating policies read (the block itself in capped mode).
+  private func decide(
+    layer: Int, block: KVBlock?, blockMeta: [EntryMeta], keep: Int, queries: KVBlock? = nil
+  ) {
+    let store = stores[layer]
+    let stored = store.count
+    let total = stored + (block?.count ?? 0)
+    let evicting = total > keep
+    guard evicting || policy.carriesScores else {
+      if let block { append(block, blockMeta, to: store) }
+      return
+    }
+    let qBlock = queries ?? block
+    let blockQueries = qBlock.map {
+      QueryRows(pointer: $0.queries, ld: $0.queryLD, count: $0.count, positions: $0.positions)
+    }
+    let window = windows.isEmpty ? nil : windows[layer].queryRows
+    var newCount = total
+    for g in 0..<kvHeads {
+      let list = entries(
+        layer, g, blockMeta: blockMeta, window: window?.positions ?? [], budget: keep)
+      let view = view(
+        list, store: store, head: g, block: block, window: window, blockQueries: blockQueries)
+      let scores = policy.score(view)
+      var keepMask = [Bool](repeating: true, count: total)
+      var mandatory: [Bool] = []
+      if evicting {
+        mandatory = Selection.mandatory(policy, list, options)
+        let slots = max(0, keep - mandatory.lazy.filter { $0 }.count)
+        let order = policy.preference(view, scores: scores, slots: slots)
+        let groups = options.quota.map { Selection.groups(list.meta, $0.unit) }
+        keepMask = Selection.select(
+          budget: keep, mandatory: mandatory, preference: order, groups: groups,
+          quota: options.quota?.minimum ?? 0)
+      }
+      // Compact: stored survivors move down (destination ≤ source), block survivors follow.
+      var meta = list.meta
+      if policy.carriesScores { for i in 0..<total { meta[i].carried = scores[i] } }
+      let kBase = store.keys.pointer + g * capacity * headDim
+      let vBase = store.values.pointer + g * capacity * headDim
+      var w = 0
+      var newMeta: [EntryMeta] = []
+      newMeta.reserveCapacity(min(total, keep))
+      var record: EvictionRecord? =
+        logEvictions ? EvictionRecord(layer: layer, kvHead: g, evicted: [], lowestKept: nil) : nil
+      for i in 0..<total {
+        guard keepMask[i] else {
+          record?.evicted.append((Int(meta[i].position), scores[i]))
+          continue
+        }
+        if record != nil, !mandatory.isEmpty, !mandatory[i] {
+          record!.lowestKept = min(record!.lowestKept ?? scores[i], scores[i])
+        }
+        if i < stored {
+          if w != i {
+            (kBase + w * headDim).update(from: kBase + i * headDim, count: headDim)
+            (vBase + w * headDim).update(from: vBase + i * headDim, count: headDim)
+          }
+        } else {
+          let r = i - stored
+          (kBase + w * headDim).update(
+            from: block!.keys + r * block!.ld + g * headDim, count: headDim)
+          (vBase + w * headDim).update(
+            from: block!.values + r * block!.ld + g * headDim, count: headDim)
+        }
+        newMeta.append(meta[i])
+        w += 1
+      }
+      store.meta[g] = newMeta
+      evictedEntries += total - w
+      newCount = w
+      if let record { pendingEvictions.append(record) }
+    }
+    store.count = newCount
+  }
+
+  private func grow(to newCapacity: Int) { reallocate(to: newCapacity) }
+
+  /// New storage of `newCapacity` rows per head, one buffer at a time (a layer's keys, then its
+  /// values; each old buffer is released before the next new one is allocated), so the transient
+  /// above max(old, new) storage is one layer's keys or values at the new size.
+  private func reallocate(to newCapacity: Int) {
+    guard newCapacity != capacity else { return }
+    precondition(newCapacity >= stores.map(\.count).max() ?? 0)
+    func moved(_ old: FloatBuffer, rows: Int) -> FloatBuffer {
+      let fresh = FloatBuffer(count: kvHeads * newCapacity * headDim, category: .kv, meter: meter)
+      for g in 0..<kvHeads {
+        (fresh.pointer + g * newCapacity * headDim).update(
+          from: old.pointer + g * capacity * headDim, count: rows * headDim)
+      }
+      return fresh
+    }
+    for store in stores {
+      store.keys = moved(store.keys, rows: store.count)
+      store.values = moved(store.values, rows: store.count)
+    }
+    capacity = newCapacity
+  }
+}
+
+/// The cache for a prefill mode: `full` is the uncompressed `DenseKVCache`; the others are a
+/// `BudgetedCache`.
+public func makeCache(
+  config: DecoderConfig, budget: KVBudget?, mode: PrefillMode, policy: any EvictionPolicy,
+  options: RetentionOptions = RetentionOptions(), blockSize: Int = 256, meter: MemoryMeter?
+) throws -> KeyValueCache {
+  guard mode != .full, let budget else {
+    return DenseKVCache(
+      layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, meter: meter)
+  }
+  return try BudgetedCache(
+    config: config, budget: budget, mode: mode, policy: policy, options: options,
+    blockSize: blockSize, meter: meter)
+}

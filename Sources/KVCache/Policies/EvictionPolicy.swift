@@ -1,0 +1,118 @@
+import Foundation
+import KVModels
+import KVTensor
+
+/// An eviction policy: scores the candidates of one layer and KV head (cache ∪ block), says which
+/// must stay regardless, and in which order the rest are preferred. The cache keeps the top
+/// `budget` entries **per layer and per KV head** — each KV head keeps its own set, as kvpress's
+/// presses do (`scores.topk(n_kept, dim=-1)` over a `[batch, kv_heads, tokens]` score tensor),
+/// so two heads of a layer may hold different positions; every head holds the same count.
+///
+/// Policies are small value types: whatever they carry between blocks (H2O's accumulated
+/// attention, SnapKV's observation window) is stored by the cache per entry, not by the policy.
+public protocol EvictionPolicy: Sendable, CustomStringConvertible {
+  /// The name the REPL uses (`policy snapkv`).
+  var name: String { get }
+  /// `key=value` options, as the REPL prints and parses them.
+  var options: [(String, String)] { get }
+  /// How many of the most recent queries (all query heads) the cache must keep observing for
+  /// this policy, per layer: SnapKV's window. 0 for query-agnostic policies.
+  var queryWindow: Int { get }
+  /// Whether each scoring needs all the queries of the block being committed (H2O).
+  var needsBlockQueries: Bool { get }
+  /// Whether scores carry over: the cache stores each survivor's score in `EntryMeta.carried`
+  /// and hands it back next time (H2O's accumulated attention).
+  var carriesScores: Bool { get }
+  /// The smallest budget the policy can keep its promises in (SnapKV's window, the sinks).
+  var minimumBudget: Int { get }
+  /// Candidates that must survive whatever their score (from metadata only).
+  func mustKeep(_ entries: EntryList) -> [Bool]
+  /// One score per candidate; higher is more worth keeping.
+  func score(_ view: CandidateView) -> [Float]
+  /// Candidates in order of preference (first = kept first); `slots` is how many non-mandatory
+  /// candidates will be kept. By default: by score, descending.
+  func preference(_ view: CandidateView, scores: [Float], slots: Int) -> [Int]
+}
+
+extension EvictionPolicy {
+  public var options: [(String, String)] { [] }
+  public var queryWindow: Int { 0 }
+  public var needsBlockQueries: Bool { false }
+  public var carriesScores: Bool { false }
+  public var minimumBudget: Int { 1 }
+  public func mustKeep(_ entries: EntryList) -> [Bool] {
+    Array(repeating: false, count: entries.count)
+  }
+  public func preference(_ view: CandidateView, scores: [Float], slots: Int) -> [Int] {
+    Ranking.byScore(scores)
+  }
+  public var description: String {
+    ([name] + options.map { "\($0.0)=\($0.1)" }).joined(separator: " ")
+  }
+}
+
+public enum Ranking {
+  /// Indices by score, highest first; NaN counts as lowest; ties go to the later candidate
+  /// (the more recent token).
+  public static func byScore(_ scores: [Float]) -> [Int] {
+    Array(scores.indices).sorted { a, b in
+      let x = scores[a].isNaN ? -Float.infinity : scores[a]
+      let y = scores[b].isNaN ? -Float.infinity : scores[b]
+      return x != y ? x > y : a > b
+    }
+  }
+}
+
+/// Attention probabilities of queries over the candidates, as the model computed them:
+/// softmax(q·kᵀ/√d) over cache ∪ block, causal by original position (a key whose position is
+/// after the query's is masked). Shared by SnapKV (window queries) and H2O (the block's queries).
+enum AttentionMass {
+  /// For each query head of the view's GQA group (in order): Σ over the query rows of the
+  /// probabilities each candidate receives. `[groupSize][count]`.
+  static func perHead(_ view: CandidateView, queries: QueryRows) -> [[Float]] {
+    let n = view.count
+    let rows = queries.count
+    let d = view.headDim
+    var mass = Array(repeating: Array(repeating: Float(0), count: n), count: view.groupSize)
+    guard n > 0, rows > 0 else { return mass }
+    let positions = view.entries.meta.map { Int($0.position) }
+    let ascending = zip(positions, positions.dropFirst()).allSatisfy { $0 < $1 }
+    let logits = view.scratch(rows * n)
+    let scale = 1 / Float(d).squareRoot()
+    let segments = view.keySegments
+    for (slot, h) in view.queryHeads.enumerated() {
+      for s in segments {
+        BLAS.sgemm(
+          transB: true, m: rows, n: s.rows, k: d, alpha: scale, a: queries.pointer + h * d,
+          lda: queries.ld, b: s.base, ldb: s.ld, c: logits.pointer + s.first, ldc: n)
+      }
+      mass[slot].withUnsafeMutableBufferPointer { acc in
+        for r in 0..<rows {
+          let row = logits.pointer + r * n
+          let qp = queries.positions[r]
+          // Candidates are normally in ascending position order, so the visible ones are a
+          // prefix; otherwise masked one by one.
+          var visible = 0
+          if ascending {
+            while visible < n && positions[visible] <= qp { visible += 1 }
+          } else {
+            visible = n
+            for j in 0..<n where positions[j] > qp { row[j] = -.infinity }
+          }
+          var m = -Float.infinity
+          for j in 0..<visible { m = max(m, row[j]) }
+          guard m > -.infinity else { continue }
+          var sum: Float = 0
+          for j in 0..<visible {
+            let e = Foundation.exp(row[j] - m)
+            row[j] = e
+            sum += e
+          }
+          let inv = 1 / sum
+          for j in 0..<visible { acc[j] += row[j] * inv }
+        }
+      }
+    }
+    return mass
+  }
+}

@@ -1,0 +1,440 @@
+import Foundation
+import KVCache
+import KVModels
+import KVTensor
+import XCTest
+
+final class BudgetedCacheTests: XCTestCase {
+  func makeInput(
+    seed: UInt64, count: Int, layers: Int = 2, kvHeads: Int = 2, group: Int = 2, headDim: Int = 8,
+    origins: [TokenOrigin]? = nil
+  ) -> SyntheticInput {
+    var rng = SeededRNG(seed: seed)
+    let o = origins ?? Array(repeating: TokenOrigin(modality: .text, input: 0), count: count)
+    return SyntheticInput(
+      layers: layers, kvHeads: kvHeads, queryHeads: kvHeads * group, headDim: headDim, origins: o,
+      rng: &rng)
+  }
+
+  func cache(
+    _ input: SyntheticInput, budget: Int, mode: PrefillMode = .capped, policy: any EvictionPolicy,
+    options: RetentionOptions = RetentionOptions(), block: Int = 64,
+    meter: MemoryMeter? = MemoryMeter()
+  ) throws -> BudgetedCache {
+    try BudgetedCache(
+      layers: input.layers, kvHeads: input.kvHeads, headDim: input.headDim,
+      queryHeads: input.queryHeads,
+      budget: budget, mode: mode, policy: policy, options: options, blockSize: block, meter: meter)
+  }
+
+  func feed(_ input: SyntheticInput, _ c: KeyValueCache, block: Int) throws {
+    var s = 0
+    while s < input.count {
+      try input.feed(s..<min(input.count, s + block), into: c)
+      s += block
+    }
+  }
+
+  // MARK: budgets
+
+  func testBudgetParsing() throws {
+    XCTAssertEqual(try KVBudget.parse("1024 tokens"), .tokens(1024))
+    XCTAssertEqual(try KVBudget.parse("1024"), .tokens(1024))
+    XCTAssertEqual(try KVBudget.parse("64tok"), .tokens(64))
+    XCTAssertEqual(try KVBudget.parse("24MiB"), .bytes(24 << 20))
+    XCTAssertEqual(try KVBudget.parse("16 MB"), .bytes(16_000_000))
+    XCTAssertEqual(try KVBudget.parse("1.5GiB"), .bytes(3 << 29))
+    XCTAssertEqual(try KVBudget.parse("512 KiB"), .bytes(512 << 10))
+    XCTAssertEqual(KVBudget.bytes(24 << 20).description, "24MiB")
+    for bad in [
+      "0", "0 tokens", "-5 tokens", "12 parsecs", "1.5 tokens", "tokens", "", "abc", "-1MiB",
+    ] {
+      XCTAssertThrowsError(try KVBudget.parse(bad), bad) { e in
+        guard case CacheError.invalidBudget(let m) = e else { return XCTFail("\(bad): \(e)") }
+        XCTAssertFalse(m.isEmpty)
+      }
+    }
+    XCTAssertTrue("\((try? KVBudget.parse("12 parsecs")) as Any)".contains("nil"))
+    do { _ = try KVBudget.parse("12 parsecs") } catch {
+      XCTAssertTrue("\(error)".contains("unknown budget unit 'parsecs'"))
+    }
+  }
+
+  /// A byte budget converts with the model's KV bytes per token (SmolLM2-135M: 30 layers, 3 KV
+  /// heads, head dim 64 → 46080 B/token), rounding down, and storage is exactly that.
+  func testByteBudgetUsesKVBytesPerToken() throws {
+    let config = DecoderConfig(
+      architecture: "llama", hiddenSize: 576, intermediateSize: 1536, layers: 30, heads: 9,
+      kvHeads: 3,
+      headDim: 64, vocabularySize: 49152, ropeTheta: 1e5, rmsNormEps: 1e-5, contextLength: 8192,
+      tiedEmbeddings: true, attentionBias: false)
+    XCTAssertEqual(BudgetedCache.bytesPerToken(config), config.kvBytesPerToken)
+    XCTAssertEqual(KVBudget.bytes(24 << 20).tokens(kvBytesPerToken: config.kvBytesPerToken), 546)
+    let meter = MemoryMeter()
+    let c = try BudgetedCache(
+      config: config, budget: .bytes(24 << 20), mode: .capped, policy: KeyDiffPolicy(), meter: meter
+    )
+    XCTAssertEqual(c.budget, 546)
+    XCTAssertEqual(meter.reading(.kv).highWater, 546 * 46080)
+    XCTAssertLessThanOrEqual(meter.reading(.kv).highWater, 24 << 20)
+    XCTAssertThrowsError(
+      try BudgetedCache(
+        config: config, budget: .bytes(40000), mode: .capped, policy: KeyDiffPolicy(), meter: nil))
+  }
+
+  func testBadConfigurationsAreClearErrors() throws {
+    let input = makeInput(seed: 1, count: 10)
+    XCTAssertThrowsError(try cache(input, budget: 0, policy: KNormPolicy())) { e in
+      XCTAssertEqual("\(e)", "budget must be at least 1 token, got 0")
+    }
+    XCTAssertThrowsError(try cache(input, budget: -3, policy: KNormPolicy()))
+    XCTAssertThrowsError(try cache(input, budget: 16, policy: SnapKVPolicy(window: 32))) { e in
+      XCTAssertTrue("\(e)".contains("below what snapkv window=32 kernel=5 needs (32)"), "\(e)")
+    }
+    XCTAssertThrowsError(try cache(input, budget: 4, policy: StreamingLLMPolicy(sinks: 4)))
+    XCTAssertThrowsError(
+      try BudgetedCache(
+        layers: 1, kvHeads: 1, headDim: 4, queryHeads: 1, budget: 8, mode: .full,
+        policy: KNormPolicy(), meter: nil))
+    // Policies by name.
+    XCTAssertEqual(
+      try PolicyCatalog.make("snapkv", options: ["window": "16", "kernel": "3"]).description,
+      "snapkv window=16 kernel=3")
+    XCTAssertEqual(
+      try PolicyCatalog.make("infinipot").description, "infinipot alpha=0.5 recent=0.25")
+    XCTAssertThrowsError(try PolicyCatalog.make("lru")) { e in
+      XCTAssertTrue("\(e)".hasPrefix("unknown policy 'lru'; known: snapkv, keydiff"), "\(e)")
+    }
+    XCTAssertThrowsError(try PolicyCatalog.make("snapkv", options: ["windw": "3"])) { e in
+      XCTAssertEqual("\(e)", "snapkv: unknown option 'windw'; options: window, kernel")
+    }
+    XCTAssertThrowsError(try PolicyCatalog.make("keydiff", options: ["x": "1"])) { e in
+      XCTAssertEqual("\(e)", "keydiff: unknown option 'x' (it takes none)")
+    }
+    XCTAssertThrowsError(try PolicyCatalog.make("snapkv", options: ["kernel": "4"]))
+    XCTAssertThrowsError(try PolicyCatalog.make("snapkv", options: ["window": "-1"]))
+    XCTAssertThrowsError(try PolicyCatalog.make("infinipot", options: ["alpha": "1.5"]))
+    // Sequential mode refuses a block larger than its storage, before touching anything.
+    let seq = try cache(input, budget: 4, mode: .sequential, policy: KNormPolicy(), block: 3)
+    try input.feed(0..<3, into: seq)
+    let before = seq.positions(layer: 0, head: 0)
+    XCTAssertThrowsError(try input.feed(3..<8, into: seq)) { e in
+      XCTAssertEqual("\(e)", "block of 5 tokens exceeds the sequential cache's block size 3")
+    }
+    XCTAssertEqual(seq.positions(layer: 0, head: 0), before)
+    XCTAssertEqual(seq.positions(layer: 1, head: 1), before)
+  }
+
+  /// Protected tokens that no longer fit: the block is refused with a clear error and the
+  /// cache is exactly as before (every layer).
+  func testBudgetTooSmallForProtectedTokensLeavesCacheUntouched() throws {
+    let origins = (0..<12).map { TokenOrigin(modality: $0 < 9 ? .text : .image, input: 0) }
+    let input = makeInput(seed: 2, count: 12, origins: origins)
+    let c = try cache(
+      input, budget: 8, policy: KNormPolicy(), options: RetentionOptions(protectText: true))
+    try input.feed(0..<6, into: c)
+    let before = BudgetPropertyTests.snapshot(c)
+    XCTAssertThrowsError(try input.feed(6..<12, into: c)) { e in
+      XCTAssertTrue(
+        "\(e)".hasPrefix(
+          "budget of 8 tokens cannot hold the 9 entries that must stay (knorm, protected text)"),
+        "\(e)")
+    }
+    XCTAssertEqual(BudgetPropertyTests.snapshot(c), before)
+  }
+
+  // MARK: storage
+
+  /// Capped storage is allocated once at the budget; sequential at budget + block; post grows
+  /// and is shrunk to the budget by `compress`.
+  func testStorageSizesPerMode() throws {
+    let input = makeInput(seed: 3, count: 200)
+    let bpt = 2 * input.layers * input.kvHeads * input.headDim * 4
+    for (mode, expected) in [(PrefillMode.capped, 40 * bpt), (.sequential, (40 + 16) * bpt)] {
+      let meter = MemoryMeter()
+      let c = try cache(
+        input, budget: 40, mode: mode, policy: KeyDiffPolicy(), block: 16, meter: meter)
+      XCTAssertEqual(meter.reading(.kv).current, expected)
+      try feed(input, c, block: 16)
+      XCTAssertEqual(meter.reading(.kv).highWater, expected, "\(mode)")
+      XCTAssertEqual(c.bytesHeld, expected)
+      XCTAssertEqual(c.count, 40)
+    }
+    let meter = MemoryMeter()
+    let post = try cache(input, budget: 40, mode: .post, policy: KeyDiffPolicy(), meter: meter)
+    try feed(input, post, block: 16)
+    XCTAssertEqual(post.count, 200)
+    XCTAssertGreaterThanOrEqual(meter.reading(.kv).highWater, 200 * bpt)
+    try post.compress()
+    XCTAssertEqual(post.count, 40)
+    XCTAssertEqual(meter.reading(.kv).current, 40 * bpt)
+  }
+
+  /// With a budget that covers the input, every mode holds exactly what the dense cache holds.
+  func testLargeBudgetHoldsEverythingInEveryMode() throws {
+    let input = makeInput(seed: 4, count: 90)
+    let dense = DenseKVCache(
+      layers: input.layers, kvHeads: input.kvHeads, headDim: input.headDim, meter: nil)
+    try feed(input, dense, block: 32)
+    for mode in [PrefillMode.capped, .sequential, .post] {
+      let c = try cache(input, budget: 100, mode: mode, policy: SnapKVPolicy(window: 8), block: 32)
+      try feed(input, c, block: 32)
+      for l in 0..<input.layers {
+        let a = dense.cached(layer: l)
+        let b = c.cached(layer: l)
+        XCTAssertEqual(a.count, b.count)
+        for h in 0..<input.kvHeads {
+          for r in 0..<a.count {
+            XCTAssertEqual(
+              Array(
+                UnsafeBufferPointer(
+                  start: a.keys + h * a.headStride + r * a.rowStride, count: input.headDim)),
+              Array(
+                UnsafeBufferPointer(
+                  start: b.keys + h * b.headStride + r * b.rowStride, count: input.headDim)))
+          }
+        }
+      }
+    }
+  }
+
+  // MARK: policies
+
+  /// K-norm's scores are static, so block-wise greedy eviction keeps the global top-M per head,
+  /// whatever the block sizes: a check of the capped merge against a brute-force answer.
+  func testKNormCappedKeepsGlobalTopMPerHead() throws {
+    let input = makeInput(seed: 5, count: 150)
+    for block in [1, 7, 64, 150] {
+      let c = try cache(input, budget: 37, policy: KNormPolicy())
+      try feed(input, c, block: block)
+      for l in 0..<input.layers {
+        for h in 0..<input.kvHeads {
+          let norms = (0..<150).map { p in
+            input.key(layer: l, position: p, head: h).map { $0 * $0 }.reduce(0, +)
+          }
+          let expected = (0..<150).sorted { norms[$0] < norms[$1] }.prefix(37).sorted()
+          XCTAssertEqual(
+            c.positions(layer: l, head: h), Array(expected), "block \(block) layer \(l) head \(h)")
+        }
+      }
+    }
+  }
+
+  /// Per-head selection: heads of one layer keep different positions (as kvpress does).
+  func testHeadsSelectIndependently() throws {
+    let input = makeInput(seed: 6, count: 80)
+    let c = try cache(input, budget: 20, policy: KeyDiffPolicy())
+    try feed(input, c, block: 16)
+    XCTAssertNotEqual(c.positions(layer: 0, head: 0), c.positions(layer: 0, head: 1))
+    XCTAssertEqual(c.positions(layer: 0, head: 0).count, c.positions(layer: 0, head: 1).count)
+  }
+
+  func testRandomPolicyIsSeededAndIndependentOfBlocks() throws {
+    let input = makeInput(seed: 7, count: 120)
+    var results: [[Int]] = []
+    for block in [1, 13, 120] {
+      let c = try cache(input, budget: 30, policy: RandomPolicy(seed: 9))
+      try feed(input, c, block: block)
+      results.append(c.positions(layer: 1, head: 1))
+    }
+    XCTAssertEqual(results[0], results[1])
+    XCTAssertEqual(results[1], results[2])
+    let other = try cache(input, budget: 30, policy: RandomPolicy(seed: 10))
+    try feed(input, other, block: 13)
+    XCTAssertNotEqual(other.positions(layer: 1, head: 1), results[0])
+  }
+
+  func testStreamingKeepsSinksAndRecent() throws {
+    let input = makeInput(seed: 8, count: 100)
+    let c = try cache(input, budget: 20, policy: StreamingLLMPolicy(sinks: 4))
+    try feed(input, c, block: 9)
+    XCTAssertEqual(c.positions(layer: 0, head: 0), Array(0..<4) + Array(84..<100))
+    XCTAssertEqual(c.positions(layer: 1, head: 1), Array(0..<4) + Array(84..<100))
+  }
+
+  /// Decoding-like blocks of one token: the window (the last w queries seen) stays in the cache.
+  func testSnapKVWindowSpansShortBlocks() throws {
+    let input = makeInput(seed: 9, count: 60)
+    let c = try cache(input, budget: 12, policy: SnapKVPolicy(window: 6, kernel: 3))
+    try input.feed(0..<40, into: c)
+    for t in 40..<60 {
+      try input.feed(t..<t + 1, into: c)
+      XCTAssertTrue(Set((t - 5)...t).isSubset(of: c.positions(layer: 1, head: 0)), "step \(t)")
+    }
+  }
+
+  /// H2O's carried scores are the attention each entry received from every query so far
+  /// (causal, averaged over the GQA group): checked against a brute-force attention matrix.
+  func testH2OAccumulatesAttentionReceived() throws {
+    let input = makeInput(seed: 10, count: 30, layers: 1, kvHeads: 1, group: 3, headDim: 8)
+    let c = try cache(input, budget: 64, policy: H2OPolicy())
+    try feed(input, c, block: 7)
+    let d = input.headDim
+    var expected = [Float](repeating: 0, count: 30)
+    for h in 0..<3 {
+      for i in 0..<30 {
+        let q = Array(input.rows[0][(i * input.ld + h * d)..<(i * input.ld + h * d + d)])
+        var logits = (0...i).map { j -> Float in
+          zip(q, input.key(layer: 0, position: j, head: 0)).map { $0 * $1 }.reduce(0, +)
+            / Float(d).squareRoot()
+        }
+        let m = logits.max()!
+        logits = logits.map { Foundation.exp($0 - m) }
+        let s = logits.reduce(0, +)
+        for j in 0...i { expected[j] += logits[j] / s / 3 }
+      }
+    }
+    assertClose(
+      c.currentScores(layer: 0, head: 0), expected, tolerance: 1e-4, "H2O accumulated attention")
+    // With eviction: the recent half is kept, the rest are the heaviest hitters.
+    let small = try cache(input, budget: 10, policy: H2OPolicy(recent: 4))
+    try feed(input, small, block: 7)
+    let kept = small.positions(layer: 0, head: 0)
+    XCTAssertEqual(kept.count, 10)
+    XCTAssertTrue(Set(26..<30).isSubset(of: kept))
+  }
+
+  /// InfiniPot-V on synthetic frames: the system prompt and the most recent frame stay; of the
+  /// past frames, α·slots tokens are chosen by TaR (least redundant with the same patch in the
+  /// recent frame), VaN fills the rest.
+  func testInfiniPotVOnSyntheticFrames() throws {
+    let system = (0..<5).map { _ in TokenOrigin(modality: .text, input: 0, isSystem: true) }
+    var origins = system
+    for f in 0..<8 {
+      for p in 0..<9 {
+        origins.append(
+          TokenOrigin(modality: .video, input: 1, image: 0, row: p / 3, col: p % 3, frame: f))
+      }
+    }
+    var input = makeInput(
+      seed: 11, count: origins.count, layers: 1, kvHeads: 1, group: 1, headDim: 4, origins: origins)
+    // Keys: the newest frame's patch p is 2·e_(p mod 4); past even patches repeat it (TaR −1
+    // exactly), odd ones are its negation (TaR +1). Values: norm (7 − f)·10 + p (older frames
+    // larger).
+    var rows = input.rows[0]
+    let ld = input.ld
+    for f in 0..<8 {
+      for p in 0..<9 {
+        let t = 5 + f * 9 + p
+        let sign: Float = f == 7 || p % 2 == 0 ? 1 : -1
+        for c in 0..<4 {
+          rows[t * ld + 4 + c] = c == p % 4 ? 2 * sign : 0
+          rows[t * ld + 8 + c] = c == 0 ? Float((7 - f) * 10 + p) : 0
+        }
+      }
+    }
+    input.rows = [rows]
+    let policy = InfiniPotVPolicy(alpha: 0.5, recent: 0.45)
+    let c = try cache(input, budget: 22, policy: policy)
+    try input.feed(0..<input.count, into: c)
+    let kept = c.positions(layer: 0, head: 0)
+    func pos(_ f: Int, _ p: Int) -> Int { 5 + f * 9 + p }
+    let expected =
+      Array(0..<5) + [1, 3, 5, 7].map { pos(6, $0) } + [5, 6, 7, 8].map { pos(0, $0) }
+      + (0..<9).map { pos(7, $0) }
+    XCTAssertEqual(kept, expected.sorted())
+    // Frame by frame, the invariants hold.
+    let framed = try cache(input, budget: 22, policy: policy)
+    try input.feed(0..<5, into: framed)
+    for f in 0..<8 {
+      try input.feed(pos(f, 0)..<pos(f, 9), into: framed)
+      let k = framed.positions(layer: 0, head: 0)
+      XCTAssertTrue(Set(0..<5).isSubset(of: k))
+      XCTAssertTrue(Set(pos(f, 0)..<pos(f, 9)).isSubset(of: k))
+      XCTAssertEqual(k.count, min(22, pos(f, 9)))
+    }
+  }
+
+  /// Per-frame quota: every frame keeps at least its minimum even when the policy would drop it.
+  func testFrameQuota() throws {
+    var origins: [TokenOrigin] = []
+    for f in 0..<6 {
+      for p in 0..<4 {
+        origins.append(TokenOrigin(modality: .video, input: 0, image: 0, row: 0, col: p, frame: f))
+      }
+    }
+    var input = makeInput(
+      seed: 12, count: 24, layers: 1, kvHeads: 1, group: 1, headDim: 4, origins: origins)
+    var rows = input.rows[0]
+    for t in 0..<8 { for c in 0..<4 { rows[t * input.ld + 4 + c] *= 100 } }  // frames 0, 1: huge keys
+    input.rows = [rows]
+    let plain = try cache(input, budget: 10, policy: KNormPolicy())
+    try input.feed(0..<24, into: plain)
+    XCTAssertTrue(
+      plain.positions(layer: 0, head: 0).allSatisfy { $0 >= 8 }, "K-norm drops frames 0 and 1")
+    let quota = try cache(
+      input, budget: 10, policy: KNormPolicy(),
+      options: RetentionOptions(quota: .init(unit: .frame, minimum: 1)))
+    try feed(input, quota, block: 4)
+    let frames = Set(quota.entries(layer: 0, head: 0).compactMap { $0.frameIndex })
+    XCTAssertEqual(frames, Set(0..<6))
+  }
+
+  func testProtectTextKeepsTextAgainstThePolicy() throws {
+    let origins = (0..<40).map { TokenOrigin(modality: $0 % 4 == 0 ? .text : .image, input: 0) }
+    var input = makeInput(
+      seed: 13, count: 40, layers: 1, kvHeads: 1, group: 1, headDim: 4, origins: origins)
+    var rows = input.rows[0]
+    for t in stride(from: 0, to: 40, by: 4) { for c in 0..<4 { rows[t * input.ld + 4 + c] *= 100 } }
+    input.rows = [rows]
+    let c = try cache(
+      input, budget: 15, policy: KNormPolicy(), options: RetentionOptions(protectText: true))
+    try feed(input, c, block: 8)
+    XCTAssertTrue(Set(stride(from: 0, to: 40, by: 4)).isSubset(of: c.positions(layer: 0, head: 0)))
+    XCTAssertEqual(c.countsByModality(layer: 0, head: 0), [.text: 10, .image: 5])
+  }
+
+  // MARK: changes mid-session
+
+  func testBudgetChangesMidSession() throws {
+    let input = makeInput(seed: 14, count: 160)
+    let bpt = 2 * input.layers * input.kvHeads * input.headDim * 4
+    let meter = MemoryMeter()
+    let c = try cache(input, budget: 50, policy: KeyDiffPolicy(), meter: meter)
+    try feed(input, c, block: 16)
+    try input.feed(0..<0, into: c)
+    let held = Set(c.positions(layer: 0, head: 0))
+    // Shrink: compress now with the active policy; storage shrinks, one buffer (a layer's keys
+    // or values) at a time.
+    let oneBuffer = { (tokens: Int) in tokens * bpt / (2 * input.layers) }
+    try c.setBudget(30)
+    XCTAssertEqual(c.count, 30)
+    XCTAssertTrue(Set(c.positions(layer: 0, head: 0)).isSubset(of: held))
+    XCTAssertEqual(meter.reading(.kv).current, 30 * bpt)
+    XCTAssertEqual(meter.reading(.kv).highWater, 50 * bpt + oneBuffer(30))
+    try BudgetPropertyTests.checkIntegrity(c, input, fed: 160, tag: "after shrink")
+    // Grow: larger storage, the held entries kept; the transient is one layer of the old.
+    meter.resetHighWater()
+    try c.setBudget(80)
+    XCTAssertEqual(c.count, 30)
+    XCTAssertEqual(meter.reading(.kv).current, 80 * bpt)
+    XCTAssertLessThanOrEqual(meter.reading(.kv).highWater, 80 * bpt + oneBuffer(30))
+    try BudgetPropertyTests.checkIntegrity(c, input, fed: 160, tag: "after grow")
+    // A policy change applies to the next eviction.
+    try c.setPolicy(StreamingLLMPolicy(sinks: 2))
+    XCTAssertThrowsError(try c.setBudget(2))
+    XCTAssertEqual(c.count, 30)
+    XCTAssertThrowsError(try c.setPolicy(SnapKVPolicy(window: 100)))
+    XCTAssertEqual(c.policy.name, "streaming")
+  }
+
+  func testEvictionLog() throws {
+    let input = makeInput(seed: 15, count: 40)
+    let bytesPerEntry = 2 * input.headDim * 4
+    let c = try cache(input, budget: 16, policy: KNormPolicy())
+    c.logEvictions = true
+    try input.feed(0..<16, into: c)
+    XCTAssertTrue(c.lastEvictions.allSatisfy { $0.evicted.isEmpty })
+    try input.feed(16..<24, into: c)
+    XCTAssertEqual(c.lastEvictions.count, input.layers * input.kvHeads)
+    for r in c.lastEvictions {
+      XCTAssertEqual(r.evicted.count, 8)
+      XCTAssertTrue(
+        Set(r.evicted.map(\.position)).isDisjoint(with: c.positions(layer: r.layer, head: r.kvHead))
+      )
+      XCTAssertTrue(r.evicted.allSatisfy { $0.score <= r.lowestKept! })
+    }
+    XCTAssertEqual(c.evictedEntries, 8 * input.layers * input.kvHeads)
+    XCTAssertEqual(c.evictedBytes, c.evictedEntries * bytesPerEntry)
+  }
+}

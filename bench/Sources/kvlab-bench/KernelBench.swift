@@ -1,0 +1,159 @@
+// `kvlab-bench --kernels`: micro-benchmarks of the decoder's BLAS shapes, to choose how the
+// forward threads its matmuls. Each variant runs interleaved with the others, best of N.
+import Foundation
+import KVTensor
+
+enum KernelBench {
+  static func time(_ body: () -> Void) -> Double {
+    let t = DispatchTime.now().uptimeNanoseconds
+    body()
+    return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
+  }
+
+  static func buffer(_ n: Int, seed: UInt64) -> FloatBuffer {
+    let b = FloatBuffer(uninitializedCount: n, category: .activations, meter: nil)
+    var s = seed
+    for i in 0..<n {
+      s = s &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+      b.pointer[i] = Float(Int64(bitPattern: s >> 11) % 2001 - 1000) / 1000
+    }
+    return b
+  }
+
+  /// C = A·Wᵀ with W's rows split across `threads` Dispatch threads, BLAS single-threaded.
+  static func splitGemm(
+    a: UnsafePointer<Float>, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
+    m: Int, n: Int, k: Int, threads: Int
+  ) {
+    Parallel.withSingleThreadedBLAS {
+      Parallel.rows(n / 16, threads: threads) { range in
+        let lo = range.lowerBound * 16
+        let hi = range.upperBound == n / 16 ? n : range.upperBound * 16
+        BLAS.sgemm(
+          transB: true, m: m, n: hi - lo, k: k, a: a, lda: k, b: w + lo * k, ldb: k, c: c + lo,
+          ldc: n)
+      }
+    }
+  }
+
+  /// Causal self-attention of n tokens (SmolLM2 shapes: 9 heads, 3 KV heads, d = 64) with
+  /// several tile sizes, one thread and `threads` threads.
+  static func attention(n: Int, threads: Int, repeats: Int) {
+    let heads = 9
+    let kvHeads = 3
+    let d = 64
+    let ld = (heads + 2 * kvHeads) * d
+    let qkv = buffer(n * ld, seed: 5)
+    let out = FloatBuffer(count: n * heads * d, category: .activations, meter: nil)
+    // exact causal work: QKᵀ and PV, 2 flops per multiply-add
+    let gflop = 4 * Double(heads * d) * Double(n * (n + 1) / 2) / 1e9
+    for (qt, kt) in [(32, 256), (64, 256), (128, 256), (64, 128), (64, 512), (96, 256)] {
+      let attention = TiledAttention(heads: heads, kvHeads: kvHeads, headDim: d, queryTile: qt, keyTile: kt)
+      let scratch = FloatBuffer(count: attention.scratchCount(threads: threads), category: .activations, meter: nil)
+      let segment = KVSegment(
+        keys: qkv.pointer + heads * d, values: qkv.pointer + (heads + kvHeads) * d, count: n,
+        headStride: d, rowStride: ld, causal: true)
+      var best = [Double.infinity, .infinity]
+      for _ in 0..<repeats {
+        for (i, t) in [1, threads].enumerated() {
+          best[i] = min(best[i], time {
+            attention.run(q: qkv.pointer, ldq: ld, n: n, segments: [segment], scale: 0.125,
+                          out: out.pointer, ldo: heads * d, scratch: scratch.pointer, threads: t)
+          })
+        }
+      }
+      emit(["kind": "kernel", "shape": "attention n=\(n) tiles \(qt)x\(kt)",
+            "ms_1_thread": best[0] * 1e3, "ms_threads": best[1] * 1e3,
+            "gflops_1_thread": gflop / best[0], "gflops_threads": gflop / best[1]])
+    }
+  }
+
+  /// Many small independent sgemms (attention-tile sized) on 1 and `threads` threads.
+  static func concurrentSmallGemm(threads: Int, repeats: Int) {
+    let m = 192, n = 256, k = 64
+    let calls = 64
+    let a = buffer(m * k, seed: 1)
+    let b = buffer(n * k, seed: 2)
+    let c = FloatBuffer(count: calls * m * n, category: .activations, meter: nil)
+    var best = [Double.infinity, .infinity, .infinity]
+    for _ in 0..<repeats {
+      for (i, t) in [1, threads].enumerated() {
+        best[i] = min(best[i], time {
+          Parallel.withSingleThreadedBLAS {
+            Parallel.forEach(calls, threads: t) { j, _ in
+              BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: k,
+                         c: c.pointer + j * m * n, ldc: n)
+            }
+          }
+        })
+      }
+      best[2] = min(best[2], time {
+        Parallel.forEach(calls, threads: threads) { j, _ in
+          var x: Float = 0
+          for q in 0..<200_000 { x += Float(q) * 1e-9 }
+          c.pointer[j] = x
+        }
+      })
+    }
+    let gflop = 2 * Double(m * n * k * calls) / 1e9
+    emit(["kind": "kernel", "shape": "64 sgemm 192x256x64", "gflops_1_thread": gflop / best[0],
+          "gflops_threads": gflop / best[1], "pure_loop_ms_threads": best[2] * 1e3])
+  }
+
+  static func run(threads: Int, repeats: Int) {
+    concurrentSmallGemm(threads: threads, repeats: repeats)
+    attention(n: 512, threads: threads, repeats: repeats)
+    attention(n: 1024, threads: threads, repeats: repeats)
+    let shapes: [(String, Int, Int, Int)] = [
+      ("qkv", 512, 960, 576), ("gate|up", 512, 3072, 576), ("down", 512, 576, 1536),
+      ("o", 512, 576, 576),
+    ]
+    for (name, m, n, k) in shapes {
+      let a = buffer(m * k, seed: 1)
+      let w = buffer(n * k, seed: 2)
+      let c1 = FloatBuffer(count: m * n, category: .activations, meter: nil)
+      let c2 = FloatBuffer(count: m * n, category: .activations, meter: nil)
+      var best = [Double.infinity, .infinity, .infinity]
+      for _ in 0..<repeats {
+        best[0] = min(best[0], time {
+          BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a.pointer, lda: k, b: w.pointer, ldb: k,
+                     c: c1.pointer, ldc: n)
+        })
+        best[1] = min(best[1], time {
+          splitGemm(a: a.pointer, w: w.pointer, c: c2.pointer, m: m, n: n, k: k, threads: threads)
+        })
+        best[2] = min(best[2], time {
+          Parallel.withSingleThreadedBLAS {
+            BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a.pointer, lda: k, b: w.pointer, ldb: k,
+                       c: c1.pointer, ldc: n)
+          }
+        })
+      }
+      let same = memcmp(c1.pointer, c2.pointer, m * n * 4) == 0
+      let gflop = 2 * Double(m * n * k) / 1e9
+      emit(["kind": "kernel", "shape": name, "m": m, "n": n, "k": k,
+            "openblas_threaded_gflops": gflop / best[0], "split_gflops": gflop / best[1],
+            "single_thread_gflops": gflop / best[2], "split_equals_serial": same])
+    }
+    // Decode shapes: one row.
+    for (name, n, k) in [("gate|up m=1", 3072, 576), ("logits m=1", 49152, 576)] {
+      let a = buffer(k, seed: 3)
+      let w = buffer(n * k, seed: 4)
+      let c = FloatBuffer(count: n, category: .activations, meter: nil)
+      var best = [Double.infinity, .infinity]
+      for _ in 0..<repeats {
+        best[0] = min(best[0], time {
+          BLAS.sgemm(transB: true, m: 1, n: n, k: k, a: a.pointer, lda: k, b: w.pointer, ldb: k,
+                     c: c.pointer, ldc: n)
+        })
+        best[1] = min(best[1], time {
+          Linear.apply(a.pointer, rows: 1, ldx: k, weight: w.pointer, outFeatures: n, inFeatures: k,
+                       out: c.pointer, ldo: n)
+        })
+      }
+      let bytes = Double(n * k * 4)
+      emit(["kind": "kernel", "shape": name, "sgemm_ms": best[0] * 1e3, "sgemv_ms": best[1] * 1e3,
+            "sgemv_weight_gb_per_s": bytes / best[1] / 1e9])
+    }
+  }
+}
