@@ -61,21 +61,11 @@ final class DecoderFamilyParityTests: XCTestCase {
     try checkParity(model, v)
   }
 
-  /// llama with attention_bias=True and a non-zero o_proj bias (what transformers' LlamaAttention
-  /// has whenever attention_bias is set). The forward has no output-projection bias yet: until it
-  /// does, the loader must refuse the file by name rather than run it wrong; once it loads, it must
-  /// match transformers like the others.
+  /// llama with attention_bias=True: biases on q/k/v and on the output projection (o_proj).
   func testLlamaFullAttentionBias() throws {
     let v = try Self.variant("llama_bias")
     XCTAssertTrue(v.o_proj_bias)
-    let model: LlamaModel
-    do {
-      model = try LlamaModel.load(gguf: Self.gguf(v.name), meter: MemoryMeter())
-    } catch let error as ModelError where error.message.contains("attn_output.bias") {
-      throw XCTSkip(
-        "refused as unsupported, as it must be until the forward adds o_proj bias: \(error)")
-    }
-    try checkParity(model, v)
+    try checkParity(try LlamaModel.load(gguf: Self.gguf(v.name), meter: MemoryMeter()), v)
   }
 
   /// Prefill in chunks (7: attention over cached entries plus a causal block; 1: decode-style;

@@ -121,19 +121,10 @@ extension LlamaModel {
         }
         bias = b
       }
-      // llama with attention_bias also has an o_proj bias (qwen2 does not). The forward has no
-      // place for it yet, so only an all-zero one can be dropped without changing the output.
-      if gguf.tensors[p + "attn_output.bias"] != nil {
-        var ob = [Float](repeating: 0, count: c.hiddenSize)
-        try ob.withUnsafeMutableBufferPointer {
-          try fill(p + "attn_output.bias", rows: 1, cols: c.hiddenSize, into: $0.baseAddress!)
-        }
-        if ob.contains(where: { $0 != 0 }) {
-          throw ModelError(
-            path: gguf.path,
-            message: "\(p)attn_output.bias (llama attention_bias) is non-zero: not supported yet")
-        }
-      }
+      // llama with attention_bias also has an o_proj bias (qwen2 does not).
+      let outputBias =
+        gguf.tensors[p + "attn_output.bias"] != nil
+        ? try vector(p + "attn_output.bias", c.hiddenSize) : nil
       let gateUp = Matrix(
         rows: 2 * c.intermediateSize, cols: c.hiddenSize, category: .weights, meter: meter)
       try fill(
@@ -146,6 +137,7 @@ extension LlamaModel {
           attentionNorm: try vector(p + "attn_norm.weight", c.hiddenSize),
           qkv: qkv, qkvBias: bias,
           attentionOutput: try matrix(p + "attn_output.weight", rows: c.hiddenSize, cols: qDim),
+          attentionOutputBias: outputBias,
           ffnNorm: try vector(p + "ffn_norm.weight", c.hiddenSize),
           gateUp: gateUp,
           down: try matrix(p + "ffn_down.weight", rows: c.hiddenSize, cols: c.intermediateSize)))

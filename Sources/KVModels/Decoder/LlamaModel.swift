@@ -13,6 +13,7 @@ struct LlamaLayer {
   var qkv: Matrix  // [(heads + 2·kvHeads)·headDim][hidden]
   var qkvBias: FloatBuffer?
   var attentionOutput: Matrix  // [hidden][heads·headDim]
+  var attentionOutputBias: FloatBuffer? = nil  // [hidden]: llama attention_bias's o_proj bias
   var ffnNorm: FloatBuffer
   var gateUp: Matrix  // [2·intermediate][hidden]: gate rows first, then up
   var down: Matrix  // [hidden][intermediate]
@@ -47,7 +48,8 @@ public final class LlamaModel: @unchecked Sendable {
     var n = embedding.rows * embedding.cols + outputNorm.count
     if output.storage !== embedding.storage { n += output.rows * output.cols }
     for l in layers {
-      n += l.attentionNorm.count + l.ffnNorm.count + (l.qkvBias?.count ?? 0)
+      n += l.attentionNorm.count + l.ffnNorm.count
+      n += (l.qkvBias?.count ?? 0) + (l.attentionOutputBias?.count ?? 0)
       n += l.qkv.rows * l.qkv.cols + l.attentionOutput.rows * l.attentionOutput.cols
       n += l.gateUp.rows * l.gateUp.cols + l.down.rows * l.down.cols
     }
@@ -127,6 +129,9 @@ public final class LlamaModel: @unchecked Sendable {
           keys: k, values: v, queries: q, ld: qkvDim, queryLD: qkvDim, count: n,
           positions: positions, origins: origins))
       Linear.apply(attended, layer.attentionOutput, beta: 1, into: x)
+      if let bias = layer.attentionOutputBias {
+        Kernels.addBias(x.pointer, bias: bias.pointer, rows: n, cols: d)
+      }
 
       // MLP: x += (silu(h·Wgateᵀ) ⊙ h·Wupᵀ)·Wdownᵀ with h = norm(x)
       Kernels.rmsNorm(
