@@ -235,19 +235,8 @@ public final class Repl {
 
   /// `-c 'cmd; cmd'`: each string is a line. Returns the exit status.
   public func runCommands(_ lines: [String]) -> Int32 {
-    var status: Int32 = 0
-    for line in lines {
-      let r = run(line: line)
-      switch r {
-      case .ok: continue
-      case .quit(let code): return code
-      case .cancelled: return 130
-      case .failed:
-        status = 1
-        if !keepGoing { return 1 }
-      }
-    }
-    return status
+    var remaining = lines.makeIterator()
+    return runLines { remaining.next() }
   }
 
   /// Piped stdin (or any line source): no prompt, output flushed after every command,
