@@ -89,6 +89,14 @@ public enum Kernels {
     }
   }
 
+  /// quick_gelu (CLIP, Qwen2-VL's vision MLP): x · sigmoid(1.702 x).
+  public static func quickGelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count {
+      let v = x[i]
+      x[i] = v * (1 / (1 + Foundation.exp(-1.702 * v)))
+    }
+  }
+
   /// In-place numerically stable softmax over each row (vectorised exp; rows split across
   /// `threads`).
   public static func softmax(
@@ -151,6 +159,33 @@ public struct RotaryEmbedding: Sendable {
     return RotaryTable(half: half, cos: cos, sin: sin)
   }
 
+  /// Multimodal RoPE (Qwen2-VL's M-RoPE): frequency i takes its position from axis
+  /// `a(i) = s mod axes.count`, where s is the section of `sections` (sizes summing to d/2) that
+  /// holds i. `axes[a][r]` is row r's position on axis a (temporal, height, width).
+  public func table(axes: [[Int]], sections: [Int]) -> RotaryTable {
+    let half = dimension / 2
+    precondition(sections.reduce(0, +) == half && !axes.isEmpty, "M-RoPE sections must cover d/2")
+    var axisOf = [Int](repeating: 0, count: half)
+    var i = 0
+    for (s, size) in sections.enumerated() {
+      for _ in 0..<size {
+        axisOf[i] = s % axes.count
+        i += 1
+      }
+    }
+    let rows = axes[0].count
+    var cos = [Float](repeating: 0, count: rows * half)
+    var sin = [Float](repeating: 0, count: rows * half)
+    for r in 0..<rows {
+      for i in 0..<half {
+        let angle = Float(axes[axisOf[i]][r]) * inverseFrequencies[i]
+        cos[r * half + i] = Foundation.cos(angle)
+        sin[r * half + i] = Foundation.sin(angle)
+      }
+    }
+    return RotaryTable(half: half, cos: cos, sin: sin)
+  }
+
   /// Rotates `heads` heads of each row of `x` (row stride `ld`, head h at column h·dimension),
   /// row r at position `positions[r]`.
   public func apply(
@@ -197,4 +232,11 @@ public struct RotaryTable: Sendable {
   public let half: Int
   public let cos: [Float]
   public let sin: [Float]
+
+  public init(half: Int, cos: [Float], sin: [Float]) {
+    precondition(cos.count == sin.count && cos.count % max(1, half) == 0, "cos/sin tables differ")
+    self.half = half
+    self.cos = cos
+    self.sin = sin
+  }
 }

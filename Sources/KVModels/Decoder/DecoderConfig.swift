@@ -14,6 +14,9 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
   public var contextLength: Int
   public var tiedEmbeddings: Bool
   public var attentionBias: Bool
+  /// Qwen2-VL's M-RoPE: how the d/2 rotary frequencies split over the temporal, height and
+  /// width position axes (`rope_parameters.mrope_section`); nil for 1-D RoPE.
+  public var mropeSection: [Int]? = nil
 
   enum CodingKeys: String, CodingKey {
     case architecture = "model_type"
@@ -29,6 +32,7 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     case contextLength = "max_position_embeddings"
     case tiedEmbeddings = "tie_word_embeddings"
     case attentionBias = "attention_bias"
+    case mropeSection = "mrope_section"
   }
 
   public init(
@@ -64,8 +68,9 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     var ropeTheta: Float?
     var ropeType: String?
     var type: String?
+    var mropeSection: [Int]?
     enum CodingKeys: String, CodingKey {
-      case ropeTheta = "rope_theta", ropeType = "rope_type", type
+      case ropeTheta = "rope_theta", ropeType = "rope_type", type, mropeSection = "mrope_section"
     }
   }
 
@@ -102,12 +107,13 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
         forKey: .hiddenAct, in: extra,
         debugDescription: "hidden_act '\(act)' is not supported (silu)")
     }
+    mropeSection = rope?.mropeSection ?? scaling?.mropeSection
     rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6
     contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength) ?? 2048
     tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? false
     // qwen2 always has q/k/v biases; llama has them only when attention_bias is set.
     attentionBias =
-      try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? (architecture == "qwen2")
+      try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? ["qwen2", "qwen2_vl_text", "qwen2_vl"].contains(architecture)
   }
 
   /// Bytes of K and V per cached token, all layers, float32.
@@ -127,6 +133,9 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     if headDim % 2 != 0 { throw bad("head dim \(headDim) must be even for RoPE") }
     if !(rmsNormEps > 0) { throw bad("rms_norm_eps must be positive") }
     if !(ropeTheta > 0) { throw bad("rope_theta must be positive") }
+    if let m = mropeSection, m.reduce(0, +) != headDim / 2 || m.contains(where: { $0 < 0 }) {
+      throw bad("mrope_section \(m) must split the \(headDim / 2) rotary frequencies")
+    }
   }
 }
 

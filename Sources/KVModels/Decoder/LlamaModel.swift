@@ -69,9 +69,12 @@ public final class LlamaModel: @unchecked Sendable {
   /// Runs one block of `x.rows` positions through every layer, attending to what `cache` holds
   /// plus the block itself, and commits the block's K/V to the cache layer by layer.
   /// Returns logits for the requested rows (`rows × vocab`), or nil for `.none`.
+  ///
+  /// `positions` are what the cache records (and, for 1-D RoPE, the rotary positions);
+  /// `ropeAxes` (temporal, height, width rows, for a model with M-RoPE) rotate instead.
   public func forward(
-    _ x: Matrix, positions: [Int], origins: [TokenOrigin], cache: KeyValueCache,
-    logits: LogitRows, meter: MemoryMeter?
+    _ x: Matrix, positions: [Int], ropeAxes: [[Int]]? = nil, origins: [TokenOrigin],
+    cache: KeyValueCache, logits: LogitRows, meter: MemoryMeter?
   ) throws -> Matrix? {
     let n = x.rows
     let c = config
@@ -92,7 +95,11 @@ public final class LlamaModel: @unchecked Sendable {
       uninitializedCount: attention.scratchCount(threads: threads), category: .activations,
       meter: meter)
     let scale = 1 / Float(c.headDim).squareRoot()
-    let rotary = rope.table(positions: positions)  // cos/sin once per block, for every layer
+    // cos/sin once per block, for every layer. A model with M-RoPE given 1-D positions (text
+    // only) uses them on every axis, which is what M-RoPE reduces to.
+    let rotary =
+      c.mropeSection.map { rope.table(axes: ropeAxes ?? [positions], sections: $0) }
+      ?? rope.table(positions: positions)
 
     for (index, layer) in layers.enumerated() {
       // Attention: h = norm(x); q,k,v = h·Wqkvᵀ; rotate q,k; attend; x += attended·Woᵀ

@@ -170,6 +170,12 @@ public struct ImagePreprocessor: Equatable, Sendable {
       resample: .bicubic, normalization: (openAIClipMean, openAIClipStd))
   }
 
+  /// The (height, width) of what the pipeline makes of an image of this size.
+  public func outputSize(height: Int, width: Int) throws -> (height: Int, width: Int) {
+    if let crop = centerCrop { return crop }
+    return try resize?.outputSize(height: height, width: width) ?? (height, width)
+  }
+
   /// Runs the pipeline on one image.
   public func callAsFunction(_ image: RGBImage) throws -> PixelValues {
     var img = image.compositedOverWhite()

@@ -1,0 +1,133 @@
+import Foundation
+import KVTensor
+
+/// Reads float32 weights out of a Hugging Face folder, each after checking its shape against
+/// what config.json implies, charged to one meter category. The vision towers and the decoder
+/// share it so that every "shape mismatch between config and weights" reads the same way.
+public struct WeightReader {
+  public let folder: HFModelFolder
+  public let category: MemoryCategory
+  public let meter: MemoryMeter?
+
+  public init(folder: HFModelFolder, category: MemoryCategory, meter: MemoryMeter?) {
+    self.folder = folder
+    self.category = category
+    self.meter = meter
+  }
+
+  /// Converts `name` (of exactly `shape`) into `dst`.
+  public func fill(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<Float>) throws {
+    let (file, _) = try folder.checkedTensor(name, shape: shape)
+    try file.convert(name, into: dst, count: shape.reduce(1, *))
+  }
+
+  /// A `rows × cols` matrix (a Linear's weight is [out][in]).
+  public func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
+    let m = Matrix(uninitializedRows: rows, cols: cols, category: category, meter: meter)
+    try fill(name, shape: [rows, cols], into: m.pointer)
+    return m
+  }
+
+  /// A matrix whose tensor has more dimensions (a convolution kernel [out][c][kh][kw]) read as
+  /// `shape[0] × (the rest)`.
+  public func flattened(_ name: String, shape: [Int]) throws -> Matrix {
+    let m = Matrix(
+      uninitializedRows: shape[0], cols: shape.dropFirst().reduce(1, *), category: category,
+      meter: meter)
+    try fill(name, shape: shape, into: m.pointer)
+    return m
+  }
+
+  public func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
+    let b = FloatBuffer(uninitializedCount: count, category: category, meter: meter)
+    try fill(name, shape: [count], into: b.pointer)
+    return b
+  }
+
+  public func has(_ name: String) -> Bool { (try? folder.tensor(name)) != nil }
+
+  /// The first of `prefixes` under which `probe` exists: checkpoints name the same module
+  /// `model.visual.` (transformers 5's layout) or `visual.` (the published one).
+  public func prefix(_ prefixes: [String], probe: String) throws -> String {
+    guard let p = prefixes.first(where: { has($0 + probe) }) else {
+      throw SafetensorsError(
+        path: folder.path,
+        message: "no tensor \(probe) under \(prefixes.map { "'\($0)'" }.joined(separator: " or "))")
+    }
+    return p
+  }
+}
+
+extension LlamaModel {
+  /// Where a decoder's tensors live in a Hugging Face checkpoint: `model.` for a plain
+  /// llama/qwen2, `model.language_model.` (LLaVA, Qwen2-VL) or `model.text_model.` (Idefics3)
+  /// inside a vision-language model.
+  public static func tensorPrefix(in folder: HFModelFolder) throws -> String {
+    let candidates = ["model.language_model.", "model.text_model.", "model.", "language_model.model."]
+    guard let p = candidates.first(where: { folder.tensorNames.contains($0 + "embed_tokens.weight") })
+    else {
+      throw ModelError(
+        path: folder.path,
+        message: "no decoder embedding (embed_tokens.weight under \(candidates.joined(separator: ", ")))")
+    }
+    return p
+  }
+
+  /// Loads a llama/qwen2 decoder from Hugging Face tensors under `prefix` (see `tensorPrefix`)
+  /// with `config` (the text part of config.json). The output head is `lm_head.weight` (or
+  /// `language_model.lm_head.weight`), or the embedding when tied.
+  public static func load(
+    folder: HFModelFolder, prefix: String, config: DecoderConfig, meter: MemoryMeter?
+  ) throws -> LlamaModel {
+    try config.validate(source: (folder.path as NSString).appendingPathComponent("config.json"))
+    let c = config
+    let w = WeightReader(folder: folder, category: .weights, meter: meter)
+    let d = c.hiddenSize
+    let qDim = c.heads * c.headDim
+    let kvDim = c.kvHeads * c.headDim
+
+    let embedding = try w.matrix(prefix + "embed_tokens.weight", rows: c.vocabularySize, cols: d)
+    var layers: [LlamaLayer] = []
+    for i in 0..<c.layers {
+      let p = "\(prefix)layers.\(i)."
+      let qkv = Matrix(uninitializedRows: qDim + 2 * kvDim, cols: d, category: .weights, meter: meter)
+      try w.fill(p + "self_attn.q_proj.weight", shape: [qDim, d], into: qkv.pointer)
+      try w.fill(p + "self_attn.k_proj.weight", shape: [kvDim, d], into: qkv.row(qDim))
+      try w.fill(p + "self_attn.v_proj.weight", shape: [kvDim, d], into: qkv.row(qDim + kvDim))
+      var qkvBias: FloatBuffer?
+      if c.attentionBias || w.has(p + "self_attn.q_proj.bias") {
+        let b = FloatBuffer(uninitializedCount: qDim + 2 * kvDim, category: .weights, meter: meter)
+        try w.fill(p + "self_attn.q_proj.bias", shape: [qDim], into: b.pointer)
+        try w.fill(p + "self_attn.k_proj.bias", shape: [kvDim], into: b.pointer + qDim)
+        try w.fill(p + "self_attn.v_proj.bias", shape: [kvDim], into: b.pointer + qDim + kvDim)
+        qkvBias = b
+      }
+      let gateUp = Matrix(uninitializedRows: 2 * c.intermediateSize, cols: d, category: .weights, meter: meter)
+      try w.fill(p + "mlp.gate_proj.weight", shape: [c.intermediateSize, d], into: gateUp.pointer)
+      try w.fill(p + "mlp.up_proj.weight", shape: [c.intermediateSize, d], into: gateUp.row(c.intermediateSize))
+      layers.append(
+        LlamaLayer(
+          attentionNorm: try w.vector(p + "input_layernorm.weight", d),
+          qkv: qkv, qkvBias: qkvBias,
+          attentionOutput: try w.matrix(p + "self_attn.o_proj.weight", rows: d, cols: qDim),
+          attentionOutputBias: w.has(p + "self_attn.o_proj.bias")
+            ? try w.vector(p + "self_attn.o_proj.bias", d) : nil,
+          ffnNorm: try w.vector(p + "post_attention_layernorm.weight", d),
+          gateUp: gateUp,
+          down: try w.matrix(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize)))
+    }
+    let outputNorm = try w.vector(prefix + "norm.weight", d)
+    let head = ["lm_head.weight", "language_model.lm_head.weight"].first(where: w.has)
+    let output: Matrix
+    if let head, !c.tiedEmbeddings {
+      output = try w.matrix(head, rows: c.vocabularySize, cols: d)
+    } else if c.tiedEmbeddings {
+      output = embedding
+    } else {
+      throw ModelError(
+        path: folder.path, message: "no lm_head.weight and tie_word_embeddings is false")
+    }
+    return LlamaModel(
+      config: config, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+  }
+}

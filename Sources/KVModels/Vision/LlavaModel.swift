@@ -1,0 +1,209 @@
+import Foundation
+import KVTensor
+
+/// LLaVA(-1.5 style): a CLIP vision transformer (class token, learned positions, pre-LayerNorm,
+/// the hidden state of `vision_feature_layer`, the class token dropped under the "default"
+/// strategy), a two-layer MLP projector, and a llama decoder. An image is one `<image>` token
+/// expanded to one token per patch.
+public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
+  public let family = "llava"
+  public let decoder: LlamaModel
+  public let tokenizer: BPETokenizer
+  public let chat: ChatLayout
+  public let preprocessor: ImagePreprocessor
+
+  let imageSize: Int
+  let patchSize: Int
+  let classEmbedding: FloatBuffer  // [D]
+  let patchEmbedding: Matrix  // [D][3·p·p], no bias
+  let positionEmbedding: Matrix  // [1 + (image/p)²][D]
+  let preNorm: (weight: FloatBuffer, bias: FloatBuffer)
+  let encoder: VisionTransformer
+  /// Blocks to run: the output of block `layersToRun` is the selected hidden state.
+  let layersToRun: Int
+  let keepClassToken: Bool
+  let projector1: Matrix
+  let projector1Bias: FloatBuffer?
+  let projector2: Matrix
+  let projector2Bias: FloatBuffer?
+  let projectorActivation: VisionActivation
+  let imageTokenID: Int
+
+  struct VisionConfig: Decodable {
+    var hidden_size: Int
+    var intermediate_size: Int
+    var num_hidden_layers: Int
+    var num_attention_heads: Int
+    var image_size: Int
+    var patch_size: Int
+    var layer_norm_eps: Float?
+    var hidden_act: String?
+    var num_channels: Int?
+  }
+
+  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+    let configPath = (folder.path as NSString).appendingPathComponent("config.json")
+    func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
+    let vc = try folder.decodeConfig(VisionConfig.self, at: "vision_config")
+    let textConfig = try folder.decodeConfig(DecoderConfig.self, at: "text_config")
+    guard vc.patch_size > 0, vc.image_size % vc.patch_size == 0, vc.image_size <= 4096 else {
+      throw fail("vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
+    }
+    guard (vc.num_channels ?? 3) == 3 else { throw fail("only 3-channel vision towers are supported") }
+    imageSize = vc.image_size
+    patchSize = vc.patch_size
+    let c = folder.config
+    guard let layer = c["vision_feature_layer"]?.int ?? (c["vision_feature_layer"] == nil ? -2 : nil)
+    else {
+      throw fail("vision_feature_layer must be one integer (several layers are not supported)")
+    }
+    let layers = vc.num_hidden_layers
+    // hidden_states[0] is the embedding output, [k] the output of block k.
+    let selected = layer < 0 ? layers + 1 + layer : layer
+    guard selected >= 0, selected <= layers else {
+      throw fail("vision_feature_layer \(layer) is outside the \(layers)-layer vision tower")
+    }
+    layersToRun = selected
+    let strategy = c["vision_feature_select_strategy"]?.string ?? "default"
+    guard ["default", "full"].contains(strategy) else {
+      throw fail("vision_feature_select_strategy '\(strategy)' is not supported (default, full)")
+    }
+    keepClassToken = strategy == "full"
+    projectorActivation = try VisionActivation(
+      configName: c["projector_hidden_act"]?.string ?? "gelu", source: configPath)
+
+    tokenizer = try VisionLanguageModels.tokenizer(in: folder)
+    imageTokenID = try c["image_token_id"]?.int ?? c["image_token_index"]?.int
+      ?? VisionLanguageModels.id("<image>", in: tokenizer, folder: folder)
+    guard let prep = try folder.imagePreprocessor() else {
+      throw ModelError(path: folder.path, message: "no preprocessor_config.json in this folder")
+    }
+    preprocessor = prep
+    chat = ChatLayout(
+      systemPrefix: "", userPrefix: "USER: ", assistantPrefix: "ASSISTANT:", turnEnd: " ",
+      stopTokens: ["</s>"])
+
+    let w = WeightReader(folder: folder, category: .weights, meter: meter)
+    let d = vc.hidden_size
+    let side = imageSize / patchSize
+    let v = try w.prefix(
+      ["model.vision_tower.vision_model.", "vision_tower.vision_model."],
+      probe: "embeddings.class_embedding")
+    classEmbedding = try w.vector(v + "embeddings.class_embedding", d)
+    patchEmbedding = try w.flattened(
+      v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize])
+    positionEmbedding = try w.matrix(
+      v + "embeddings.position_embedding.weight", rows: side * side + 1, cols: d)
+    preNorm = (try w.vector(v + "pre_layrnorm.weight", d), try w.vector(v + "pre_layrnorm.bias", d))
+    encoder = try VisionTransformer.load(
+      w, names: (0..<selected).map { .siglip(v + "encoder.layers.\($0).") }, hidden: d,
+      heads: vc.num_attention_heads, intermediate: vc.intermediate_size,
+      eps: vc.layer_norm_eps ?? 1e-5,
+      activation: try VisionActivation(configName: vc.hidden_act ?? "quick_gelu", source: configPath))
+    let text = textConfig.hiddenSize
+    let p = try w.prefix(
+      ["model.multi_modal_projector.", "multi_modal_projector."], probe: "linear_1.weight")
+    projector1 = try w.matrix(p + "linear_1.weight", rows: text, cols: d)
+    projector1Bias = w.has(p + "linear_1.bias") ? try w.vector(p + "linear_1.bias", text) : nil
+    projector2 = try w.matrix(p + "linear_2.weight", rows: text, cols: text)
+    projector2Bias = w.has(p + "linear_2.bias") ? try w.vector(p + "linear_2.bias", text) : nil
+    decoder = try LlamaModel.load(
+      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig, meter: meter)
+  }
+
+  var side: Int { imageSize / patchSize }
+
+  public var visionParameterCount: Int {
+    classEmbedding.count + patchEmbedding.rows * patchEmbedding.cols
+      + positionEmbedding.rows * positionEmbedding.cols + 2 * preNorm.weight.count
+      + encoder.parameterCount + projector1.rows * projector1.cols + (projector1Bias?.count ?? 0)
+      + projector2.rows * projector2.cols + (projector2Bias?.count ?? 0)
+  }
+
+  public var tokensPerUnit: Int? { side * side + (keepClassToken ? 1 : 0) }
+  public var unitDescription: String {
+    "image \(imageSize)×\(imageSize) → \(tokensPerUnit ?? 0) tokens"
+  }
+
+  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws -> PromptLayout {
+    try layout(image, at: index, frame: nil, start: start)
+  }
+
+  /// Frames of a clip: one image each.
+  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
+    -> PromptLayout
+  {
+    var segments: [PromptSegment] = []
+    var position = start
+    for (f, frame) in frames.enumerated() {
+      let l = try layout(frame, at: index, frame: f, start: position)
+      segments += l.segments
+      position = l.nextPosition
+    }
+    return PromptLayout(segments: segments, nextPosition: position)
+  }
+
+  func layout(_ image: ImageSource, at index: VisualInputIndex, frame: Int?, start: Int) throws
+    -> PromptLayout
+  {
+    let (h, w) = try preprocessor.outputSize(height: image.height, width: image.width)
+    guard h == imageSize, w == imageSize else {
+      throw ModelError(
+        path: "llava",
+        message: "the preprocessor makes \(w)×\(h) images; the vision tower takes \(imageSize)×\(imageSize)")
+    }
+    let n = tokensPerUnit!
+    var origins: [TokenOrigin] = []
+    for i in 0..<n {
+      // With the class token kept, it comes first and has no grid cell.
+      let cell = keepClassToken ? i - 1 : i
+      origins.append(
+        TokenOrigin(
+          modality: frame == nil ? .image : .video, input: index.input, image: index.image,
+          row: cell >= 0 ? cell / side : nil, col: cell >= 0 ? cell % side : nil, frame: frame))
+    }
+    let preprocessor = self.preprocessor
+    let segment = PromptSegment(
+      tokens: Array(repeating: imageTokenID, count: n), origins: origins,
+      positions: Array(start..<(start + n)),
+      visual: VisualUnit(
+        tokenRows: keepClassToken ? 1 : side, tokenCols: keepClassToken ? n : side
+      ) { [try preprocessor(image.load())] })
+    return PromptLayout(segments: [segment], nextPosition: start + n)
+  }
+
+  public func encode(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix {
+    let hidden = try visionHiddenStates(frames[0], meter: meter)
+    let first = keepClassToken ? 0 : 1
+    let n = hidden.rows - first
+    let text = projector1.rows
+    let h = Matrix(uninitializedRows: n, cols: text, category: .vision, meter: meter)
+    Linear.apply(
+      hidden.row(first), rows: n, ldx: hidden.cols, weight: projector1.pointer, outFeatures: text,
+      inFeatures: hidden.cols, out: h.pointer, ldo: text)
+    if let b = projector1Bias { Kernels.addBias(h.pointer, bias: b.pointer, rows: n, cols: text) }
+    projectorActivation.apply(h.pointer, count: n * text)
+    let out = Matrix(uninitializedRows: n, cols: text, category: .vision, meter: meter)
+    Linear.apply(h, projector2, into: out)
+    if let b = projector2Bias { Kernels.addBias(out.pointer, bias: b.pointer, rows: n, cols: text) }
+    return out
+  }
+
+  /// The selected hidden state (`1 + patches` rows, class token first).
+  public func visionHiddenStates(_ image: PixelValues, meter: MemoryMeter?) throws -> Matrix {
+    let d = encoder.hidden
+    let patches = patchMatrix([image], patch: patchSize, category: .vision, meter: meter)
+    let n = patches.rows + 1
+    let x = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
+    x.storage.pointer.update(from: positionEmbedding.pointer, count: n * d)
+    for c in 0..<d { x.pointer[c] += classEmbedding.pointer[c] }
+    Linear.apply(
+      patches.pointer, rows: patches.rows, ldx: patches.cols, weight: patchEmbedding.pointer,
+      outFeatures: d, inFeatures: patches.cols, beta: 1, out: x.row(1), ldo: d)
+    Kernels.layerNorm(
+      x.pointer, weight: preNorm.weight.pointer, bias: preNorm.bias.pointer, eps: encoder.eps,
+      rows: n, cols: d, out: x.pointer)
+    encoder.run(x, groups: [0..<n], meter: meter)
+    return x
+  }
+}

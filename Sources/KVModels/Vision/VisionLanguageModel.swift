@@ -1,0 +1,236 @@
+import Foundation
+import KVTensor
+
+/// What one vision encoder call turns into decoder tokens: one tile (Idefics3), one image
+/// (LLaVA), or one temporal patch of frames (Qwen2-VL: one frame twice for an image, two
+/// consecutive frames of a video). Its pixels are made when the block holding these tokens is
+/// prefilled, not before, so that neither decoded frames nor vision activations pile up.
+public struct VisualUnit: Sendable {
+  /// The token grid the unit becomes (rows × cols tokens, row-major).
+  public var tokenRows: Int
+  public var tokenCols: Int
+  /// Channel-first normalised pixels of the unit's frames (all one size).
+  public var pixels: @Sendable () throws -> [PixelValues]
+
+  public init(tokenRows: Int, tokenCols: Int, pixels: @escaping @Sendable () throws -> [PixelValues]) {
+    self.tokenRows = tokenRows
+    self.tokenCols = tokenCols
+    self.pixels = pixels
+  }
+
+  public var tokenCount: Int { tokenRows * tokenCols }
+}
+
+/// An image to lay out: its size now, its pixels when a unit needs them (decoded again from the
+/// file, so a long clip never sits in memory whole).
+public struct ImageSource: Sendable {
+  public var width: Int
+  public var height: Int
+  public var load: @Sendable () throws -> RGBImage
+
+  /// An image already in memory.
+  public init(_ image: RGBImage) {
+    width = image.width
+    height = image.height
+    load = { image }
+  }
+
+  /// A file: decoded once now for its size, and again when its pixels are needed.
+  public init(path: String) throws {
+    let image = try ImageDecoder.decode(path: path)
+    width = image.width
+    height = image.height
+    load = { try ImageDecoder.decode(path: path) }
+  }
+}
+
+/// A run of decoder input: token ids to embed, or (with `visual`) placeholder ids whose
+/// embeddings the vision tower supplies. `positions` are the rotary positions; for a model with
+/// M-RoPE, `ropeAxes` (temporal, height, width) are, and the cache orders tokens by their index
+/// in the sequence instead (M-RoPE positions repeat and jump).
+public struct PromptSegment: Sendable {
+  public var tokens: [Int]
+  public var origins: [TokenOrigin]
+  public var positions: [Int]
+  public var ropeAxes: [[Int]]?
+  public var visual: VisualUnit?
+
+  public init(
+    tokens: [Int], origins: [TokenOrigin], positions: [Int], ropeAxes: [[Int]]? = nil,
+    visual: VisualUnit? = nil
+  ) {
+    precondition(tokens.count == origins.count && tokens.count == positions.count)
+    precondition(visual.map { $0.tokenCount == tokens.count } ?? true)
+    self.tokens = tokens
+    self.origins = origins
+    self.positions = positions
+    self.ropeAxes = ropeAxes
+    self.visual = visual
+  }
+
+  public var count: Int { tokens.count }
+
+  /// Rows `range` of this segment (text only: a visual unit is never split).
+  public func slice(_ range: Range<Int>) -> PromptSegment {
+    precondition(visual == nil || range == 0..<count, "a visual unit is encoded whole")
+    return PromptSegment(
+      tokens: Array(tokens[range]), origins: Array(origins[range]),
+      positions: Array(positions[range]), ropeAxes: ropeAxes.map { $0.map { Array($0[range]) } },
+      visual: visual)
+  }
+}
+
+/// A laid-out input: its segments and the rotary position the next token takes.
+public struct PromptLayout: Sendable {
+  public var segments: [PromptSegment]
+  public var nextPosition: Int
+
+  public init(segments: [PromptSegment], nextPosition: Int) {
+    self.segments = segments
+    self.nextPosition = nextPosition
+  }
+}
+
+/// Where an image or clip sits in the session: which feed, which image (images and videos
+/// counted together), and for frames their times.
+public struct VisualInputIndex: Sendable {
+  public var input: Int
+  public var image: Int
+  public init(input: Int, image: Int) {
+    self.input = input
+    self.image = image
+  }
+}
+
+/// How a chat turn is written for a model: text fed between `userPrefix` and `turnEnd`, answers
+/// after `assistantPrefix`; generation stops at any of `stopTokens`.
+public struct ChatLayout: Sendable, Equatable {
+  public var systemPrefix: String
+  public var userPrefix: String
+  public var assistantPrefix: String
+  public var turnEnd: String
+  public var stopTokens: [String]
+
+  public init(
+    systemPrefix: String, userPrefix: String, assistantPrefix: String, turnEnd: String,
+    stopTokens: [String]
+  ) {
+    self.systemPrefix = systemPrefix
+    self.userPrefix = userPrefix
+    self.assistantPrefix = assistantPrefix
+    self.turnEnd = turnEnd
+    self.stopTokens = stopTokens
+  }
+
+  public init(_ t: ChatTemplate) {
+    self.init(
+      systemPrefix: t.systemPrefix, userPrefix: t.userPrefix, assistantPrefix: t.assistantPrefix,
+      turnEnd: t.turnEnd, stopTokens: [t.stopToken])
+  }
+}
+
+/// A vision encoder + connector in front of a llama-style decoder, loaded from a Hugging Face
+/// folder. Each family (Idefics3, LLaVA, Qwen2-VL) lays out its own prompt for an image or clip
+/// and encodes its own visual units; the decoder and the cache are shared.
+public protocol VisionLanguageModel: AnyObject, Sendable {
+  /// "idefics3", "llava", "qwen2_vl".
+  var family: String { get }
+  var decoder: LlamaModel { get }
+  var tokenizer: BPETokenizer { get }
+  var chat: ChatLayout { get }
+  /// Parameters of the vision tower and connector.
+  var visionParameterCount: Int { get }
+  /// Decoder tokens per visual unit at the model's native size (tile, image, frame pair).
+  var tokensPerUnit: Int? { get }
+  /// A one-line description of what a unit is ("tile 512×512 → 64 tokens").
+  var unitDescription: String { get }
+
+  /// The segments `image` becomes at rotary position `start` (text markers and visual units,
+  /// with origins).
+  func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws -> PromptLayout
+  /// The same for the frames of a clip.
+  func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws -> PromptLayout
+  /// The decoder-space embeddings of a unit's frames (`tokenCount × hidden`), charged to
+  /// `.vision` while computed.
+  func encode(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix
+}
+
+extension VisionLanguageModel {
+  /// Tokenizes text that sits between visual units (their markers are special tokens, so
+  /// tokenizing piece by piece gives the ids of tokenizing the whole prompt).
+  func textSegment(_ text: String, origin: TokenOrigin, start: Int, mrope: Bool) -> PromptSegment {
+    let ids = tokenizer.encode(text)
+    let positions = Array(start..<(start + ids.count))
+    return PromptSegment(
+      tokens: ids, origins: Array(repeating: origin, count: ids.count), positions: positions,
+      ropeAxes: mrope ? [positions, positions, positions] : nil)
+  }
+}
+
+/// Loads a Hugging Face vision-language model folder, choosing the family from config.json.
+public enum VisionLanguageModels {
+  public static let families = ["idefics3", "llava", "qwen2_vl"]
+
+  public static func load(folder path: String, meter: MemoryMeter?) throws -> any VisionLanguageModel {
+    let folder = try HFModelFolder(path: path)
+    let type = folder.modelType ?? "(none)"
+    switch type {
+    case "idefics3", "smolvlm": return try Idefics3Model(folder: folder, meter: meter)
+    case "llava": return try LlavaModel(folder: folder, meter: meter)
+    case "qwen2_vl": return try Qwen2VLModel(folder: folder, meter: meter)
+    default:
+      throw ModelError(
+        path: (path as NSString).appendingPathComponent("config.json"),
+        message:
+          "model_type '\(type)' is not a supported architecture (\(families.joined(separator: ", ")))")
+    }
+  }
+
+  /// The folder's tokenizer.json, with a clear error when it is missing.
+  static func tokenizer(in folder: HFModelFolder) throws -> BPETokenizer {
+    let p = (folder.path as NSString).appendingPathComponent("tokenizer.json")
+    guard FileManager.default.fileExists(atPath: p) else {
+      throw ModelError(path: folder.path, message: "no tokenizer.json in this folder")
+    }
+    return try BPETokenizer(tokenizerJSON: p)
+  }
+
+  /// The id of a special token the model needs, or an error naming it.
+  static func id(_ token: String, in tokenizer: BPETokenizer, folder: HFModelFolder) throws -> Int {
+    guard let id = tokenizer.id(of: token) else {
+      throw ModelError(path: folder.path, message: "tokenizer.json has no \(token) token")
+    }
+    return id
+  }
+}
+
+/// im2col for a stride-p convolution: row (y, x) of the patch grid holds the patch's pixels in
+/// (channel, frame, row, col) order — the flattening of a Conv2d/Conv3d kernel [out][c][t][p][p].
+/// Patches are listed in `order` (row-major by default).
+func patchMatrix(
+  _ frames: [PixelValues], patch p: Int, order: [(y: Int, x: Int)]? = nil, category: MemoryCategory,
+  meter: MemoryMeter?
+) -> Matrix {
+  let c = frames[0].channels
+  let h = frames[0].height
+  let w = frames[0].width
+  let gridW = w / p
+  let list = order ?? (0..<((h / p) * gridW)).map { ($0 / gridW, $0 % gridW) }
+  let t = frames.count
+  let m = Matrix(uninitializedRows: list.count, cols: c * t * p * p, category: category, meter: meter)
+  for (r, cell) in list.enumerated() {
+    var dst = m.row(r)
+    for ch in 0..<c {
+      for f in frames {
+        f.values.withUnsafeBufferPointer { src in
+          for ky in 0..<p {
+            let base = ch * h * w + (cell.y * p + ky) * w + cell.x * p
+            for kx in 0..<p { dst[kx] = src[base + kx] }
+            dst += p
+          }
+        }
+      }
+    }
+  }
+  return m
+}

@@ -1,0 +1,186 @@
+import Foundation
+import KVTensor
+
+/// The activation of a vision MLP, as config.json names it.
+public enum VisionActivation: String, Sendable {
+  case geluTanh = "gelu_pytorch_tanh"
+  case quickGelu = "quick_gelu"
+  case gelu = "gelu"
+
+  public init(configName: String, source: String) throws {
+    switch configName {
+    case "gelu_pytorch_tanh", "gelu_new", "gelu_fast": self = .geluTanh
+    case "quick_gelu": self = .quickGelu
+    case "gelu": self = .gelu
+    default:
+      throw ModelError(
+        path: source,
+        message: "vision hidden_act '\(configName)' is not supported (gelu, gelu_pytorch_tanh, quick_gelu)")
+    }
+  }
+
+  func apply(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    switch self {
+    case .geluTanh: Kernels.geluTanh(x, count: count)
+    case .quickGelu: Kernels.quickGelu(x, count: count)
+    case .gelu: Kernels.gelu(x, count: count)
+    }
+  }
+}
+
+/// One pre-norm ViT block: x += attn(LN₁(x)); x += fc₂(act(fc₁(LN₂(x)))). Q, K and V are one
+/// fused [3D][D] matrix (Qwen2-VL stores them so; SigLIP and CLIP are fused on load).
+struct VisionLayer {
+  var norm1: (weight: FloatBuffer, bias: FloatBuffer)
+  var qkv: Matrix
+  var qkvBias: FloatBuffer
+  var out: Matrix
+  var outBias: FloatBuffer
+  var norm2: (weight: FloatBuffer, bias: FloatBuffer)
+  var fc1: Matrix
+  var fc1Bias: FloatBuffer
+  var fc2: Matrix
+  var fc2Bias: FloatBuffer
+}
+
+/// Tensor names of one block, for the checkpoint layouts kvlab reads.
+struct VisionLayerNames {
+  var norm1, norm2, fc1, fc2, out: String
+  /// Separate q/k/v projections (SigLIP, CLIP), or nil with `qkv` set (Qwen2-VL).
+  var q, k, v: String?
+  var qkv: String?
+
+  /// SigLIP / Idefics3 and CLIP: `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `mlp.fc1/fc2`.
+  static func siglip(_ p: String) -> VisionLayerNames {
+    VisionLayerNames(
+      norm1: p + "layer_norm1", norm2: p + "layer_norm2", fc1: p + "mlp.fc1", fc2: p + "mlp.fc2",
+      out: p + "self_attn.out_proj", q: p + "self_attn.q_proj", k: p + "self_attn.k_proj",
+      v: p + "self_attn.v_proj", qkv: nil)
+  }
+
+  /// Qwen2-VL: `norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1/fc2`.
+  static func qwen2VL(_ p: String) -> VisionLayerNames {
+    VisionLayerNames(
+      norm1: p + "norm1", norm2: p + "norm2", fc1: p + "mlp.fc1", fc2: p + "mlp.fc2",
+      out: p + "attn.proj", q: nil, k: nil, v: nil, qkv: p + "attn.qkv")
+  }
+}
+
+/// The transformer encoder shared by the three vision towers (SigLIP, CLIP, Qwen2-VL's ViT):
+/// bidirectional multi-head attention within groups of rows (one tile, one image, one frame),
+/// optionally with a rotary table (Qwen2-VL's 2-D RoPE). Reads top to bottom in `run`.
+struct VisionTransformer {
+  let hidden: Int
+  let heads: Int
+  let intermediate: Int
+  let eps: Float
+  let activation: VisionActivation
+  let layers: [VisionLayer]
+
+  var headDim: Int { hidden / heads }
+
+  static func load(
+    _ w: WeightReader, names: [VisionLayerNames], hidden: Int, heads: Int, intermediate: Int,
+    eps: Float, activation: VisionActivation
+  ) throws -> VisionTransformer {
+    let d = hidden
+    guard heads > 0, d % heads == 0, (d / heads) % 2 == 0 || names.first?.qkv == nil else {
+      throw ModelError(
+        path: w.folder.path, message: "vision hidden size \(d) is not a multiple of \(heads) heads")
+    }
+    var layers: [VisionLayer] = []
+    for n in names {
+      func norm(_ name: String) throws -> (weight: FloatBuffer, bias: FloatBuffer) {
+        (try w.vector(name + ".weight", d), try w.vector(name + ".bias", d))
+      }
+      let qkv = Matrix(uninitializedRows: 3 * d, cols: d, category: w.category, meter: w.meter)
+      let qkvBias = FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter)
+      if let fused = n.qkv {
+        try w.fill(fused + ".weight", shape: [3 * d, d], into: qkv.pointer)
+        try w.fill(fused + ".bias", shape: [3 * d], into: qkvBias.pointer)
+      } else if let q = n.q, let k = n.k, let v = n.v {
+        for (i, name) in [q, k, v].enumerated() {
+          try w.fill(name + ".weight", shape: [d, d], into: qkv.row(i * d))
+          try w.fill(name + ".bias", shape: [d], into: qkvBias.pointer + i * d)
+        }
+      }
+      layers.append(
+        VisionLayer(
+          norm1: try norm(n.norm1), qkv: qkv, qkvBias: qkvBias,
+          out: try w.matrix(n.out + ".weight", rows: d, cols: d),
+          outBias: try w.vector(n.out + ".bias", d), norm2: try norm(n.norm2),
+          fc1: try w.matrix(n.fc1 + ".weight", rows: intermediate, cols: d),
+          fc1Bias: try w.vector(n.fc1 + ".bias", intermediate),
+          fc2: try w.matrix(n.fc2 + ".weight", rows: d, cols: intermediate),
+          fc2Bias: try w.vector(n.fc2 + ".bias", d)))
+    }
+    return VisionTransformer(
+      hidden: hidden, heads: heads, intermediate: intermediate, eps: eps, activation: activation,
+      layers: layers)
+  }
+
+  var parameterCount: Int {
+    layers.reduce(0) { n, l in
+      n + l.qkv.rows * l.qkv.cols + l.qkvBias.count + l.out.rows * l.out.cols + l.outBias.count
+        + l.fc1.rows * l.fc1.cols + l.fc1Bias.count + l.fc2.rows * l.fc2.cols + l.fc2Bias.count
+        + 4 * hidden
+    }
+  }
+
+  /// Runs the first `count` blocks (all by default) on `x` (`n × hidden`) in place. Rows attend
+  /// only within their group; `rotary` (one row per row of x) rotates Q and K.
+  func run(
+    _ x: Matrix, groups: [Range<Int>], rotary: RotaryTable? = nil, count: Int? = nil,
+    meter: MemoryMeter?
+  ) {
+    let n = x.rows
+    let d = hidden
+    let h = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
+    let qkv = Matrix(uninitializedRows: n, cols: 3 * d, category: .vision, meter: meter)
+    let attended = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
+    let mlp = Matrix(uninitializedRows: n, cols: intermediate, category: .vision, meter: meter)
+    let attention = TiledAttention(heads: heads, kvHeads: heads, headDim: headDim)
+    let threads = BLAS.threads
+    let scratch = FloatBuffer(
+      uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)
+    let scale = 1 / Float(headDim).squareRoot()
+    let rope = RotaryEmbedding(dimension: headDim, base: 10000)  // only its layout is used
+
+    for layer in layers.prefix(count ?? layers.count) {
+      // Attention: h = LN₁(x); q,k,v = h·Wᵀ + b; rotate q,k; attend within each group
+      Kernels.layerNorm(
+        x.pointer, weight: layer.norm1.weight.pointer, bias: layer.norm1.bias.pointer, eps: eps,
+        rows: n, cols: d, out: h.pointer)
+      Linear.apply(h, layer.qkv, into: qkv)
+      Kernels.addBias(qkv.pointer, bias: layer.qkvBias.pointer, rows: n, cols: 3 * d)
+      if let rotary {
+        // Q's heads then K's: 2·heads contiguous heads per row.
+        rope.apply(qkv.pointer, rows: n, ld: 3 * d, heads: 2 * heads, table: rotary)
+      }
+      for g in groups {
+        let k = qkv.row(g.lowerBound) + d
+        let v = qkv.row(g.lowerBound) + 2 * d
+        attention.run(
+          q: qkv.row(g.lowerBound), ldq: 3 * d, n: g.count,
+          segments: [
+            KVSegment(
+              keys: k, values: v, count: g.count, headStride: headDim, rowStride: 3 * d,
+              causal: false)
+          ], scale: scale, out: attended.row(g.lowerBound), ldo: d, scratch: scratch.pointer,
+          threads: threads)
+      }
+      Linear.apply(attended, layer.out, beta: 1, into: x)
+      Kernels.addBias(x.pointer, bias: layer.outBias.pointer, rows: n, cols: d)
+
+      // MLP: x += fc₂(act(fc₁(LN₂(x))))
+      Kernels.layerNorm(
+        x.pointer, weight: layer.norm2.weight.pointer, bias: layer.norm2.bias.pointer, eps: eps,
+        rows: n, cols: d, out: h.pointer)
+      Linear.apply(h, layer.fc1, into: mlp)
+      Kernels.addBias(mlp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: intermediate)
+      activation.apply(mlp.pointer, count: n * intermediate)
+      Linear.apply(mlp, layer.fc2, beta: 1, into: x)
+      Kernels.addBias(x.pointer, bias: layer.fc2Bias.pointer, rows: n, cols: d)
+    }
+  }
+}
