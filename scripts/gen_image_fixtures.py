@@ -30,7 +30,8 @@ image processors, never from kvlab. Writes (all small, committed):
   skimage.json              for the scikit-image photographs in data/images/ (scripts/fetch_images.sh):
                             sha256 of the decoded RGB bytes and, per processor, the sha256 of the
                             float32 tensor, per-channel sums and means and 100 sampled values (the
-                            processors' to_dict() once, at the top)
+                            processors' to_dict() once, at the top); Idefics3 (SmolVLM's settings)
+                            gives tiles x C x H x W, with its rows and cols
 
 Deterministic: fixed seeds; re-running reproduces the same bytes.
 """
@@ -52,6 +53,7 @@ import transformers
 from transformers.image_transforms import convert_to_rgb
 from transformers.image_utils import PILImageResampling as R
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
@@ -357,7 +359,15 @@ PHOTO_PROCESSORS = [
     ("siglip", SiglipImageProcessorPil, {}),
     ("clip", CLIPImageProcessorPil, {}),
     ("qwen2vl", Qwen2VLImageProcessorPil, {}),
+    # SmolVLM-256M/500M-Instruct's preprocessor_config.json: longest edge to 2048, rounded up to
+    # 512-pixel tiles, rows x cols tiles plus the global image (tiles x 3 x 512 x 512).
+    ("idefics3", Idefics3ImageProcessorPil,
+     dict(do_image_splitting=True, size={"longest_edge": 2048}, max_image_size={"longest_edge": 512},
+          resample=R.LANCZOS, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])),
 ]
+# The first three processors draw their sample indices from one generator (their entries came
+# first); each processor added later draws from its own, so the earlier entries stay as they were.
+OWN_SAMPLE_SEED = {"idefics3": 11}
 
 
 def photo_cases() -> None:
@@ -365,6 +375,7 @@ def photo_cases() -> None:
         print(f"skipping skimage.json: run scripts/fetch_images.sh first ({PHOTOS} incomplete)")
         return
     local = np.random.default_rng(7)
+    own = {name: np.random.default_rng(seed) for name, seed in OWN_SAMPLE_SEED.items()}
     photos = []
     configs = {pname: json.loads(cls(**kw).to_json_string()) for pname, cls, kw in PHOTO_PROCESSORS}
     for fname in PHOTO_FILES:
@@ -375,14 +386,25 @@ def photo_cases() -> None:
                      has_alpha=has_alpha(im), rgb_sha256=sha(rgb.tobytes()), processors=[])
         for pname, cls, kwargs in PHOTO_PROCESSORS:
             proc = cls(**kwargs)
-            t = run_processor(proc, im).astype("<f4")
+            tiles = {}
+            if isinstance(proc, Idefics3ImageProcessorPil):
+                # tiles x C x H x W: the rows x cols tiles (row-major) then the global image
+                out = proc(images=im, return_tensors="np", return_row_col_info=True)
+                t = np.asarray(out["pixel_values"], dtype=np.float32)[0].astype("<f4")
+                tiles = dict(tiles=t.shape[0], rows=int(np.asarray(out["rows"]).reshape(-1)[0]),
+                             cols=int(np.asarray(out["cols"]).reshape(-1)[0]),
+                             pixel_attention_mask_all_true=bool(np.asarray(out["pixel_attention_mask"]).all()))
+                planes = [t[:, c] for c in range(3)]
+            else:
+                t = run_processor(proc, im).astype("<f4")
+                planes = [t[c] for c in range(3)]
             flat = t.reshape(-1)
-            idx = np.sort(local.choice(flat.size, size=100, replace=False))
+            idx = np.sort(own.get(pname, local).choice(flat.size, size=100, replace=False))
             entry["processors"].append(dict(
-                name=pname, shape=list(t.shape),
+                name=pname, shape=list(t.shape), **tiles,
                 sha256=sha(t.tobytes()),
-                channel_sums=[float(t[c].astype(np.float64).sum()) for c in range(3)],
-                channel_means=[float(t[c].astype(np.float64).mean()) for c in range(3)],
+                channel_sums=[float(p.astype(np.float64).sum()) for p in planes],
+                channel_means=[float(p.astype(np.float64).mean()) for p in planes],
                 sample_indices=idx.tolist(),
                 # float32 values printed shortest-round-trip: exact, and half the digits
                 sample_values=[float(str(v)) for v in flat[idx]],
@@ -409,8 +431,8 @@ def main() -> None:
     photo_cases()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"wrote {len(os.listdir(OUT))} files, {total} bytes, to {OUT}")
-    if total > 400_000:
-        sys.exit("fixtures exceed 400 KB")
+    if total > 450_000:
+        sys.exit("fixtures exceed 450 KB")
 
 
 if __name__ == "__main__":

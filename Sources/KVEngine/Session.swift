@@ -58,7 +58,10 @@ public final class Session {
   public let meter = MemoryMeter()
   public let cancellation = CancellationFlag()
 
+  /// The decoder (of the vision-language model, when one is loaded).
   public private(set) var model: LlamaModel?
+  /// The vision-language model, when the loaded model has a vision tower.
+  public private(set) var vision: (any VisionLanguageModel)?
   public private(set) var tokenizer: BPETokenizer?
   public private(set) var modelPath: String?
   private var cache: DenseKVCache?
@@ -68,15 +71,26 @@ public final class Session {
   private var activeCache: KeyValueCache? { budgeted ?? cache }
   /// Budget, policy and prefill mode (`configureBudget`, `configurePolicy`, `configurePrefill`).
   public private(set) var cacheSettings = CacheSettings()
-  /// Origin of every token of `context` (to rebuild the cache when its kind changes).
-  private var contextOrigins: [TokenOrigin] = []
-  /// Every token in the cache, in order, with its origin.
+  /// Origin of every token of `context`.
+  public private(set) var contextOrigins: [TokenOrigin] = []
+  /// Every token in the cache, in order (visual tokens as their placeholder id).
   public private(set) var context: [Int] = []
+  /// What was fed, as laid out: runs of text and visual units, in order. Rebuilding the cache
+  /// re-prefills these (visual units re-read their pixels from the files).
+  public private(set) var segments: [PromptSegment] = []
+  /// The rotary position the next token takes (differs from `context.count` under M-RoPE).
+  private var nextRopePosition = 0
   private var feeds = 0
+  /// Images and clips fed so far (the `image` of their tokens' origins).
+  private var visualInputs = 0
   /// Whether a chat user turn is open (text fed, question not yet asked).
   private var userTurnOpen = false
+  /// Whether the last thing fed into the open turn was an image or clip.
+  private var lastFedVisual = false
   /// The chat format of the loaded model (its GGUF's template when that is ChatML).
-  private var template = ChatTemplate.chatML
+  private var chat = ChatLayout(ChatTemplate.chatML)
+  /// Tokens that end generation: the chat's end of turn and the tokenizer's EOS.
+  private var stopIDs: Set<Int> = []
   /// Logits after the last fed token (what the next token is drawn from).
   private var lastLogits: Matrix?
 
@@ -93,6 +107,8 @@ public final class Session {
       .first { FileManager.default.fileExists(atPath: $0) }
   }
 
+  /// Loads a GGUF decoder, or a Hugging Face folder (config.json + safetensors): a
+  /// vision-language model (Idefics3/SmolVLM, LLaVA, Qwen2-VL) or a llama/qwen2 decoder.
   public func load(_ path: String?) throws -> LoadReport {
     if path?.isEmpty == true { throw EngineError.invalid("empty model path") }
     guard let path = path ?? defaultModelPath() else {
@@ -104,35 +120,70 @@ public final class Session {
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
       throw EngineError.file(path: path, message: "no such file")
     }
-    if isDirectory.boolValue {
-      throw EngineError.file(path: path, message: "is a folder; expected a .gguf file")
-    }
     let start = Date()
     // Drop the old model first so its memory is not held twice.
     unload()
-    let gguf = try GGUFFile(path: path)
-    // Cheapest checks first: an unsupported architecture is reported before the tokenizer or
-    // any weight is read.
-    _ = try DecoderConfig(gguf: gguf)
-    let tokenizer = try BPETokenizer(gguf: gguf)
-    let model = try LlamaModel.load(gguf: gguf, meter: meter)
-    guard tokenizer.vocabularySize <= model.config.vocabularySize else {
-      throw ModelError(
-        path: path,
-        message: "tokenizer has \(tokenizer.vocabularySize) tokens, model only \(model.config.vocabularySize)")
+    let name: String
+    var visionParameters = 0
+    if isDirectory.boolValue {
+      guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("config.json"))
+      else {
+        throw EngineError.file(
+          path: path,
+          message: "is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
+      }
+      let folder = try HFModelFolder(path: path)
+      if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
+        let config = try folder.decodeConfig(DecoderConfig.self)
+        let tokenizer = try BPETokenizer(
+          tokenizerJSON: (path as NSString).appendingPathComponent("tokenizer.json"))
+        install(
+          model: try LlamaModel.load(
+            folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: config,
+            meter: meter),
+          tokenizer: tokenizer, chat: ChatLayout(.chatML))
+      } else {
+        let vlm = try VisionLanguageModels.load(folder: path, meter: meter)
+        install(model: vlm.decoder, tokenizer: vlm.tokenizer, chat: vlm.chat)
+        vision = vlm
+        visionParameters = vlm.visionParameterCount
+      }
+      name = (path as NSString).lastPathComponent
+    } else {
+      let gguf = try GGUFFile(path: path)
+      // Cheapest checks first: an unsupported architecture is reported before the tokenizer or
+      // any weight is read.
+      _ = try DecoderConfig(gguf: gguf)
+      let tokenizer = try BPETokenizer(gguf: gguf)
+      install(
+        model: try LlamaModel.load(gguf: gguf, meter: meter), tokenizer: tokenizer,
+        chat: ChatLayout(ChatTemplate(gguf: gguf) ?? .chatML))
+      name = gguf.metadata["general.name"]?.string ?? (path as NSString).lastPathComponent
     }
-    self.model = model
-    self.tokenizer = tokenizer
-    self.modelPath = path
-    template = ChatTemplate(gguf: gguf) ?? .chatML
+    guard let model, let tokenizer else { throw EngineError.noModel }
+    guard tokenizer.vocabularySize <= model.config.vocabularySize else {
+      let size = tokenizer.vocabularySize
+      unload()
+      throw ModelError(
+        path: path, message: "tokenizer has \(size) tokens, model only \(model.config.vocabularySize)")
+    }
+    modelPath = path
     reset()
     let c = model.config
     return LoadReport(
-      path: path,
-      name: gguf.metadata["general.name"]?.string ?? (path as NSString).lastPathComponent,
-      architecture: c.architecture, parameters: model.parameterCount, layers: c.layers,
+      path: path, name: name,
+      architecture: vision?.family ?? c.architecture,
+      parameters: model.parameterCount + visionParameters, layers: c.layers,
       vocabulary: c.vocabularySize, kvBytesPerToken: c.kvBytesPerToken,
       weightBytes: meter.reading(.weights).current, seconds: Date().timeIntervalSince(start))
+  }
+
+  private func install(model: LlamaModel, tokenizer: BPETokenizer, chat: ChatLayout) {
+    self.model = model
+    self.tokenizer = tokenizer
+    self.chat = chat
+    stopIDs = Set(chat.stopTokens.compactMap { tokenizer.id(of: $0) })
+    if let eos = tokenizer.eosID { stopIDs.insert(eos) }
   }
 
   public func unload() {
@@ -140,18 +191,26 @@ public final class Session {
     budgeted = nil
     contextOrigins = []
     model = nil
+    vision = nil
     tokenizer = nil
     modelPath = nil
     context = []
+    segments = []
+    nextRopePosition = 0
     userTurnOpen = false
+    lastFedVisual = false
     lastLogits = nil
   }
 
   /// Empties the cache and the context; the model stays loaded.
   public func reset() {
     context = []
+    segments = []
+    nextRopePosition = 0
     feeds = 0
+    visualInputs = 0
     userTurnOpen = false
+    lastFedVisual = false
     lastLogits = nil
     contextOrigins = []
     // Release the old cache before allocating the new one, so the two never coexist.
@@ -186,61 +245,172 @@ public final class Session {
   /// template's default system prompt, when needed). Raw: the text is appended as is.
   @discardableResult
   public func feedText(_ text: String, raw: Bool) throws -> FeedReport {
-    guard let tokenizer else { throw EngineError.noModel }
-    var piece = ""
-    if !raw && !userTurnOpen {
-      piece += context.isEmpty ? template.systemPrefix : ""
-      piece += template.userPrefix
-      userTurnOpen = true
-    } else if !raw {
-      piece += "\n"
-    }
-    piece += text
+    guard tokenizer != nil else { throw EngineError.noModel }
     let start = Date()
-    let tokens = tokenizer.encode(piece)
-    try prefill(tokens, modality: .text)
-    return FeedReport(tokens: tokens.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start))
+    let input = feeds
+    var piece = raw ? "" : openUserTurn()
+    piece += text
+    let segment = try textSegment(piece, input: input)
+    try prefill([segment])
+    feeds += 1
+    lastFedVisual = false
+    return FeedReport(
+      tokens: segment.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start))
   }
 
-  /// Prefills `tokens` in chunks, checking for cancellation between chunks.
-  private func prefill(_ tokens: [Int], modality: TokenOrigin.Modality) throws {
-    guard let model, let cache = activeCache else { throw EngineError.noModel }
+  /// What goes before fed content in the user turn: the turn's opening (with the system
+  /// prompt first in an empty context), or the separator after what the turn already holds.
+  private func openUserTurn() -> String {
+    defer { userTurnOpen = true }
+    if !userTurnOpen { return (context.isEmpty ? chat.systemPrefix : "") + chat.userPrefix }
+    return lastFedVisual ? chat.afterVisual : "\n"
+  }
+
+  /// `text` tokenized as the next run of the context, from input `input`.
+  private func textSegment(_ text: String, input: Int) throws -> PromptSegment {
+    guard let tokenizer else { throw EngineError.noModel }
+    return try tokenSegment(tokenizer.encode(text), input: input, modality: .text)
+  }
+
+  /// Token ids as the next run of the context (rotary positions from `nextRopePosition`).
+  private func tokenSegment(_ ids: [Int], input: Int, modality: TokenOrigin.Modality) throws
+    -> PromptSegment
+  {
+    guard let model else { throw EngineError.noModel }
+    let positions = Array(nextRopePosition..<(nextRopePosition + ids.count))
+    return PromptSegment(
+      tokens: ids, origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: ids.count),
+      positions: positions,
+      ropeAxes: model.config.mropeSection != nil ? [positions, positions, positions] : nil)
+  }
+
+  /// Feeds an image into the chat's user turn, laid out by the loaded vision-language model
+  /// (tiles, markers, one visual unit per tile or image).
+  @discardableResult
+  public func feedImage(_ path: String) throws -> FeedReport {
+    try feedVisual { vlm, index, start in
+      try vlm.layout(image: ImageSource(path: path), at: index, start: start)
+    }
+  }
+
+  /// Feeds the frames of a clip (image files, in order) into the user turn.
+  @discardableResult
+  public func feedFrames(_ paths: [String]) throws -> FeedReport {
+    guard !paths.isEmpty else { throw EngineError.invalid("no frames to feed") }
+    return try feedVisual { vlm, index, start in
+      try vlm.layout(frames: paths.map { try ImageSource(path: $0) }, at: index, start: start)
+    }
+  }
+
+  private func feedVisual(
+    _ layout: (any VisionLanguageModel, VisualInputIndex, Int) throws -> PromptLayout
+  ) throws -> FeedReport {
+    guard model != nil else { throw EngineError.noModel }
+    guard let vision else {
+      throw EngineError.invalid(
+        "the loaded model has no vision tower (load a vision-language model folder: \(VisionLanguageModels.families.joined(separator: ", ")))")
+    }
+    let start = Date()
     let input = feeds
+    let wasOpen = (userTurnOpen, lastFedVisual)
+    let opening = try textSegment(openUserTurn(), input: input)
+    // Positions continue after the opening text.
+    let afterOpening = nextRopePosition + opening.count
+    let laid: PromptLayout
+    do {
+      laid = try layout(vision, VisualInputIndex(input: input, image: visualInputs), afterOpening)
+    } catch {
+      (userTurnOpen, lastFedVisual) = wasOpen
+      throw error
+    }
+    let all = (opening.count > 0 ? [opening] : []) + laid.segments
+    let before = context.count
+    try prefill(all)
+    nextRopePosition = laid.nextPosition
     feeds += 1
+    visualInputs += 1
+    lastFedVisual = true
+    return FeedReport(
+      tokens: context.count - before, contextTokens: context.count,
+      seconds: Date().timeIntervalSince(start))
+  }
+
+  /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
+  /// blocks; each block's visual units are encoded when the block runs.
+  private func prefill(_ new: [PromptSegment]) throws {
+    guard let model, let cache = activeCache else { throw EngineError.noModel }
+    let total = new.reduce(0) { $0 + $1.count }
     var done = 0
-    let chunkSize = prefillBlockSize
-    while done < tokens.count {
+    for block in BlockScheduler(blockSize: prefillBlockSize).blocks(new) {
       if cancellation.isSet {
-        throw EngineError.cancelled("prefill stopped after \(done) of \(tokens.count) tokens")
+        throw EngineError.cancelled("prefill stopped after \(done) of \(total) tokens")
       }
-      let chunk = Array(tokens[done..<min(tokens.count, done + chunkSize)])
-      try validate(chunk, model: model)
-      let positions = Array(context.count..<(context.count + chunk.count))
-      let x = model.embed(chunk, meter: meter)
-      // The last row's logits (one row: cheap) are kept after every chunk, so that a
+      // The last row's logits (one row: cheap) are kept after every block, so that a
       // cancelled prefill still leaves logits that match the cache.
       try mapCacheError {
-        lastLogits = try model.forward(
-          x, positions: positions,
-          origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: chunk.count),
-          cache: cache, logits: .last, meter: meter)
+        lastLogits = try run(block, model: model, cache: cache, logits: .last)
       }
-      context += chunk
-      contextOrigins += Array(repeating: TokenOrigin(modality: modality, input: input), count: chunk.count)
-      done += chunk.count
+      for segment in block { append(segment) }
+      done += block.reduce(0) { $0 + $1.count }
     }
     // Post-prefill compression (the baseline): once the whole input is in.
     if let budgeted, budgeted.mode == .post { try mapCacheError { try budgeted.compress() } }
   }
 
-  private func validate(_ tokens: [Int], model: LlamaModel) throws {
-    if let bad = tokens.first(where: { $0 < 0 || $0 >= model.config.vocabularySize }) {
-      throw EngineError.invalid("token id \(bad) is outside the vocabulary (0..<\(model.config.vocabularySize))")
-    }
-    if context.count + tokens.count > model.config.contextLength {
+  /// One forward over a block of segments at the end of the context: text rows embedded,
+  /// visual rows encoded by the vision tower.
+  private func run(
+    _ block: [PromptSegment], model: LlamaModel, cache: KeyValueCache, logits: LogitRows,
+    at first: Int? = nil
+  ) throws -> Matrix? {
+    let c = model.config
+    let n = block.reduce(0) { $0 + $1.count }
+    let start = first ?? context.count
+    if start + n > c.contextLength {
       throw EngineError.invalid(
-        "context would hold \(context.count + tokens.count) tokens; the model's limit is \(model.config.contextLength)")
+        "context would hold \(start + n) tokens; the model's limit is \(c.contextLength)")
     }
+    let x = Matrix(uninitializedRows: n, cols: c.hiddenSize, category: .activations, meter: meter)
+    var row = 0
+    for segment in block {
+      if let unit = segment.visual, let vision {
+        let features = try vision.encode(try unit.pixels(), meter: meter)
+        guard features.rows == segment.count, features.cols == c.hiddenSize else {
+          throw EngineError.invalid(
+            "the vision tower made \(features.rows) tokens for \(segment.count) places")
+        }
+        x.row(row).update(from: features.pointer, count: features.rows * features.cols)
+      } else {
+        if let bad = segment.tokens.first(where: { $0 < 0 || $0 >= c.vocabularySize }) {
+          throw EngineError.invalid(
+            "token id \(bad) is outside the vocabulary (0..<\(c.vocabularySize))")
+        }
+        model.embed(segment.tokens, into: x, at: row)
+      }
+      row += segment.count
+    }
+    let axes: [[Int]]? =
+      c.mropeSection == nil
+      ? nil : (0..<3).map { a in block.flatMap { $0.ropeAxes?[a] ?? $0.positions } }
+    return try model.forward(
+      x, positions: Array(start..<(start + n)), ropeAxes: axes,
+      origins: block.flatMap(\.origins), cache: cache, logits: logits, meter: meter)
+  }
+
+  /// Records a prefilled segment; consecutive text runs merge (generation appends one token at
+  /// a time).
+  private func append(_ segment: PromptSegment) {
+    context += segment.tokens
+    contextOrigins += segment.origins
+    if let last = segments.last, last.visual == nil, segment.visual == nil {
+      segments[segments.count - 1] = PromptSegment(
+        tokens: last.tokens + segment.tokens, origins: last.origins + segment.origins,
+        positions: last.positions + segment.positions,
+        ropeAxes: last.ropeAxes.map { a in (0..<3).map { a[$0] + (segment.ropeAxes?[$0] ?? segment.positions) } })
+    } else {
+      segments.append(segment)
+    }
+    if segment.visual == nil, let p = segment.positions.last { nextRopePosition = p + 1 }
   }
 
   // MARK: generation
@@ -252,28 +422,24 @@ public final class Session {
   ) throws -> GenerationReport {
     guard tokenizer != nil else { throw EngineError.noModel }
     let start = Date()
-    var piece = ""
-    if !userTurnOpen {
-      piece += context.isEmpty ? template.systemPrefix : ""
-      piece += template.userPrefix + question
-    } else {
-      piece += "\n" + question
-    }
-    piece += template.turnEnd + template.assistantPrefix
+    let input = feeds
+    let piece = openUserTurn() + question + chat.turnEnd + chat.assistantPrefix
     userTurnOpen = false
-    let promptTokens = try tokenize(piece)
-    try prefill(promptTokens, modality: .text)
+    lastFedVisual = false
+    let prompt = try textSegment(piece, input: input)
+    try prefill([prompt])
+    feeds += 1
     let prefillSeconds = Date().timeIntervalSince(start)
     var report = try generate(options: options, onText: onText)
-    // Close the assistant turn; the EOS the model produced is not in the cache yet.
-    try prefill(try tokenize(template.turnEnd), modality: .text)
-    report.prefillTokens = promptTokens.count
+    // Close the assistant turn; the stop token the model produced is not in the cache yet.
+    try prefill([try textSegment(chat.turnEnd, input: input)])
+    report.prefillTokens = prompt.count
     report.prefillSeconds = prefillSeconds
     return report
   }
 
-  /// Continues the context: each chosen token is fed back, until EOS or `maxTokens`.
-  /// The EOS token itself is not fed (`ask` closes the turn).
+  /// Continues the context: each chosen token is fed back, until a stop token (the chat's end
+  /// of turn, EOS) or `maxTokens`. The stop token itself is not fed (`ask` closes the turn).
   public func generate(
     options: GenerationOptions, onText: (String) -> Void
   ) throws -> GenerationReport {
@@ -292,21 +458,15 @@ public final class Session {
         throw EngineError.cancelled("generation stopped after \(produced.count) tokens")
       }
       let next = sampler.sample(UnsafeBufferPointer(logits.storage.buffer))
-      if next == tokenizer.eosID {
+      if stopIDs.contains(next) {
         stoppedOnEOS = true
         break
       }
-      try validate([next], model: model)
-      let x = model.embed([next], meter: meter)
-      let position = context.count
-      guard
-        let out = try model.forward(
-          x, positions: [position],
-          origins: [TokenOrigin(modality: .generated, input: feeds)], cache: cache,
-          logits: .last, meter: meter)
-      else { break }
-      context.append(next)
-      contextOrigins.append(TokenOrigin(modality: .generated, input: feeds))
+      let segment = try tokenSegment([next], input: feeds, modality: .generated)
+      var out: Matrix?
+      try mapCacheError { out = try run([segment], model: model, cache: cache, logits: .last) }
+      guard let out else { break }
+      append(segment)
       logits = out
       lastLogits = out
       produced.append(next)
@@ -337,18 +497,11 @@ public final class Session {
       throw EngineError.invalid(failure.description)
     }
     var done = 0
-    while done < context.count {
+    for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
       if cancellation.isSet { throw EngineError.cancelled("logits stopped after \(done) positions") }
-      let chunk = Array(context[done..<min(context.count, done + options.prefillChunk)])
-      let x = model.embed(chunk, meter: meter)
-      guard
-        let out = try model.forward(
-          x, positions: Array(done..<(done + chunk.count)),
-          origins: Array(repeating: TokenOrigin(modality: .text, input: 0), count: chunk.count),
-          cache: scratch, logits: .all, meter: meter)
-      else { break }
+      guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else { break }
       try writer.append(UnsafeBufferPointer(out.storage.buffer))
-      done += chunk.count
+      done += out.rows
     }
     try writer.close()
     return (context.count, c.vocabularySize)
@@ -506,6 +659,7 @@ extension Session {
     let saved = (cache, budgeted, cacheSettings, lastLogits)
     let tokens = context
     let origins = contextOrigins
+    let fed = segments
     cache = nil
     budgeted = nil
     cacheSettings = settings
@@ -515,35 +669,26 @@ extension Session {
       } else {
         cache = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
       }
-      try refill(tokens, origins: origins)
+      try refill(fed)
     } catch {
       (cache, budgeted, cacheSettings, lastLogits) = saved
       context = tokens
       contextOrigins = origins
+      segments = fed
       if let e = error as? CacheError { throw EngineError.invalid(e.description) }
       throw error
     }
   }
 
-  /// Prefills `tokens` with their recorded origins into the (fresh) active cache.
-  private func refill(_ tokens: [Int], origins: [TokenOrigin]) throws {
-    guard let model, let cache = activeCache else { throw EngineError.noModel }
+  /// Prefills the recorded segments (same tokens, origins, positions and pixels) into the
+  /// (fresh) active cache.
+  private func refill(_ saved: [PromptSegment]) throws {
     context = []
     contextOrigins = []
+    segments = []
     lastLogits = nil
-    var done = 0
-    let chunkSize = prefillBlockSize
-    while done < tokens.count {
-      let end = min(tokens.count, done + chunkSize)
-      let chunk = Array(tokens[done..<end])
-      let x = model.embed(chunk, meter: meter)
-      lastLogits = try model.forward(
-        x, positions: Array(done..<end), origins: Array(origins[done..<end]), cache: cache,
-        logits: .last, meter: meter)
-      context += chunk
-      contextOrigins += origins[done..<end]
-      done = end
-    }
-    if let budgeted, budgeted.mode == .post { try budgeted.compress() }
+    let rope = nextRopePosition
+    try prefill(saved)
+    nextRopePosition = rope
   }
 }

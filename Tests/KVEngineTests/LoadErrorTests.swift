@@ -44,7 +44,7 @@ final class LoadErrorTests: XCTestCase {
   }
 
   func testFolder() {
-    XCTAssertEqual(loadError(folder), folder + ": is a folder; expected a .gguf file")
+    XCTAssertEqual(loadError(folder), folder + ": is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
   }
 
   func testNoDefaultModel() {

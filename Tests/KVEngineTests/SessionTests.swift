@@ -105,7 +105,7 @@ final class SessionTests: XCTestCase {
       XCTAssertEqual("\($0)", "/nonexistent/model.gguf: no such file")
     }
     XCTAssertThrowsError(try session.load(TestPaths.root + "/models")) {
-      XCTAssertEqual("\($0)", TestPaths.root + "/models: is a folder; expected a .gguf file")
+      XCTAssertEqual("\($0)", TestPaths.root + "/models: is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
     }
     _ = try session.load(nil)
     XCTAssertThrowsError(try session.generate(options: GenerationOptions()) { _ in }) {

@@ -66,6 +66,12 @@ public final class LlamaModel: @unchecked Sendable {
     return x
   }
 
+  /// Writes the embeddings of `tokens` into rows `row ..< row + tokens.count` of `x`.
+  public func embed(_ tokens: [Int], into x: Matrix, at row: Int) {
+    let d = config.hiddenSize
+    for (i, t) in tokens.enumerated() { x.row(row + i).update(from: embedding.row(t), count: d) }
+  }
+
   /// Runs one block of `x.rows` positions through every layer, attending to what `cache` holds
   /// plus the block itself, and commits the block's K/V to the cache layer by layer.
   /// Returns logits for the requested rows (`rows × vocab`), or nil for `.none`.

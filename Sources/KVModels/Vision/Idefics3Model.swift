@@ -23,7 +23,7 @@ public struct Idefics3ImageSplitter: Sendable, Equatable {
   }
 
   /// From preprocessor_config.json, with Idefics3ImageProcessor's class defaults.
-  init(config: [String: JSONValue], path: String) throws {
+  public init(config: [String: JSONValue], path: String) throws {
     func fail(_ m: String) -> ModelError { ModelError(path: path, message: m) }
     func int(_ dict: [String: JSONValue]?, _ key: String) throws -> Int? {
       guard let v = dict?[key], !v.isNull else { return nil }

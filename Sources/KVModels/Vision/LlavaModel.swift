@@ -81,7 +81,7 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     preprocessor = prep
     chat = ChatLayout(
       systemPrefix: "", userPrefix: "USER: ", assistantPrefix: "ASSISTANT:", turnEnd: " ",
-      stopTokens: ["</s>"])
+      stopTokens: ["</s>"], afterVisual: "\n")
 
     let w = WeightReader(folder: folder, category: .weights, meter: meter)
     let d = vc.hidden_size

@@ -110,11 +110,14 @@ public struct ChatLayout: Sendable, Equatable {
   public var assistantPrefix: String
   public var turnEnd: String
   public var stopTokens: [String]
+  /// What separates an image or clip from text that follows it in the same turn.
+  public var afterVisual: String
 
   public init(
     systemPrefix: String, userPrefix: String, assistantPrefix: String, turnEnd: String,
-    stopTokens: [String]
+    stopTokens: [String], afterVisual: String = ""
   ) {
+    self.afterVisual = afterVisual
     self.systemPrefix = systemPrefix
     self.userPrefix = userPrefix
     self.assistantPrefix = assistantPrefix

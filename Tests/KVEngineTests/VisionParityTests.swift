@@ -1,0 +1,198 @@
+import Foundation
+import KVCache
+@testable import KVModels
+import KVTensor
+import XCTest
+
+/// The three vision-language families against Hugging Face transformers 5.24.0 (fp32): tiny
+/// random Idefics3, LLaVA and Qwen2-VL models saved as published folders, run on PNG files by
+/// both. Per case: the prompt's token ids, the pixel tensors (kvlab's own preprocessing), the
+/// connector's output, every logit of every position, argmax and an 8-token greedy
+/// continuation. Fixtures from scripts/gen_vlm_fixtures.py.
+final class VisionParityTests: XCTestCase {
+  struct Case: Decodable {
+    let name: String
+    let prompt: String
+    let images: [String]
+    let video_frames: [String]?
+    let processor_kwargs: [String: Bool]?
+    let input_ids: [Int]
+    let argmax: [Int]
+    let greedy: [Int]
+    let files: [String: String]
+  }
+  struct Cases: Decodable { let cases: [Case] }
+
+  static let dir = TestPaths.fixtures + "/vlm"
+  static let logitTolerance: Float = 1e-4
+  static let pixelTolerance: Float = 1e-5
+
+  func testIdefics3MatchesTransformers() throws { try check("idefics3") }
+  func testLlavaMatchesTransformers() throws { try check("llava") }
+  func testQwen2VLMatchesTransformers() throws { try check("qwen2_vl") }
+
+  /// A prompt laid out by the model: text pieces around the placeholders, images and clips in
+  /// order, each visual piece by the model's own `layout`.
+  static func segments(
+    _ model: any VisionLanguageModel, _ c: Case
+  ) throws -> [PromptSegment] {
+    let placeholders: [(String, Bool)] =
+      model.family == "qwen2_vl"
+      ? [
+        ("<|vision_start|><|image_pad|><|vision_end|>", false),
+        ("<|vision_start|><|video_pad|><|vision_end|>", true),
+      ] : [("<image>", false)]
+    var rest = Substring(c.prompt)
+    var images = c.images.makeIterator()
+    var segments: [PromptSegment] = []
+    var position = 0
+    var visualIndex = 0
+    let mrope = model.decoder.config.mropeSection != nil
+    func text(_ s: Substring) {
+      guard !s.isEmpty else { return }
+      let seg = model.textSegment(
+        String(s), origin: TokenOrigin(modality: .text, input: 0), start: position, mrope: mrope)
+      segments.append(seg)
+      position += seg.count
+    }
+    while true {
+      let hits = placeholders.compactMap { p in rest.range(of: p.0).map { ($0, p.1) } }
+      guard let (range, video) = hits.min(by: { $0.0.lowerBound < $1.0.lowerBound }) else { break }
+      text(rest[..<range.lowerBound])
+      let index = VisualInputIndex(input: 0, image: visualIndex)
+      visualIndex += 1
+      let layout: PromptLayout
+      if video {
+        let frames = try (c.video_frames ?? []).map { try ImageSource(path: "\(dir)/\($0)") }
+        layout = try model.layout(frames: frames, at: index, start: position)
+      } else {
+        let path = "\(dir)/\(try XCTUnwrap(images.next(), "more placeholders than images"))"
+        layout = try model.layout(image: ImageSource(path: path), at: index, start: position)
+      }
+      segments += layout.segments
+      position = layout.nextPosition
+      rest = rest[range.upperBound...]
+    }
+    text(rest)
+    return segments
+  }
+
+  private func check(_ family: String) throws {
+    let base = "\(Self.dir)/\(family)"
+    let cases = try JSONDecoder().decode(
+      Cases.self, from: Data(contentsOf: URL(fileURLWithPath: "\(base)/cases.json"))
+    ).cases
+    XCTAssertFalse(cases.isEmpty)
+    let meter = MemoryMeter()
+    let model = try VisionLanguageModels.load(folder: "\(base)/model", meter: meter)
+    XCTAssertEqual(model.family, family)
+    let decoder = model.decoder
+    let vocab = decoder.config.vocabularySize
+    let mrope = decoder.config.mropeSection != nil
+    for c in cases {
+      if let split = c.processor_kwargs?["do_image_splitting"], let idefics = model as? Idefics3Model {
+        idefics.splitter.splitting = split
+      }
+      defer { (model as? Idefics3Model)?.splitter.splitting = true }
+      let segments = try Self.segments(model, c)
+      XCTAssertEqual(segments.flatMap(\.tokens), c.input_ids, "\(family)/\(c.name): token ids")
+      guard segments.flatMap(\.tokens) == c.input_ids else { continue }
+
+      // Pixels and connector outputs, unit by unit, against the processor's and the model's.
+      var imageUnits: [[PixelValues]] = []
+      var videoUnits: [[PixelValues]] = []
+      for s in segments {
+        guard let v = s.visual else { continue }
+        if s.origins[0].modality == .video { videoUnits.append(try v.pixels()) } else {
+          imageUnits.append(try v.pixels())
+        }
+      }
+      for (units, pixelKey, featureKey) in [
+        (imageUnits, "pixel_values", "features"), (videoUnits, "pixel_values_videos", "video_features"),
+      ] where !units.isEmpty {
+        let pixels = try NPYReader.read("\(base)/\(try XCTUnwrap(c.files[pixelKey]))").values
+        let mine = units.flatMap { unitPixels($0, model: model) }
+        XCTAssertEqual(mine.count, pixels.count, "\(family)/\(c.name): \(pixelKey) size")
+        if mine.count == pixels.count {
+          let gap = zip(mine, pixels).map { abs($0 - $1) }.max() ?? 0
+          XCTAssertLessThanOrEqual(gap, Self.pixelTolerance, "\(family)/\(c.name): \(pixelKey)")
+          print("parity \(family)/\(c.name) \(pixelKey): \(pixels.count) values, max |Δ| \(gap)")
+        }
+        let features = try NPYReader.read("\(base)/\(try XCTUnwrap(c.files[featureKey]))").values
+        var encoded: [Float] = []
+        for u in units {
+          let m = try model.encode(u, meter: meter)
+          encoded += Array(UnsafeBufferPointer(start: m.pointer, count: m.rows * m.cols))
+        }
+        XCTAssertEqual(encoded.count, features.count, "\(family)/\(c.name): \(featureKey) size")
+        let gap = zip(encoded, features).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(gap, Self.logitTolerance, "\(family)/\(c.name): \(featureKey)")
+      }
+
+      // Every logit of every position, one forward per segment over a growing cache.
+      let reference = try NPYReader.read("\(base)/\(try XCTUnwrap(c.files["logits"]))")
+      XCTAssertEqual(reference.shape, [c.input_ids.count, vocab])
+      let cache = DenseKVCache(
+        layers: decoder.config.layers, kvHeads: decoder.config.kvHeads,
+        headDim: decoder.config.headDim, meter: meter)
+      var worst: Float = 0
+      var index = 0
+      var lastPosition = 0
+      for s in segments {
+        let x = try s.visual.map { try model.encode($0.pixels(), meter: meter) }
+          ?? decoder.embed(s.tokens, meter: meter)
+        let logits = try XCTUnwrap(
+          decoder.forward(
+            x, positions: Array(index..<(index + s.count)),
+            ropeAxes: mrope ? (s.ropeAxes ?? [s.positions, s.positions, s.positions]) : nil,
+            origins: s.origins, cache: cache, logits: .all, meter: meter))
+        if !mrope {
+          XCTAssertEqual(s.positions, Array(index..<(index + s.count)))
+        }
+        for r in 0..<s.count {
+          let p = index + r
+          XCTAssertEqual(argmax(logits.row(r), vocab), c.argmax[p], "\(family)/\(c.name) @\(p)")
+          for col in 0..<vocab {
+            worst = max(worst, abs(logits.row(r)[col] - reference.values[p * vocab + col]))
+          }
+        }
+        index += s.count
+        lastPosition = max(lastPosition, (s.ropeAxes?.flatMap { $0 } ?? s.positions).max() ?? 0)
+      }
+      XCTAssertLessThanOrEqual(worst, Self.logitTolerance, "\(family)/\(c.name): logits")
+      print("parity \(family)/\(c.name): \(index) tokens × \(vocab), max |Δlogit| \(worst)")
+
+      // Greedy continuation (M-RoPE: generated tokens follow the largest position).
+      var next = c.argmax[index - 1]
+      var generated: [Int] = []
+      for step in 0..<c.greedy.count {
+        generated.append(next)
+        let rope = lastPosition + 1 + step
+        let logits = try XCTUnwrap(
+          decoder.forward(
+            decoder.embed([next], meter: meter), positions: [mrope ? index + step : rope],
+            ropeAxes: mrope ? [[rope], [rope], [rope]] : nil,
+            origins: [TokenOrigin(modality: .generated, input: 0)], cache: cache, logits: .last,
+            meter: meter))
+        next = argmax(logits.pointer, vocab)
+      }
+      XCTAssertEqual(generated, c.greedy, "\(family)/\(c.name): greedy continuation")
+    }
+  }
+
+  /// A unit's pixels in the processor's layout: channel-first tiles/images, or for Qwen2-VL the
+  /// flattened patches in merge-block order.
+  private func unitPixels(_ frames: [PixelValues], model: any VisionLanguageModel) -> [Float] {
+    guard let qwen = model as? Qwen2VLModel else { return frames.flatMap(\.values) }
+    let p = qwen.patchSize
+    let order = qwen.patchOrder(gridRows: frames[0].height / p, gridCols: frames[0].width / p)
+    let m = patchMatrix(frames, patch: p, order: order, category: .vision, meter: nil)
+    return Array(UnsafeBufferPointer(start: m.pointer, count: m.rows * m.cols))
+  }
+
+  private func argmax(_ row: UnsafePointer<Float>, _ n: Int) -> Int {
+    var best = 0
+    for i in 1..<n where row[i] > row[best] { best = i }
+    return best
+  }
+}
