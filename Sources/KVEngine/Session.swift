@@ -38,6 +38,9 @@ public struct FeedReport: Sendable {
   public var tokens: Int
   public var contextTokens: Int
   public var seconds: Double
+  /// For an image or clip: how many visual units (tiles, images, frame pairs) and visual tokens.
+  public var visualUnits = 0
+  public var visualTokens = 0
 }
 
 public struct GenerationReport: Sendable {
@@ -286,9 +289,19 @@ public final class Session {
 
   /// Feeds an image into the chat's user turn, laid out by the loaded vision-language model
   /// (tiles, markers, one visual unit per tile or image).
+  /// `split` turns Idefics3's tiling on or off for this image (nil: the model's setting).
   @discardableResult
-  public func feedImage(_ path: String) throws -> FeedReport {
-    try feedVisual { vlm, index, start in
+  public func feedImage(_ path: String, split: Bool? = nil) throws -> FeedReport {
+    if let split {
+      guard let idefics = vision as? Idefics3Model else {
+        throw EngineError.invalid("split= applies to Idefics3 / SmolVLM models only")
+      }
+      let saved = idefics.splitter.splitting
+      idefics.splitter.splitting = split
+      defer { idefics.splitter.splitting = saved }
+      return try feedImage(path)
+    }
+    return try feedVisual { vlm, index, start in
       try vlm.layout(image: ImageSource(path: path), at: index, start: start)
     }
   }
@@ -330,9 +343,11 @@ public final class Session {
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
+    let units = laid.segments.filter { $0.visual != nil }
     return FeedReport(
       tokens: context.count - before, contextTokens: context.count,
-      seconds: Date().timeIntervalSince(start))
+      seconds: Date().timeIntervalSince(start), visualUnits: units.count,
+      visualTokens: units.reduce(0) { $0 + $1.count })
   }
 
   /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between

@@ -153,6 +153,21 @@ public enum ReplCommands {
 
 extension Format {
   /// `134.5M`, `1.2B`, `900`.
+  /// Text for a table cell: quoted, control characters escaped, cut to `width` with "…".
+  public static func preview(_ text: String, width: Int) -> String {
+    var escaped = ""
+    for ch in text {
+      switch ch {
+      case "\n": escaped += "\\n"
+      case "\t": escaped += "\\t"
+      case "\r": escaped += "\\r"
+      default: escaped.append(ch)
+      }
+    }
+    let body = escaped.count > width - 2 ? String(escaped.prefix(width - 3)) + "…" : escaped
+    return "\"" + body + "\""
+  }
+
   public static func count(_ n: Int) -> String {
     switch n {
     case 1_000_000_000...: return String(format: "%.2fB", Double(n) / 1e9)
@@ -162,8 +177,9 @@ extension Format {
     }
   }
 
-  /// Columns: the first left-aligned, the rest right-aligned.
-  public static func table(_ rows: [[String]]) -> [String] {
+  /// Columns two spaces apart: those in `left` (the first by default) left-aligned, the rest
+  /// right-aligned; no trailing blanks.
+  public static func table(_ rows: [[String]], left: Set<Int> = [0]) -> [String] {
     let columns = rows.map(\.count).max() ?? 0
     var widths = [Int](repeating: 0, count: columns)
     for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -171,9 +187,16 @@ extension Format {
       var line = ""
       for (i, c) in r.enumerated() {
         let pad = String(repeating: " ", count: widths[i] - c.count)
-        line += i == 0 ? c + pad : "  " + pad + c
+        line += (i == 0 ? "" : "  ") + (left.contains(i) ? c + pad : pad + c)
       }
+      while line.hasSuffix(" ") { line.removeLast() }
       return line
     }
+  }
+
+  /// "1 tile", "2 tiles", "2 temporal patches".
+  public static func plural(_ n: Int, _ noun: String) -> String {
+    if n == 1 { return "1 \(noun)" }
+    return "\(n) " + (noun.hasSuffix("ch") || noun.hasSuffix("s") ? noun + "es" : noun + "s")
   }
 }

@@ -26,6 +26,9 @@ public final class Repl {
   public var interrupts: InterruptRouter?
   /// The last model `load` reported (for `info`).
   public internal(set) var loaded: LoadReport?
+  /// Things whose life is the REPL's: frames ffmpeg extracted into a temporary folder stay
+  /// there while the cache may be rebuilt from them.
+  var keepAlive: [AnyObject] = []
 
   private var sinks: [OutputSink]
   var recorder: Recorder?
@@ -61,7 +64,7 @@ public final class Repl {
   /// Every built-in command, grouped by the object it belongs to. A new engine object adds
   /// its own `[Command]` list (next to its views) and appends it here.
   public static var standardCommands: [Command] {
-    SessionCommands.all + MemoryCommands.all + ReplCommands.all
+    SessionCommands.all + VisionCommands.all + MemoryCommands.all + ReplCommands.all
   }
 
   /// Adds commands to the table (a plug-in object's commands, or a test's).

@@ -1,0 +1,158 @@
+import Foundation
+import KVEngine
+import KVModels
+
+/// Images, clips and the layout of what was fed: `feed image`, `feed frames`, `show tokens`,
+/// `info model`.
+public enum VisionCommands {
+  public static var all: [Command] { [feedImage, feedFrames, showTokens, infoModel] }
+
+  static let feedImage = Command(
+    "feed", verb: "image", summary: "add an image to the context",
+    help: """
+      Decodes PATH (PNG, JPEG or PPM), preprocesses it as the loaded vision-language model's \
+      processor does (Idefics3: tiles plus a global image; LLaVA: one image; Qwen2-VL: a grid \
+      of merged patches) and prefills it into the chat's user turn, the vision tower running \
+      one tile or image per block. split=off feeds an Idefics3 image as one tile.
+      """,
+    positionals: [
+      Positional("PATH", .path(extensions: ["png", "jpg", "jpeg", "ppm", "pnm"]), help: "the image file")
+    ],
+    options: [
+      Option("split", .toggle, help: "Idefics3: cut the image into tiles (default: the model's setting)"),
+      SessionCommands.timing,
+    ]
+  ) { ctx in
+    let typed = ctx.args.positional("PATH")!
+    let split = ctx.args.string("split").map { $0 == "on" }
+    let report = try ctx.session.feedImage(ctx.resolve(typed), split: split)
+    printFeed(ctx, what: "image \(typed)", report, unit: unitName(ctx.session))
+  }
+
+  static let feedFrames = Command(
+    "feed", verb: "frames", summary: "add a clip: a folder of frames or a video",
+    help: """
+      Feeds the frames of a clip into the chat's user turn: the images of a folder in natural \
+      name order, or the frames ffmpeg extracts from a video at fps= frames per second (ffmpeg \
+      must be installed for videos). every=N keeps every N-th frame, max=N the first N kept.
+      """,
+    positionals: [Positional("SOURCE", .path(extensions: []), help: "a folder of images, or a video file")],
+    options: [
+      Option("fps", .number(0.001...240), default: "1", help: "frames per second to extract from a video"),
+      Option("every", .int(1...100_000), default: "1", help: "keep every N-th frame"),
+      Option("max", .int(1...100_000), help: "keep at most N frames"),
+      SessionCommands.timing,
+    ]
+  ) { ctx in
+    let typed = ctx.args.positional("SOURCE")!
+    let source = ctx.resolve(typed)
+    let every = ctx.args.int("every")
+    let max = ctx.args.string("max").map { _ in ctx.args.int("max") }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
+      throw ctx.error("\(typed): no such file or folder")
+    }
+    // Extracted frames live in a temporary folder until the feed is done with them... and
+    // after: the cache may be rebuilt from them (budget changes), so the folder is kept for
+    // the session's life.
+    let paths: [String]
+    if isDirectory.boolValue {
+      paths = try Frames.list(folder: source, every: every, max: max)
+    } else {
+      let extracted = try Frames.extract(
+        video: source, fps: ctx.args.number("fps"), every: every, max: max)
+      ctx.repl.keepAlive.append(extracted)
+      paths = extracted.paths
+    }
+    let report = try ctx.session.feedFrames(paths)
+    printFeed(ctx, what: "\(paths.count) frames of \(typed)", report, unit: unitName(ctx.session))
+  }
+
+  static func unitName(_ session: Session) -> String {
+    switch session.vision?.family {
+    case "idefics3": return "tile"
+    case "qwen2_vl": return "temporal patch"
+    default: return "image"
+    }
+  }
+
+  static func printFeed(_ ctx: CommandContext, what: String, _ r: FeedReport, unit: String) {
+    var line =
+      "fed \(what): \(Format.plural(r.visualUnits, unit)), \(r.visualTokens) visual + \(r.tokens - r.visualTokens) text tokens (context \(r.contextTokens))"
+    if ctx.args.toggle("timing") {
+      line += ", \(Mask.seconds(r.seconds)) (\(Mask.rate(Double(r.tokens) / Swift.max(r.seconds, 1e-9), unit: "tok/s")))"
+    }
+    ctx.print(line)
+  }
+
+  static let showTokens = Command(
+    "show", verb: "tokens", summary: "the layout of the context: text, images, tiles, frames",
+    help: """
+      Lists what the context holds, one row per fed input: its kind, tokens, and for images \
+      and clips the visual units (tiles, frames) with their token grids; text rows show the \
+      start of the text.
+      """
+  ) { ctx in
+    let s = ctx.session
+    guard s.model != nil else { throw EngineError.noModel }
+    var rows = [["input", "kind", "tokens", "what"]]
+    var byInput: [Int: [PromptSegment]] = [:]
+    for seg in s.segments {
+      // Text runs merge across feeds: split them back by input.
+      var start = 0
+      for i in 1...seg.count where i == seg.count || seg.origins[i].input != seg.origins[start].input {
+        byInput[seg.origins[start].input, default: []].append(
+          seg.visual == nil ? seg.slice(start..<i) : seg)
+        start = i
+      }
+    }
+    for input in byInput.keys.sorted() {
+      let segs = byInput[input]!
+      let total = segs.reduce(0) { $0 + $1.count }
+      let units = segs.filter { $0.visual != nil }
+      if units.isEmpty {
+        let modality = segs.first?.origins.first?.modality ?? .text
+        let text = s.tokenizer?.decode(segs.flatMap(\.tokens)) ?? ""
+        rows.append([String(input), modality.rawValue, String(total), Format.preview(text, width: 44)])
+        continue
+      }
+      let first = units[0].origins[0]
+      let visual = units.reduce(0) { $0 + $1.count }
+      let grids = Set(units.map { "\($0.visual!.tokenRows)×\($0.visual!.tokenCols)" }).sorted()
+      let frames = Set(units.compactMap { $0.origins[0].frame }).count
+      var what = first.modality == .video ? "clip \(first.image ?? 0): " : "image \(first.image ?? 0): "
+      if frames > 0 && unitName(s) != "temporal patch" { what += "\(Format.plural(frames, "frame")), " }
+      what += "\(Format.plural(units.count, unitName(s))) of \(grids.joined(separator: ", ")) tokens"
+      what += "; \(total - visual) text"
+      rows.append([String(input), first.modality.rawValue, String(total), what])
+    }
+    let text = s.contextOrigins.filter { $0.modality == .text || $0.modality == .generated }.count
+    for line in Format.table(rows, left: [1, 3]) { ctx.print(line) }
+    ctx.print("context: \(s.context.count) tokens (\(s.context.count - text) in images and clips, \(text) text)")
+  }
+
+  static let infoModel = Command(
+    "info", verb: "model", summary: "the loaded model: architecture, sizes, vision tokens",
+    help: """
+      Prints the loaded model's family, decoder shape, parameter count (decoder and vision \
+      tower), KV cache bytes per token, and what one image, tile or frame costs in tokens.
+      """
+  ) { ctx in
+    let s = ctx.session
+    guard let model = s.model, let m = ctx.repl.loaded else { throw EngineError.noModel }
+    let c = model.config
+    ctx.print("model: \(m.name) (\(m.architecture))")
+    ctx.print(
+      "decoder: \(c.architecture), \(c.layers) layers, hidden \(c.hiddenSize), \(c.heads) heads / \(c.kvHeads) KV heads × \(c.headDim), vocab \(c.vocabularySize)"
+        + (c.mropeSection.map { ", M-RoPE sections \($0)" } ?? ""))
+    let vision = s.vision?.visionParameterCount ?? 0
+    ctx.print(
+      "parameters: \(Format.count(m.parameters)) (decoder \(Format.count(m.parameters - vision)), vision \(Format.count(vision)))")
+    ctx.print("kv cache: \(Format.bytes(c.kvBytesPerToken)) per token (float32, all layers)")
+    if let v = s.vision {
+      ctx.print("vision: \(v.unitDescription)")
+    } else {
+      ctx.print("vision: none (a text model)")
+    }
+  }
+}
