@@ -87,4 +87,10 @@ final class LexerTests: XCTestCase {
       XCTAssertEqual(try words("echo " + Repl.quote(s)), ["echo", s], s)
     }
   }
+
+  func testCommandLinesKeepQuotedSemicolons() {
+    XCTAssertEqual(Lexer.commandLines(#"echo "a; b" ;echo c;;  load x.gguf ; "#), [#"echo "a; b""#, "echo c", "load x.gguf"])
+    XCTAssertEqual(Lexer.commandLines("echo one"), ["echo one"])
+    XCTAssertEqual(Lexer.commandLines(#"echo "open; x"#), [#"echo "open; x"#])  // reported by run
+  }
 }

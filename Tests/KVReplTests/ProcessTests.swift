@@ -56,6 +56,18 @@ final class ProcessTests: XCTestCase {
     XCTAssertEqual(r.stderr, "")
   }
 
+  /// `-c 'record start F; a; b; record stop'` records a and b: each command of -c is a line.
+  func testOneShotRecords() throws {
+    let folder = temporaryFolder(self)
+    let script = folder + "/s.kvl"
+    let r = try kvlab(["-c", #"record start \#(script); echo "x; y"; echo b; record stop"#])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.hasSuffix("recorded 2 commands to \(script)\n"), r.stdout)
+    XCTAssertEqual(
+      readFile(script).split(separator: "\n").dropFirst().joined(separator: "\n"),
+      #"echo "x; y"\#n#> x; y\#necho b\#n#> b"#)
+  }
+
   func testOneShotStopsAtTheFirstError() throws {
     let r = try kvlab(["-c", "echo a; lod; echo b"])
     XCTAssertEqual(r.status, 1)

@@ -65,6 +65,21 @@ public enum Lexer {
     return result
   }
 
+  /// The source text of each command of a line (split at unquoted `;`, trimmed), so that
+  /// `-c 'a; b'` runs (and records) as the lines `a` and `b`. A line that does not lex comes
+  /// back whole, for `run` to report its error.
+  public static func commandLines(_ line: String) -> [String] {
+    guard let commands = try? commands(line), commands.count > 1 else { return [line] }
+    let chars = Array(line)
+    let starts = commands.map { $0[0].column - 1 }
+    return starts.enumerated().map { i, start in
+      let end = i + 1 < starts.count ? starts[i + 1] : chars.count
+      var piece = String(chars[start..<end])
+      while let last = piece.last, last == " " || last == "\t" || last == ";" { piece.removeLast() }
+      return piece
+    }
+  }
+
   /// For completion: the words of the last command on the line (an open quote allowed) and
   /// whether the line ends between words (so the word being completed is empty).
   public static func partial(_ line: String) -> (words: [Token], endsInSpace: Bool) {

@@ -236,9 +236,10 @@ public final class Repl {
     }
   }
 
-  /// `-c 'cmd; cmd'`: each string is a line. Returns the exit status.
+  /// `-c 'cmd; cmd'`: each command is a line (so `record start` records the ones after it).
+  /// Returns the exit status.
   public func runCommands(_ lines: [String]) -> Int32 {
-    var remaining = lines.makeIterator()
+    var remaining = lines.flatMap(Lexer.commandLines).makeIterator()
     return runLines { remaining.next() }
   }
 
