@@ -1,4 +1,5 @@
 import Foundation
+import KVModels
 import XCTest
 
 @testable import KVRepl
@@ -92,6 +93,24 @@ final class VisionBadInputTests: XCTestCase {
 
   func testMissingClip() throws {
     try expect("feed frames nope.mp4", "error: feed frames: nope.mp4: no such file or folder")
+  }
+
+  /// A video needs ffmpeg: without it, the message says so; with it, ffmpeg's own complaint
+  /// about a file that is not a video.
+  func testVideoWithoutFFmpeg() throws {
+    let write: (String) throws -> Void = {
+      try "not a video".write(toFile: $0 + "/clip.mp4", atomically: true, encoding: .utf8)
+    }
+    guard Frames.findFFmpeg() != nil else {
+      return try expect("feed frames clip.mp4", "error: feed frames: clip.mp4: " + Frames.ffmpegMissing, setUp: write)
+    }
+    let (repl, out) = makeRepl()
+    let folder = temporaryFolder(self)
+    repl.workingDirectory = folder
+    try write(folder)
+    XCTAssertEqual(repl.run(line: "load \(Self.vlm)/llava/model"), .ok)
+    XCTAssertEqual(repl.run(line: "feed frames clip.mp4"), .failed)
+    XCTAssertTrue(out.text.contains("error: feed frames: clip.mp4: ffmpeg failed (exit status "), out.text)
   }
 
   func testSplitOnANonIdefics3Model() throws {
