@@ -97,6 +97,9 @@ public final class Session {
   /// Logits after the last fed token (what the next token is drawn from).
   private var lastLogits: Matrix?
 
+  /// A copy of the logits the next token is drawn from (nil before anything is fed).
+  public var nextTokenLogits: [Float]? { lastLogits.map { Array($0.storage.buffer) } }
+
   public init(options: EngineOptions = EngineOptions()) {
     self.options = options
     BLAS.setThreads(options.threads)
@@ -195,6 +198,7 @@ public final class Session {
     contextOrigins = []
     model = nil
     vision = nil
+    pendingBlocks = []
     tokenizer = nil
     modelPath = nil
     context = []
@@ -207,6 +211,8 @@ public final class Session {
 
   /// Empties the cache and the context; the model stays loaded.
   public func reset() {
+    pendingBlocks = []
+    stepsRun = 0
     context = []
     segments = []
     nextRopePosition = 0
@@ -275,12 +281,14 @@ public final class Session {
     return try tokenSegment(tokenizer.encode(text), input: input, modality: .text)
   }
 
-  /// Token ids as the next run of the context (rotary positions from `nextRopePosition`).
+  /// Token ids as the next run of the context (rotary positions from `nextRopePosition`, which
+  /// moves past them: positions are given when input is laid out, so queued blocks agree).
   private func tokenSegment(_ ids: [Int], input: Int, modality: TokenOrigin.Modality) throws
     -> PromptSegment
   {
     guard let model else { throw EngineError.noModel }
     let positions = Array(nextRopePosition..<(nextRopePosition + ids.count))
+    nextRopePosition += ids.count
     return PromptSegment(
       tokens: ids, origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: ids.count),
       positions: positions,
@@ -325,21 +333,20 @@ public final class Session {
     }
     let start = Date()
     let input = feeds
-    let wasOpen = (userTurnOpen, lastFedVisual)
-    let opening = try textSegment(openUserTurn(), input: input)
-    // Positions continue after the opening text.
-    let afterOpening = nextRopePosition + opening.count
+    let was = (userTurnOpen, lastFedVisual, nextRopePosition)
     let laid: PromptLayout
+    let opening: PromptSegment
     do {
-      laid = try layout(vision, VisualInputIndex(input: input, image: visualInputs), afterOpening)
+      opening = try textSegment(openUserTurn(), input: input)
+      laid = try layout(vision, VisualInputIndex(input: input, image: visualInputs), nextRopePosition)
     } catch {
-      (userTurnOpen, lastFedVisual) = wasOpen
+      (userTurnOpen, lastFedVisual, nextRopePosition) = was
       throw error
     }
+    nextRopePosition = laid.nextPosition
     let all = (opening.count > 0 ? [opening] : []) + laid.segments
     let before = context.count
     try prefill(all)
-    nextRopePosition = laid.nextPosition
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
@@ -351,25 +358,112 @@ public final class Session {
   }
 
   /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
-  /// blocks; each block's visual units are encoded when the block runs.
+  /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
+  /// blocks are queued instead, for `prefillStep`.
   private func prefill(_ new: [PromptSegment]) throws {
-    guard let model, let cache = activeCache else { throw EngineError.noModel }
+    guard model != nil, activeCache != nil else { throw EngineError.noModel }
+    let blocks = BlockScheduler(blockSize: prefillBlockSize).blocks(new)
+    if stepping {
+      pendingBlocks += blocks
+      return
+    }
+    try requireNothingPending()
     let total = new.reduce(0) { $0 + $1.count }
     var done = 0
-    for block in BlockScheduler(blockSize: prefillBlockSize).blocks(new) {
+    for block in blocks {
       if cancellation.isSet {
         throw EngineError.cancelled("prefill stopped after \(done) of \(total) tokens")
       }
-      // The last row's logits (one row: cheap) are kept after every block, so that a
-      // cancelled prefill still leaves logits that match the cache.
-      try mapCacheError {
-        lastLogits = try run(block, model: model, cache: cache, logits: .last)
-      }
-      for segment in block { append(segment) }
+      try runBlock(block)
       done += block.reduce(0) { $0 + $1.count }
     }
     // Post-prefill compression (the baseline): once the whole input is in.
     if let budgeted, budgeted.mode == .post { try mapCacheError { try budgeted.compress() } }
+  }
+
+  /// Prefills one block at the end of the context and records it.
+  private func runBlock(_ block: [PromptSegment]) throws {
+    guard let model, let cache = activeCache else { throw EngineError.noModel }
+    // The last row's logits (one row: cheap) are kept after every block, so that a
+    // cancelled prefill still leaves logits that match the cache.
+    try mapCacheError {
+      lastLogits = try run(block, model: model, cache: cache, logits: .last)
+    }
+    for segment in block { append(segment) }
+  }
+
+  private func requireNothingPending() throws {
+    guard pendingBlocks.isEmpty else {
+      throw EngineError.invalid(
+        "\(pendingBlocks.count) prefill block\(pendingBlocks.count == 1 ? " is" : "s are") waiting; run 'prefill step' or 'prefill run' first")
+    }
+  }
+
+  // MARK: step-through
+
+  /// What one `prefillStep` did: the block that entered (its tokens' origins) and, with a
+  /// budget, what each layer and KV head evicted and the scores that decided it.
+  public struct StepReport {
+    /// 1-based index of the block among those run and waiting since stepping began.
+    public var index: Int
+    public var total: Int
+    public var origins: [TokenOrigin]
+    public var contextTokens: Int
+    /// Tokens held per layer after the block (layer 0's; every layer holds the same count).
+    public var cacheTokens: Int
+    public var capacity: Int
+    /// Per layer and KV head: positions evicted with their scores, and the lowest kept score.
+    public var evictions: [EvictionRecord]
+  }
+
+  /// While on, feeds lay out their blocks and queue them; `prefillStep` runs one at a time.
+  public private(set) var stepping = false
+  /// Blocks laid out and not yet prefilled, in order.
+  public private(set) var pendingBlocks: [[PromptSegment]] = []
+  private var stepsRun = 0
+
+  /// `prefill step=on|off`: turning it off first runs what is waiting.
+  public func setStepping(_ on: Bool) throws {
+    if !on {
+      stepping = false
+      try runPendingBlocks()
+    } else {
+      stepping = true
+      stepsRun = 0
+    }
+  }
+
+  /// Runs the next waiting block; nil when nothing waits.
+  public func prefillStep() throws -> StepReport? {
+    guard !pendingBlocks.isEmpty else { return nil }
+    let block = pendingBlocks[0]
+    budgeted?.logEvictions = true
+    defer { budgeted?.logEvictions = false }
+    try runBlock(block)
+    pendingBlocks.removeFirst()
+    stepsRun += 1
+    if pendingBlocks.isEmpty, let budgeted, budgeted.mode == .post {
+      try mapCacheError { try budgeted.compress() }
+    }
+    let summary = cacheSummary
+    return StepReport(
+      index: stepsRun, total: stepsRun + pendingBlocks.count, origins: block.flatMap(\.origins),
+      contextTokens: context.count, cacheTokens: summary?.tokens ?? context.count,
+      capacity: summary?.capacity ?? context.count,
+      evictions: budgeted?.lastEvictions ?? [])
+  }
+
+  /// Runs every waiting block.
+  public func runPendingBlocks() throws {
+    var done = 0
+    let total = pendingBlocks.count
+    while !pendingBlocks.isEmpty {
+      if cancellation.isSet {
+        throw EngineError.cancelled("prefill stopped after \(done) of \(total) blocks")
+      }
+      _ = try prefillStep()
+      done += 1
+    }
   }
 
   /// One forward over a block of segments at the end of the context: text rows embedded,
@@ -425,7 +519,6 @@ public final class Session {
     } else {
       segments.append(segment)
     }
-    if segment.visual == nil, let p = segment.positions.last { nextRopePosition = p + 1 }
   }
 
   // MARK: generation
@@ -436,6 +529,11 @@ public final class Session {
     _ question: String, options: GenerationOptions, onText: (String) -> Void
   ) throws -> GenerationReport {
     guard tokenizer != nil else { throw EngineError.noModel }
+    try requireNothingPending()
+    // The question and the answer are not stepped through: the answer needs them prefilled.
+    let wasStepping = stepping
+    stepping = false
+    defer { stepping = wasStepping }
     let start = Date()
     let input = feeds
     let piece = openUserTurn() + question + chat.turnEnd + chat.assistantPrefix
@@ -459,6 +557,7 @@ public final class Session {
     options: GenerationOptions, onText: (String) -> Void
   ) throws -> GenerationReport {
     guard let model, let tokenizer, let cache = activeCache else { throw EngineError.noModel }
+    try requireNothingPending()
     guard var logits = lastLogits else {
       throw EngineError.invalid("nothing fed yet; feed text first")
     }
@@ -502,6 +601,7 @@ public final class Session {
   /// untouched and the table never sits in memory whole.
   public func writeLogits(to path: String) throws -> (rows: Int, cols: Int) {
     guard let model else { throw EngineError.noModel }
+    try requireNothingPending()
     guard !context.isEmpty else { throw EngineError.invalid("nothing fed yet; feed text first") }
     let c = model.config
     let scratch = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
