@@ -1,42 +1,111 @@
 import KVModels
 
-/// Cuts a laid-out input into prefill blocks of about `blockSize` tokens that follow its
-/// structure: a visual unit (tile, image, frame pair) is never split — it is encoded whole —
-/// and starts a new block when it would not fit in the current one; text fills blocks up to
-/// the size and is split where needed.
-public struct BlockScheduler: Sendable {
-  public var blockSize: Int
+/// How long a prefill block is: a fixed number of tokens, or a number of visual units (tiles,
+/// images, frame pairs) with the text around them — `block=256`, `block=tile`, `block=4frames`.
+public enum BlockSize: Equatable, Hashable, Sendable, CustomStringConvertible {
+  case tokens(Int)
+  case units(Int)
 
-  public init(blockSize: Int) {
-    precondition(blockSize > 0, "block size must be positive")
-    self.blockSize = blockSize
+  /// "256", "tile", "frame", "4frames", "4tiles".
+  public init?(_ text: String) {
+    let t = text.lowercased()
+    if let n = Int(t), n > 0 {
+      self = .tokens(n)
+      return
+    }
+    for word in ["tiles", "frames", "units", "tile", "frame", "unit"] where t.hasSuffix(word) {
+      let count = t.dropLast(word.count)
+      if count.isEmpty, !word.hasSuffix("s") {
+        self = .units(1)
+        return
+      }
+      if let n = Int(count), n > 0, word.hasSuffix("s") || n == 1 {
+        self = .units(n)
+        return
+      }
+    }
+    return nil
   }
+
+  public var description: String {
+    switch self {
+    case .tokens(let n): return String(n)
+    case .units(1): return "tile"
+    case .units(let n): return "\(n)frames"
+    }
+  }
+}
+
+/// Cuts a laid-out input into prefill blocks that follow its structure. A visual unit (tile,
+/// image, frame pair) is never split — it is encoded whole. With `.tokens(b)`, blocks hold about
+/// b tokens: a unit that would not fit starts a new block, text fills blocks and is split where
+/// needed. With `.units(n)`, a block closes after its n-th unit (text before a unit rides with
+/// it; long text without units is cut every `textChunk` tokens). `bulk` puts the first `bulk`
+/// tokens in one forward (the paper's first step), rounded up to the end of a unit.
+public struct BlockScheduler: Sendable {
+  public var size: BlockSize
+  public var textChunk: Int
+  public var bulk: Int?
+
+  public init(size: BlockSize, textChunk: Int, bulk: Int? = nil) {
+    if case .tokens(let b) = size { precondition(b > 0, "block size must be positive") }
+    precondition(textChunk > 0, "text chunk must be positive")
+    self.size = size
+    self.textChunk = textChunk
+    self.bulk = bulk
+  }
+
+  public init(blockSize: Int) { self.init(size: .tokens(blockSize), textChunk: blockSize) }
 
   public func blocks(_ segments: [PromptSegment]) -> [[PromptSegment]] {
     var blocks: [[PromptSegment]] = []
     var current: [PromptSegment] = []
     var filled = 0
+    var units = 0
+    var inBulk = (bulk ?? 0) > 0
     func close() {
       if !current.isEmpty { blocks.append(current) }
       current = []
       filled = 0
+      units = 0
+    }
+    /// The most text tokens the current block takes now.
+    func room() -> Int {
+      if inBulk { return bulk! - filled }
+      switch size {
+      case .tokens(let b): return b - filled
+      case .units: return textChunk - filled
+      }
     }
     for segment in segments where segment.count > 0 {
       if segment.visual != nil {
-        if filled + segment.count > blockSize { close() }
+        if !inBulk, case .tokens(let b) = size, filled + segment.count > b { close() }
         current.append(segment)
         filled += segment.count
-        if filled >= blockSize { close() }
+        units += 1
+        if inBulk {
+          if filled >= bulk! {
+            inBulk = false
+            close()
+          }
+        } else {
+          switch size {
+          case .tokens(let b): if filled >= b { close() }
+          case .units(let n): if units >= n { close() }
+          }
+        }
         continue
       }
       var offset = 0
       while offset < segment.count {
-        let take = min(segment.count - offset, blockSize - filled)
-        current.append(
-          take == segment.count ? segment : segment.slice(offset..<(offset + take)))
+        if room() <= 0 {
+          inBulk = false
+          close()
+        }
+        let take = min(segment.count - offset, room())
+        current.append(take == segment.count ? segment : segment.slice(offset..<(offset + take)))
         filled += take
         offset += take
-        if filled >= blockSize { close() }
       }
     }
     close()
