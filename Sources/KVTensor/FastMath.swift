@@ -99,6 +99,41 @@ public enum FastMath {
   }
 
   /// Σ x[i]² over x[0..<count] (eight lanes, then lanes added in a fixed order).
+  /// Σ x[i] (8 lanes, then across them).
+  public static func sum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var acc = Vector(repeating: 0)
+    var i = 0
+    while i + 8 <= count {
+      acc += load(x + i)
+      i += 8
+    }
+    var total = horizontalSum(acc)
+    while i < count {
+      total += x[i]
+      i += 1
+    }
+    return total
+  }
+
+  /// Σ (x[i] − mean)².
+  public static func sumOfSquaredDeviations(_ x: UnsafePointer<Float>, count: Int, mean: Float) -> Float {
+    var acc = Vector(repeating: 0)
+    let m = Vector(repeating: mean)
+    var i = 0
+    while i + 8 <= count {
+      let d = load(x + i) - m
+      acc += d * d
+      i += 8
+    }
+    var total = horizontalSum(acc)
+    while i < count {
+      let d = x[i] - mean
+      total += d * d
+      i += 1
+    }
+    return total
+  }
+
   public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Float {
     var acc = Vector(repeating: 0)
     var i = 0

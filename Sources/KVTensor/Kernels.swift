@@ -20,26 +20,47 @@ public enum Kernels {
     }
   }
 
-  /// LayerNorm with optional bias (for the ViT towers).
+  /// LayerNorm with optional bias (for the ViT towers): mean and variance in float32 over
+  /// each row, rows split across `threads` (in place allowed).
   public static func layerNorm(
     _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    eps: Float, rows: Int, cols: Int, out: UnsafeMutablePointer<Float>
+    eps: Float, rows: Int, cols: Int, out: UnsafeMutablePointer<Float>, threads: Int = BLAS.threads
   ) {
-    for r in 0..<rows {
-      let src = x + r * cols
-      let dst = out + r * cols
-      var mean: Float = 0
-      for c in 0..<cols { mean += src[c] }
-      mean /= Float(cols)
-      var variance: Float = 0
-      for c in 0..<cols {
-        let d = src[c] - mean
-        variance += d * d
+    Parallel.rows(rows, grain: 8, threads: threads) { range in
+      for r in range {
+        let src = x + r * cols
+        let dst = out + r * cols
+        let mean = FastMath.sum(src, count: cols) / Float(cols)
+        let variance = FastMath.sumOfSquaredDeviations(src, count: cols, mean: mean) / Float(cols)
+        let inv = 1 / (variance + eps).squareRoot()
+        if let bias {
+          for c in 0..<cols { dst[c] = (src[c] - mean) * inv * weight[c] + bias[c] }
+        } else {
+          for c in 0..<cols { dst[c] = (src[c] - mean) * inv * weight[c] }
+        }
       }
-      let inv = 1 / (variance / Float(cols) + eps).squareRoot()
-      for c in 0..<cols {
-        let y = (src[c] - mean) * inv * weight[c]
-        dst[c] = bias.map { y + $0[c] } ?? y
+    }
+  }
+
+  /// Applies `f` to every element of `x` (8 lanes at a time), split across `threads`.
+  static func elementwise(
+    _ x: UnsafeMutablePointer<Float>, count: Int, threads: Int,
+    _ f: (FastMath.Vector) -> FastMath.Vector
+  ) {
+    let chunk = 4096
+    let chunks = (count + chunk - 1) / chunk
+    Parallel.rows(chunks, grain: 4, threads: threads) { range in
+      for ch in range {
+        var i = ch * chunk
+        let end = min(count, i + chunk)
+        while i + 8 <= end {
+          FastMath.store(f(FastMath.load(x + i)), x + i)
+          i += 8
+        }
+        if i < end {
+          let n = end - i
+          FastMath.store(f(FastMath.loadPartial(x + i, n, fill: 0)), x + i, n)
+        }
       }
     }
   }
@@ -72,29 +93,32 @@ public enum Kernels {
     }
   }
 
-  /// GELU, exact (erf) form.
-  public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count {
-      let v = x[i]
-      x[i] = 0.5 * v * (1 + Foundation.erf(v / Float(2).squareRoot()))
+  /// GELU, exact (erf) form (Foundation's erf: not vectorised), split across `threads`.
+  public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int, threads: Int = BLAS.threads) {
+    let chunk = 4096
+    Parallel.rows((count + chunk - 1) / chunk, grain: 4, threads: threads) { range in
+      for i in (range.lowerBound * chunk)..<min(count, range.upperBound * chunk) {
+        let v = x[i]
+        x[i] = 0.5 * v * (1 + Foundation.erf(v / Float(2).squareRoot()))
+      }
     }
   }
 
-  /// GELU, tanh approximation (gelu_pytorch_tanh).
-  public static func geluTanh(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    let k = Float((2 / Double.pi).squareRoot())
-    for i in 0..<count {
-      let v = x[i]
-      x[i] = 0.5 * v * (1 + Foundation.tanh(k * (v + 0.044715 * v * v * v)))
+  /// GELU, tanh approximation (gelu_pytorch_tanh), with tanh(z) = 1 − 2 / (e^{2z} + 1) on the
+  /// vectorised exp.
+  public static func geluTanh(_ x: UnsafeMutablePointer<Float>, count: Int, threads: Int = BLAS.threads) {
+    let k = FastMath.Vector(repeating: Float((2 / Double.pi).squareRoot()))
+    let c = FastMath.Vector(repeating: 0.044715)
+    elementwise(x, count: count, threads: threads) { v in
+      let z = k * (v + c * v * v * v)
+      let tanh = 1 - 2 / (FastMath.exp(2 * z) + 1)
+      return 0.5 * v * (1 + tanh)
     }
   }
 
   /// quick_gelu (CLIP, Qwen2-VL's vision MLP): x · sigmoid(1.702 x).
-  public static func quickGelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count {
-      let v = x[i]
-      x[i] = v * (1 / (1 + Foundation.exp(-1.702 * v)))
-    }
+  public static func quickGelu(_ x: UnsafeMutablePointer<Float>, count: Int, threads: Int = BLAS.threads) {
+    elementwise(x, count: count, threads: threads) { v in v / (1 + FastMath.exp(-1.702 * v)) }
   }
 
   /// In-place numerically stable softmax over each row (vectorised exp; rows split across
