@@ -44,7 +44,9 @@ public enum KVBudget: Equatable, Hashable, Sendable, CustomStringConvertible {
     {
       numberEnd = trimmed.index(after: numberEnd)
     }
-    return (String(trimmed[..<numberEnd]), trimmed[numberEnd...].trimmingCharacters(in: .whitespaces))
+    return (
+      String(trimmed[..<numberEnd]), trimmed[numberEnd...].trimmingCharacters(in: .whitespaces)
+    )
   }
 
   /// Words for tokens, and bytes per unit, as `parse` accepts them (lower case).

@@ -151,7 +151,8 @@ struct PolicyValues {
 public enum PolicyCatalog {
   public static let specs: [PolicySpec] = [
     PolicySpec(
-      name: "snapkv", aliases: [], summary: "attention from an observation window of recent queries",
+      name: "snapkv", aliases: [],
+      summary: "attention from an observation window of recent queries",
       help: """
         SnapKV: each entry scores the attention the last WINDOW queries pay it (softmax over \
         cache and block, causal), averaged over the window, pooled over neighbouring entries \

@@ -116,13 +116,18 @@ final class InspectionTests: XCTestCase {
         XCTAssertEqual(shown[o.name], o.defaultValue, "\(spec.name) \(o.name)")
         switch o.kind {
         case .integer(let range, let odd):
-          XCTAssertNoThrow(try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound)"]))
-          XCTAssertThrowsError(try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound + 1)"]))
-          XCTAssertThrowsError(try PolicyCatalog.make(spec.name, options: [o.name: "\(range.lowerBound - 1)"]))
+          XCTAssertNoThrow(
+            try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound)"]))
+          XCTAssertThrowsError(
+            try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound + 1)"]))
+          XCTAssertThrowsError(
+            try PolicyCatalog.make(spec.name, options: [o.name: "\(range.lowerBound - 1)"]))
           if odd { XCTAssertThrowsError(try PolicyCatalog.make(spec.name, options: [o.name: "2"])) }
         case .number(let range):
-          XCTAssertNoThrow(try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound)"]))
-          XCTAssertThrowsError(try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound + 1)"]))
+          XCTAssertNoThrow(
+            try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound)"]))
+          XCTAssertThrowsError(
+            try PolicyCatalog.make(spec.name, options: [o.name: "\(range.upperBound + 1)"]))
           XCTAssertThrowsError(try PolicyCatalog.make(spec.name, options: [o.name: "nan"]))
         }
       }
