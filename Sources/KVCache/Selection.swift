@@ -163,10 +163,10 @@ public enum PolicyCatalog {
       options: [
         PolicyOptionSpec(
           "window", .integer(1...65536, odd: false), default: "32",
-          help: "observation window: the most recent queries that score (always kept)"),
+          help: "recent queries that score (always kept)"),
         PolicyOptionSpec(
           "kernel", .integer(1...255, odd: true), default: "5",
-          help: "width of the average pooling over neighbouring entries (odd)"),
+          help: "width of the average pooling over neighbours (odd)"),
       ], usesAttention: true,
       build: { SnapKVPolicy(window: $0.int("window")!, kernel: $0.int("kernel")!) }),
     PolicySpec(

@@ -261,6 +261,10 @@ final class CacheCommandTests: XCTestCase {
     XCTAssertEqual(ok(r, out, "prefill mode=full").last, "  every token is kept; no budget in use")
     XCTAssertNil(r.session.budgetedCache)
     XCTAssertEqual(r.session.cacheSummary?.tokens, context.count)
+    XCTAssertEqual(ok(r, out, "policy").last, "not in use while prefill mode=full keeps every token")
+    XCTAssertEqual(
+      ok(r, out, "budget"),
+      ["budget 64 tokens = 2.81 MiB (46080 B of K/V per token); prefill mode=full"])
     XCTAssertEqual(
       ok(r, out, "prefill mode=capped"),
       [

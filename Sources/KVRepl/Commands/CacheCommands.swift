@@ -136,8 +136,10 @@ public enum CacheCommands {
     var lines = ["policy \(s.policy)"]
     if let spec = PolicyCatalog.spec(named: s.policy.name) { lines.append("  \(spec.summary)") }
     lines.append(retentionLine(s.retention))
-    if !s.isBudgeted {
+    if s.budget == nil {
       lines.append("not in use until a budget is set (e.g. 'budget 1024 tokens')")
+    } else if !s.isBudgeted {
+      lines.append("not in use while prefill mode=full keeps every token")
     }
     return lines
   }
