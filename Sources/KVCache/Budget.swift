@@ -30,10 +30,12 @@ public enum KVBudget: Equatable, Hashable, Sendable, CustomStringConvertible {
     return "\(b)B"
   }
 
-  /// Parses what a person types: `1024`, `1024 tokens`, `1024tok`, `24MiB`, `16 MB`, `512KiB`,
-  /// `100000 B`. Decimal units (kB, MB, GB) are powers of 1000, binary ones (KiB, MiB, GiB) of
-  /// 1024. Zero, negative, fractional token counts and unknown units are errors.
-  public static func parse(_ text: String) throws -> KVBudget {
+  /// The units `parse` accepts, as they are usually written (any case is accepted).
+  public static let units = ["tokens", "B", "KB", "MB", "GB", "KiB", "MiB", "GiB"]
+
+  /// A budget as typed, split into its number (sign, digits, `.`, `_`) and its unit (trimmed):
+  /// `"16 mibs"` → (`16`, `mibs`).
+  public static func split(_ text: String) -> (number: String, unit: String) {
     let trimmed = text.trimmingCharacters(in: .whitespaces)
     var numberEnd = trimmed.startIndex
     while numberEnd < trimmed.endIndex,
@@ -42,41 +44,59 @@ public enum KVBudget: Equatable, Hashable, Sendable, CustomStringConvertible {
     {
       numberEnd = trimmed.index(after: numberEnd)
     }
-    let numberText = trimmed[..<numberEnd].replacingOccurrences(of: "_", with: "")
-    let unit = trimmed[numberEnd...].trimmingCharacters(in: .whitespaces)
+    return (
+      String(trimmed[..<numberEnd]), trimmed[numberEnd...].trimmingCharacters(in: .whitespaces)
+    )
+  }
+
+  /// Words for tokens, and bytes per unit, as `parse` accepts them (lower case).
+  static let tokenWords: Set<String> = ["", "token", "tokens", "tok", "toks", "t"]
+  static let multipliers: [String: Double] = [
+    "b": 1, "byte": 1, "bytes": 1,
+    "kb": 1e3, "mb": 1e6, "gb": 1e9,
+    "kib": 1024, "mib": 1_048_576, "gib": 1_073_741_824,
+  ]
+
+  /// Whether `parse` knows the unit (any case; empty means tokens).
+  public static func isUnit(_ unit: String) -> Bool {
+    tokenWords.contains(unit.lowercased()) || multipliers[unit.lowercased()] != nil
+  }
+
+  /// Parses what a person types: `1024`, `1024 tokens`, `1024tok`, `24MiB`, `16 MB`, `512KiB`,
+  /// `100000 B`. Decimal units (kB, MB, GB) are powers of 1000, binary ones (KiB, MiB, GiB) of
+  /// 1024. Zero, negative, fractional token counts and unknown units are errors; their messages
+  /// read after the word budget (`budget: must be positive, got '0'`).
+  public static func parse(_ text: String) throws -> KVBudget {
+    let (numberPart, unit) = split(text)
+    let numberText = numberPart.replacingOccurrences(of: "_", with: "")
     guard let value = Double(numberText), value.isFinite else {
       throw CacheError.invalidBudget(
         "'\(text)' is not a budget; expected e.g. '1024 tokens' or '24MiB'")
     }
     guard value > 0 else {
-      throw CacheError.invalidBudget("budget must be positive, got '\(text)'")
+      throw CacheError.invalidBudget("must be positive, got '\(text)'")
     }
-    let multipliers: [String: Double] = [
-      "b": 1, "byte": 1, "bytes": 1,
-      "kb": 1e3, "mb": 1e6, "gb": 1e9,
-      "kib": 1024, "mib": 1_048_576, "gib": 1_073_741_824,
-    ]
-    switch unit.lowercased() {
-    case "", "token", "tokens", "tok", "toks", "t":
+    if tokenWords.contains(unit.lowercased()) {
       guard value == value.rounded() else {
-        throw CacheError.invalidBudget("a token budget must be a whole number, got '\(text)'")
+        throw CacheError.invalidBudget("tokens must be a whole number, got '\(text)'")
       }
       guard value <= Double(Int32.max) else {
-        throw CacheError.invalidBudget("budget '\(text)' is too large")
+        throw CacheError.invalidBudget("'\(text)' is too large")
       }
       return .tokens(Int(value))
-    case let u:
-      guard let m = multipliers[u] else {
-        throw CacheError.invalidBudget(
-          "unknown budget unit '\(unit)'; use tokens, B, KB, MB, GB, KiB, MiB or GiB")
-      }
-      let bytes = value * m
-      guard bytes <= Double(Int.max / 2) else {
-        throw CacheError.invalidBudget("budget '\(text)' is too large")
-      }
-      guard bytes >= 1 else { throw CacheError.invalidBudget("budget must be at least 1 byte") }
-      return .bytes(Int(bytes))
     }
+    guard let m = multipliers[unit.lowercased()] else {
+      throw CacheError.invalidBudget(
+        "unknown unit '\(unit)'; use \(units.dropLast().joined(separator: ", ")) or \(units.last!)")
+    }
+    let bytes = value * m
+    guard bytes <= Double(Int.max / 2) else {
+      throw CacheError.invalidBudget("'\(text)' is too large")
+    }
+    guard bytes >= 1 else {
+      throw CacheError.invalidBudget("must be at least 1 byte, got '\(text)'")
+    }
+    return .bytes(Int(bytes))
   }
 }
 

@@ -62,6 +62,14 @@ final class QueryWindow {
   }
 }
 
+/// Where the last evictions happened: a block going through the layers (its index, counting
+/// from 1, and its positions), or a compression of the whole cache to a budget (`post` mode
+/// after an input, `compress`, a smaller budget).
+public enum EvictionEvent: Equatable, Sendable {
+  case block(index: Int, positions: ClosedRange<Int>)
+  case compression(budget: Int)
+}
+
 /// What one eviction decision removed, for the eviction log.
 public struct EvictionRecord: Sendable {
   public var layer: Int
@@ -104,6 +112,12 @@ public final class BudgetedCache: KeyValueCache {
   public private(set) var blocks = 0
   public private(set) var lastEvictions: [EvictionRecord] = []
   private var pendingEvictions: [EvictionRecord] = []
+  /// What the last evictions came from (`lastEvictions` holds their log when `logEvictions`).
+  public private(set) var lastEvent: EvictionEvent?
+  private var pendingBlock: ClosedRange<Int>?
+  /// `blocks` when the policy was set: a policy that scores with attention has nothing to rank
+  /// with until a block comes after it (see `scoringGap`).
+  private var policySetAtBlock = 0
 
   /// - Parameters:
   ///   - budget: entries per layer and KV head (tokens).
@@ -278,6 +292,7 @@ public final class BudgetedCache: KeyValueCache {
     if layer == 0 {
       try preflight(block)
       pendingEvictions = []
+      pendingBlock = block.positions.first.map { $0...block.positions.last! }
     }
     guard block.count > 0 else { return }
     if !windows.isEmpty { windows[layer].append(block) }
@@ -306,6 +321,27 @@ public final class BudgetedCache: KeyValueCache {
     blocks += 1
     if logEvictions { lastEvictions = pendingEvictions }
     pendingEvictions = []
+    if let pendingBlock { lastEvent = .block(index: blocks, positions: pendingBlock) }
+    pendingBlock = nil
+  }
+
+  /// Why the active policy cannot rank the held entries now, or nil when it can. A policy that
+  /// scores with attention needs queries seen since it was set: SnapKV's observation window
+  /// starts empty when the previous policy kept none, and H2O's accumulated attention restarts
+  /// from zero; both fill with the next block. A compression (`compress`, a smaller budget)
+  /// refuses to run on such a gap rather than ranking by nothing.
+  public var scoringGap: String? {
+    guard count > 0 else { return nil }
+    let w = policy.queryWindow
+    if w > 0, windows.contains(where: { $0.positions.isEmpty }) {
+      return
+        "\(policy) ranks by the attention of the last \(w) queries, and none has been seen since it was set (feed text first)"
+    }
+    if policy.needsBlockQueries, policy.carriesScores, blocks == policySetAtBlock {
+      return
+        "\(policy) ranks by the attention entries received since it was set, and no block has come since (feed text first)"
+    }
+    return nil
   }
 
   // MARK: budget and policy changes
@@ -337,6 +373,7 @@ public final class BudgetedCache: KeyValueCache {
     try Self.validate(budget: budget, policy: newPolicy)
     windows = makeWindows(for: newPolicy)
     policy = newPolicy
+    policySetAtBlock = blocks
     for s in stores {
       for h in 0..<kvHeads { for i in s.meta[h].indices { s.meta[h][i].carried = 0 } }
     }
@@ -344,6 +381,7 @@ public final class BudgetedCache: KeyValueCache {
 
   private func compress(to target: Int) throws {
     guard count > target else { return }
+    if let gap = scoringGap { throw CacheError.invalidState(gap) }
     for l in 0..<layers {
       for h in 0..<kvHeads {
         try checkMandatory(
@@ -358,6 +396,7 @@ public final class BudgetedCache: KeyValueCache {
     }
     if logEvictions { lastEvictions = pendingEvictions }
     pendingEvictions = []
+    lastEvent = .compression(budget: target)
   }
 
   // MARK: internals

@@ -97,64 +97,199 @@ enum Selection {
   }
 }
 
+/// One option of a policy: name, type, default and help. The REPL builds its `policy NAME`
+/// forms (parsing, `help`, completion) from these, and `PolicyCatalog.make` validates with them.
+public struct PolicyOptionSpec: Sendable {
+  public enum Kind: Sendable, Equatable {
+    /// A whole number in the range; `odd`: odd values only.
+    case integer(ClosedRange<Int>, odd: Bool)
+    /// A finite number in the range.
+    case number(ClosedRange<Double>)
+  }
+  public let name: String
+  public let kind: Kind
+  /// The value when the option is not given, in canonical form; nil when the policy derives it
+  /// (H2O's recent window: half the budget), which `help` explains.
+  public let defaultValue: String?
+  public let help: String
+
+  public init(_ name: String, _ kind: Kind, default defaultValue: String?, help: String) {
+    self.name = name
+    self.kind = kind
+    self.defaultValue = defaultValue
+    self.help = help
+  }
+}
+
+/// A policy as the catalog describes it: its name (and accepted aliases), what it does, its
+/// options, and how to build it from validated option values.
+public struct PolicySpec: Sendable {
+  public let name: String
+  public let aliases: [String]
+  /// One line, for lists.
+  public let summary: String
+  /// One paragraph.
+  public let help: String
+  public let options: [PolicyOptionSpec]
+  /// Whether it scores with attention (the model's queries): it needs queries seen since it was
+  /// set before it can rank what the cache holds (see `BudgetedCache.scoringGap`).
+  public let usesAttention: Bool
+  let build: @Sendable (PolicyValues) -> any EvictionPolicy
+
+  public func option(_ name: String) -> PolicyOptionSpec? { options.first { $0.name == name } }
+}
+
+/// Validated option values handed to a spec's builder (defaults applied).
+struct PolicyValues {
+  var integers: [String: Int] = [:]
+  var numbers: [String: Double] = [:]
+  func int(_ key: String) -> Int? { integers[key] }
+  func number(_ key: String) -> Double? { numbers[key] }
+}
+
 /// The policies by REPL name, with `key=value` options: what `policy snapkv window=32` builds.
 public enum PolicyCatalog {
-  public static let names = [
-    "snapkv", "keydiff", "knorm", "vnorm", "random", "streaming", "h2o", "infinipot",
+  public static let specs: [PolicySpec] = [
+    PolicySpec(
+      name: "snapkv", aliases: [],
+      summary: "attention from an observation window of recent queries",
+      help: """
+        SnapKV: each entry scores the attention the last WINDOW queries pay it (softmax over \
+        cache and block, causal), averaged over the window, pooled over neighbouring entries \
+        with an average kernel of KERNEL, and averaged over the query heads of a KV head; the \
+        window's own tokens are always kept. In block-wise prefill the window is the last \
+        queries the layer has seen.
+        """,
+      options: [
+        PolicyOptionSpec(
+          "window", .integer(1...65536, odd: false), default: "32",
+          help: "recent queries that score (always kept)"),
+        PolicyOptionSpec(
+          "kernel", .integer(1...255, odd: true), default: "5",
+          help: "width of the average pooling over neighbours (odd)"),
+      ], usesAttention: true,
+      build: { SnapKVPolicy(window: $0.int("window")!, kernel: $0.int("kernel")!) }),
+    PolicySpec(
+      name: "keydiff", aliases: [], summary: "keep the most distinctive keys (query-agnostic)",
+      help: """
+        KeyDiff: score = -cos(k, mean of the normalised keys) over cache and block; the keys \
+        least like the average are kept. Needs no queries.
+        """,
+      options: [], usesAttention: false, build: { _ in KeyDiffPolicy() }),
+    PolicySpec(
+      name: "knorm", aliases: [], summary: "keep the keys of smallest norm (query-agnostic)",
+      help: "K-norm: score = -||k||; low-norm keys tend to draw attention, so they are kept.",
+      options: [], usesAttention: false, build: { _ in KNormPolicy() }),
+    PolicySpec(
+      name: "vnorm", aliases: ["van", "valuenorm"],
+      summary: "keep the values of largest norm (InfiniPot-V's VaN)",
+      help: "Value norm (VaN, from InfiniPot-V): score = ||v||; the largest values are kept.",
+      options: [], usesAttention: false, build: { _ in ValueNormPolicy() }),
+    PolicySpec(
+      name: "random", aliases: [], summary: "a seeded random choice (a baseline)",
+      help: """
+        Random: each (layer, KV head, position) draws a fixed score from SEED, so what is kept \
+        depends on the seed and the budget, not on the block boundaries.
+        """,
+      options: [
+        PolicyOptionSpec(
+          "seed", .integer(0...4_294_967_295, odd: false), default: "0", help: "random seed")
+      ], usesAttention: false, build: { RandomPolicy(seed: UInt64($0.int("seed")!)) }),
+    PolicySpec(
+      name: "streaming", aliases: ["streamingllm"], summary: "attention sinks plus the most recent",
+      help: """
+        StreamingLLM: the first SINKS tokens (attention sinks) and the most recent ones are \
+        kept; everything in between leaves, oldest first.
+        """,
+      options: [
+        PolicyOptionSpec(
+          "sinks", .integer(0...65536, odd: false), default: "4",
+          help: "first tokens always kept (attention sinks)")
+      ], usesAttention: false, build: { StreamingLLMPolicy(sinks: $0.int("sinks")!) }),
+    PolicySpec(
+      name: "h2o", aliases: [], summary: "heavy hitters: accumulated attention + a recent window",
+      help: """
+        H2O: each entry accumulates the attention it receives from every query after it \
+        enters; the heaviest are kept, plus the RECENT most recent entries (by default half the \
+        budget).
+        """,
+      options: [
+        PolicyOptionSpec(
+          "recent", .integer(0...65536, odd: false), default: nil,
+          help: "most recent entries always kept (default: half the budget)")
+      ], usesAttention: true, build: { H2OPolicy(recent: $0.int("recent")) }),
+    PolicySpec(
+      name: "infinipot", aliases: ["infinipotv", "infinipot-v"],
+      summary: "video: recent frames, temporal redundancy, value norm",
+      help: """
+        InfiniPot-V (streaming video): tokens before the video stay; the most recent frames \
+        (up to RECENT of the budget) stay; of the past frames, about ALPHA of the free slots go \
+        to the tokens least redundant with the same patch in the recent frames (TaR), and value \
+        norm fills the rest. Without video it reduces to value norm.
+        """,
+      options: [
+        PolicyOptionSpec(
+          "alpha", .number(0...1), default: "0.5",
+          help: "share of the free slots chosen by temporal redundancy"),
+        PolicyOptionSpec(
+          "recent", .number(0...1), default: "0.25",
+          help: "share of the budget for the most recent frames"),
+      ], usesAttention: false,
+      build: { InfiniPotVPolicy(alpha: $0.number("alpha")!, recent: $0.number("recent")!) }),
   ]
+
+  public static var names: [String] { specs.map(\.name) }
   /// The options each policy takes (for errors and completion).
-  public static let optionNames: [String: [String]] = [
-    "snapkv": ["window", "kernel"], "random": ["seed"], "streaming": ["sinks"], "h2o": ["recent"],
-    "infinipot": ["alpha", "recent"],
-  ]
+  public static var optionNames: [String: [String]] {
+    Dictionary(uniqueKeysWithValues: specs.map { ($0.name, $0.options.map(\.name)) })
+  }
+
+  /// The spec of a policy by name or alias (any case).
+  public static func spec(named name: String) -> PolicySpec? {
+    let n = name.lowercased()
+    return specs.first { $0.name == n || $0.aliases.contains(n) }
+  }
 
   public static func make(_ name: String, options: [String: String] = [:]) throws
     -> any EvictionPolicy
   {
-    var opts = options
-    func int(_ key: String, min lower: Int) throws -> Int? {
-      guard let text = opts.removeValue(forKey: key) else { return nil }
-      guard let v = Int(text), v >= lower else {
-        throw CacheError.invalidPolicy(
-          "\(name): \(key) must be an integer ≥ \(lower), got '\(text)'")
-      }
-      return v
-    }
-    func fraction(_ key: String) throws -> Double? {
-      guard let text = opts.removeValue(forKey: key) else { return nil }
-      guard let v = Double(text), v >= 0, v <= 1 else {
-        throw CacheError.invalidPolicy("\(name): \(key) must be a number in [0, 1], got '\(text)'")
-      }
-      return v
-    }
-    let policy: any EvictionPolicy
-    switch name.lowercased() {
-    case "snapkv":
-      let kernel = try int("kernel", min: 1) ?? 5
-      guard kernel % 2 == 1 else {
-        throw CacheError.invalidPolicy("snapkv: kernel must be odd, got \(kernel)")
-      }
-      policy = SnapKVPolicy(window: try int("window", min: 1) ?? 32, kernel: kernel)
-    case "keydiff": policy = KeyDiffPolicy()
-    case "knorm": policy = KNormPolicy()
-    case "vnorm", "van", "valuenorm": policy = ValueNormPolicy()
-    case "random": policy = RandomPolicy(seed: UInt64(try int("seed", min: 0) ?? 0))
-    case "streaming", "streamingllm":
-      policy = StreamingLLMPolicy(sinks: try int("sinks", min: 0) ?? 4)
-    case "h2o": policy = H2OPolicy(recent: try int("recent", min: 0))
-    case "infinipot", "infinipotv", "infinipot-v":
-      policy = InfiniPotVPolicy(
-        alpha: try fraction("alpha") ?? 0.5, recent: try fraction("recent") ?? 0.25)
-    default:
+    guard let spec = spec(named: name) else {
       throw CacheError.invalidPolicy(
         "unknown policy '\(name)'; known: \(names.joined(separator: ", "))")
     }
-    if let extra = opts.keys.sorted().first {
-      let known = optionNames[policy.name] ?? []
+    let known = spec.options.map(\.name)
+    if let extra = options.keys.filter({ !known.contains($0) }).sorted().first {
       throw CacheError.invalidPolicy(
-        "\(policy.name): unknown option '\(extra)'"
+        "\(spec.name): unknown option '\(extra)'"
           + (known.isEmpty ? " (it takes none)" : "; options: \(known.joined(separator: ", "))"))
     }
-    return policy
+    var values = PolicyValues()
+    for o in spec.options {
+      guard let text = options[o.name] ?? o.defaultValue else { continue }
+      switch o.kind {
+      case .integer(let range, let odd):
+        guard let v = Int(text), range.contains(v) else {
+          throw CacheError.invalidPolicy(
+            "\(spec.name): \(o.name) must be a whole number in \(range.lowerBound)...\(range.upperBound), got '\(text)'"
+          )
+        }
+        guard !odd || v % 2 == 1 else {
+          throw CacheError.invalidPolicy("\(spec.name): \(o.name) must be odd, got \(v)")
+        }
+        values.integers[o.name] = v
+      case .number(let range):
+        guard let v = Double(text), v.isFinite, range.contains(v) else {
+          throw CacheError.invalidPolicy(
+            "\(spec.name): \(o.name) must be a number in \(Self.format(range.lowerBound))...\(Self.format(range.upperBound)), got '\(text)'"
+          )
+        }
+        values.numbers[o.name] = v
+      }
+    }
+    return spec.build(values)
+  }
+
+  static func format(_ x: Double) -> String {
+    x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x)
   }
 }

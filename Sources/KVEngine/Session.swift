@@ -74,7 +74,8 @@ public final class Session {
   private var activeCache: KeyValueCache? { budgeted ?? cache }
   /// Budget, policy and prefill mode (`configureBudget`, `configurePolicy`, `configurePrefill`).
   public private(set) var cacheSettings = CacheSettings()
-  /// Origin of every token of `context`.
+  /// Origin of every token of `context`, by position (to rebuild the cache when its kind
+  /// changes, and for views of what the cache kept).
   public private(set) var contextOrigins: [TokenOrigin] = []
   /// Every token in the cache, in order (visual tokens as their placeholder id).
   public private(set) var context: [Int] = []
@@ -676,9 +677,12 @@ extension Session {
 
   fileprivate func makeBudgetedCache(for config: DecoderConfig, settings: CacheSettings) throws -> BudgetedCache? {
     guard settings.isBudgeted, let budget = settings.budget else { return nil }
-    return try BudgetedCache(
+    let made = try BudgetedCache(
       config: config, budget: budget, mode: settings.mode, policy: settings.policy,
       options: settings.retention, blockSize: settings.block ?? options.prefillChunk, meter: meter)
+    // The log of the last block's evictions (`cache log`): a few records per layer and head.
+    made.logEvictions = true
+    return made
   }
 
   /// `budget 1024 tokens` / `budget 16MiB` / `budget off` (nil). Setting a budget while the mode
@@ -705,7 +709,7 @@ extension Session {
   public func configurePrefill(mode: PrefillMode, block: Int? = nil) throws {
     if let block, block < 1 { throw EngineError.invalid("block must be at least 1 token, got \(block)") }
     if mode != .full, cacheSettings.budget == nil {
-      throw EngineError.invalid("prefill mode=\(mode) needs a budget first (e.g. 'budget 1024 tokens')")
+      throw EngineError.invalid("mode=\(mode) needs a budget first (e.g. 'budget 1024 tokens')")
     }
     var s = cacheSettings
     s.mode = mode

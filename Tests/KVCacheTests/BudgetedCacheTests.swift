@@ -56,7 +56,7 @@ final class BudgetedCacheTests: XCTestCase {
     }
     XCTAssertTrue("\((try? KVBudget.parse("12 parsecs")) as Any)".contains("nil"))
     do { _ = try KVBudget.parse("12 parsecs") } catch {
-      XCTAssertTrue("\(error)".contains("unknown budget unit 'parsecs'"))
+      XCTAssertTrue("\(error)".contains("unknown unit 'parsecs'"))
     }
   }
 

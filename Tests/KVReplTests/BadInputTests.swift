@@ -36,7 +36,8 @@ final class BadInputTests: XCTestCase {
   func testOptionTwice() { expect("mem rss=on rss=off", "error: mem: option 'rss' given twice") }
   func testFlagWithoutValue() { expect("ask --max", "error: ask: --max needs a value (max=N)") }
   func testTooManyArguments() { expect("tokenize hello world", #"error: tokenize: unexpected argument 'world' (put text with spaces in quotes: "...")"#) }
-  func testArgumentToCommandWithoutArguments() { expect("info extra", "error: info: unexpected argument 'extra' (info takes no arguments)") }
+  func testArgumentToCommandWithoutArguments() { expect("reset extra", "error: reset: unexpected argument 'extra' (reset takes no arguments)") }
+  func testUnknownSubcommandOfANounWithAPlainForm() { expect("info extra", "error: info: unknown subcommand 'extra' (expected model)") }
   func testMissingArgument() { expect("tokenize", "error: tokenize: missing TEXT (usage: tokenize TEXT)") }
   func testMissingRequiredOption() { expect("logits", "error: logits: missing out=FILE.npy") }
   func testWrongExtension() { expect("logits out=x.txt", "error: logits: out must name a .npy file, got 'x.txt'") }
@@ -90,4 +91,27 @@ final class BadInputTests: XCTestCase {
       _ = FileManager.default.createFile(atPath: folder + "/s.kvl", contents: Data("# test\nlod\necho never\n".utf8))
     }
   }
+
+  // The budgeted cache's commands (no model needed; with one, CacheCommandTests checks that
+  // the cache is untouched by each).
+  func testBudgetZero() { expect("budget 0", "error: budget: must be positive, got '0'") }
+  func testBudgetNegative() { expect("budget -5 tokens", "error: budget: must be positive, got '-5 tokens'") }
+  func testBudgetUnitSuggestsNearest() { expect("budget 16 mibs", "error: budget: unknown unit 'mibs' (did you mean 'MiB'?)") }
+  func testBudgetUnknownUnit() { expect("budget 12 parsecs", "error: budget: unknown unit 'parsecs'; use tokens, B, KB, MB, GB, KiB, MiB or GiB") }
+  func testBudgetGarbage() { expect("budget lots", "error: budget: 'lots' is not a budget; expected e.g. '1024 tokens' or '24MiB'") }
+  func testBudgetFractionalTokens() { expect("budget 1.5 tokens", "error: budget: tokens must be a whole number, got '1.5 tokens'") }
+  func testBudgetBelowPolicyMinimum() { expect("budget 16 tokens", "error: budget: budget of 16 tokens is below what snapkv window=32 kernel=5 needs (32)") }
+  func testUnknownPolicySuggests() { expect("policy snapk", "error: policy: unknown policy 'snapk' (did you mean 'snapkv'?)") }
+  func testUnknownPolicyLists() { expect("policy lru", "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot)") }
+  func testPolicyUnknownOptionSuggestsAndLists() { expect("policy snapkv windw=3", "error: policy snapkv: unknown option 'windw' (did you mean 'window'? options: window, kernel)") }
+  func testPolicyUnknownOptionLists() { expect("policy h2o window=8", "error: policy h2o: unknown option 'window' (options: recent)") }
+  func testPolicyWithoutOptions() { expect("policy keydiff x=1", "error: policy keydiff: unknown option 'x' (policy keydiff takes no options)") }
+  func testPolicyEvenKernel() { expect("policy snapkv kernel=4", "error: policy snapkv: kernel must be odd, got 4") }
+  func testPolicyWindowOutOfRange() { expect("policy snapkv window=0", "error: policy snapkv: window must be a whole number in 1...65536, got '0'") }
+  func testPolicyFractionOutOfRange() { expect("policy infinipot alpha=2", "error: policy infinipot: alpha must be a number in 0...1, got '2'") }
+  func testPrefillModeNeedsBudget() { expect("prefill mode=capped", "error: prefill: mode=capped needs a budget first (e.g. 'budget 1024 tokens')") }
+  func testPrefillBlockZero() { expect("prefill block=0", "error: prefill: block must be a whole number in 1...65536, got '0'") }
+  func testQuotaTwoUnits() { expect("quota frame=2 tile=3", "error: quota: frame= and tile= given; the cache keeps one quota (frame=N, tile=N or image=N)") }
+  func testQuotaOffAndUnit() { expect("quota off tile=3", "error: quota: give either off or tile=N, not both") }
+  func testCacheWithoutModel() { expect("cache", "error: cache: no model loaded (use 'load' first)") }
 }

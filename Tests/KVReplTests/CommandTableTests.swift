@@ -1,3 +1,4 @@
+import KVCache
 import XCTest
 
 @testable import KVRepl
@@ -15,7 +16,8 @@ final class CommandTableTests: XCTestCase {
   func testIssueCommandsExist() {
     for name in [
       "load", "feed text", "ask", "generate", "mem", "info", "help", "tokenize", "logits",
-      "record start", "record stop", "replay", "quit",
+      "record start", "record stop", "replay", "quit", "budget", "policy", "policy snapkv",
+      "policy h2o", "protect", "quota", "prefill", "cache", "cache layer", "cache log", "cache map",
     ] {
       let parts = name.split(separator: " ").map(String.init)
       XCTAssertNotNil(table.command(parts[0], parts.count > 1 ? parts[1] : nil), name)
@@ -78,6 +80,38 @@ final class CommandTableTests: XCTestCase {
     XCTAssertThrowsError(try parse(#"feed "text" x"#))
   }
 
+  /// `policy NAME`: one form per catalog policy, with the catalog's options, defaults and help;
+  /// aliases select the same form.
+  func testPolicyFormsComeFromTheCatalog() throws {
+    XCTAssertEqual(table.verbs(of: "policy"), PolicyCatalog.names)
+    for spec in PolicyCatalog.specs {
+      let c = try XCTUnwrap(table.command("policy", spec.name))
+      XCTAssertEqual(c.options.map(\.name), spec.options.map(\.name))
+      XCTAssertEqual(c.options.map(\.defaultValue), spec.options.map(\.defaultValue))
+      XCTAssertEqual(c.summary, spec.summary)
+      for alias in spec.aliases { XCTAssertEqual(try parse("policy \(alias)").0.name, "policy \(spec.name)") }
+    }
+    XCTAssertEqual(try parse("policy snapkv window=8").1.int("window"), 8)
+    XCTAssertEqual(try parse("policy snapkv").1.int("kernel"), 5)
+    let help = try table.help(noun: "policy", verb: "vnorm")
+    XCTAssertEqual(help.first, "usage: policy vnorm")
+    XCTAssertTrue(help.contains("  Also written: policy van, policy valuenorm."), "\(help)")
+    XCTAssertEqual(try table.help(noun: "policy", verb: "van"), help)
+    XCTAssertThrowsError(try table.help(noun: "policy", verb: "snapk")) { e in
+      XCTAssertEqual("\(e)", "help: unknown policy 'snapk' (did you mean 'snapkv'?)")
+    }
+    XCTAssertEqual(
+      try table.help(noun: "policy", verb: "h2o"),
+      [
+        "usage: policy h2o [recent=N]",
+        "  H2O: each entry accumulates the attention it receives from every query after",
+        "  it enters; the heaviest are kept, plus the RECENT most recent entries (by",
+        "  default half the budget).",
+        "options:",
+        "  recent=N              most recent entries always kept (default: half the budget) (0...65536)",
+      ])
+  }
+
   func testSuggestions() {
     XCTAssertEqual(Suggest.nearest("lod", in: table.nouns), "load")
     XCTAssertEqual(Suggest.nearest("laod", in: table.nouns), "load")
@@ -92,11 +126,11 @@ final class CommandTableTests: XCTestCase {
     let (repl, out) = makeRepl()
     repl.register([
       Command(
-        "policy", verb: "snapkv", summary: "s", help: "h",
+        "widget", verb: "frob", summary: "s", help: "h",
         options: [CommandOptionFixture.window]
       ) { ctx in ctx.print("window \(ctx.args.int("window"))") }
     ])
-    XCTAssertEqual(runLines(repl, "policy snapkv window=16"), .ok)
+    XCTAssertEqual(runLines(repl, "widget frob window=16"), .ok)
     XCTAssertEqual(out.lines, ["window 16"])
   }
 }

@@ -14,16 +14,7 @@ final class CompleterTests: XCTestCase {
     for f in ["a.kvl", "b.txt", "c.npy", "scripts/one.kvl", ".hidden.kvl", "my dir/x.kvl"] {
       _ = fm.createFile(atPath: folder + "/" + f, contents: Data())
     }
-    var table = CommandTable(Repl.standardCommands)
-    table.register([
-      Command(
-        "policy", verb: "snapkv", summary: "s", help: "h",
-        options: [
-          Option("window", .int(1...64), default: "32", help: "w"),
-          Option("pool", .choice(["avg", "max"]), default: "avg", help: "p"),
-        ]) { _ in }
-    ])
-    completer = Completer(table: table, directory: folder)
+    completer = Completer(table: CommandTable(Repl.standardCommands), directory: folder)
   }
 
   func complete(_ line: String) -> [String] { completer.complete(line).candidates }
@@ -39,14 +30,14 @@ final class CompleterTests: XCTestCase {
   func testSubcommands() {
     XCTAssertEqual(complete("record "), ["start", "stop"])
     XCTAssertEqual(complete("record sta"), ["start"])
-    XCTAssertEqual(complete("feed "), ["text"])
+    XCTAssertEqual(complete("feed "), ["frames", "image", "text"])
     // A noun with a plain form offers its verbs and its options.
     XCTAssertEqual(complete("mem "), ["reset", "rss=", "unit="])
   }
 
   func testOptionKeysAndValues() {
     XCTAssertEqual(complete("policy snapkv win"), ["window="])
-    XCTAssertEqual(complete("policy snapkv pool="), ["pool=avg", "pool=max"])
+    XCTAssertEqual(complete("prefill mode="), ["mode=capped", "mode=full", "mode=post", "mode=sequential"])
     XCTAssertEqual(complete("mem unit=M"), ["unit=MiB"])
     XCTAssertEqual(complete("mem rss="), ["rss=off", "rss=on"])
     XCTAssertEqual(complete("mem --r"), ["--rss"])
@@ -54,6 +45,32 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("ask \"Why?\" max=8 m"), [])  // max is given already
     XCTAssertEqual(complete("replay a.kvl --"), ["--check", "--help", "--keep-going"])
     XCTAssertEqual(complete("generate top"), ["top-k=", "top-p="])
+  }
+
+  /// Each policy is a form of `policy` with its own options, from the catalog; aliases select
+  /// the same form but are not offered.
+  func testPolicyNamesAndTheirOptions() {
+    XCTAssertEqual(
+      complete("policy "), ["h2o", "infinipot", "keydiff", "knorm", "random", "snapkv", "streaming", "vnorm"])
+    XCTAssertEqual(complete("policy s"), ["snapkv", "streaming"])
+    XCTAssertEqual(complete("policy snapkv "), ["kernel=", "window="])
+    XCTAssertEqual(complete("policy snapkv window=8 "), ["kernel="])
+    XCTAssertEqual(complete("policy h2o "), ["recent="])
+    XCTAssertEqual(complete("policy infinipot "), ["alpha=", "recent="])
+    XCTAssertEqual(complete("policy keydiff "), [])
+    XCTAssertEqual(complete("policy streamingllm s"), ["sinks="])
+    XCTAssertEqual(complete("policy snapkv --"), ["--help"])
+  }
+
+  func testCacheCommands() {
+    XCTAssertEqual(complete("cache "), ["layer", "log", "map"])
+    XCTAssertEqual(complete("cache log "), ["layer="])
+    XCTAssertEqual(complete("quota "), ["frame=", "image=", "off", "tile="])
+    XCTAssertEqual(complete("protect "), ["system=", "text="])
+    XCTAssertEqual(complete("protect text="), ["text=off", "text=on"])
+    XCTAssertEqual(complete("protect --"), ["--help", "--system", "--text"])
+    XCTAssertEqual(complete("prefill "), ["block=", "mode="])
+    XCTAssertEqual(complete("bu"), ["budget"])
   }
 
   func testPaths() {

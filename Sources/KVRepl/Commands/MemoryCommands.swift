@@ -12,7 +12,8 @@ public enum MemoryCommands {
       their high-water marks since the start or the last `mem reset`, as counted by the \
       session's meter (exact and repeatable), then the process's resident set size and its \
       peak (VmRSS, VmHWM), which vary between runs and so print as ~values (in MiB unless a \
-      unit is given; `rss=off` leaves them out).
+      unit is given; `rss=off` leaves them out). While a budget is in use, a last line sets the \
+      KV high-water mark against the budget, in bytes and tokens.
       """,
     options: [
       Option("rss", .toggle, default: "on", help: "also print the process's resident memory (VmRSS, VmHWM)"),
@@ -37,6 +38,18 @@ public enum MemoryCommands {
       rows.append(["rss", now, peak])
     }
     for line in Format.table(rows) { ctx.print(line) }
+    if let cache = ctx.session.budgetedCache {
+      // Everything charged as KV since the last reset (storage, and any cache built before).
+      let peak = meter.reading(.kv).highWater
+      let perToken = cache.bytesPerToken
+      let tokens =
+        peak % perToken == 0
+        ? "\(peak / perToken)" : String(format: "%.1f", Double(peak) / Double(perToken))
+      let ratio = String(format: "%.1f%%", 100 * Double(peak) / Double(cache.budgetBytes))
+      ctx.print(
+        "kv peak \(Format.bytes(peak, unit: unit)) = \(tokens) tokens of the budget's \(Format.bytes(cache.budgetBytes, unit: unit)) = \(cache.budget) tokens (\(ratio))"
+      )
+    }
   }
 
   static let memReset = Command(

@@ -111,11 +111,19 @@ public struct Command {
   public var options: [Option]
   /// Whether a line starting with this command is kept out of recordings (`record`, `quit`).
   public var notRecorded: Bool
+  /// Other words accepted for `verb` (`policy van` runs `policy vnorm`); `help` lists them,
+  /// completion offers only `verb`.
+  public var aliases: [String]
+  /// What the noun's verbs are, when they name things rather than actions (`policy`: each verb
+  /// is a policy with its own options). Errors then say `unknown policy 'x'`, and an unknown
+  /// option lists the options this form takes.
+  public var verbRole: String?
   public var run: (CommandContext) throws -> Void
 
   public init(
     _ noun: String, verb: String? = nil, summary: String, help: String,
     positionals: [Positional] = [], options: [Option] = [], notRecorded: Bool = false,
+    aliases: [String] = [], verbRole: String? = nil,
     run: @escaping (CommandContext) throws -> Void
   ) {
     self.noun = noun
@@ -125,7 +133,14 @@ public struct Command {
     self.positionals = positionals
     self.options = options
     self.notRecorded = notRecorded
+    self.aliases = aliases
+    self.verbRole = verbRole
     self.run = run
+  }
+
+  /// Whether `word` selects this form's verb (the verb itself or an alias).
+  func accepts(verb word: String) -> Bool {
+    verb != nil && (verb == word || aliases.contains(word))
   }
 
   /// `feed text` or `mem`.

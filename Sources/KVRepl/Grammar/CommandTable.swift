@@ -23,7 +23,11 @@ public struct CommandTable {
     return commands.compactMap { seen.insert($0.noun).inserted ? $0.noun : nil }
   }
 
-  public func forms(of noun: String) -> [Command] { commands.filter { $0.noun == noun } }
+  /// A noun's forms: the plain one (no verb) first, then the verbs in registration order.
+  public func forms(of noun: String) -> [Command] {
+    let all = commands.filter { $0.noun == noun }
+    return all.filter { $0.verb == nil } + all.filter { $0.verb != nil }
+  }
 
   public func verbs(of noun: String) -> [String] { forms(of: noun).compactMap(\.verb) }
 
@@ -54,7 +58,7 @@ public struct CommandTable {
     let plain = forms.first { $0.verb == nil }
     let command: Command
     if let t = rest.first, !t.isOption, !t.quoted,
-      let form = verbForms.first(where: { $0.verb == t.text })
+      let form = verbForms.first(where: { $0.accepts(verb: t.text) })
     {
       command = form
       rest = rest.dropFirst()
@@ -64,12 +68,15 @@ public struct CommandTable {
       if rest.contains(where: { $0.isFlag && $0.key == "help" }) {
         return .help(noun: noun, verb: nil)
       }
-      let expected = "expected \(Self.list(verbs, conjunction: "or"))"
+      let role = verbForms.first?.verbRole
+      let expected =
+        role == nil
+        ? "expected \(Self.list(verbs, conjunction: "or"))" : "known: \(verbs.joined(separator: ", "))"
       guard let t = rest.first, !t.isOption else {
-        throw ReplError(noun, "missing subcommand (\(expected))")
+        throw ReplError(noun, "missing \(role ?? "subcommand") (\(expected))")
       }
       let hint = Suggest.nearest(t.text, in: verbs).map { "did you mean '\($0)'?" }
-      throw ReplError(noun, "unknown subcommand '\(t.text)' (\(hint ?? expected))")
+      throw ReplError(noun, "unknown \(role ?? "subcommand") '\(t.text)' (\(hint ?? expected))")
     }
     if rest.contains(where: { $0.isFlag && $0.key == "help" }) {
       return .help(noun: command.noun, verb: command.verb)
@@ -95,9 +102,10 @@ public struct CommandTable {
         let hint = Suggest.nearest(key, in: command.options.map(\.name)).map {
           "did you mean '\(t.isFlag ? "--" : "")\($0)'?"
         }
-        throw ReplError(
-          name,
-          "unknown option '\(shown)' (\(hint ?? "options: " + command.options.map(\.name).joined(separator: ", ")))")
+        let list = "options: " + command.options.map(\.name).joined(separator: ", ")
+        // A role's form (a policy) lists its options even with a suggestion: they are its own.
+        let detail = hint.map { command.verbRole == nil ? $0 : "\($0) \(list)" } ?? list
+        throw ReplError(name, "unknown option '\(shown)' (\(detail))")
       }
       if given.contains(key) { throw ReplError(name, "option '\(key)' given twice") }
       let raw: String
@@ -234,10 +242,14 @@ public struct CommandTable {
     }
     let selected: [Command]
     if let verb {
-      guard let c = forms.first(where: { $0.verb == verb }) else {
+      guard let c = forms.first(where: { $0.accepts(verb: verb) }) else {
         let verbs = verbs(of: noun)
         if verbs.isEmpty { throw ReplError("help", "'\(noun)' has no subcommands") }
         let hint = Suggest.nearest(verb, in: verbs).map { "did you mean '\($0)'?" }
+        if let role = forms.first(where: { $0.verb != nil })?.verbRole {
+          throw ReplError(
+            "help", "unknown \(role) '\(verb)' (\(hint ?? "known: " + verbs.joined(separator: ", ")))")
+        }
         throw ReplError(
           "help",
           "'\(noun)' has no subcommand '\(verb)' (\(hint ?? "expected " + Self.list(verbs, conjunction: "or")))")
@@ -251,6 +263,9 @@ public struct CommandTable {
       if i > 0 { lines.append("") }
       lines.append("usage: \(c.usage)")
       lines += Format.wrap(c.help, width: 78, indent: "  ")
+      if !c.aliases.isEmpty {
+        lines.append("  Also written: " + c.aliases.map { "\(c.noun) \($0)" }.joined(separator: ", ") + ".")
+      }
       if !c.positionals.isEmpty {
         lines.append("arguments:")
         for p in c.positionals { lines.append(Self.row(p.name, p.help + (p.optional ? " (optional)" : ""))) }

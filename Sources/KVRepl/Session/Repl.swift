@@ -64,7 +64,8 @@ public final class Repl {
   /// Every built-in command, grouped by the object it belongs to. A new engine object adds
   /// its own `[Command]` list (next to its views) and appends it here.
   public static var standardCommands: [Command] {
-    SessionCommands.all + VisionCommands.all + MemoryCommands.all + ReplCommands.all
+    SessionCommands.all + VisionCommands.all + CacheCommands.all + MemoryCommands.all
+      + ReplCommands.all
   }
 
   /// Adds commands to the table (a plug-in object's commands, or a test's).

@@ -44,7 +44,7 @@ public struct Completer {
     let verbs = forms.compactMap(\.verb)
     var command: Command?
     var args = Array(done.dropFirst())
-    if let second = args.first, let form = forms.first(where: { $0.verb == second.text && $0.verb != nil }) {
+    if let second = args.first, let form = forms.first(where: { $0.accepts(verb: second.text) }) {
       command = form
       args.removeFirst()
     } else {

@@ -1,0 +1,387 @@
+import Foundation
+import KVCache
+import KVEngine
+import KVModels
+
+/// The budgeted cache's commands: budget, policy (one form per policy of `PolicyCatalog`),
+/// protect, quota, prefill, and the views cache, cache layer, cache log, cache map.
+public enum CacheCommands {
+  public static var all: [Command] {
+    [budget, policy] + policyForms + [
+      protect, quota, prefill, cache, cacheLayer, cacheLog, cacheMap,
+    ]
+  }
+
+  // MARK: budget
+
+  static let budget = Command(
+    "budget", summary: "set or show the KV cache budget",
+    help: """
+      Sets how much K/V the cache may hold: a number of tokens per layer and KV head \
+      (`budget 1024 tokens`), or bytes (`budget 16MiB`, `budget 24 MB`; KB, MB, GB are powers \
+      of 1000, KiB, MiB, GiB of 1024), converted with the model's K/V bytes per token, rounding \
+      down. `budget off` keeps every token (the full cache). A budget set while prefill mode is \
+      full switches it to capped. A smaller budget compresses the cache now with the active \
+      policy; a larger one adds room. Without an argument, shows the budget. On an error the \
+      cache is left as it was.
+      """,
+    positionals: [
+      Positional(
+        "BUDGET", .text, optional: true, rest: true, help: "N tokens, a size such as 16MiB, or off")
+    ]
+  ) { ctx in
+    if let text = ctx.args.positional("BUDGET") {
+      try setBudget(ctx, text)
+    }
+    ctx.print(budgetLine(ctx.session))
+  }
+
+  static func setBudget(_ ctx: CommandContext, _ text: String) throws {
+    if text.lowercased() == "off" {
+      try ctx.session.configureBudget(nil)
+      return
+    }
+    let budget: KVBudget
+    do {
+      budget = try KVBudget.parse(text)
+    } catch let e as CacheError {
+      let (number, unit) = KVBudget.split(text)
+      if let v = Double(number.replacingOccurrences(of: "_", with: "")), v > 0,
+        !KVBudget.isUnit(unit), let near = Suggest.nearest(unit, in: KVBudget.units)
+      {
+        throw ctx.error("unknown unit '\(unit)' (did you mean '\(near)'?)")
+      }
+      throw ctx.error(e.description)
+    }
+    if let c = ctx.session.model?.config, case .bytes(let n) = budget, n < c.kvBytesPerToken {
+      throw ctx.error("\(budget) is less than one token (\(c.kvBytesPerToken) B of K/V per token)")
+    }
+    try ctx.session.configureBudget(budget)
+  }
+
+  /// `budget 16MiB = 364 tokens (46080 B of K/V per token); prefill mode=capped`.
+  static func budgetLine(_ session: Session) -> String {
+    let s = session.cacheSettings
+    guard let budget = s.budget else { return "budget off: the cache keeps every token" }
+    var line = "budget \(budget)"
+    if let c = session.model?.config {
+      let perToken = c.kvBytesPerToken
+      let tokens = budget.tokens(kvBytesPerToken: perToken)
+      switch budget {
+      case .tokens: line += " = \(Format.bytes(tokens * perToken))"
+      case .bytes: line += " = \(CacheViews.plural(tokens, "token"))"
+      }
+      line += " (\(perToken) B of K/V per token)"
+    } else if case .bytes = budget {
+      line += " (in tokens once a model is loaded)"
+    }
+    return line + "; prefill mode=\(s.mode)"
+  }
+
+  // MARK: policy
+
+  static let policy = Command(
+    "policy", summary: "show the eviction policy and what is protected",
+    help: """
+      Shows the eviction policy, its options, and the retention options (protect, quota). \
+      `policy NAME key=value ...` chooses one: \(PolicyCatalog.names.joined(separator: ", ")) \
+      (`help policy NAME` for its options). With a budgeted cache in use the new policy ranks \
+      what comes next; what was evicted stays evicted.
+      """,
+    verbRole: "policy"
+  ) { ctx in
+    for line in policyLines(ctx.session) { ctx.print(line) }
+  }
+
+  /// `policy NAME [key=value ...]`, one form per policy, declared from its catalog spec so that
+  /// parsing, `help`, completion and `PolicyCatalog.make` read the same options.
+  static var policyForms: [Command] {
+    PolicyCatalog.specs.map { spec in
+      Command(
+        "policy", verb: spec.name, summary: spec.summary, help: spec.help,
+        options: spec.options.map(option), aliases: spec.aliases, verbRole: "policy"
+      ) { ctx in
+        var values: [String: String] = [:]
+        for o in spec.options where ctx.args.isGiven(o.name) {
+          values[o.name] = ctx.args.string(o.name)
+        }
+        let made: any EvictionPolicy
+        do {
+          made = try PolicyCatalog.make(spec.name, options: values)
+        } catch let e as CacheError {
+          // The catalog names the policy first ("snapkv: kernel must be odd"); so does the command.
+          let message = e.description
+          let prefix = "\(spec.name): "
+          throw ctx.error(
+            message.hasPrefix(prefix) ? String(message.dropFirst(prefix.count)) : message)
+        }
+        try ctx.session.configurePolicy(made)
+        for line in policyLines(ctx.session) { ctx.print(line) }
+      }
+    }
+  }
+
+  static func option(_ o: PolicyOptionSpec) -> Option {
+    let type: ValueType
+    switch o.kind {
+    case .integer(let range, _): type = .int(range)
+    case .number(let range): type = .number(range)
+    }
+    return Option(o.name, type, default: o.defaultValue, help: o.help)
+  }
+
+  /// The policy and its one-line summary, the retention options, and whether it is in use.
+  static func policyLines(_ session: Session) -> [String] {
+    let s = session.cacheSettings
+    var lines = ["policy \(s.policy)"]
+    if let spec = PolicyCatalog.spec(named: s.policy.name) { lines.append("  \(spec.summary)") }
+    lines.append(retentionLine(s.retention))
+    if s.budget == nil {
+      lines.append("not in use until a budget is set (e.g. 'budget 1024 tokens')")
+    } else if !s.isBudgeted {
+      lines.append("not in use while prefill mode=full keeps every token")
+    }
+    return lines
+  }
+
+  /// `protect: text on, system off; quota: at least 4 entries per frame`.
+  static func retentionLine(_ r: RetentionOptions) -> String {
+    let quota = r.quota.map {
+      "at least \(CacheViews.plural($0.minimum, "entry", "entries")) per \($0.unit)"
+    }
+    return
+      "protect: text \(r.protectText ? "on" : "off"), system \(r.protectSystem ? "on" : "off"); quota: \(quota ?? "none")"
+  }
+
+  static let protect = Command(
+    "protect", summary: "never evict text or system-prompt tokens",
+    help: """
+      text=on keeps every text token in the cache; system=on keeps the system prompt's tokens. \
+      Protected tokens count against the budget: a budget that cannot hold them and what the \
+      policy must keep is an error when the next block comes (and the cache stays as it was). \
+      Without options, shows the setting.
+      """,
+    options: [
+      Option("text", .toggle, help: "never evict text tokens"),
+      Option("system", .toggle, help: "never evict system-prompt tokens"),
+    ]
+  ) { ctx in
+    var r = ctx.session.cacheSettings.retention
+    if ctx.args.isGiven("text") { r.protectText = ctx.args.toggle("text") }
+    if ctx.args.isGiven("system") { r.protectSystem = ctx.args.toggle("system") }
+    if r != ctx.session.cacheSettings.retention { try ctx.session.configureRetention(r) }
+    ctx.print(retentionLine(ctx.session.cacheSettings.retention))
+  }
+
+  static let quotaUnits = RetentionOptions.Quota.Unit.allCases.map(\.rawValue)
+
+  static let quota = Command(
+    "quota", summary: "keep at least N entries of every frame, tile or image",
+    help: """
+      Before the policy fills the rest of the budget, each video frame (frame=N), image tile \
+      (tile=N) or image (image=N) keeps its N best entries, where it has them. The cache keeps \
+      one quota at a time; `quota off` removes it. Without arguments, shows the setting.
+      """,
+    positionals: [Positional("off", .choice(["off"]), optional: true, help: "remove the quota")],
+    options: quotaUnits.map {
+      Option($0, .int(1...65536), placeholder: "N", help: "entries each \($0) keeps at least")
+    }
+  ) { ctx in
+    let given = quotaUnits.filter { ctx.args.isGiven($0) }
+    var r = ctx.session.cacheSettings.retention
+    if ctx.args.positional("off") != nil {
+      if let unit = given.first { throw ctx.error("give either off or \(unit)=N, not both") }
+      r.quota = nil
+    } else if given.count > 1 {
+      throw ctx.error(
+        "\(given.map { "\($0)=" }.joined(separator: " and ")) given; the cache keeps one quota (frame=N, tile=N or image=N)"
+      )
+    } else if let unit = given.first {
+      r.quota = RetentionOptions.Quota(
+        unit: RetentionOptions.Quota.Unit(rawValue: unit)!, minimum: ctx.args.int(unit))
+    }
+    if r != ctx.session.cacheSettings.retention { try ctx.session.configureRetention(r) }
+    ctx.print(retentionLine(ctx.session.cacheSettings.retention))
+  }
+
+  // MARK: prefill
+
+  static let prefill = Command(
+    "prefill", summary: "how input goes into the cache: mode and block size",
+    help: """
+      mode=full keeps every token. With a budget: mode=post prefills the whole input, then \
+      compresses it to the budget (the usual post-prefill baseline; memory grows with the \
+      input); mode=sequential appends each block, then evicts the excess (the paper's loop; \
+      the cache holds up to budget + block); mode=capped scores each block together with the \
+      cache and writes the best in place (never more than the budget). block=N is the number \
+      of tokens per prefill forward while a budget is on. A change rebuilds the cache from \
+      the context. Without options, shows the setting.
+      """,
+    options: [
+      Option(
+        "mode", .choice(PrefillMode.allCases.map(\.rawValue)),
+        help: "full, post, sequential or capped"),
+      Option("block", .int(1...65536), help: "tokens per block while a budget is on"),
+    ]
+  ) { ctx in
+    let s = ctx.session.cacheSettings
+    if ctx.args.isGiven("mode") || ctx.args.isGiven("block") {
+      let mode = ctx.args.string("mode").flatMap(PrefillMode.init(rawValue:)) ?? s.mode
+      try ctx.session.configurePrefill(
+        mode: mode, block: ctx.args.isGiven("block") ? ctx.args.int("block") : nil)
+    }
+    let now = ctx.session.cacheSettings
+    let block = now.block.map(String.init) ?? "\(ctx.session.options.prefillChunk) (default)"
+    ctx.print("prefill mode=\(now.mode) block=\(block)")
+    ctx.print("  " + modeSummary(now.mode))
+  }
+
+  static func modeSummary(_ mode: PrefillMode) -> String {
+    switch mode {
+    case .full: return "every token is kept; no budget in use"
+    case .post: return "the whole input is prefilled, then compressed to the budget"
+    case .sequential: return "each block is appended, then the excess evicted (budget + block)"
+    case .capped: return "each block is scored with the cache; never more than the budget"
+    }
+  }
+
+  // MARK: cache views
+
+  /// The loaded model's shape, or the no-model error.
+  static func shape(_ session: Session) throws -> DecoderConfig {
+    guard let model = session.model else { throw EngineError.noModel }
+    return model.config
+  }
+
+  /// What the cache holds of the context, budgeted or full.
+  static func retention(_ session: Session, _ c: DecoderConfig) -> RetentionView {
+    let origins = session.contextOrigins
+    if let b = session.budgetedCache { return RetentionView(cache: b, origins: origins) }
+    let held = session.cacheSummary?.tokens ?? 0
+    return RetentionView(
+      layers: c.layers, kvHeads: c.kvHeads, origins: origins,
+      holders: origins.indices.map { $0 < held ? c.layers * c.kvHeads : 0 })
+  }
+
+  static let cache = Command(
+    "cache", summary: "what the KV cache holds: budget, occupancy, origins",
+    help: """
+      Shows the prefill mode, the budget and the policy, how many tokens each layer and KV head \
+      holds against its capacity, the storage, what was evicted so far, and a table of the \
+      tokens fed and held by origin (text, image tiles, video frames, generated): `held` is the \
+      mean over the (layer, KV head) slots. See also `cache layer N`, `cache log`, `cache map`.
+      """
+  ) { ctx in
+    let session = ctx.session
+    let c = try shape(session)
+    let s = session.cacheSettings
+    var rows: [(String, String)] = []
+    if let b = session.budgetedCache {
+      let block = s.block ?? session.options.prefillChunk
+      rows.append(
+        ("mode", "\(b.mode), block \(block), \(CacheViews.plural(b.blocks, "block")) so far"))
+      var budget = "\(b.budget) tokens = \(Format.bytes(b.budgetBytes))"
+      if case .bytes? = s.budget { budget += " (budget \(s.budget!))" }
+      rows.append(("budget", budget))
+      rows.append(("policy", "\(b.policy)"))
+      if b.options != RetentionOptions() { rows.append(("retention", retentionLine(b.options))) }
+      let r = b.countRange
+      let held =
+        r.lowerBound == r.upperBound ? "\(r.lowerBound)" : "\(r.lowerBound) to \(r.upperBound)"
+      rows.append(("held", "\(held) of \(b.capacityTokens) tokens per layer and KV head"))
+      rows.append(
+        ("storage", "\(Format.bytes(b.bytesHeld)) (\(c.layers) layers × \(c.kvHeads) KV heads)"))
+      rows.append(
+        (
+          "evicted",
+          "\(Format.bytes(b.evictedBytes)) so far (\(b.evictedEntries) entries over \(c.layers * c.kvHeads) slots)"
+        ))
+    } else {
+      let summary = session.cacheSummary ?? (0, 0, 0)
+      rows.append(("mode", "full: every token is kept (no budget in use)"))
+      rows.append(("held", "\(summary.tokens) of \(summary.capacity) tokens per layer and KV head"))
+      rows.append(
+        ("storage", "\(Format.bytes(summary.bytes)) (\(c.layers) layers × \(c.kvHeads) KV heads)"))
+    }
+    let width = rows.map(\.0.count).max()! + 2
+    for (key, value) in rows {
+      ctx.print(key.padding(toLength: width, withPad: " ", startingAt: 0) + value)
+    }
+    let table = CacheViews.origins(retention(session, c))
+    if !table.isEmpty {
+      ctx.print()
+      for line in table { ctx.print(line) }
+    }
+  }
+
+  static let cacheLayer = Command(
+    "cache", verb: "layer", summary: "one layer: occupancy per KV head, positions kept",
+    help: """
+      For layer N: how many entries each KV head holds, by modality, and the positions each \
+      head keeps, as ranges (each KV head keeps its own set).
+      """,
+    positionals: [Positional("N", .int(0...65535), help: "the layer, from 0")]
+  ) { ctx in
+    let c = try shape(ctx.session)
+    let n = Int(ctx.args.positional("N")!)!
+    guard n < c.layers else {
+      throw ctx.error(
+        "layer \(n) does not exist (the model has \(c.layers) layers: 0-\(c.layers - 1))")
+    }
+    let origins = ctx.session.contextOrigins
+    let heads: [[EntryMeta]]
+    let capacity: Int
+    if let b = ctx.session.budgetedCache {
+      heads = (0..<c.kvHeads).map { b.entries(layer: n, head: $0) }
+      capacity = b.capacityTokens
+    } else {
+      let summary = ctx.session.cacheSummary ?? (0, 0, 0)
+      let all = origins.prefix(summary.tokens).enumerated().map {
+        EntryMeta(position: $0, origin: $1)
+      }
+      heads = Array(repeating: all, count: c.kvHeads)
+      capacity = summary.capacity
+    }
+    for line in CacheViews.layer(n, heads: heads, capacity: capacity, fed: origins) {
+      ctx.print(line)
+    }
+  }
+
+  static let cacheLog = Command(
+    "cache", verb: "log", summary: "the last block's evictions, per layer and KV head",
+    help: """
+      The eviction log of the last block (or of the last compression): for each layer and KV \
+      head, how many entries left, the lowest score among the entries kept that the policy \
+      could have evicted, the highest score among those that left, and their positions.
+      """,
+    options: [Option("layer", .int(0...65535), placeholder: "N", help: "only this layer")]
+  ) { ctx in
+    let c = try shape(ctx.session)
+    let layer = ctx.args.isGiven("layer") ? ctx.args.int("layer") : nil
+    if let layer, layer >= c.layers {
+      throw ctx.error(
+        "layer \(layer) does not exist (the model has \(c.layers) layers: 0-\(c.layers - 1))")
+    }
+    guard let b = ctx.session.budgetedCache else {
+      ctx.print("no budget in use: the cache keeps every token, nothing is evicted")
+      return
+    }
+    for line in CacheViews.log(event: b.lastEvent, records: b.lastEvictions, layer: layer) {
+      ctx.print(line)
+    }
+  }
+
+  static let cacheMap = Command(
+    "cache", verb: "map", summary: "a heatmap of what the cache retains of each input",
+    help: """
+      For each image, a grid per tile over the patches' rows and columns; for each video, a \
+      timeline over its frames; for text and generated tokens, a strip over their positions. \
+      Each cell shows the share of the (layer, KV head) slots that still hold its tokens: \
+      ' ' none, ░ under a third, ▒ under two thirds, ▓ less than all, █ all. Large inputs are \
+      bucketed so that every line fits in 80 columns.
+      """
+  ) { ctx in
+    let c = try shape(ctx.session)
+    for line in CacheViews.map(retention(ctx.session, c)) { ctx.print(line) }
+  }
+}
