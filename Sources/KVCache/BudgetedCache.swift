@@ -95,7 +95,7 @@ public final class BudgetedCache: KeyValueCache {
   /// The most entries held per layer and KV head once a block is committed.
   public private(set) var budget: Int
   /// The largest block `sequential` mode accepts (its storage is budget + block).
-  public let blockCapacity: Int
+  public private(set) var blockCapacity: Int
   public private(set) var policy: any EvictionPolicy
   public var options: RetentionOptions
   /// Whether to keep the eviction log of the last block (`lastEvictions`).
@@ -366,6 +366,15 @@ public final class BudgetedCache: KeyValueCache {
     case .sequential: reallocate(to: newBudget + blockCapacity)
     case .post, .full: if capacity > newBudget, count <= newBudget { reallocate(to: newBudget) }
     }
+  }
+
+  /// Sequential mode: room for blocks of up to `tokens` (storage budget + block; the transient
+  /// the paper's loop has). Blocks that follow the input's structure (a tile, a frame) are only
+  /// known in tokens once laid out.
+  public func reserveBlock(_ tokens: Int) {
+    guard mode == .sequential, tokens > blockCapacity else { return }
+    blockCapacity = tokens
+    reallocate(to: budget + tokens)
   }
 
   /// Switches policy; carried scores restart from 0, the query window keeps what it has seen.

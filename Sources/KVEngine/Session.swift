@@ -41,6 +41,8 @@ public struct FeedReport: Sendable {
   /// For an image or clip: how many visual units (tiles, images, frame pairs) and visual tokens.
   public var visualUnits = 0
   public var visualTokens = 0
+  /// Prefill blocks waiting (stepping on): the fed tokens are not in the context yet.
+  public var waitingBlocks = 0
 }
 
 public struct GenerationReport: Sendable {
@@ -265,7 +267,8 @@ public final class Session {
     feeds += 1
     lastFedVisual = false
     return FeedReport(
-      tokens: segment.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start))
+      tokens: segment.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start),
+      waitingBlocks: pendingBlocks.count)
   }
 
   /// What goes before fed content in the user turn: the turn's opening (with the system
@@ -346,16 +349,15 @@ public final class Session {
     }
     nextRopePosition = laid.nextPosition
     let all = (opening.count > 0 ? [opening] : []) + laid.segments
-    let before = context.count
     try prefill(all)
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
     let units = laid.segments.filter { $0.visual != nil }
     return FeedReport(
-      tokens: context.count - before, contextTokens: context.count,
+      tokens: all.reduce(0) { $0 + $1.count }, contextTokens: context.count,
       seconds: Date().timeIntervalSince(start), visualUnits: units.count,
-      visualTokens: units.reduce(0) { $0 + $1.count })
+      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count)
   }
 
   /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
@@ -363,7 +365,8 @@ public final class Session {
   /// blocks are queued instead, for `prefillStep`.
   private func prefill(_ new: [PromptSegment]) throws {
     guard model != nil, activeCache != nil else { throw EngineError.noModel }
-    let blocks = BlockScheduler(blockSize: prefillBlockSize).blocks(new)
+    let blocks = scheduler.blocks(new)
+    budgeted?.reserveBlock(blocks.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0)
     if stepping {
       pendingBlocks += blocks
       return
@@ -438,8 +441,6 @@ public final class Session {
   public func prefillStep() throws -> StepReport? {
     guard !pendingBlocks.isEmpty else { return nil }
     let block = pendingBlocks[0]
-    budgeted?.logEvictions = true
-    defer { budgeted?.logEvictions = false }
     try runBlock(block)
     pendingBlocks.removeFirst()
     stepsRun += 1
@@ -638,13 +639,16 @@ public struct CacheSettings: CustomStringConvertible {
   public var budget: KVBudget?
   public var policy: any EvictionPolicy
   public var mode: PrefillMode
-  /// Tokens per prefill block while a budget is on (nil: `EngineOptions.prefillChunk`).
-  public var block: Int?
+  /// Prefill blocks while a budget is on: N tokens, or N visual units (tiles, frames) with their
+  /// text (nil: `EngineOptions.prefillChunk` tokens).
+  public var block: BlockSize?
+  /// Whether the first `budget` tokens go in one forward (the paper's bulk first step).
+  public var bulk = false
   public var retention: RetentionOptions
 
   public init(
     budget: KVBudget? = nil, policy: any EvictionPolicy = SnapKVPolicy(), mode: PrefillMode = .full,
-    block: Int? = nil, retention: RetentionOptions = RetentionOptions()
+    block: BlockSize? = nil, retention: RetentionOptions = RetentionOptions()
   ) {
     self.budget = budget
     self.policy = policy
@@ -658,7 +662,7 @@ public struct CacheSettings: CustomStringConvertible {
 
   public var description: String {
     "budget \(budget.map { "\($0)" } ?? "off"), policy \(policy), mode \(mode)"
-      + (block.map { ", block \($0)" } ?? "")
+      + (block.map { ", block \($0)" } ?? "") + (bulk ? ", bulk" : "")
   }
 }
 
@@ -666,9 +670,19 @@ extension Session {
   /// The budgeted cache, for inspection (occupancy, entries, eviction log); nil without a budget.
   public var budgetedCache: BudgetedCache? { budgeted }
 
-  /// Tokens per prefill forward: the configured block while a budget is on.
-  var prefillBlockSize: Int {
-    cacheSettings.isBudgeted ? (cacheSettings.block ?? options.prefillChunk) : options.prefillChunk
+  /// Tokens per prefill block in `settings` (structure-aligned blocks: the text chunk).
+  func tokenBlock(_ settings: CacheSettings) -> Int {
+    if settings.isBudgeted, case .tokens(let b)? = settings.block { return b }
+    return options.prefillChunk
+  }
+
+  /// How input is cut into prefill blocks: the configured block and bulk while a budget is on.
+  var scheduler: BlockScheduler {
+    let s = cacheSettings
+    guard s.isBudgeted, let model else { return BlockScheduler(blockSize: options.prefillChunk) }
+    let bulk = s.bulk ? s.budget?.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(model.config)) : nil
+    return BlockScheduler(
+      size: s.block ?? .tokens(options.prefillChunk), textChunk: tokenBlock(s), bulk: bulk)
   }
 
   fileprivate func makeBudgetedCache(for config: DecoderConfig) throws -> BudgetedCache? {
@@ -679,7 +693,7 @@ extension Session {
     guard settings.isBudgeted, let budget = settings.budget else { return nil }
     let made = try BudgetedCache(
       config: config, budget: budget, mode: settings.mode, policy: settings.policy,
-      options: settings.retention, blockSize: settings.block ?? options.prefillChunk, meter: meter)
+      options: settings.retention, blockSize: tokenBlock(settings), meter: meter)
     // The log of the last block's evictions (`cache log`): a few records per layer and head.
     made.logEvictions = true
     return made
@@ -708,12 +722,22 @@ extension Session {
   /// for when a compressing mode is chosen again); a compressing mode needs a budget.
   public func configurePrefill(mode: PrefillMode, block: Int? = nil) throws {
     if let block, block < 1 { throw EngineError.invalid("block must be at least 1 token, got \(block)") }
+    try configurePrefill(mode: mode, blockSize: block.map { .tokens($0) })
+  }
+
+  /// `prefill mode=capped block=frame bulk=on`: blocks of N tokens or N visual units, and
+  /// whether the first budget's worth of tokens goes in one forward.
+  public func configurePrefill(mode: PrefillMode, blockSize: BlockSize?, bulk: Bool? = nil) throws {
+    if case .tokens(let b)? = blockSize, b < 1 {
+      throw EngineError.invalid("block must be at least 1 token, got \(b)")
+    }
     if mode != .full, cacheSettings.budget == nil {
       throw EngineError.invalid("mode=\(mode) needs a budget first (e.g. 'budget 1024 tokens')")
     }
     var s = cacheSettings
     s.mode = mode
-    if let block { s.block = block }
+    if let blockSize { s.block = blockSize }
+    if let bulk { s.bulk = bulk }
     try apply(s)
   }
 
@@ -739,8 +763,8 @@ extension Session {
   /// context into it (exact: same tokens, origins and positions), so what is held always follows
   /// the settings. The old cache is kept until the new one is complete: on error it is restored.
   func apply(_ settings: CacheSettings) throws {
-    if let block = settings.block, block < 1 {
-      throw EngineError.invalid("block must be at least 1 token, got \(block)")
+    if case .tokens(let b)? = settings.block, b < 1 {
+      throw EngineError.invalid("block must be at least 1 token, got \(b)")
     }
     guard let model else {
       // No model yet: what can be checked without one (a byte budget needs the model's size).
@@ -763,7 +787,7 @@ extension Session {
       }
     }
     if let current = budgeted, settings.isBudgeted, settings.mode == current.mode,
-      (settings.block ?? options.prefillChunk) == (cacheSettings.block ?? options.prefillChunk)
+      tokenBlock(settings) == tokenBlock(cacheSettings)
     {
       let tokens = settings.budget!.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(c))
       try mapCacheError {

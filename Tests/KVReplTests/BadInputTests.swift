@@ -110,7 +110,7 @@ final class BadInputTests: XCTestCase {
   func testPolicyWindowOutOfRange() { expect("policy snapkv window=0", "error: policy snapkv: window must be a whole number in 1...65536, got '0'") }
   func testPolicyFractionOutOfRange() { expect("policy infinipot alpha=2", "error: policy infinipot: alpha must be a number in 0...1, got '2'") }
   func testPrefillModeNeedsBudget() { expect("prefill mode=capped", "error: prefill: mode=capped needs a budget first (e.g. 'budget 1024 tokens')") }
-  func testPrefillBlockZero() { expect("prefill block=0", "error: prefill: block must be a whole number in 1...65536, got '0'") }
+  func testPrefillBlockZero() { expect("prefill block=0", "error: prefill: block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '0'") }
   func testQuotaTwoUnits() { expect("quota frame=2 tile=3", "error: quota: frame= and tile= given; the cache keeps one quota (frame=N, tile=N or image=N)") }
   func testQuotaOffAndUnit() { expect("quota off tile=3", "error: quota: give either off or tile=N, not both") }
   func testCacheWithoutModel() { expect("cache", "error: cache: no model loaded (use 'load' first)") }

@@ -140,7 +140,7 @@ final class CacheCommandTests: XCTestCase {
         "policy lru",
         "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot)"
       ),
-      ("prefill block=0", "error: prefill: block must be a whole number in 1...65536, got '0'"),
+      ("prefill block=0", "error: prefill: block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '0'"),
       (
         "quota frame=2 tile=3",
         "error: quota: frame= and tile= given; the cache keeps one quota (frame=N, tile=N or image=N)"

@@ -8,8 +8,8 @@ import KVModels
 public enum CacheCommands {
   public static var all: [Command] {
     [budget, policy] + policyForms + [
-      protect, quota, prefill, cache, cacheLayer, cacheLog, cacheMap,
-    ]
+      protect, quota, prefill,
+    ] + StepCommands.all + [cache, cacheLayer, cacheLog, cacheMap]
   }
 
   // MARK: budget
@@ -213,26 +213,40 @@ public enum CacheCommands {
       compresses it to the budget (the usual post-prefill baseline; memory grows with the \
       input); mode=sequential appends each block, then evicts the excess (the paper's loop; \
       the cache holds up to budget + block); mode=capped scores each block together with the \
-      cache and writes the best in place (never more than the budget). block=N is the number \
-      of tokens per prefill forward while a budget is on. A change rebuilds the cache from \
-      the context. Without options, shows the setting.
+      cache and writes the best in place (never more than the budget). While a budget is on, \
+      block=N cuts the input into blocks of N tokens, block=tile (or frame) into one visual \
+      unit — a tile, an image, a pair of frames — with the text before it, block=4frames into \
+      4 units; a unit is never split. bulk=on prefills the first budget's worth of tokens in \
+      one forward (the paper's first step). A change of mode or token block rebuilds the cache \
+      from the context. Without options, shows the setting.
       """,
     options: [
       Option(
         "mode", .choice(PrefillMode.allCases.map(\.rawValue)),
         help: "full, post, sequential or capped"),
-      Option("block", .int(1...65536), help: "tokens per block while a budget is on"),
+      Option(
+        "block", .text, placeholder: "N|tile|frame|Nframes",
+        help: "tokens, or visual units, per block while a budget is on"),
+      Option("bulk", .toggle, help: "the first budget's worth of tokens in one forward"),
     ]
   ) { ctx in
     let s = ctx.session.cacheSettings
-    if ctx.args.isGiven("mode") || ctx.args.isGiven("block") {
+    if ctx.args.isGiven("mode") || ctx.args.isGiven("block") || ctx.args.isGiven("bulk") {
       let mode = ctx.args.string("mode").flatMap(PrefillMode.init(rawValue:)) ?? s.mode
+      var block: BlockSize?
+      if let typed = ctx.args.string("block") {
+        guard let b = BlockSize(typed), b != .tokens(0) else {
+          throw ctx.error(
+            "block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '\(typed)'")
+        }
+        block = b
+      }
       try ctx.session.configurePrefill(
-        mode: mode, block: ctx.args.isGiven("block") ? ctx.args.int("block") : nil)
+        mode: mode, blockSize: block, bulk: ctx.args.isGiven("bulk") ? ctx.args.toggle("bulk") : nil)
     }
     let now = ctx.session.cacheSettings
-    let block = now.block.map(String.init) ?? "\(ctx.session.options.prefillChunk) (default)"
-    ctx.print("prefill mode=\(now.mode) block=\(block)")
+    let block = now.block.map { "\($0)" } ?? "\(ctx.session.options.prefillChunk) (default)"
+    ctx.print("prefill mode=\(now.mode) block=\(block)" + (now.bulk ? " bulk=on" : ""))
     ctx.print("  " + modeSummary(now.mode))
   }
 
@@ -277,7 +291,7 @@ public enum CacheCommands {
     let s = session.cacheSettings
     var rows: [(String, String)] = []
     if let b = session.budgetedCache {
-      let block = s.block ?? session.options.prefillChunk
+      let block = s.block.map { "\($0)" } ?? "\(session.options.prefillChunk)"
       rows.append(
         ("mode", "\(b.mode), block \(block), \(CacheViews.plural(b.blocks, "block")) so far"))
       var budget = "\(b.budget) tokens = \(Format.bytes(b.budgetBytes))"

@@ -38,7 +38,9 @@ public enum SessionCommands {
     options: [Option("raw", .toggle, default: "off", help: "append the text without the chat template"), timing]
   ) { ctx in
     let report = try ctx.session.feedText(ctx.args.positional("TEXT")!, raw: ctx.args.toggle("raw"))
-    var line = "fed \(report.tokens) tokens (context \(report.contextTokens))"
+    var line =
+      "fed \(report.tokens) tokens (context \(report.contextTokens)"
+      + (report.waitingBlocks > 0 ? "; \(Format.plural(report.waitingBlocks, "block")) waiting)" : ")")
     if ctx.args.toggle("timing") {
       line += ", \(Mask.seconds(report.seconds)) (\(Mask.rate(Double(report.tokens) / max(report.seconds, 1e-9), unit: "tok/s")))"
     }

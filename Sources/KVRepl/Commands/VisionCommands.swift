@@ -78,7 +78,8 @@ public enum VisionCommands {
 
   static func printFeed(_ ctx: CommandContext, what: String, _ r: FeedReport, unit: String) {
     var line =
-      "fed \(what): \(Format.plural(r.visualUnits, unit)), \(r.visualTokens) visual + \(r.tokens - r.visualTokens) text tokens (context \(r.contextTokens))"
+      "fed \(what): \(Format.plural(r.visualUnits, unit)), \(r.visualTokens) visual + \(r.tokens - r.visualTokens) text tokens (context \(r.contextTokens)"
+      + (r.waitingBlocks > 0 ? "; \(Format.plural(r.waitingBlocks, "block")) waiting)" : ")")
     if ctx.args.toggle("timing") {
       line += ", \(Mask.seconds(r.seconds)) (\(Mask.rate(Double(r.tokens) / Swift.max(r.seconds, 1e-9), unit: "tok/s")))"
     }
