@@ -36,8 +36,20 @@ final class QueryWindow {
     rows = FloatBuffer(count: max(1, size * width), category: .activations, meter: meter)
   }
 
+  /// The block's last queries — or, when the block brings proxy queries, those (at negative
+  /// positions: they are no entry of the cache, so the window protects nothing).
   func append(_ block: KVBlock) {
-    let k = min(size, block.count)
+    if let proxy = block.proxyQueries, block.proxyCount > 0 {
+      append(proxy, ld: block.queryLD, count: block.proxyCount, positions: Self.proxyPositions(block.proxyCount))
+    } else {
+      append(block.queries, ld: block.queryLD, count: block.count, positions: block.positions)
+    }
+  }
+
+  static func proxyPositions(_ n: Int) -> [Int] { Array(-n..<0) }
+
+  private func append(_ queries: UnsafePointer<Float>, ld: Int, count: Int, positions new: [Int]) {
+    let k = min(size, count)
     guard k > 0 else { return }
     let keep = min(positions.count, size - k)
     let drop = positions.count - keep
@@ -46,10 +58,9 @@ final class QueryWindow {
     }
     positions.removeFirst(drop)
     for r in 0..<k {
-      let src = block.count - k + r
-      (rows.pointer + (keep + r) * width).update(
-        from: block.queries + src * block.queryLD, count: width)
-      positions.append(block.positions[src])
+      let src = count - k + r
+      (rows.pointer + (keep + r) * width).update(from: queries + src * ld, count: width)
+      positions.append(new[src])
     }
   }
 
@@ -445,7 +456,10 @@ public final class BudgetedCache: KeyValueCache {
       let window =
         windows.isEmpty
         ? []
-        : QueryWindow.prospective(windows[l].positions, block.positions, size: policy.queryWindow)
+        : QueryWindow.prospective(
+          windows[l].positions,
+          block.proxyCount > 0 ? QueryWindow.proxyPositions(block.proxyCount) : block.positions,
+          size: policy.queryWindow)
       for h in 0..<kvHeads {
         try checkMandatory(entries(l, h, blockMeta: blockMeta, window: window, budget: budget))
       }

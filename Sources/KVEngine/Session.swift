@@ -363,7 +363,7 @@ public final class Session {
   /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
   /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
   /// blocks are queued instead, for `prefillStep`.
-  private func prefill(_ new: [PromptSegment]) throws {
+  private func prefill(_ new: [PromptSegment], proxy: Bool = true) throws {
     guard model != nil, activeCache != nil else { throw EngineError.noModel }
     let blocks = scheduler.blocks(new)
     budgeted?.reserveBlock(blocks.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0)
@@ -378,7 +378,7 @@ public final class Session {
       if cancellation.isSet {
         throw EngineError.cancelled("prefill stopped after \(done) of \(total) tokens")
       }
-      try runBlock(block)
+      try runBlock(block, proxy: proxy)
       done += block.reduce(0) { $0 + $1.count }
     }
     // Post-prefill compression (the baseline): once the whole input is in.
@@ -386,12 +386,13 @@ public final class Session {
   }
 
   /// Prefills one block at the end of the context and records it.
-  private func runBlock(_ block: [PromptSegment]) throws {
+  private func runBlock(_ block: [PromptSegment], proxy: Bool = true) throws {
     guard let model, let cache = activeCache else { throw EngineError.noModel }
     // The last row's logits (one row: cheap) are kept after every block, so that a
     // cancelled prefill still leaves logits that match the cache.
     try mapCacheError {
-      lastLogits = try run(block, model: model, cache: cache, logits: .last)
+      lastLogits = try run(
+        block, model: model, cache: cache, logits: .last, proxy: proxy ? proxyTokens() : [])
     }
     for segment in block { append(segment) }
   }
@@ -472,16 +473,18 @@ public final class Session {
   /// visual rows encoded by the vision tower.
   private func run(
     _ block: [PromptSegment], model: LlamaModel, cache: KeyValueCache, logits: LogitRows,
-    at first: Int? = nil
+    at first: Int? = nil, proxy: [Int] = []
   ) throws -> Matrix? {
     let c = model.config
-    let n = block.reduce(0) { $0 + $1.count }
+    let real = block.reduce(0) { $0 + $1.count }
+    let n = real + proxy.count
     let start = first ?? context.count
     if start + n > c.contextLength {
       throw EngineError.invalid(
         "context would hold \(start + n) tokens; the model's limit is \(c.contextLength)")
     }
     let x = Matrix(uninitializedRows: n, cols: c.hiddenSize, category: .activations, meter: meter)
+    model.embed(proxy, into: x, at: real)
     var row = 0
     for segment in block {
       if let unit = segment.visual, let vision {
@@ -500,12 +503,29 @@ public final class Session {
       }
       row += segment.count
     }
-    let axes: [[Int]]? =
+    var axes: [[Int]]? =
       c.mropeSection == nil
       ? nil : (0..<3).map { a in block.flatMap { $0.ropeAxes?[a] ?? $0.positions } }
+    if let a = axes, !proxy.isEmpty {
+      // Proxy rows follow the block's largest rotary position.
+      let next = (a.flatMap { $0 }.max() ?? -1) + 1
+      axes = a.map { $0 + Array(next..<(next + proxy.count)) }
+    }
     return try model.forward(
       x, positions: Array(start..<(start + n)), ropeAxes: axes,
-      origins: block.flatMap(\.origins), cache: cache, logits: logits, meter: meter)
+      origins: block.flatMap(\.origins), cache: cache, logits: logits, proxyRows: proxy.count,
+      meter: meter)
+  }
+
+  /// The proxy rows for a fed block: none unless a budgeted cache with a query-aware policy
+  /// is on and the proxy is not the block itself.
+  private func proxyTokens() -> [Int] {
+    guard let budgeted, budgeted.policy.queryWindow > 0, let tokenizer else { return [] }
+    switch cacheSettings.proxy {
+    case .block: return []
+    case .template: return tokenizer.encode(chat.turnEnd + chat.assistantPrefix)
+    case .question(let q): return tokenizer.encode(q + chat.turnEnd + chat.assistantPrefix)
+    }
   }
 
   /// Records a prefilled segment; consecutive text runs merge (generation appends one token at
@@ -542,12 +562,12 @@ public final class Session {
     userTurnOpen = false
     lastFedVisual = false
     let prompt = try textSegment(piece, input: input)
-    try prefill([prompt])
+    try prefill([prompt], proxy: false)  // the question itself is the query now
     feeds += 1
     let prefillSeconds = Date().timeIntervalSince(start)
     var report = try generate(options: options, onText: onText)
     // Close the assistant turn; the stop token the model produced is not in the cache yet.
-    try prefill([try textSegment(chat.turnEnd, input: input)])
+    try prefill([try textSegment(chat.turnEnd, input: input)], proxy: false)
     report.prefillTokens = prompt.count
     report.prefillSeconds = prefillSeconds
     return report
@@ -633,6 +653,24 @@ public final class Session {
 
 // MARK: budgeted cache (issue 4)
 
+/// The queries SnapKV scores a fed block with: the block's own last queries (the paper's
+/// default), the chat template that precedes an answer, or a question known in advance —
+/// run after the block as extra rows that attend to the cache and the block but are never
+/// cached (`LlamaModel.forward(proxyRows:)`).
+public enum QueryProxy: Equatable, Sendable, CustomStringConvertible {
+  case block
+  case template
+  case question(String)
+
+  public var description: String {
+    switch self {
+    case .block: return "block"
+    case .template: return "template"
+    case .question(let q): return "question \"\(q)\""
+    }
+  }
+}
+
 /// The session's cache configuration: what `budget`, `policy` and `prefill mode=` set.
 public struct CacheSettings: CustomStringConvertible {
   /// nil: no budget (`budget off`), the full cache.
@@ -644,6 +682,8 @@ public struct CacheSettings: CustomStringConvertible {
   public var block: BlockSize?
   /// Whether the first `budget` tokens go in one forward (the paper's bulk first step).
   public var bulk = false
+  /// What a query-aware policy (SnapKV) looks with while input is fed, before the question.
+  public var proxy = QueryProxy.block
   public var retention: RetentionOptions
 
   public init(
@@ -663,6 +703,7 @@ public struct CacheSettings: CustomStringConvertible {
   public var description: String {
     "budget \(budget.map { "\($0)" } ?? "off"), policy \(policy), mode \(mode)"
       + (block.map { ", block \($0)" } ?? "") + (bulk ? ", bulk" : "")
+      + (proxy == .block ? "" : ", proxy \(proxy)")
   }
 }
 
@@ -738,6 +779,16 @@ extension Session {
     s.mode = mode
     if let blockSize { s.block = blockSize }
     if let bulk { s.bulk = bulk }
+    try apply(s)
+  }
+
+  /// `prefill proxy=template` / `proxy="the question"` / `proxy=block`.
+  public func configureProxy(_ proxy: QueryProxy) throws {
+    if case .question(let q) = proxy, q.trimmingCharacters(in: .whitespaces).isEmpty {
+      throw EngineError.invalid("proxy question is empty")
+    }
+    var s = cacheSettings
+    s.proxy = proxy
     try apply(s)
   }
 

@@ -47,6 +47,50 @@ final class VisionBudgetTests: XCTestCase {
     }
   }
 
+  /// Proxy queries (the chat template, or a question known in advance) run after each fed block
+  /// and are never cached: with a budget that holds everything, the cache holds exactly the fed
+  /// tokens and the logits are the same;
+  /// with a binding one, SnapKV keeps other entries than with the block's own queries, and the
+  /// cap holds.
+  func testProxyQueriesAreNeverCached() throws {
+    func session(_ proxy: QueryProxy, budget: Int) throws -> Session {
+      let s = Session(options: EngineOptions(threads: 2, prefillChunk: 16))
+      _ = try s.load("\(Self.vlm)/qwen2_vl/model")
+      try s.configurePolicy(try PolicyCatalog.make("snapkv", options: ["window": "4"]))
+      try s.configureBudget(.tokens(budget))
+      try s.configurePrefill(mode: .capped, blockSize: .units(1))
+      try s.configureProxy(proxy)
+      s.meter.resetHighWater()
+      try s.feedImage("\(Self.vlm)/images/img_70x40.png")
+      try s.feedFrames((0..<4).map { "\(Self.vlm)/images/clip/frame_00\($0).png" })
+      return s
+    }
+    let plain = try session(.block, budget: 500)
+    for proxy in [QueryProxy.template, .question("What moves?")] {
+      // Extra rows change BLAS's blocking (and a 1-row block's sgemv becomes sgemm), so the
+      // same logits only to float rounding; the cache holds exactly the fed tokens.
+      let roomy = try session(proxy, budget: 500)
+      let a = try XCTUnwrap(roomy.nextTokenLogits)
+      let b = try XCTUnwrap(plain.nextTokenLogits)
+      XCTAssertLessThanOrEqual(zip(a, b).map { abs($0 - $1) }.max() ?? 1, 1e-5, "\(proxy)")
+      XCTAssertEqual(roomy.cacheSummary?.tokens, plain.context.count)
+      XCTAssertEqual(
+        roomy.budgetedCache?.positions(layer: 1, head: 1), plain.budgetedCache?.positions(layer: 1, head: 1))
+
+      let tight = try session(proxy, budget: 20)
+      let block = try session(.block, budget: 20)
+      let bpt = try XCTUnwrap(tight.model).config.kvBytesPerToken
+      XCTAssertEqual(tight.meter.reading(.kv).highWater, 20 * bpt, "\(proxy)")
+      XCTAssertNotEqual(
+        try XCTUnwrap(tight.budgetedCache).positions(layer: 1, head: 0),
+        try XCTUnwrap(block.budgetedCache).positions(layer: 1, head: 0), "\(proxy)")
+      // The block's last queries are SnapKV's window with proxy=block: those positions are
+      // always kept; a proxy window protects nothing of the cache.
+      let lastFour = Array((block.context.count - 4)..<block.context.count)
+      XCTAssertEqual(Array(try XCTUnwrap(block.budgetedCache).positions(layer: 0, head: 0).suffix(4)), lastFour)
+    }
+  }
+
   func testCappedNeverExceedsTheBudgetWithImagesAndFrames() throws {
     for family in ["idefics3", "llava", "qwen2_vl"] {
       let (s, _) = try run(family, budget: 48, mode: .capped)

@@ -52,6 +52,11 @@ public struct KVBlock {
   public var count: Int
   public var positions: [Int]
   public var origins: [TokenOrigin]
+  /// Proxy query rows run after the block but not cached (`queryLD` apart): what a
+  /// query-aware policy should look with instead of the block's own last queries — the chat
+  /// template, or the question when it is known before the images.
+  public var proxyQueries: UnsafePointer<Float>? = nil
+  public var proxyCount = 0
 
   public init(
     keys: UnsafePointer<Float>, values: UnsafePointer<Float>, queries: UnsafePointer<Float>,

@@ -78,11 +78,15 @@ public final class LlamaModel: @unchecked Sendable {
   ///
   /// `positions` are what the cache records (and, for 1-D RoPE, the rotary positions);
   /// `ropeAxes` (temporal, height, width rows, for a model with M-RoPE) rotate instead.
+  /// The last `proxyRows` rows of `x` (with their positions) are proxy queries: they attend to
+  /// the cache and the block, are handed to the cache as `KVBlock.proxyQueries`, and are
+  /// neither cached nor part of the logits.
   public func forward(
     _ x: Matrix, positions: [Int], ropeAxes: [[Int]]? = nil, origins: [TokenOrigin],
-    cache: KeyValueCache, logits: LogitRows, meter: MemoryMeter?
+    cache: KeyValueCache, logits: LogitRows, proxyRows: Int = 0, meter: MemoryMeter?
   ) throws -> Matrix? {
-    let n = x.rows
+    let all = x.rows
+    let n = all - proxyRows
     let c = config
     let d = c.hiddenSize
     let qDim = c.heads * c.headDim
@@ -91,11 +95,11 @@ public final class LlamaModel: @unchecked Sendable {
     let ff = c.intermediateSize
 
     // Scratch activations: every one is fully written before it is read.
-    let h = Matrix(uninitializedRows: n, cols: d, category: .activations, meter: meter)
-    let qkv = Matrix(uninitializedRows: n, cols: qkvDim, category: .activations, meter: meter)
-    let attended = Matrix(uninitializedRows: n, cols: qDim, category: .activations, meter: meter)
-    let gateUp = Matrix(uninitializedRows: n, cols: 2 * ff, category: .activations, meter: meter)
-    let act = Matrix(uninitializedRows: n, cols: ff, category: .activations, meter: meter)
+    let h = Matrix(uninitializedRows: all, cols: d, category: .activations, meter: meter)
+    let qkv = Matrix(uninitializedRows: all, cols: qkvDim, category: .activations, meter: meter)
+    let attended = Matrix(uninitializedRows: all, cols: qDim, category: .activations, meter: meter)
+    let gateUp = Matrix(uninitializedRows: all, cols: 2 * ff, category: .activations, meter: meter)
+    let act = Matrix(uninitializedRows: all, cols: ff, category: .activations, meter: meter)
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .activations,
@@ -110,17 +114,17 @@ public final class LlamaModel: @unchecked Sendable {
     for (index, layer) in layers.enumerated() {
       // Attention: h = norm(x); q,k,v = h·Wqkvᵀ; rotate q,k; attend; x += attended·Woᵀ
       Kernels.rmsNorm(
-        x.pointer, weight: layer.attentionNorm.pointer, eps: c.rmsNormEps, rows: n, cols: d,
+        x.pointer, weight: layer.attentionNorm.pointer, eps: c.rmsNormEps, rows: all, cols: d,
         out: h.pointer)
       Linear.apply(h, layer.qkv, into: qkv)
       if let bias = layer.qkvBias {
-        Kernels.addBias(qkv.pointer, bias: bias.pointer, rows: n, cols: qkvDim)
+        Kernels.addBias(qkv.pointer, bias: bias.pointer, rows: all, cols: qkvDim)
       }
       let q = qkv.pointer
       let k = qkv.pointer + qDim
       let v = qkv.pointer + qDim + kvDim
       // K's heads follow Q's in each row: rotate all of them in one pass.
-      rope.apply(q, rows: n, ld: qkvDim, heads: c.heads + c.kvHeads, table: rotary)
+      rope.apply(q, rows: all, ld: qkvDim, heads: c.heads + c.kvHeads, table: rotary)
 
       let past = cache.cached(layer: index)
       var segments: [KVSegment] = []
@@ -132,26 +136,29 @@ public final class LlamaModel: @unchecked Sendable {
       }
       segments.append(
         KVSegment(
-          keys: k, values: v, count: n, headStride: c.headDim, rowStride: qkvDim, causal: true))
+          keys: k, values: v, count: all, headStride: c.headDim, rowStride: qkvDim, causal: true))
       attention.run(
-        q: q, ldq: qkvDim, n: n, segments: segments, scale: scale, out: attended.pointer,
+        q: q, ldq: qkvDim, n: all, segments: segments, scale: scale, out: attended.pointer,
         ldo: qDim, scratch: scratch.pointer, threads: threads)
-      try cache.commit(
-        layer: index,
-        block: KVBlock(
-          keys: k, values: v, queries: q, ld: qkvDim, queryLD: qkvDim, count: n,
-          positions: positions, origins: origins))
+      var block = KVBlock(
+        keys: k, values: v, queries: q, ld: qkvDim, queryLD: qkvDim, count: n,
+        positions: proxyRows > 0 ? Array(positions.prefix(n)) : positions, origins: origins)
+      if proxyRows > 0 {
+        block.proxyQueries = UnsafePointer(q + n * qkvDim)
+        block.proxyCount = proxyRows
+      }
+      try cache.commit(layer: index, block: block)
       Linear.apply(attended, layer.attentionOutput, beta: 1, into: x)
       if let bias = layer.attentionOutputBias {
-        Kernels.addBias(x.pointer, bias: bias.pointer, rows: n, cols: d)
+        Kernels.addBias(x.pointer, bias: bias.pointer, rows: all, cols: d)
       }
 
       // MLP: x += (silu(h·Wgateᵀ) ⊙ h·Wupᵀ)·Wdownᵀ with h = norm(x)
       Kernels.rmsNorm(
-        x.pointer, weight: layer.ffnNorm.pointer, eps: c.rmsNormEps, rows: n, cols: d,
+        x.pointer, weight: layer.ffnNorm.pointer, eps: c.rmsNormEps, rows: all, cols: d,
         out: h.pointer)
       Linear.apply(h, layer.gateUp, into: gateUp)
-      Kernels.siluGate(gateUp.pointer, rows: n, cols: ff, out: act.pointer)
+      Kernels.siluGate(gateUp.pointer, rows: all, cols: ff, out: act.pointer)
       Linear.apply(act, layer.down, beta: 1, into: x)
     }
     try cache.finishBlock()

@@ -217,8 +217,11 @@ public enum CacheCommands {
       block=N cuts the input into blocks of N tokens, block=tile (or frame) into one visual \
       unit — a tile, an image, a pair of frames — with the text before it, block=4frames into \
       4 units; a unit is never split. bulk=on prefills the first budget's worth of tokens in \
-      one forward (the paper's first step). A change of mode or token block rebuilds the cache \
-      from the context. Without options, shows the setting.
+      one forward (the paper's first step). proxy= sets what SnapKV scores a fed block with: \
+      block (its own last queries, the default), template (the chat's end of turn and answer \
+      opening, run after each block and never cached), or a question in quotes, known before \
+      the images. A change of mode or token block rebuilds the cache from the context. Without \
+      options, shows the setting.
       """,
     options: [
       Option(
@@ -228,9 +231,19 @@ public enum CacheCommands {
         "block", .text, placeholder: "N|tile|frame|Nframes",
         help: "tokens, or visual units, per block while a budget is on"),
       Option("bulk", .toggle, help: "the first budget's worth of tokens in one forward"),
+      Option(
+        "proxy", .text, placeholder: "block|template|QUESTION",
+        help: "what SnapKV scores fed blocks with"),
     ]
   ) { ctx in
     let s = ctx.session.cacheSettings
+    if let typed = ctx.args.string("proxy") {
+      switch typed.lowercased() {
+      case "block": try ctx.session.configureProxy(.block)
+      case "template": try ctx.session.configureProxy(.template)
+      default: try ctx.session.configureProxy(.question(typed))
+      }
+    }
     if ctx.args.isGiven("mode") || ctx.args.isGiven("block") || ctx.args.isGiven("bulk") {
       let mode = ctx.args.string("mode").flatMap(PrefillMode.init(rawValue:)) ?? s.mode
       var block: BlockSize?
@@ -246,7 +259,9 @@ public enum CacheCommands {
     }
     let now = ctx.session.cacheSettings
     let block = now.block.map { "\($0)" } ?? "\(ctx.session.options.prefillChunk) (default)"
-    ctx.print("prefill mode=\(now.mode) block=\(block)" + (now.bulk ? " bulk=on" : ""))
+    ctx.print(
+      "prefill mode=\(now.mode) block=\(block)" + (now.bulk ? " bulk=on" : "")
+        + (now.proxy == .block ? "" : " proxy=\(now.proxy)"))
     ctx.print("  " + modeSummary(now.mode))
   }
 

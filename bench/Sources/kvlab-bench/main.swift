@@ -20,6 +20,9 @@ struct Arguments {
   /// "decode N STEPS": prefill N tokens, then time STEPS decode steps) with one JSON line, so
   /// that a script can alternate kvlab and its peer measurement by measurement.
   var serve = false
+  /// --vision-serve FOLDER: the vision encoder of an Idefics3 / SmolVLM folder instead of the
+  /// decoder, one command per stdin line (see VisionBench).
+  var visionServe: String?
   /// --kernels: micro-benchmarks of the BLAS shapes instead of the model.
   var kernels = false
   /// --determinism N: run the same N-token prefill (all logits, --chunk at a time) twice and
@@ -41,6 +44,7 @@ struct Arguments {
       case "--chunk": chunk = Int(v) ?? chunk
       case "--parity": parityDirectory = v
       case "--determinism": determinism = Int(v)
+      case "--vision-serve": visionServe = v
       default: throw Failure("unknown option \(a)")
       }
     }
@@ -144,6 +148,10 @@ do {
   BLAS.setThreads(args.threads)
   if args.kernels {
     KernelBench.run(threads: args.threads, repeats: args.repeats)
+    exit(0)
+  }
+  if let folder = args.visionServe {
+    try VisionBench.serve(folder: folder, threads: args.threads)
     exit(0)
   }
   let meter = MemoryMeter()
