@@ -69,7 +69,7 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("protect "), ["system=", "text="])
     XCTAssertEqual(complete("protect text="), ["text=off", "text=on"])
     XCTAssertEqual(complete("protect --"), ["--help", "--system", "--text"])
-    XCTAssertEqual(complete("prefill "), ["block=", "bulk=", "mode=", "run", "step", "stepping"])
+    XCTAssertEqual(complete("prefill "), ["block=", "bulk=", "mode=", "proxy=", "run", "step", "stepping"])
     XCTAssertEqual(complete("bu"), ["budget"])
   }
 

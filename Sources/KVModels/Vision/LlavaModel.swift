@@ -29,22 +29,10 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
   let projectorActivation: VisionActivation
   let imageTokenID: Int
 
-  struct VisionConfig: Decodable {
-    var hidden_size: Int
-    var intermediate_size: Int
-    var num_hidden_layers: Int
-    var num_attention_heads: Int
-    var image_size: Int
-    var patch_size: Int
-    var layer_norm_eps: Float?
-    var hidden_act: String?
-    var num_channels: Int?
-  }
-
   init(folder: HFModelFolder, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
-    let vc = try folder.decodeConfig(VisionConfig.self, at: "vision_config")
+    let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
     let textConfig = try folder.decodeConfig(DecoderConfig.self, at: "text_config")
     guard vc.patch_size > 0, vc.image_size % vc.patch_size == 0, vc.image_size <= 4096 else {
       throw fail("vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")

@@ -28,6 +28,19 @@ public enum VisionActivation: String, Sendable {
   }
 }
 
+/// The `vision_config` of a SigLIP or CLIP tower (Idefics3, LLaVA), as config.json writes it.
+struct ViTConfig: Decodable {
+  var hidden_size: Int
+  var intermediate_size: Int
+  var num_hidden_layers: Int
+  var num_attention_heads: Int
+  var image_size: Int
+  var patch_size: Int
+  var layer_norm_eps: Float?
+  var hidden_act: String?
+  var num_channels: Int?
+}
+
 /// One pre-norm ViT block: x += attn(LN₁(x)); x += fc₂(act(fc₁(LN₂(x)))). Q, K and V are one
 /// fused [3D][D] matrix (Qwen2-VL stores them so; SigLIP and CLIP are fused on load).
 struct VisionLayer {
