@@ -105,6 +105,8 @@ public struct PolicyOptionSpec: Sendable {
     case integer(ClosedRange<Int>, odd: Bool)
     /// A finite number in the range.
     case number(ClosedRange<Double>)
+    /// One of fixed words.
+    case choice([String])
   }
   public let name: String
   public let kind: Kind
@@ -143,8 +145,10 @@ public struct PolicySpec: Sendable {
 struct PolicyValues {
   var integers: [String: Int] = [:]
   var numbers: [String: Double] = [:]
+  var words: [String: String] = [:]
   func int(_ key: String) -> Int? { integers[key] }
   func number(_ key: String) -> Double? { numbers[key] }
+  func word(_ key: String) -> String? { words[key] }
 }
 
 /// The policies by REPL name, with `key=value` options: what `policy snapkv window=32` builds.
@@ -166,9 +170,16 @@ public enum PolicyCatalog {
           help: "recent queries that score (always kept)"),
         PolicyOptionSpec(
           "kernel", .integer(1...255, odd: true), default: "5",
-          help: "width of the average pooling over neighbours (odd)"),
+          help: "width of the pooling over neighbours (odd)"),
+        PolicyOptionSpec(
+          "pooling", .choice(["avg", "max"]), default: "avg",
+          help: "how neighbours pool: average (kvpress, the paper) or max"),
       ], usesAttention: true,
-      build: { SnapKVPolicy(window: $0.int("window")!, kernel: $0.int("kernel")!) }),
+      build: {
+        SnapKVPolicy(
+          window: $0.int("window")!, kernel: $0.int("kernel")!,
+          pooling: $0.word("pooling") == "max" ? .max : .average)
+      }),
     PolicySpec(
       name: "keydiff", aliases: [], summary: "keep the most distinctive keys (query-agnostic)",
       help: """
@@ -284,6 +295,12 @@ public enum PolicyCatalog {
           )
         }
         values.numbers[o.name] = v
+      case .choice(let words):
+        guard let w = words.first(where: { $0 == text.lowercased() }) else {
+          throw CacheError.invalidPolicy(
+            "\(spec.name): \(o.name) must be one of \(words.joined(separator: ", ")), got '\(text)'")
+        }
+        values.words[o.name] = w
       }
     }
     return spec.build(values)

@@ -106,7 +106,7 @@ final class BudgetedCacheTests: XCTestCase {
       XCTAssertTrue("\(e)".hasPrefix("unknown policy 'lru'; known: snapkv, keydiff"), "\(e)")
     }
     XCTAssertThrowsError(try PolicyCatalog.make("snapkv", options: ["windw": "3"])) { e in
-      XCTAssertEqual("\(e)", "snapkv: unknown option 'windw'; options: window, kernel")
+      XCTAssertEqual("\(e)", "snapkv: unknown option 'windw'; options: window, kernel, pooling")
     }
     XCTAssertThrowsError(try PolicyCatalog.make("keydiff", options: ["x": "1"])) { e in
       XCTAssertEqual("\(e)", "keydiff: unknown option 'x' (it takes none)")

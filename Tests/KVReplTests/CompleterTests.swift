@@ -53,8 +53,9 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(
       complete("policy "), ["h2o", "infinipot", "keydiff", "knorm", "random", "snapkv", "streaming", "vnorm"])
     XCTAssertEqual(complete("policy s"), ["snapkv", "streaming"])
-    XCTAssertEqual(complete("policy snapkv "), ["kernel=", "window="])
-    XCTAssertEqual(complete("policy snapkv window=8 "), ["kernel="])
+    XCTAssertEqual(complete("policy snapkv "), ["kernel=", "pooling=", "window="])
+    XCTAssertEqual(complete("policy snapkv pooling="), ["pooling=avg", "pooling=max"])
+    XCTAssertEqual(complete("policy snapkv window=8 "), ["kernel=", "pooling="])
     XCTAssertEqual(complete("policy h2o "), ["recent="])
     XCTAssertEqual(complete("policy infinipot "), ["alpha=", "recent="])
     XCTAssertEqual(complete("policy keydiff "), [])

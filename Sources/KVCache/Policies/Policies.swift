@@ -139,14 +139,19 @@ public struct H2OPolicy: EvictionPolicy {
 /// are the same. In block-wise prefill the window is the last `window` queries the layer has seen
 /// (the block's last w, continued from the previous blocks when a block is shorter), not a proxy.
 public struct SnapKVPolicy: EvictionPolicy {
+  public enum Pooling: String, Sendable { case average = "avg", max }
   public var window: Int
   public var kernel: Int
-  public init(window: Int = 32, kernel: Int = 5) {
+  public var pooling: Pooling
+  public init(window: Int = 32, kernel: Int = 5, pooling: Pooling = .average) {
     self.window = window
     self.kernel = kernel
+    self.pooling = pooling
   }
   public var name: String { "snapkv" }
-  public var options: [(String, String)] { [("window", "\(window)"), ("kernel", "\(kernel)")] }
+  public var options: [(String, String)] {
+    [("window", "\(window)"), ("kernel", "\(kernel)")] + (pooling == .max ? [("pooling", "max")] : [])
+  }
   public var queryWindow: Int { window }
   public var minimumBudget: Int { window }
 
@@ -169,9 +174,18 @@ public struct SnapKVPolicy: EvictionPolicy {
     for h in 0..<mass.count {
       let mean = others.map { mass[h][$0] / rows }
       for t in 0..<m {
-        var s: Float = 0
-        for u in (t - pad)...(t - pad + kernel - 1) where u >= 0 && u < m { s += mean[u] }
-        pooledSum[t] += s / Float(kernel)
+        let neighbours = max(0, t - pad)...min(m - 1, t - pad + kernel - 1)
+        switch pooling {
+        case .average:
+          // avg_pool1d with zero padding, as kvpress: the sum over the kernel / its width.
+          var s: Float = 0
+          for u in neighbours { s += mean[u] }
+          pooledSum[t] += s / Float(kernel)
+        case .max:
+          var s = -Float.infinity
+          for u in neighbours { s = Swift.max(s, mean[u]) }
+          pooledSum[t] += s
+        }
       }
     }
     var top = -Float.infinity

@@ -126,6 +126,7 @@ public enum CacheCommands {
     switch o.kind {
     case .integer(let range, _): type = .int(range)
     case .number(let range): type = .number(range)
+    case .choice(let words): type = .choice(words)
     }
     return Option(o.name, type, default: o.defaultValue, help: o.help)
   }
