@@ -20,19 +20,24 @@ final class BlockSchedulerTests: XCTestCase {
 
   /// Each block as its pieces: "t3" / "u4".
   func shape(_ blocks: [[PromptSegment]]) -> [String] {
-    blocks.map { $0.map { ($0.visual == nil ? "t" : "u") + String($0.count) }.joined(separator: " ") }
+    blocks.map {
+      $0.map { ($0.visual == nil ? "t" : "u") + String($0.count) }.joined(separator: " ")
+    }
   }
 
   func testTokenBlocksNeverSplitAUnit() {
     let s = BlockScheduler(size: .tokens(8), textChunk: 8)
-    XCTAssertEqual(shape(s.blocks(layout("t5 u4 t2 u4 u4 t20"))), ["t5", "u4 t2", "u4 u4", "t8", "t8", "t4"])
+    XCTAssertEqual(
+      shape(s.blocks(layout("t5 u4 t2 u4 u4 t20"))), ["t5", "u4 t2", "u4 u4", "t8", "t8", "t4"])
     // A unit larger than the block is a block of its own.
     XCTAssertEqual(shape(s.blocks(layout("t3 u12 t3"))), ["t3", "u12", "t3"])
   }
 
   func testUnitBlocksCloseAfterTheirUnits() {
     let one = BlockScheduler(size: .units(1), textChunk: 6)
-    XCTAssertEqual(shape(one.blocks(layout("t3 u4 t1 u4 t1 u4 t14"))), ["t3 u4", "t1 u4", "t1 u4", "t6", "t6", "t2"])
+    XCTAssertEqual(
+      shape(one.blocks(layout("t3 u4 t1 u4 t1 u4 t14"))),
+      ["t3 u4", "t1 u4", "t1 u4", "t6", "t6", "t2"])
     let two = BlockScheduler(size: .units(2), textChunk: 100)
     XCTAssertEqual(shape(two.blocks(layout("t3 u4 t1 u4 t1 u4 t2"))), ["t3 u4 t1 u4", "t1 u4 t2"])
   }
@@ -50,7 +55,9 @@ final class BlockSchedulerTests: XCTestCase {
       for bulk in [nil, 7] {
         let segments = layout("t9 u4 t1 u6 u6 t3 u2 t11")
         let blocks = BlockScheduler(size: size, textChunk: 5, bulk: bulk).blocks(segments)
-        XCTAssertEqual(blocks.flatMap { $0.flatMap(\.positions) }, Array(0..<42), "\(size) \(String(describing: bulk))")
+        XCTAssertEqual(
+          blocks.flatMap { $0.flatMap(\.positions) }, Array(0..<42),
+          "\(size) \(String(describing: bulk))")
       }
     }
   }

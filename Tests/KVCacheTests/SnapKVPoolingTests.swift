@@ -9,7 +9,8 @@ final class SnapKVPoolingTests: XCTestCase {
   func testMaxPoolingScoresAtLeastTheAverageAndDiffers() throws {
     var rng = SeededRNG(seed: 9)
     let origins = (0..<40).map { _ in TokenOrigin(modality: .text, input: 0) }
-    let input = SyntheticInput(layers: 1, kvHeads: 2, queryHeads: 4, headDim: 8, origins: origins, rng: &rng)
+    let input = SyntheticInput(
+      layers: 1, kvHeads: 2, queryHeads: 4, headDim: 8, origins: origins, rng: &rng)
     func scores(_ options: [String: String]) throws -> [[Float]] {
       let cache = try BudgetedCache(
         layers: 1, kvHeads: 2, headDim: 8, queryHeads: 4, budget: 64, mode: .capped,
@@ -28,7 +29,8 @@ final class SnapKVPoolingTests: XCTestCase {
     }
     XCTAssertTrue(differs)
     XCTAssertEqual(
-      "\(try PolicyCatalog.make("snapkv", options: ["pooling": "max"]))", "snapkv window=32 kernel=5 pooling=max")
+      "\(try PolicyCatalog.make("snapkv", options: ["pooling": "max"]))",
+      "snapkv window=32 kernel=5 pooling=max")
     XCTAssertEqual("\(try PolicyCatalog.make("snapkv", options: [:]))", "snapkv window=32 kernel=5")
     XCTAssertThrowsError(try PolicyCatalog.make("snapkv", options: ["pooling": "median"])) {
       XCTAssertEqual("\($0)", "snapkv: pooling must be one of avg, max, got 'median'")

@@ -75,7 +75,8 @@ final class VisionBudgetTests: XCTestCase {
       XCTAssertLessThanOrEqual(zip(a, b).map { abs($0 - $1) }.max() ?? 1, 1e-5, "\(proxy)")
       XCTAssertEqual(roomy.cacheSummary?.tokens, plain.context.count)
       XCTAssertEqual(
-        roomy.budgetedCache?.positions(layer: 1, head: 1), plain.budgetedCache?.positions(layer: 1, head: 1))
+        roomy.budgetedCache?.positions(layer: 1, head: 1),
+        plain.budgetedCache?.positions(layer: 1, head: 1))
 
       let tight = try session(proxy, budget: 20)
       let block = try session(.block, budget: 20)
@@ -87,7 +88,8 @@ final class VisionBudgetTests: XCTestCase {
       // The block's last queries are SnapKV's window with proxy=block: those positions are
       // always kept; a proxy window protects nothing of the cache.
       let lastFour = Array((block.context.count - 4)..<block.context.count)
-      XCTAssertEqual(Array(try XCTUnwrap(block.budgetedCache).positions(layer: 0, head: 0).suffix(4)), lastFour)
+      XCTAssertEqual(
+        Array(try XCTUnwrap(block.budgetedCache).positions(layer: 0, head: 0).suffix(4)), lastFour)
     }
   }
 

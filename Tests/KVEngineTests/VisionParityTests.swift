@@ -1,8 +1,9 @@
 import Foundation
 import KVCache
-@testable import KVModels
 import KVTensor
 import XCTest
+
+@testable import KVModels
 
 /// The three vision-language families against Hugging Face transformers 5.24.0 (fp32): tiny
 /// random Idefics3, LLaVA and Qwen2-VL models saved as published folders, run on PNG files by
@@ -90,7 +91,9 @@ final class VisionParityTests: XCTestCase {
     let vocab = decoder.config.vocabularySize
     let mrope = decoder.config.mropeSection != nil
     for c in cases {
-      if let split = c.processor_kwargs?["do_image_splitting"], let idefics = model as? Idefics3Model {
+      if let split = c.processor_kwargs?["do_image_splitting"],
+        let idefics = model as? Idefics3Model
+      {
         idefics.splitter.splitting = split
       }
       defer { (model as? Idefics3Model)?.splitter.splitting = true }
@@ -103,12 +106,15 @@ final class VisionParityTests: XCTestCase {
       var videoUnits: [[PixelValues]] = []
       for s in segments {
         guard let v = s.visual else { continue }
-        if s.origins[0].modality == .video { videoUnits.append(try v.pixels()) } else {
+        if s.origins[0].modality == .video {
+          videoUnits.append(try v.pixels())
+        } else {
           imageUnits.append(try v.pixels())
         }
       }
       for (units, pixelKey, featureKey) in [
-        (imageUnits, "pixel_values", "features"), (videoUnits, "pixel_values_videos", "video_features"),
+        (imageUnits, "pixel_values", "features"),
+        (videoUnits, "pixel_values_videos", "video_features"),
       ] where !units.isEmpty {
         let pixels = try NPYReader.read("\(base)/\(try XCTUnwrap(c.files[pixelKey]))").values
         let mine = units.flatMap { unitPixels($0, model: model) }
@@ -139,7 +145,8 @@ final class VisionParityTests: XCTestCase {
       var index = 0
       var lastPosition = 0
       for s in segments {
-        let x = try s.visual.map { try model.encode($0.pixels(), meter: meter) }
+        let x =
+          try s.visual.map { try model.encode($0.pixels(), meter: meter) }
           ?? decoder.embed(s.tokens, meter: meter)
         let logits = try XCTUnwrap(
           decoder.forward(

@@ -67,7 +67,8 @@ final class VisionSessionTests: XCTestCase {
       XCTAssertEqual(Array(session.context.prefix(n)), c.input_ids, "\(family)/\(c.name): prompt")
 
       // Greedy answer: transformers' 8 tokens, cut at the first token the chat stops on.
-      XCTAssertEqual(answer.tokens, Array(c.greedy.prefix(answer.tokens.count)), "\(family)/\(c.name)")
+      XCTAssertEqual(
+        answer.tokens, Array(c.greedy.prefix(answer.tokens.count)), "\(family)/\(c.name)")
       XCTAssertTrue(answer.tokens.count == c.greedy.count || answer.stoppedOnEOS)
 
       // Every logit of the prompt, recomputed from the recorded segments (images re-read).

@@ -23,12 +23,16 @@ final class StepCommandTests: XCTestCase {
     // Asking while blocks wait is refused; nothing changes.
     XCTAssertEqual(repl.run(line: #"ask "Hi?""#), .failed)
     XCTAssertTrue(
-      out.text.hasSuffix("error: ask: 8 prefill blocks are waiting; run 'prefill step' or 'prefill run' first\n"),
+      out.text.hasSuffix(
+        "error: ask: 8 prefill blocks are waiting; run 'prefill step' or 'prefill run' first\n"),
       out.text)
     XCTAssertEqual(repl.session.context.count, 0)
 
     XCTAssertEqual(repl.run(line: "prefill step"), .ok)
-    XCTAssertTrue(out.text.contains("block 1/8: +11 tokens (text: 5, image 0: 2, image 0 tile 0: 4); cache 11/24 per layer, context 11\n  nothing evicted\n"), out.text)
+    XCTAssertTrue(
+      out.text.contains(
+        "block 1/8: +11 tokens (text: 5, image 0: 2, image 0 tile 0: 4); cache 11/24 per layer, context 11\n  nothing evicted\n"
+      ), out.text)
     XCTAssertEqual(repl.run(line: "prefill run"), .ok)
     XCTAssertTrue(out.text.hasSuffix("ran 7 blocks (context 51)\n"), out.text)
     XCTAssertEqual(repl.run(line: "prefill step"), .ok)
@@ -73,11 +77,14 @@ final class StepCommandTests: XCTestCase {
     XCTAssertEqual(repl.run(line: "prefill block=2tile"), .failed)
     XCTAssertTrue(
       out.text.hasSuffix(
-        "error: prefill: block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '2tile'\n"),
+        "error: prefill: block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '2tile'\n"
+      ),
       out.text)
     XCTAssertEqual(repl.run(line: "prefill block=0"), .failed)
     XCTAssertEqual(repl.session.cacheSettings.block?.description, "4frames")
     XCTAssertEqual(repl.run(line: "prefill stepping maybe"), .failed)
-    XCTAssertTrue(out.text.hasSuffix("error: prefill stepping: STATE must be on or off, got 'maybe'\n"), out.text)
+    XCTAssertTrue(
+      out.text.hasSuffix("error: prefill stepping: STATE must be on or off, got 'maybe'\n"),
+      out.text)
   }
 }

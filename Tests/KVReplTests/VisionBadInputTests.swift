@@ -12,22 +12,28 @@ final class VisionBadInputTests: XCTestCase {
   /// A REPL with the tiny LLaVA loaded and one image fed; `line` must fail with `message`
   /// (the temporary folder's path written as `$T`) and leave the context as it was.
   func expect(
-    _ line: String, _ message: String, model: String = "llava", setUp: (String) throws -> Void = { _ in },
+    _ line: String, _ message: String, model: String = "llava",
+    setUp: (String) throws -> Void = { _ in },
     file: StaticString = #filePath, lineNumber: UInt = #line
   ) throws {
     let (repl, out) = makeRepl()
     let folder = temporaryFolder(self)
     repl.workingDirectory = folder
     try setUp(folder)
-    XCTAssertEqual(repl.run(line: "load \(Self.vlm)/\(model)/model"), .ok, out.text, file: file, line: lineNumber)
-    XCTAssertEqual(repl.run(line: "feed image \(Self.vlm)/images/img_33x33.png"), .ok, out.text, file: file, line: lineNumber)
+    XCTAssertEqual(
+      repl.run(line: "load \(Self.vlm)/\(model)/model"), .ok, out.text, file: file, line: lineNumber
+    )
+    XCTAssertEqual(
+      repl.run(line: "feed image \(Self.vlm)/images/img_33x33.png"), .ok, out.text, file: file,
+      line: lineNumber)
     let context = repl.session.context
     let before = out.text.count
     XCTAssertEqual(repl.run(line: line), .failed, file: file, line: lineNumber)
     XCTAssertEqual(
       String(out.text.dropFirst(before)), message + "\n",
       file: file, line: lineNumber)
-    XCTAssertEqual(repl.session.context, context, "the context changed", file: file, line: lineNumber)
+    XCTAssertEqual(
+      repl.session.context, context, "the context changed", file: file, line: lineNumber)
     XCTAssertEqual(repl.run(line: "show tokens"), .ok, file: file, line: lineNumber)
   }
 
@@ -46,12 +52,17 @@ final class VisionBadInputTests: XCTestCase {
     }
     var w = width.bigEndian
     var h = height.bigEndian
-    let ihdr = withUnsafeBytes(of: &w, Array.init) + withUnsafeBytes(of: &h, Array.init) + [8, 2, 0, 0, 0]
-    return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IEND", []))
+    let ihdr =
+      withUnsafeBytes(of: &w, Array.init) + withUnsafeBytes(of: &h, Array.init) + [8, 2, 0, 0, 0]
+    return Data(
+      [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IEND", []))
   }
 
   func testTruncatedImage() throws {
-    try expect("feed image t.png", "error: feed image: t.png: corrupt or truncated PNG: read beyond end of data") {
+    try expect(
+      "feed image t.png",
+      "error: feed image: t.png: corrupt or truncated PNG: read beyond end of data"
+    ) {
       let whole = try Data(contentsOf: URL(fileURLWithPath: Self.vlm + "/images/img_70x40.png"))
       try whole.prefix(100).write(to: URL(fileURLWithPath: $0 + "/t.png"))
     }
@@ -65,7 +76,9 @@ final class VisionBadInputTests: XCTestCase {
   }
 
   func testUnreadableImage() throws {
-    try expect("feed image missing.png", "error: feed image: missing.png: cannot open: No such file or directory")
+    try expect(
+      "feed image missing.png",
+      "error: feed image: missing.png: cannot open: No such file or directory")
   }
 
   func testZeroSizeImage() throws {
@@ -78,7 +91,9 @@ final class VisionBadInputTests: XCTestCase {
     try expect(
       "feed image h.png",
       "error: feed image: h.png: image is 100000×100000 = 10000000000 pixels, more than the limit of 100000000"
-    ) { try Self.png(width: 100_000, height: 100_000).write(to: URL(fileURLWithPath: $0 + "/h.png")) }
+    ) {
+      try Self.png(width: 100_000, height: 100_000).write(to: URL(fileURLWithPath: $0 + "/h.png"))
+    }
   }
 
   func testFolderWithoutImages() throws {
@@ -86,7 +101,8 @@ final class VisionBadInputTests: XCTestCase {
       "feed frames empty",
       "error: feed frames: empty: no images in this folder (PNG, JPEG or binary PPM/PGM, recognised by their first bytes; 1 other entry skipped)"
     ) {
-      try FileManager.default.createDirectory(atPath: $0 + "/empty", withIntermediateDirectories: true)
+      try FileManager.default.createDirectory(
+        atPath: $0 + "/empty", withIntermediateDirectories: true)
       try "x".write(toFile: $0 + "/empty/notes.txt", atomically: true, encoding: .utf8)
     }
   }
@@ -102,7 +118,9 @@ final class VisionBadInputTests: XCTestCase {
       try "not a video".write(toFile: $0 + "/clip.mp4", atomically: true, encoding: .utf8)
     }
     guard Frames.findFFmpeg() != nil else {
-      return try expect("feed frames clip.mp4", "error: feed frames: clip.mp4: " + Frames.ffmpegMissing, setUp: write)
+      return try expect(
+        "feed frames clip.mp4", "error: feed frames: clip.mp4: " + Frames.ffmpegMissing,
+        setUp: write)
     }
     let (repl, out) = makeRepl()
     let folder = temporaryFolder(self)
@@ -110,7 +128,8 @@ final class VisionBadInputTests: XCTestCase {
     try write(folder)
     XCTAssertEqual(repl.run(line: "load \(Self.vlm)/llava/model"), .ok)
     XCTAssertEqual(repl.run(line: "feed frames clip.mp4"), .failed)
-    XCTAssertTrue(out.text.contains("error: feed frames: clip.mp4: ffmpeg failed (exit status "), out.text)
+    XCTAssertTrue(
+      out.text.contains("error: feed frames: clip.mp4: ffmpeg failed (exit status "), out.text)
   }
 
   func testSplitOnANonIdefics3Model() throws {
@@ -125,7 +144,8 @@ final class VisionBadInputTests: XCTestCase {
     XCTAssertEqual(repl.run(line: "feed image \(Self.vlm)/images/img_33x33.png"), .failed)
     XCTAssertTrue(
       out.text.hasSuffix(
-        "error: feed image: the loaded model has no vision tower (load a vision-language model folder: idefics3, llava, qwen2_vl)\n"),
+        "error: feed image: the loaded model has no vision tower (load a vision-language model folder: idefics3, llava, qwen2_vl)\n"
+      ),
       out.text)
   }
 
@@ -143,7 +163,8 @@ final class VisionBadInputTests: XCTestCase {
     XCTAssertEqual(repl.run(line: line), .failed, file: file, line: lineNumber)
     XCTAssertEqual(
       out.text, message + "\n", file: file, line: lineNumber)
-    XCTAssertEqual(repl.run(line: "load \(Self.vlm)/llava/model"), .ok, out.text, file: file, line: lineNumber)
+    XCTAssertEqual(
+      repl.run(line: "load \(Self.vlm)/llava/model"), .ok, out.text, file: file, line: lineNumber)
   }
 
   /// A copy of a fixture model folder in the temporary folder, edited by `edit`.
@@ -155,14 +176,20 @@ final class VisionBadInputTests: XCTestCase {
 
   func editConfig(_ path: String, _ change: (inout [String: Any]) -> Void) throws {
     let url = URL(fileURLWithPath: path + "/config.json")
-    var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    var config = try XCTUnwrap(
+      JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
     change(&config)
     try JSONSerialization.data(withJSONObject: config).write(to: url)
   }
 
   func testUnsupportedArchitecture() throws {
-    try expectLoad("load m", "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl)") {
-      try self.brokenCopy("llava", into: $0) { try self.editConfig($0) { $0["model_type"] = "blip2" } }
+    try expectLoad(
+      "load m",
+      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl)"
+    ) {
+      try self.brokenCopy("llava", into: $0) {
+        try self.editConfig($0) { $0["model_type"] = "blip2" }
+      }
     }
   }
 
@@ -192,7 +219,8 @@ final class VisionBadInputTests: XCTestCase {
         let index: [String: Any] = [
           "metadata": [:],
           "weight_map": [
-            "model.embed_tokens.weight": shard, "visual.merger.ln_q.weight": "model-00002-of-00002.safetensors",
+            "model.embed_tokens.weight": shard,
+            "visual.merger.ln_q.weight": "model-00002-of-00002.safetensors",
           ],
         ]
         try JSONSerialization.data(withJSONObject: index).write(
@@ -203,7 +231,9 @@ final class VisionBadInputTests: XCTestCase {
 
   func testMissingTokenizer() throws {
     try expectLoad("load m", "error: load: m: no tokenizer.json in this folder") {
-      try self.brokenCopy("idefics3", into: $0) { try FileManager.default.removeItem(atPath: $0 + "/tokenizer.json") }
+      try self.brokenCopy("idefics3", into: $0) {
+        try FileManager.default.removeItem(atPath: $0 + "/tokenizer.json")
+      }
     }
   }
 }

@@ -63,12 +63,16 @@ extension LlamaModel {
   /// llama/qwen2, `model.language_model.` (LLaVA, Qwen2-VL) or `model.text_model.` (Idefics3)
   /// inside a vision-language model.
   public static func tensorPrefix(in folder: HFModelFolder) throws -> String {
-    let candidates = ["model.language_model.", "model.text_model.", "model.", "language_model.model."]
-    guard let p = candidates.first(where: { folder.tensorNames.contains($0 + "embed_tokens.weight") })
+    let candidates = [
+      "model.language_model.", "model.text_model.", "model.", "language_model.model.",
+    ]
+    guard
+      let p = candidates.first(where: { folder.tensorNames.contains($0 + "embed_tokens.weight") })
     else {
       throw ModelError(
         path: folder.path,
-        message: "no decoder embedding (embed_tokens.weight under \(candidates.joined(separator: ", ")))")
+        message:
+          "no decoder embedding (embed_tokens.weight under \(candidates.joined(separator: ", ")))")
     }
     return p
   }
@@ -90,7 +94,8 @@ extension LlamaModel {
     var layers: [LlamaLayer] = []
     for i in 0..<c.layers {
       let p = "\(prefix)layers.\(i)."
-      let qkv = Matrix(uninitializedRows: qDim + 2 * kvDim, cols: d, category: .weights, meter: meter)
+      let qkv = Matrix(
+        uninitializedRows: qDim + 2 * kvDim, cols: d, category: .weights, meter: meter)
       try w.fill(p + "self_attn.q_proj.weight", shape: [qDim, d], into: qkv.pointer)
       try w.fill(p + "self_attn.k_proj.weight", shape: [kvDim, d], into: qkv.row(qDim))
       try w.fill(p + "self_attn.v_proj.weight", shape: [kvDim, d], into: qkv.row(qDim + kvDim))
@@ -102,9 +107,12 @@ extension LlamaModel {
         try w.fill(p + "self_attn.v_proj.bias", shape: [kvDim], into: b.pointer + qDim + kvDim)
         qkvBias = b
       }
-      let gateUp = Matrix(uninitializedRows: 2 * c.intermediateSize, cols: d, category: .weights, meter: meter)
+      let gateUp = Matrix(
+        uninitializedRows: 2 * c.intermediateSize, cols: d, category: .weights, meter: meter)
       try w.fill(p + "mlp.gate_proj.weight", shape: [c.intermediateSize, d], into: gateUp.pointer)
-      try w.fill(p + "mlp.up_proj.weight", shape: [c.intermediateSize, d], into: gateUp.row(c.intermediateSize))
+      try w.fill(
+        p + "mlp.up_proj.weight", shape: [c.intermediateSize, d],
+        into: gateUp.row(c.intermediateSize))
       layers.append(
         LlamaLayer(
           attentionNorm: try w.vector(p + "input_layernorm.weight", d),

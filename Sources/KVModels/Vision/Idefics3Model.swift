@@ -219,9 +219,12 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
     let textConfig = try folder.decodeConfig(DecoderConfig.self, at: "text_config")
     guard vc.patch_size > 0, vc.image_size % vc.patch_size == 0, vc.image_size <= 4096 else {
-      throw fail("vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
+      throw fail(
+        "vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
     }
-    guard (vc.num_channels ?? 3) == 3 else { throw fail("only 3-channel vision towers are supported") }
+    guard (vc.num_channels ?? 3) == 3 else {
+      throw fail("only 3-channel vision towers are supported")
+    }
     let s = folder.config["scale_factor"]?.int ?? 2
     let side = vc.image_size / vc.patch_size
     guard s > 0, side % s == 0 else {
@@ -233,7 +236,8 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     seqLen = side * side / (s * s)
 
     tokenizer = try VisionLanguageModels.tokenizer(in: folder)
-    imageTokenID = try folder.config["image_token_id"]?.int
+    imageTokenID =
+      try folder.config["image_token_id"]?.int
       ?? VisionLanguageModels.id("<image>", in: tokenizer, folder: folder)
     for t in ["<fake_token_around_image>", "<global-img>"] {
       _ = try VisionLanguageModels.id(t, in: tokenizer, folder: folder)
@@ -245,7 +249,8 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     guard splitter.tileSize == imageSize else {
       throw ModelError(
         path: prep,
-        message: "max_image_size \(splitter.tileSize) differs from the vision image_size \(imageSize)")
+        message:
+          "max_image_size \(splitter.tileSize) differs from the vision image_size \(imageSize)")
     }
     chat = ChatLayout(
       systemPrefix: "<|im_start|>", userPrefix: "User:", assistantPrefix: "Assistant:",
@@ -258,18 +263,23 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     patchEmbedding = try w.flattened(
       v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize])
     patchBias = try w.vector(v + "embeddings.patch_embedding.bias", d)
-    positionEmbedding = try w.matrix(v + "embeddings.position_embedding.weight", rows: side * side, cols: d)
+    positionEmbedding = try w.matrix(
+      v + "embeddings.position_embedding.weight", rows: side * side, cols: d)
     encoder = try VisionTransformer.load(
       w, names: (0..<vc.num_hidden_layers).map { .siglip(v + "encoder.layers.\($0).") },
       hidden: d, heads: vc.num_attention_heads, intermediate: vc.intermediate_size,
       eps: vc.layer_norm_eps ?? 1e-6,
       activation: try VisionActivation(
         configName: vc.hidden_act ?? "gelu_pytorch_tanh", source: configPath))
-    postNorm = (try w.vector(v + "post_layernorm.weight", d), try w.vector(v + "post_layernorm.bias", d))
+    postNorm = (
+      try w.vector(v + "post_layernorm.weight", d), try w.vector(v + "post_layernorm.bias", d)
+    )
     projection = try w.matrix(
-      "model.connector.modality_projection.proj.weight", rows: textConfig.hiddenSize, cols: d * s * s)
+      "model.connector.modality_projection.proj.weight", rows: textConfig.hiddenSize,
+      cols: d * s * s)
     decoder = try LlamaModel.load(
-      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig, meter: meter)
+      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig,
+      meter: meter)
   }
 
   public var visionParameterCount: Int {
@@ -284,7 +294,9 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
       + (splitter.splitting ? " (images split into tiles + a global image)" : "")
   }
 
-  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws -> PromptLayout {
+  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws
+    -> PromptLayout
+  {
     let plan = try splitter.plan(height: image.height, width: image.width)
     let splitter = self.splitter
     let memo = TileMemo { try splitter.split(image.load()).tiles }
@@ -373,7 +385,10 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
   public func visionHiddenStates(_ tile: PixelValues, meter: MemoryMeter?) throws -> Matrix {
     guard tile.height == imageSize, tile.width == imageSize, tile.channels == 3 else {
       throw ModelError(
-        path: "idefics3", message: "a tile must be 3×\(imageSize)×\(imageSize), got \(tile.channels)×\(tile.height)×\(tile.width)")
+        path: "idefics3",
+        message:
+          "a tile must be 3×\(imageSize)×\(imageSize), got \(tile.channels)×\(tile.height)×\(tile.width)"
+      )
     }
     let d = encoder.hidden
     let patches = patchMatrix([tile], patch: patchSize, category: .vision, meter: meter)
@@ -397,13 +412,15 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     let s = scaleFactor
     let side = imageSize / patchSize
     let out = side / s
-    let shuffled = Matrix(uninitializedRows: out * out, cols: d * s * s, category: .vision, meter: meter)
+    let shuffled = Matrix(
+      uninitializedRows: out * out, cols: d * s * s, category: .vision, meter: meter)
     for i in 0..<out {
       for j in 0..<out {
         let dst = shuffled.row(i * out + j)
         for a in 0..<s {
           for b in 0..<s {
-            (dst + (a * s + b) * d).update(from: hidden.row((i * s + a) * side + j * s + b), count: d)
+            (dst + (a * s + b) * d).update(
+              from: hidden.row((i * s + a) * side + j * s + b), count: d)
           }
         }
       }

@@ -35,13 +35,17 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
     let textConfig = try folder.decodeConfig(DecoderConfig.self, at: "text_config")
     guard vc.patch_size > 0, vc.image_size % vc.patch_size == 0, vc.image_size <= 4096 else {
-      throw fail("vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
+      throw fail(
+        "vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
     }
-    guard (vc.num_channels ?? 3) == 3 else { throw fail("only 3-channel vision towers are supported") }
+    guard (vc.num_channels ?? 3) == 3 else {
+      throw fail("only 3-channel vision towers are supported")
+    }
     imageSize = vc.image_size
     patchSize = vc.patch_size
     let c = folder.config
-    guard let layer = c["vision_feature_layer"]?.int ?? (c["vision_feature_layer"] == nil ? -2 : nil)
+    guard
+      let layer = c["vision_feature_layer"]?.int ?? (c["vision_feature_layer"] == nil ? -2 : nil)
     else {
       throw fail("vision_feature_layer must be one integer (several layers are not supported)")
     }
@@ -61,7 +65,8 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
       configName: c["projector_hidden_act"]?.string ?? "gelu", source: configPath)
 
     tokenizer = try VisionLanguageModels.tokenizer(in: folder)
-    imageTokenID = try c["image_token_id"]?.int ?? c["image_token_index"]?.int
+    imageTokenID =
+      try c["image_token_id"]?.int ?? c["image_token_index"]?.int
       ?? VisionLanguageModels.id("<image>", in: tokenizer, folder: folder)
     guard let prep = try folder.imagePreprocessor() else {
       throw ModelError(path: folder.path, message: "no preprocessor_config.json in this folder")
@@ -87,7 +92,8 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
       w, names: (0..<selected).map { .siglip(v + "encoder.layers.\($0).") }, hidden: d,
       heads: vc.num_attention_heads, intermediate: vc.intermediate_size,
       eps: vc.layer_norm_eps ?? 1e-5,
-      activation: try VisionActivation(configName: vc.hidden_act ?? "quick_gelu", source: configPath))
+      activation: try VisionActivation(
+        configName: vc.hidden_act ?? "quick_gelu", source: configPath))
     let text = textConfig.hiddenSize
     let p = try w.prefix(
       ["model.multi_modal_projector.", "multi_modal_projector."], probe: "linear_1.weight")
@@ -96,7 +102,8 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     projector2 = try w.matrix(p + "linear_2.weight", rows: text, cols: text)
     projector2Bias = w.has(p + "linear_2.bias") ? try w.vector(p + "linear_2.bias", text) : nil
     decoder = try LlamaModel.load(
-      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig, meter: meter)
+      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig,
+      meter: meter)
   }
 
   var side: Int { imageSize / patchSize }
@@ -113,7 +120,9 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     "image \(imageSize)×\(imageSize) → \(tokensPerUnit ?? 0) tokens"
   }
 
-  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws -> PromptLayout {
+  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws
+    -> PromptLayout
+  {
     try layout(image, at: index, frame: nil, start: start)
   }
 
@@ -138,7 +147,9 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     guard h == imageSize, w == imageSize else {
       throw ModelError(
         path: "llava",
-        message: "the preprocessor makes \(w)×\(h) images; the vision tower takes \(imageSize)×\(imageSize)")
+        message:
+          "the preprocessor makes \(w)×\(h) images; the vision tower takes \(imageSize)×\(imageSize)"
+      )
     }
     let n = tokensPerUnit!
     var origins: [TokenOrigin] = []

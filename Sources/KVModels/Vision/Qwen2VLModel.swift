@@ -66,14 +66,17 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
       throw fail("vision embed_dim \(vc.embed_dim) / \(vc.num_heads) heads must be a multiple of 4")
     }
     guard vc.hidden_size == textConfig.hiddenSize else {
-      throw fail("vision hidden_size \(vc.hidden_size) differs from the decoder's \(textConfig.hiddenSize)")
+      throw fail(
+        "vision hidden_size \(vc.hidden_size) differs from the decoder's \(textConfig.hiddenSize)")
     }
 
     tokenizer = try VisionLanguageModels.tokenizer(in: folder)
     let c = folder.config
-    imageTokenID = try c["image_token_id"]?.int
+    imageTokenID =
+      try c["image_token_id"]?.int
       ?? VisionLanguageModels.id("<|image_pad|>", in: tokenizer, folder: folder)
-    videoTokenID = try c["video_token_id"]?.int
+    videoTokenID =
+      try c["video_token_id"]?.int
       ?? VisionLanguageModels.id("<|video_pad|>", in: tokenizer, folder: folder)
     for t in ["<|vision_start|>", "<|vision_end|>"] {
       _ = try VisionLanguageModels.id(t, in: tokenizer, folder: folder)
@@ -82,7 +85,8 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
       throw ModelError(path: folder.path, message: "no preprocessor_config.json in this folder")
     }
     imagePreprocessor = prep
-    let videoPath = (folder.path as NSString).appendingPathComponent("video_preprocessor_config.json")
+    let videoPath = (folder.path as NSString).appendingPathComponent(
+      "video_preprocessor_config.json")
     if FileManager.default.fileExists(atPath: videoPath) {
       var video = try HFModelFolder.readJSONObject(videoPath)
       // The video processor's class name is not an image processor's: read it as Qwen2-VL's.
@@ -106,19 +110,24 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     encoder = try VisionTransformer.load(
       w, names: (0..<vc.depth).map { .qwen2VL(v + "blocks.\($0).") }, hidden: e,
       heads: vc.num_heads, intermediate: Int(Double(e) * ratio), eps: 1e-6,
-      activation: try VisionActivation(configName: vc.hidden_act ?? "quick_gelu", source: configPath))
+      activation: try VisionActivation(
+        configName: vc.hidden_act ?? "quick_gelu", source: configPath))
     let merged = e * mergeSize * mergeSize
-    mergerNorm = (try w.vector(v + "merger.ln_q.weight", e), try w.vector(v + "merger.ln_q.bias", e))
+    mergerNorm = (
+      try w.vector(v + "merger.ln_q.weight", e), try w.vector(v + "merger.ln_q.bias", e)
+    )
     merger1 = try w.matrix(v + "merger.mlp.0.weight", rows: merged, cols: merged)
     merger1Bias = try w.vector(v + "merger.mlp.0.bias", merged)
     merger2 = try w.matrix(v + "merger.mlp.2.weight", rows: vc.hidden_size, cols: merged)
     merger2Bias = try w.vector(v + "merger.mlp.2.bias", vc.hidden_size)
     let theta = Float(
       c["vision_config"]?.object?["rope_parameters"]?.object?["rope_theta"]?.double ?? 10000)
-    inverseFrequencies = RotaryEmbedding(dimension: e / vc.num_heads / 2, base: theta)
+    inverseFrequencies =
+      RotaryEmbedding(dimension: e / vc.num_heads / 2, base: theta)
       .inverseFrequencies
     decoder = try LlamaModel.load(
-      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig, meter: meter)
+      folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig,
+      meter: meter)
   }
 
   public var visionParameterCount: Int {
@@ -130,16 +139,20 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
   public var tokensPerUnit: Int? { nil }  // depends on the image's size
   public var unitDescription: String {
     let f = patchSize * mergeSize
-    return "one token per \(f)×\(f) pixels (\(temporalPatch) frames per temporal patch); images resized to multiples of \(f)"
+    return
+      "one token per \(f)×\(f) pixels (\(temporalPatch) frames per temporal patch); images resized to multiples of \(f)"
   }
 
-  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws -> PromptLayout {
+  public func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws
+    -> PromptLayout
+  {
     let size = try imagePreprocessor.outputSize(height: image.height, width: image.width)
     let (prep, copies) = (imagePreprocessor, temporalPatch)
     let unit: @Sendable () throws -> [PixelValues] = {
       Array(repeating: try prep(image.load()), count: copies)
     }
-    return try layout(size: size, units: [unit], token: imageTokenID, at: index, video: false, start: start)
+    return try layout(
+      size: size, units: [unit], token: imageTokenID, at: index, video: false, start: start)
   }
 
   public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
@@ -152,7 +165,9 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     for f in frames where f.width != first.width || f.height != first.height {
       throw ModelError(
         path: "qwen2_vl",
-        message: "the frames of a clip must share one size (\(first.width)×\(first.height), then \(f.width)×\(f.height))")
+        message:
+          "the frames of a clip must share one size (\(first.width)×\(first.height), then \(f.width)×\(f.height))"
+      )
     }
     // The last frame repeats up to a whole temporal patch.
     var padded = frames
@@ -162,7 +177,8 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
       let group = Array(padded[i..<(i + temporalPatch)])
       return { @Sendable in try group.map { try prep($0.load()) } }
     }
-    return try layout(size: size, units: units, token: videoTokenID, at: index, video: true, start: start)
+    return try layout(
+      size: size, units: units, token: videoTokenID, at: index, video: true, start: start)
   }
 
   /// `<|vision_start|>`, the units' tokens with 3-D positions, `<|vision_end|>`.
@@ -174,7 +190,8 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     guard size.height % f == 0, size.width % f == 0, size.height > 0, size.width > 0 else {
       throw ModelError(
         path: "qwen2_vl",
-        message: "the preprocessor makes \(size.width)×\(size.height) images, not a multiple of \(f)")
+        message:
+          "the preprocessor makes \(size.width)×\(size.height) images, not a multiple of \(f)")
     }
     let rows = size.height / f
     let cols = size.width / f
@@ -232,13 +249,16 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
   /// The patch embeddings after every block (`patches × E`, merge-block order).
   public func visionHiddenStates(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix {
     guard frames.count == temporalPatch else {
-      throw ModelError(path: "qwen2_vl", message: "a unit needs \(temporalPatch) frames, got \(frames.count)")
+      throw ModelError(
+        path: "qwen2_vl", message: "a unit needs \(temporalPatch) frames, got \(frames.count)")
     }
     let gridRows = frames[0].height / patchSize
     let gridCols = frames[0].width / patchSize
     let order = patchOrder(gridRows: gridRows, gridCols: gridCols)
-    let patches = patchMatrix(frames, patch: patchSize, order: order, category: .vision, meter: meter)
-    return try visionHiddenStates(patches: patches, gridRows: gridRows, gridCols: gridCols, meter: meter)
+    let patches = patchMatrix(
+      frames, patch: patchSize, order: order, category: .vision, meter: meter)
+    return try visionHiddenStates(
+      patches: patches, gridRows: gridRows, gridCols: gridCols, meter: meter)
   }
 
   /// The same from already flattened patches (the processor's `pixel_values` rows for one
@@ -250,7 +270,9 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     guard patches.cols == patchEmbedding.cols, patches.rows == gridRows * gridCols else {
       throw ModelError(
         path: "qwen2_vl",
-        message: "expected \(gridRows * gridCols) patches of \(patchEmbedding.cols) values, got \(patches.rows) of \(patches.cols)")
+        message:
+          "expected \(gridRows * gridCols) patches of \(patchEmbedding.cols) values, got \(patches.rows) of \(patches.cols)"
+      )
     }
     let x = Matrix(uninitializedRows: patches.rows, cols: e, category: .vision, meter: meter)
     Linear.apply(patches, patchEmbedding, into: x)

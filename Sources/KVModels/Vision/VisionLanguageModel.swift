@@ -12,7 +12,9 @@ public struct VisualUnit: Sendable {
   /// Channel-first normalised pixels of the unit's frames (all one size).
   public var pixels: @Sendable () throws -> [PixelValues]
 
-  public init(tokenRows: Int, tokenCols: Int, pixels: @escaping @Sendable () throws -> [PixelValues]) {
+  public init(
+    tokenRows: Int, tokenCols: Int, pixels: @escaping @Sendable () throws -> [PixelValues]
+  ) {
     self.tokenRows = tokenRows
     self.tokenCols = tokenCols
     self.pixels = pixels
@@ -174,7 +176,9 @@ extension VisionLanguageModel {
 public enum VisionLanguageModels {
   public static let families = ["idefics3", "llava", "qwen2_vl"]
 
-  public static func load(folder path: String, meter: MemoryMeter?) throws -> any VisionLanguageModel {
+  public static func load(folder path: String, meter: MemoryMeter?) throws
+    -> any VisionLanguageModel
+  {
     let folder = try HFModelFolder(path: path)
     let type = folder.modelType ?? "(none)"
     switch type {
@@ -185,7 +189,8 @@ public enum VisionLanguageModels {
       throw ModelError(
         path: (path as NSString).appendingPathComponent("config.json"),
         message:
-          "model_type '\(type)' is not a supported architecture (\(families.joined(separator: ", ")))")
+          "model_type '\(type)' is not a supported architecture (\(families.joined(separator: ", ")))"
+      )
     }
   }
 
@@ -220,7 +225,8 @@ func patchMatrix(
   let gridW = w / p
   let list = order ?? (0..<((h / p) * gridW)).map { ($0 / gridW, $0 % gridW) }
   let t = frames.count
-  let m = Matrix(uninitializedRows: list.count, cols: c * t * p * p, category: category, meter: meter)
+  let m = Matrix(
+    uninitializedRows: list.count, cols: c * t * p * p, category: category, meter: meter)
   for (r, cell) in list.enumerated() {
     var dst = m.row(r)
     for ch in 0..<c {

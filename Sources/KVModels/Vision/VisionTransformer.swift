@@ -15,7 +15,9 @@ public enum VisionActivation: String, Sendable {
     default:
       throw ModelError(
         path: source,
-        message: "vision hidden_act '\(configName)' is not supported (gelu, gelu_pytorch_tanh, quick_gelu)")
+        message:
+          "vision hidden_act '\(configName)' is not supported (gelu, gelu_pytorch_tanh, quick_gelu)"
+      )
     }
   }
 

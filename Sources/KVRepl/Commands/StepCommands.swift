@@ -20,7 +20,8 @@ public enum StepCommands {
   ) { ctx in
     let on = ctx.args.positional("STATE") == "on"
     try ctx.session.setStepping(on)
-    ctx.print(on ? "stepping on: feeds queue their blocks (prefill step / prefill run)" : "stepping off")
+    ctx.print(
+      on ? "stepping on: feeds queue their blocks (prefill step / prefill run)" : "stepping off")
   }
 
   static let step = Command(
@@ -30,7 +31,9 @@ public enum StepCommands {
       (by origin), the cache's occupancy, and for layer=N (default 0) per KV head what was \
       evicted, with the highest evicted score against the lowest kept one.
       """,
-    options: [Option("layer", .int(0...1023), default: "0", help: "the layer whose evictions to show")]
+    options: [
+      Option("layer", .int(0...1023), default: "0", help: "the layer whose evictions to show")
+    ]
   ) { ctx in
     guard let r = try ctx.session.prefillStep() else {
       ctx.print("nothing waiting (feed with 'prefill stepping on' first)")
@@ -55,8 +58,8 @@ public enum StepCommands {
       if let worst { line += ", highest score \(CacheViews.score(worst))" }
       if let low = e.lowestKept { line += " (lowest kept \(CacheViews.score(low)))" }
       for l in CacheViews.wrapList(
-        CacheViews.compactRanges(e.evicted.map(\.position)), first: line + ": positions ", indent: 6)
-      {
+        CacheViews.compactRanges(e.evicted.map(\.position)), first: line + ": positions ", indent: 6
+      ) {
         ctx.print(l)
       }
     }

@@ -16,10 +16,12 @@ public enum VisionCommands {
       one tile or image per block. split=off feeds an Idefics3 image as one tile.
       """,
     positionals: [
-      Positional("PATH", .path(extensions: ["png", "jpg", "jpeg", "ppm", "pnm"]), help: "the image file")
+      Positional(
+        "PATH", .path(extensions: ["png", "jpg", "jpeg", "ppm", "pnm"]), help: "the image file")
     ],
     options: [
-      Option("split", .toggle, help: "Idefics3: cut the image into tiles (default: the model's setting)"),
+      Option(
+        "split", .toggle, help: "Idefics3: cut the image into tiles (default: the model's setting)"),
       SessionCommands.timing,
     ]
   ) { ctx in
@@ -36,9 +38,13 @@ public enum VisionCommands {
       name order, or the frames ffmpeg extracts from a video at fps= frames per second (ffmpeg \
       must be installed for videos). every=N keeps every N-th frame, max=N the first N kept.
       """,
-    positionals: [Positional("SOURCE", .path(extensions: []), help: "a folder of images, or a video file")],
+    positionals: [
+      Positional("SOURCE", .path(extensions: []), help: "a folder of images, or a video file")
+    ],
     options: [
-      Option("fps", .number(0.001...240), default: "1", help: "frames per second to extract from a video"),
+      Option(
+        "fps", .number(0.001...240), default: "1", help: "frames per second to extract from a video"
+      ),
       Option("every", .int(1...100_000), default: "1", help: "keep every N-th frame"),
       Option("max", .int(1...100_000), help: "keep at most N frames"),
       SessionCommands.timing,
@@ -81,7 +87,8 @@ public enum VisionCommands {
       "fed \(what): \(Format.plural(r.visualUnits, unit)), \(r.visualTokens) visual + \(r.tokens - r.visualTokens) text tokens (context \(r.contextTokens)"
       + (r.waitingBlocks > 0 ? "; \(Format.plural(r.waitingBlocks, "block")) waiting)" : ")")
     if ctx.args.toggle("timing") {
-      line += ", \(Mask.seconds(r.seconds)) (\(Mask.rate(Double(r.tokens) / Swift.max(r.seconds, 1e-9), unit: "tok/s")))"
+      line +=
+        ", \(Mask.seconds(r.seconds)) (\(Mask.rate(Double(r.tokens) / Swift.max(r.seconds, 1e-9), unit: "tok/s")))"
     }
     ctx.print(line)
   }
@@ -101,7 +108,8 @@ public enum VisionCommands {
     for seg in s.segments {
       // Text runs merge across feeds: split them back by input.
       var start = 0
-      for i in 1...seg.count where i == seg.count || seg.origins[i].input != seg.origins[start].input {
+      for i in 1...seg.count
+      where i == seg.count || seg.origins[i].input != seg.origins[start].input {
         byInput[seg.origins[start].input, default: []].append(
           seg.visual == nil ? seg.slice(start..<i) : seg)
         start = i
@@ -114,22 +122,30 @@ public enum VisionCommands {
       if units.isEmpty {
         let modality = segs.first?.origins.first?.modality ?? .text
         let text = s.tokenizer?.decode(segs.flatMap(\.tokens)) ?? ""
-        rows.append([String(input), modality.rawValue, String(total), Format.preview(text, width: 44)])
+        rows.append([
+          String(input), modality.rawValue, String(total), Format.preview(text, width: 44),
+        ])
         continue
       }
       let first = units[0].origins[0]
       let visual = units.reduce(0) { $0 + $1.count }
       let grids = Set(units.map { "\($0.visual!.tokenRows)×\($0.visual!.tokenCols)" }).sorted()
       let frames = Set(units.compactMap { $0.origins[0].frame }).count
-      var what = first.modality == .video ? "clip \(first.image ?? 0): " : "image \(first.image ?? 0): "
-      if frames > 0 && unitName(s) != "temporal patch" { what += "\(Format.plural(frames, "frame")), " }
-      what += "\(Format.plural(units.count, unitName(s))) of \(grids.joined(separator: ", ")) tokens"
+      var what =
+        first.modality == .video ? "clip \(first.image ?? 0): " : "image \(first.image ?? 0): "
+      if frames > 0 && unitName(s) != "temporal patch" {
+        what += "\(Format.plural(frames, "frame")), "
+      }
+      what +=
+        "\(Format.plural(units.count, unitName(s))) of \(grids.joined(separator: ", ")) tokens"
       what += "; \(total - visual) text"
       rows.append([String(input), first.modality.rawValue, String(total), what])
     }
     let text = s.contextOrigins.filter { $0.modality == .text || $0.modality == .generated }.count
     for line in Format.table(rows, left: [1, 3]) { ctx.print(line) }
-    ctx.print("context: \(s.context.count) tokens (\(s.context.count - text) in images and clips, \(text) text)")
+    ctx.print(
+      "context: \(s.context.count) tokens (\(s.context.count - text) in images and clips, \(text) text)"
+    )
   }
 
   static let infoModel = Command(
@@ -148,7 +164,8 @@ public enum VisionCommands {
         + (c.mropeSection.map { ", M-RoPE sections \($0)" } ?? ""))
     let vision = s.vision?.visionParameterCount ?? 0
     ctx.print(
-      "parameters: \(Format.count(m.parameters)) (decoder \(Format.count(m.parameters - vision)), vision \(Format.count(vision)))")
+      "parameters: \(Format.count(m.parameters)) (decoder \(Format.count(m.parameters - vision)), vision \(Format.count(vision)))"
+    )
     ctx.print("kv cache: \(Format.bytes(c.kvBytesPerToken)) per token (float32, all layers)")
     if let v = s.vision {
       ctx.print("vision: \(v.unitDescription)")
