@@ -69,6 +69,24 @@ public final class MemoryMeter: @unchecked Sendable {
 
 /// The process's real memory, as the kernel counts it (Linux /proc).
 public enum ProcessMemory {
+  /// Makes glibc serve every allocation of `threshold` bytes or more with its own mapping and
+  /// unmap it on free. By default glibc raises that threshold each time such a block is freed
+  /// (up to 32 MiB), after which a prefill's per-block activations and vision buffers come from
+  /// the heap and their pages stay resident when freed: peak RSS crept up with the number of
+  /// frames (+6 % from 4 to 64 frames in `capped` mode, bench/memory_vs_frames.py) although the
+  /// meter's KV and activation peaks were flat. A fixed threshold (M_MMAP_THRESHOLD) turns the
+  /// adjustment off. The executables call this once at start; the page faults it costs on
+  /// per-block buffers did not show in prefill time.
+  @discardableResult
+  public static func returnLargeFreesToTheSystem(threshold: Int32 = 64 << 10) -> Bool {
+    // mallopt is glibc's and not in Swift's Glibc module: looked up by name.
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    // A nil handle is glibc's RTLD_DEFAULT (every loaded object).
+    guard let symbol = dlsym(nil, "mallopt") else { return false }
+    let mMmapThreshold: Int32 = -3  // M_MMAP_THRESHOLD in <malloc.h>
+    return unsafeBitCast(symbol, to: Mallopt.self)(mMmapThreshold, threshold) == 1
+  }
+
   /// Peak resident set size (VmHWM) in bytes, or nil where /proc is not readable.
   public static func peakRSS() -> Int? { statusField("VmHWM:") }
   /// Current resident set size (VmRSS) in bytes.

@@ -78,6 +78,7 @@ struct KVLab: ParsableCommand {
 
   func run() throws {
     if blasCore == "auto" { reexecWithBetterBLASCore() }
+    ProcessMemory.returnLargeFreesToTheSystem()
     let session = Session(
       options: EngineOptions(threads: threads, modelDirectories: Self.modelDirectories()))
     let repl = Repl(session: session, output: StandardSink())

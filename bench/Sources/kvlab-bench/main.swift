@@ -146,6 +146,7 @@ func benchmarkIDs(count: Int, vocabulary: Int) -> [Int] {
 do {
   let args = try Arguments(CommandLine.arguments)
   BLAS.setThreads(args.threads)
+  ProcessMemory.returnLargeFreesToTheSystem()  // as kvlab does: large frees leave the RSS
   if args.kernels {
     KernelBench.run(threads: args.threads, repeats: args.repeats)
     exit(0)

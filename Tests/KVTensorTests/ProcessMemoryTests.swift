@@ -1,0 +1,28 @@
+import KVTensor
+import XCTest
+
+/// With glibc's default, freeing a large mapped block raises the mmap threshold to its size, so
+/// the next blocks below that size come from the heap and stay resident when freed. After
+/// `returnLargeFreesToTheSystem` the threshold is fixed: an 8 MiB buffer allocated after a
+/// 16 MiB one was freed is still its own mapping, and freeing it gives its pages back.
+final class ProcessMemoryTests: XCTestCase {
+  func testLargeFreesReturnToTheSystem() throws {
+    XCTAssertTrue(ProcessMemory.returnLargeFreesToTheSystem())
+    func touched(_ floats: Int) -> FloatBuffer {
+      let b = FloatBuffer(uninitializedCount: floats, category: .activations, meter: nil)
+      b.pointer.update(repeating: 1, count: floats)  // every page resident
+      return b
+    }
+    var big: FloatBuffer? = touched(4 << 20)  // 16 MiB, then freed: the default would now
+    big = nil  // serve blocks under 16 MiB from the heap
+    _ = big
+    let before = try XCTUnwrap(ProcessMemory.currentRSS())
+    var buffer: FloatBuffer? = touched(2 << 20)  // 8 MiB
+    let held = try XCTUnwrap(ProcessMemory.currentRSS())
+    XCTAssertGreaterThan(held - before, 6 << 20)
+    buffer = nil
+    _ = buffer
+    let after = try XCTUnwrap(ProcessMemory.currentRSS())
+    XCTAssertLessThan(after - before, 2 << 20, "a freed 8 MiB buffer stayed resident")
+  }
+}
