@@ -717,6 +717,14 @@ extension Session {
     return options.prefillChunk
   }
 
+  /// The sequential cache's first block room: the token block, or for tile/frame blocks one
+  /// token — `reserveBlock` sizes it to the first blocks laid out (while the cache is empty, so
+  /// without a transient), not to the text chunk a frame block never reaches.
+  func initialBlockRoom(_ settings: CacheSettings) -> Int {
+    if case .units? = settings.block { return 1 }
+    return tokenBlock(settings)
+  }
+
   /// How input is cut into prefill blocks: the configured block and bulk while a budget is on.
   var scheduler: BlockScheduler {
     let s = cacheSettings
@@ -734,7 +742,7 @@ extension Session {
     guard settings.isBudgeted, let budget = settings.budget else { return nil }
     let made = try BudgetedCache(
       config: config, budget: budget, mode: settings.mode, policy: settings.policy,
-      options: settings.retention, blockSize: tokenBlock(settings), meter: meter)
+      options: settings.retention, blockSize: initialBlockRoom(settings), meter: meter)
     // The log of the last block's evictions (`cache log`): a few records per layer and head.
     made.logEvictions = true
     return made
