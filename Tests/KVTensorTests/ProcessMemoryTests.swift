@@ -1,3 +1,4 @@
+import Foundation
 import KVTensor
 import XCTest
 
@@ -5,8 +6,33 @@ import XCTest
 /// the next blocks below that size come from the heap and stay resident when freed. After
 /// `returnLargeFreesToTheSystem` the threshold is fixed: an 8 MiB buffer allocated after a
 /// 16 MiB one was freed is still its own mapping, and freeing it gives its pages back.
+///
+/// The allocator's state is the process's, and other tests leave free chunks in the heap that
+/// later requests would reuse; so the check runs in a fresh child process (this test binary,
+/// running only this test), which sets the threshold first, as `kvlab` does at start.
 final class ProcessMemoryTests: XCTestCase {
+  static let childFlag = "KVLAB_PROCESS_MEMORY_CHILD"
+
   func testLargeFreesReturnToTheSystem() throws {
+    if ProcessInfo.processInfo.environment[Self.childFlag] != nil {
+      try checkInThisProcess()
+      return
+    }
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    child.arguments = ["KVTensorTests.ProcessMemoryTests/testLargeFreesReturnToTheSystem"]
+    child.environment = ProcessInfo.processInfo.environment.merging([Self.childFlag: "1"]) { $1 }
+    let output = Pipe()
+    child.standardOutput = output
+    child.standardError = output
+    try child.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    child.waitUntilExit()
+    XCTAssertEqual(child.terminationStatus, 0, text)
+    XCTAssertTrue(text.contains("Executed 1 test, with 0 failures"), text)
+  }
+
+  private func checkInThisProcess() throws {
     XCTAssertTrue(ProcessMemory.returnLargeFreesToTheSystem())
     func touched(_ floats: Int) -> FloatBuffer {
       let b = FloatBuffer(uninitializedCount: floats, category: .activations, meter: nil)
