@@ -35,6 +35,11 @@ public enum StepCommands {
       Option("layer", .int(0...1023), default: "0", help: "the layer whose evictions to show")
     ]
   ) { ctx in
+    // A bad layer= is refused before the block runs, not after.
+    let layer = ctx.args.int("layer")
+    if let model = ctx.session.model, layer >= model.config.layers {
+      throw ctx.error("layer \(layer) does not exist (the model has \(model.config.layers) layers)")
+    }
     guard let r = try ctx.session.prefillStep() else {
       ctx.print("nothing waiting (feed with 'prefill stepping on' first)")
       return
@@ -42,12 +47,8 @@ public enum StepCommands {
     ctx.print(
       "block \(r.index)/\(r.total): +\(r.origins.count) tokens (\(describe(r.origins))); cache \(r.cacheTokens)/\(r.capacity) per layer, context \(r.contextTokens)"
     )
-    let layer = ctx.args.int("layer")
     let records = r.evictions.filter { $0.layer == layer }.sorted { $0.kvHead < $1.kvHead }
     guard ctx.session.budgetedCache != nil else { return }
-    if let model = ctx.session.model, layer >= model.config.layers {
-      throw ctx.error("layer \(layer) does not exist (the model has \(model.config.layers) layers)")
-    }
     if records.allSatisfy({ $0.evicted.isEmpty }) {
       ctx.print("  nothing evicted")
       return
