@@ -218,13 +218,7 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
     let textConfig = try folder.decodeConfig(DecoderConfig.self, at: "text_config")
-    guard vc.patch_size > 0, vc.image_size % vc.patch_size == 0, vc.image_size <= 4096 else {
-      throw fail(
-        "vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
-    }
-    guard (vc.num_channels ?? 3) == 3 else {
-      throw fail("only 3-channel vision towers are supported")
-    }
+    try vc.validate(configPath: configPath)
     let s = folder.config["scale_factor"]?.int ?? 2
     let side = vc.image_size / vc.patch_size
     guard s > 0, side % s == 0 else {

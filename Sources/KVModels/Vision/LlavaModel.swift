@@ -34,13 +34,7 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
     let textConfig = try folder.decodeConfig(DecoderConfig.self, at: "text_config")
-    guard vc.patch_size > 0, vc.image_size % vc.patch_size == 0, vc.image_size <= 4096 else {
-      throw fail(
-        "vision image_size \(vc.image_size) is not a multiple of patch_size \(vc.patch_size)")
-    }
-    guard (vc.num_channels ?? 3) == 3 else {
-      throw fail("only 3-channel vision towers are supported")
-    }
+    try vc.validate(configPath: configPath)
     imageSize = vc.image_size
     patchSize = vc.patch_size
     let c = folder.config

@@ -41,6 +41,17 @@ struct ViTConfig: Decodable {
   var layer_norm_eps: Float?
   var hidden_act: String?
   var num_channels: Int?
+
+  /// The checks both towers need before sizing anything from these numbers.
+  func validate(configPath: String) throws {
+    func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
+    guard patch_size > 0, image_size % patch_size == 0, image_size <= 4096 else {
+      throw fail("vision image_size \(image_size) is not a multiple of patch_size \(patch_size)")
+    }
+    guard (num_channels ?? 3) == 3 else {
+      throw fail("only 3-channel vision towers are supported")
+    }
+  }
 }
 
 /// One pre-norm ViT block: x += attn(LN₁(x)); x += fc₂(act(fc₁(LN₂(x)))). Q, K and V are one
