@@ -12,14 +12,13 @@ competing for the CPU and the absolute numbers are not meaningful, only the rati
   .venv-ref/bin/python bench/prefill_vs_transformers.py [--repeats 5] [--out bench/out/prefill.md]
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
+from kvlab_serve import Kvlab
 from transformers import AutoModelForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,33 +46,6 @@ def torch_decode(model, ids, past, steps):
     return time.perf_counter() - t
 
 
-class Kvlab:
-    """One kvlab-bench --serve process: a command per line in, one JSON line out."""
-
-    def __init__(self, binary, threads, env):
-        self.proc = subprocess.Popen([binary, "--serve", "--threads", str(threads)], cwd=ROOT,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
-        self.ready = self._read()
-
-    def _read(self):
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"kvlab-bench exited ({self.proc.wait()})")
-            if line.startswith("{"):
-                return json.loads(line)
-
-    def ask(self, command):
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="128,512,1024")
@@ -94,7 +66,7 @@ def main():
         env["OPENBLAS_CORETYPE"] = args.blas_core
     results = {}  # (engine, kind, n) -> [tokens/s]
     loads = []
-    kv = Kvlab(args.binary, args.threads, env)
+    kv = Kvlab(args.binary, ["--serve"], args.threads, env, ROOT)
     core = kv.ready["blas_core"]
     # warm-up both
     torch_prefill(model, ids[:64])

@@ -31,12 +31,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+from kvlab_serve import Kvlab
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,33 +128,6 @@ def torch_encode(model, pv):
     return time.perf_counter() - t, out
 
 
-class Kvlab:
-    """One kvlab-bench --vision-serve process: a command per line in, one JSON line out."""
-
-    def __init__(self, binary, folder, threads, env):
-        self.proc = subprocess.Popen([binary, "--vision-serve", folder, "--threads", str(threads)], cwd=ROOT,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
-        self.ready = self._read()
-
-    def _read(self):
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"kvlab-bench exited ({self.proc.wait()})")
-            if line.startswith("{"):
-                return json.loads(line)
-
-    def ask(self, command):
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def check(kv, model, size, work):
     """One identical tile through both: (name, shape, max |Δ|, max |reference|) for the tower's
     output and the connector's."""
@@ -233,7 +206,7 @@ def main():
     env = dict(os.environ)
     if args.blas_core:
         env["OPENBLAS_CORETYPE"] = args.blas_core
-    kv = Kvlab(args.binary, args.model, args.threads, env)
+    kv = Kvlab(args.binary, ["--vision-serve", args.model], args.threads, env, ROOT)
     core = kv.ready["blas_core"]
     patches = kv.ready["patches_per_tile"]
     tokens = kv.ready["tokens_per_tile"]
