@@ -133,3 +133,53 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
     }
   }
 }
+
+/// How a budget of M tokens is spread over the decoder's layers. The paper keeps M in every
+/// layer ("static"); PyramidKV (Cai et al. 2024) gives lower layers more and upper layers less,
+/// since upper layers' attention concentrates on fewer tokens. Every schedule sums to L·M, so a
+/// byte budget holds whatever the schedule.
+public enum BudgetSchedule: Equatable, Hashable, Sendable, CustomStringConvertible {
+  /// M in every layer.
+  case uniform
+  /// Linear from (1 + slope)·M at layer 0 down to (1 − slope)·M at the last layer,
+  /// `0 ≤ slope < 1`.
+  case pyramid(slope: Double)
+
+  /// PyramidKV's shape at kvlab's default: 1.5·M at the bottom, 0.5·M at the top.
+  public static let defaultSlope = 0.5
+
+  /// Per-layer budgets for a mean of `mean` tokens over `layers` layers: rounded down, then
+  /// the tokens rounding lost go one each to the layers it took most from, so the sum is
+  /// exactly `layers · mean`.
+  public func layerBudgets(mean: Int, layers: Int) -> [Int] {
+    guard layers > 1, case .pyramid(let slope) = self, slope > 0 else {
+      return Array(repeating: mean, count: max(0, layers))
+    }
+    let exact = (0..<layers).map { l in
+      Double(mean) * (1 + slope * (1 - 2 * Double(l) / Double(layers - 1)))
+    }
+    var budgets = exact.map { Int($0.rounded(.down)) }
+    let short = layers * mean - budgets.reduce(0, +)
+    let byLoss = exact.indices.sorted {
+      (exact[$0] - Double(budgets[$0]), -$0) > (exact[$1] - Double(budgets[$1]), -$1)
+    }
+    for l in byLoss.prefix(short) { budgets[l] += 1 }
+    return budgets
+  }
+
+  /// Throws unless the schedule's parameters are in range.
+  public func validate() throws {
+    if case .pyramid(let slope) = self, !(slope >= 0 && slope < 1) {
+      throw CacheError.invalidBudget("pyramid slope must be at least 0 and below 1, got \(slope)")
+    }
+  }
+
+  /// `uniform`, `pyramid` (the default slope) or `pyramid slope=0.8`.
+  public var description: String {
+    switch self {
+    case .uniform: return "uniform"
+    case .pyramid(let s) where s == Self.defaultSlope: return "pyramid"
+    case .pyramid(let s): return "pyramid slope=\(s)"
+    }
+  }
+}

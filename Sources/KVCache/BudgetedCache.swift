@@ -9,8 +9,11 @@ final class LayerStore {
   var values: FloatBuffer
   var meta: [[EntryMeta]]
   var count = 0
+  /// Rows allocated per KV head (each layer has its own with a per-layer budget schedule).
+  var capacity: Int
 
   init(kvHeads: Int, capacity: Int, headDim: Int, meter: MemoryMeter?) {
+    self.capacity = capacity
     keys = FloatBuffer(count: kvHeads * capacity * headDim, category: .kv, meter: meter)
     values = FloatBuffer(count: kvHeads * capacity * headDim, category: .kv, meter: meter)
     meta = (0..<kvHeads).map { _ in
@@ -40,7 +43,9 @@ final class QueryWindow {
   /// positions: they are no entry of the cache, so the window protects nothing).
   func append(_ block: KVBlock) {
     if let proxy = block.proxyQueries, block.proxyCount > 0 {
-      append(proxy, ld: block.queryLD, count: block.proxyCount, positions: Self.proxyPositions(block.proxyCount))
+      append(
+        proxy, ld: block.queryLD, count: block.proxyCount,
+        positions: Self.proxyPositions(block.proxyCount))
     } else {
       append(block.queries, ld: block.queryLD, count: block.count, positions: block.positions)
     }
@@ -103,8 +108,13 @@ public final class BudgetedCache: KeyValueCache {
   /// Query heads (a multiple of `kvHeads`); the block's queries have `queryHeads·headDim` columns.
   public let queryHeads: Int
   public let mode: PrefillMode
-  /// The most entries held per layer and KV head once a block is committed.
+  /// The budget M: entries per layer and KV head once a block is committed, on average over
+  /// the layers (exactly, in every layer, with the uniform schedule).
   public private(set) var budget: Int
+  /// How M is spread over the layers.
+  public private(set) var schedule: BudgetSchedule
+  /// Each layer's budget under `schedule`; they sum to `layers · budget`.
+  public private(set) var layerBudgets: [Int]
   /// The largest block `sequential` mode accepts (its storage is budget + block).
   public private(set) var blockCapacity: Int
   public private(set) var policy: any EvictionPolicy
@@ -114,7 +124,6 @@ public final class BudgetedCache: KeyValueCache {
 
   private let meter: MemoryMeter?
   private var stores: [LayerStore]
-  private var capacity: Int
   private var windows: [QueryWindow]
 
   /// Entries evicted so far, summed over layers and KV heads.
@@ -131,11 +140,13 @@ public final class BudgetedCache: KeyValueCache {
   private var policySetAtBlock = 0
 
   /// - Parameters:
-  ///   - budget: entries per layer and KV head (tokens).
+  ///   - budget: entries per layer and KV head (tokens), on average over the layers.
+  ///   - schedule: how the budget is spread over the layers (the same in each by default).
   ///   - blockSize: the largest block `sequential` mode will be handed (storage budget + block);
   ///     ignored by the other modes.
   public init(
-    layers: Int, kvHeads: Int, headDim: Int, queryHeads: Int, budget: Int, mode: PrefillMode,
+    layers: Int, kvHeads: Int, headDim: Int, queryHeads: Int, budget: Int,
+    schedule: BudgetSchedule = .uniform, mode: PrefillMode,
     policy: any EvictionPolicy, options: RetentionOptions = RetentionOptions(),
     blockSize: Int = 256,
     meter: MemoryMeter?
@@ -148,7 +159,8 @@ public final class BudgetedCache: KeyValueCache {
         "bad cache shape: \(layers) layers, \(kvHeads) KV heads, \(queryHeads) query heads, head dim \(headDim)"
       )
     }
-    try Self.validate(budget: budget, policy: policy)
+    let layerBudgets = try Self.layerBudgets(
+      budget: budget, schedule: schedule, layers: layers, policy: policy)
     if mode == .sequential, blockSize < 1 {
       throw CacheError.invalidBudget("sequential mode needs a block size ≥ 1, got \(blockSize)")
     }
@@ -158,19 +170,20 @@ public final class BudgetedCache: KeyValueCache {
     self.queryHeads = queryHeads
     self.mode = mode
     self.budget = budget
+    self.schedule = schedule
+    self.layerBudgets = layerBudgets
     self.blockCapacity = mode == .sequential ? blockSize : 0
     self.policy = policy
     self.options = options
     self.meter = meter
-    let cap: Int
-    switch mode {
-    case .capped: cap = budget
-    case .sequential: cap = budget + blockSize
-    case .post, .full: cap = min(budget, 256)
-    }
-    capacity = cap
-    stores = (0..<layers).map { _ in
-      LayerStore(kvHeads: kvHeads, capacity: cap, headDim: headDim, meter: meter)
+    stores = layerBudgets.map { m in
+      let cap: Int
+      switch mode {
+      case .capped: cap = m
+      case .sequential: cap = m + blockSize
+      case .post, .full: cap = min(m, 256)
+      }
+      return LayerStore(kvHeads: kvHeads, capacity: cap, headDim: headDim, meter: meter)
     }
     windows = []
     windows = makeWindows(for: policy)
@@ -179,13 +192,15 @@ public final class BudgetedCache: KeyValueCache {
   /// A cache for a decoder: budget in tokens or bytes (bytes convert with the model's KV bytes
   /// per token, rounding down).
   public convenience init(
-    config: DecoderConfig, budget: KVBudget, mode: PrefillMode, policy: any EvictionPolicy,
+    config: DecoderConfig, budget: KVBudget, schedule: BudgetSchedule = .uniform,
+    mode: PrefillMode, policy: any EvictionPolicy,
     options: RetentionOptions = RetentionOptions(), blockSize: Int = 256, meter: MemoryMeter?
   ) throws {
     try self.init(
       layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim,
       queryHeads: config.heads, budget: budget.tokens(kvBytesPerToken: Self.bytesPerToken(config)),
-      mode: mode, policy: policy, options: options, blockSize: blockSize, meter: meter)
+      schedule: schedule, mode: mode, policy: policy, options: options, blockSize: blockSize,
+      meter: meter)
   }
 
   /// K and V bytes per token over all layers and KV heads (float32).
@@ -203,6 +218,23 @@ public final class BudgetedCache: KeyValueCache {
       throw CacheError.budgetTooSmall(
         "budget of \(budget) tokens is below what \(policy) needs (\(policy.minimumBudget))")
     }
+  }
+
+  /// The per-layer budgets of `schedule` for a mean of `budget` tokens, or an error naming the
+  /// smallest share when `policy` cannot work with it.
+  public static func layerBudgets(
+    budget: Int, schedule: BudgetSchedule, layers: Int, policy: any EvictionPolicy
+  ) throws -> [Int] {
+    try validate(budget: budget, policy: policy)
+    try schedule.validate()
+    let budgets = schedule.layerBudgets(mean: budget, layers: layers)
+    let needed = max(1, policy.minimumBudget)
+    if let l = budgets.indices.min(by: { budgets[$0] < budgets[$1] }), budgets[l] < needed {
+      throw CacheError.budgetTooSmall(
+        "the \(schedule) schedule of \(budget) tokens gives layer \(l) only \(budgets[l]), below what \(policy) needs (\(needed))"
+      )
+    }
+    return budgets
   }
 
   private func makeWindows(for policy: any EvictionPolicy) -> [QueryWindow] {
@@ -224,12 +256,16 @@ public final class BudgetedCache: KeyValueCache {
 
   // MARK: inspection
 
-  /// Entries held per layer and KV head (the same for every head and, between blocks, every layer).
-  public var count: Int { stores[layers - 1].count }
-  public var capacityTokens: Int { capacity }
+  /// The most entries any layer holds per KV head (every head of a layer holds the same number;
+  /// with the uniform schedule, between blocks, every layer does too).
+  public var count: Int { stores.map(\.count).max()! }
+  /// The most rows any layer has room for per KV head.
+  public var capacityTokens: Int { stores.map(\.capacity).max()! }
+  public func capacity(layer: Int) -> Int { stores[layer].capacity }
   /// Bytes of K/V storage allocated (what the meter charges as `.kv`).
-  public var bytesHeld: Int { 2 * layers * kvHeads * capacity * headDim * 4 }
-  /// Bytes of the budget: `budget` tokens of K and V for every layer and KV head.
+  public var bytesHeld: Int { 2 * kvHeads * headDim * 4 * stores.reduce(0) { $0 + $1.capacity } }
+  /// Bytes of the budget: `budget` tokens of K and V for every layer and KV head (the layer
+  /// budgets of any schedule sum to the same).
   public var budgetBytes: Int { budget * bytesPerToken }
   public var evictedBytes: Int { evictedEntries * 2 * headDim * 4 }
 
@@ -246,20 +282,21 @@ public final class BudgetedCache: KeyValueCache {
   }
   /// Row `row` of KV head `head`'s keys / values at `layer`.
   public func key(layer: Int, head: Int, row: Int) -> UnsafePointer<Float> {
-    UnsafePointer(stores[layer].keys.pointer + (head * capacity + row) * headDim)
+    UnsafePointer(stores[layer].keys.pointer + (head * stores[layer].capacity + row) * headDim)
   }
   public func value(layer: Int, head: Int, row: Int) -> UnsafePointer<Float> {
-    UnsafePointer(stores[layer].values.pointer + (head * capacity + row) * headDim)
+    UnsafePointer(stores[layer].values.pointer + (head * stores[layer].capacity + row) * headDim)
   }
 
   /// The active policy's scores of the entries held for one layer and KV head, as a compression
-  /// to `budget` (default: the cache's) would compute them now: no new block; the observation
+  /// to `budget` (default: the layer's) would compute them now: no new block; the observation
   /// window is the last queries seen; carried scores as stored.
   public func currentScores(layer: Int, head: Int, budget: Int? = nil) -> [Float] {
     let store = stores[layer]
     let window = windows.isEmpty ? nil : windows[layer].queryRows
     let list = entries(
-      layer, head, blockMeta: [], window: window?.positions ?? [], budget: budget ?? self.budget)
+      layer, head, blockMeta: [], window: window?.positions ?? [],
+      budget: budget ?? layerBudgets[layer])
     return policy.score(
       view(list, store: store, head: head, block: nil, window: window, blockQueries: nil))
   }
@@ -268,7 +305,8 @@ public final class BudgetedCache: KeyValueCache {
   public func mandatory(layer: Int, head: Int, budget: Int? = nil) -> [Bool] {
     let window = windows.isEmpty ? [] : windows[layer].positions
     return Selection.mandatory(
-      policy, entries(layer, head, blockMeta: [], window: window, budget: budget ?? self.budget),
+      policy,
+      entries(layer, head, blockMeta: [], window: window, budget: budget ?? layerBudgets[layer]),
       options)
   }
 
@@ -278,8 +316,8 @@ public final class BudgetedCache: KeyValueCache {
   ) -> CandidateView {
     CandidateView(
       entries: list, headDim: headDim, groupSize: queryHeads / kvHeads,
-      storedKeys: store.keys.pointer + g * capacity * headDim,
-      storedValues: store.values.pointer + g * capacity * headDim, storedCount: store.count,
+      storedKeys: store.keys.pointer + g * store.capacity * headDim,
+      storedValues: store.values.pointer + g * store.capacity * headDim, storedCount: store.count,
       blockKeys: block.map { $0.keys + g * headDim },
       blockValues: block.map { $0.values + g * headDim },
       blockLD: block?.ld ?? 0, window: window,
@@ -291,7 +329,7 @@ public final class BudgetedCache: KeyValueCache {
   public func cached(layer: Int) -> CachedKV {
     CachedKV(
       keys: stores[layer].keys.pointer, values: stores[layer].values.pointer,
-      count: stores[layer].count, headStride: capacity * headDim, rowStride: headDim)
+      count: stores[layer].count, headStride: stores[layer].capacity * headDim, rowStride: headDim)
   }
 
   public func commit(layer: Int, block: KVBlock) throws {
@@ -312,14 +350,14 @@ public final class BudgetedCache: KeyValueCache {
     switch mode {
     case .capped:
       // The block stays where the model put it; survivors of cache ∪ block are written in place.
-      decide(layer: layer, block: block, blockMeta: blockMeta, keep: budget)
+      decide(layer: layer, block: block, blockMeta: blockMeta, keep: layerBudgets[layer])
     case .sequential:
       // The paper's order: append (storage is budget + block), then evict the excess.
       append(block, blockMeta, to: store)
-      decide(layer: layer, block: nil, blockMeta: [], keep: budget, queries: block)
+      decide(layer: layer, block: nil, blockMeta: [], keep: layerBudgets[layer], queries: block)
     case .post, .full:
-      if store.count + block.count > capacity {
-        grow(to: max(store.count + block.count, capacity + capacity / 2))
+      if store.count + block.count > store.capacity {
+        reallocate(store, to: max(store.count + block.count, store.capacity + store.capacity / 2))
       }
       append(block, blockMeta, to: store)
       if policy.carriesScores {
@@ -360,22 +398,33 @@ public final class BudgetedCache: KeyValueCache {
   /// Compresses every layer to the budget now (post mode's step after the input; any mode on
   /// request). Throws, touching nothing, if the mandatory entries do not fit.
   public func compress() throws {
-    try compress(to: budget)
-    if mode == .post, capacity > budget { reallocate(to: max(budget, count)) }
+    try compress(to: layerBudgets)
+    if mode == .post {
+      for (store, m) in zip(stores, layerBudgets) where store.capacity > m {
+        reallocate(store, to: max(m, store.count))
+      }
+    }
   }
 
   /// Changes the budget. Shrinking compresses now with the active policy, then shrinks storage;
   /// growing reallocates larger storage. Either way storage moves one buffer at a time: the
-  /// transient above max(old, new) is one layer's keys (or values) at the new size. Throws, touching nothing, on a budget the policy or the mandatory entries cannot
-  /// live with.
-  public func setBudget(_ newBudget: Int) throws {
-    try Self.validate(budget: newBudget, policy: policy)
-    if newBudget < count { try compress(to: newBudget) }
+  /// transient above max(old, new) is one layer's keys (or values) at the new size. A new
+  /// schedule (nil: keep the current one) re-spreads the budget over the layers the same way.
+  /// Throws, touching nothing, on a budget the policy or the mandatory entries cannot live with.
+  public func setBudget(_ newBudget: Int, schedule newSchedule: BudgetSchedule? = nil) throws {
+    let newSchedule = newSchedule ?? schedule
+    let targets = try Self.layerBudgets(
+      budget: newBudget, schedule: newSchedule, layers: layers, policy: policy)
+    try compress(to: targets)
     budget = newBudget
-    switch mode {
-    case .capped: reallocate(to: newBudget)
-    case .sequential: reallocate(to: newBudget + blockCapacity)
-    case .post, .full: if capacity > newBudget, count <= newBudget { reallocate(to: newBudget) }
+    schedule = newSchedule
+    layerBudgets = targets
+    for (store, m) in zip(stores, targets) {
+      switch mode {
+      case .capped: reallocate(store, to: m)
+      case .sequential: reallocate(store, to: m + blockCapacity)
+      case .post, .full: if store.capacity > m, store.count <= m { reallocate(store, to: m) }
+      }
     }
   }
 
@@ -385,12 +434,12 @@ public final class BudgetedCache: KeyValueCache {
   public func reserveBlock(_ tokens: Int) {
     guard mode == .sequential, tokens > blockCapacity else { return }
     blockCapacity = tokens
-    reallocate(to: budget + tokens)
+    for (store, m) in zip(stores, layerBudgets) { reallocate(store, to: m + tokens) }
   }
 
   /// Switches policy; carried scores restart from 0, the query window keeps what it has seen.
   public func setPolicy(_ newPolicy: any EvictionPolicy) throws {
-    try Self.validate(budget: budget, policy: newPolicy)
+    _ = try Self.layerBudgets(budget: budget, schedule: schedule, layers: layers, policy: newPolicy)
     windows = makeWindows(for: newPolicy)
     policy = newPolicy
     policySetAtBlock = blocks
@@ -399,24 +448,26 @@ public final class BudgetedCache: KeyValueCache {
     }
   }
 
-  private func compress(to target: Int) throws {
-    guard count > target else { return }
+  /// Compresses layer `l` to `targets[l]` entries, every layer that holds more.
+  private func compress(to targets: [Int]) throws {
+    let over = (0..<layers).filter { stores[$0].count > targets[$0] }
+    guard !over.isEmpty else { return }
     if let gap = scoringGap { throw CacheError.invalidState(gap) }
-    for l in 0..<layers {
+    for l in over {
       for h in 0..<kvHeads {
         try checkMandatory(
           entries(
-            l, h, blockMeta: [], window: windows.isEmpty ? [] : windows[l].positions, budget: target
-          ))
+            l, h, blockMeta: [], window: windows.isEmpty ? [] : windows[l].positions,
+            budget: targets[l]))
       }
     }
     pendingEvictions = []
-    for l in 0..<layers {
-      decide(layer: l, block: nil, blockMeta: [], keep: target)
+    for l in over {
+      decide(layer: l, block: nil, blockMeta: [], keep: targets[l])
     }
     if logEvictions { lastEvictions = pendingEvictions }
     pendingEvictions = []
-    lastEvent = .compression(budget: target)
+    lastEvent = .compression(budget: targets.reduce(0, +) / layers)
   }
 
   // MARK: internals
@@ -448,11 +499,11 @@ public final class BudgetedCache: KeyValueCache {
       throw CacheError.blockTooLarge(
         "block of \(block.count) tokens exceeds the sequential cache's block size \(blockCapacity)")
     }
-    guard mode == .capped || mode == .sequential, stores[0].count + block.count > budget else {
-      return
-    }
+    guard mode == .capped || mode == .sequential else { return }
+    let over = (0..<layers).filter { stores[$0].count + block.count > layerBudgets[$0] }
+    guard !over.isEmpty else { return }
     let blockMeta = zip(block.positions, block.origins).map { EntryMeta(position: $0, origin: $1) }
-    for l in 0..<layers {
+    for l in over {
       let window =
         windows.isEmpty
         ? []
@@ -461,7 +512,8 @@ public final class BudgetedCache: KeyValueCache {
           block.proxyCount > 0 ? QueryWindow.proxyPositions(block.proxyCount) : block.positions,
           size: policy.queryWindow)
       for h in 0..<kvHeads {
-        try checkMandatory(entries(l, h, blockMeta: blockMeta, window: window, budget: budget))
+        try checkMandatory(
+          entries(l, h, blockMeta: blockMeta, window: window, budget: layerBudgets[l]))
       }
     }
   }
@@ -469,8 +521,8 @@ public final class BudgetedCache: KeyValueCache {
   private func append(_ block: KVBlock, _ blockMeta: [EntryMeta], to store: LayerStore) {
     let base = store.count
     for g in 0..<kvHeads {
-      let kDst = store.keys.pointer + (g * capacity + base) * headDim
-      let vDst = store.values.pointer + (g * capacity + base) * headDim
+      let kDst = store.keys.pointer + (g * store.capacity + base) * headDim
+      let vDst = store.values.pointer + (g * store.capacity + base) * headDim
       for i in 0..<block.count {
         (kDst + i * headDim).update(from: block.keys + i * block.ld + g * headDim, count: headDim)
         (vDst + i * headDim).update(from: block.values + i * block.ld + g * headDim, count: headDim)
@@ -521,8 +573,8 @@ public final class BudgetedCache: KeyValueCache {
       // Compact: stored survivors move down (destination ≤ source), block survivors follow.
       var meta = list.meta
       if policy.carriesScores { for i in 0..<total { meta[i].carried = scores[i] } }
-      let kBase = store.keys.pointer + g * capacity * headDim
-      let vBase = store.values.pointer + g * capacity * headDim
+      let kBase = store.keys.pointer + g * store.capacity * headDim
+      let vBase = store.values.pointer + g * store.capacity * headDim
       var w = 0
       var newMeta: [EntryMeta] = []
       newMeta.reserveCapacity(min(total, keep))
@@ -559,34 +611,31 @@ public final class BudgetedCache: KeyValueCache {
     store.count = newCount
   }
 
-  private func grow(to newCapacity: Int) { reallocate(to: newCapacity) }
-
-  /// New storage of `newCapacity` rows per head, one buffer at a time (a layer's keys, then its
-  /// values; each old buffer is released before the next new one is allocated), so the transient
-  /// above max(old, new) storage is one layer's keys or values at the new size.
-  private func reallocate(to newCapacity: Int) {
-    guard newCapacity != capacity else { return }
-    precondition(newCapacity >= stores.map(\.count).max() ?? 0)
-    func moved(_ old: FloatBuffer, rows: Int) -> FloatBuffer {
+  /// New storage of `newCapacity` rows per head for one layer, one buffer at a time (its keys,
+  /// then its values; each old buffer is released before the next new one is allocated), so
+  /// the transient above max(old, new) storage is one layer's keys or values at the new size.
+  private func reallocate(_ store: LayerStore, to newCapacity: Int) {
+    guard newCapacity != store.capacity else { return }
+    precondition(newCapacity >= store.count)
+    func moved(_ old: FloatBuffer) -> FloatBuffer {
       let fresh = FloatBuffer(count: kvHeads * newCapacity * headDim, category: .kv, meter: meter)
       for g in 0..<kvHeads {
         (fresh.pointer + g * newCapacity * headDim).update(
-          from: old.pointer + g * capacity * headDim, count: rows * headDim)
+          from: old.pointer + g * store.capacity * headDim, count: store.count * headDim)
       }
       return fresh
     }
-    for store in stores {
-      store.keys = moved(store.keys, rows: store.count)
-      store.values = moved(store.values, rows: store.count)
-    }
-    capacity = newCapacity
+    store.keys = moved(store.keys)
+    store.values = moved(store.values)
+    store.capacity = newCapacity
   }
 }
 
 /// The cache for a prefill mode: `full` is the uncompressed `DenseKVCache`; the others are a
 /// `BudgetedCache`.
 public func makeCache(
-  config: DecoderConfig, budget: KVBudget?, mode: PrefillMode, policy: any EvictionPolicy,
+  config: DecoderConfig, budget: KVBudget?, schedule: BudgetSchedule = .uniform,
+  mode: PrefillMode, policy: any EvictionPolicy,
   options: RetentionOptions = RetentionOptions(), blockSize: Int = 256, meter: MemoryMeter?
 ) throws -> KeyValueCache {
   guard mode != .full, let budget else {
@@ -594,6 +643,6 @@ public func makeCache(
       layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, meter: meter)
   }
   return try BudgetedCache(
-    config: config, budget: budget, mode: mode, policy: policy, options: options,
-    blockSize: blockSize, meter: meter)
+    config: config, budget: budget, schedule: schedule, mode: mode, policy: policy,
+    options: options, blockSize: blockSize, meter: meter)
 }

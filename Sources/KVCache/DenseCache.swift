@@ -18,7 +18,9 @@ public final class DenseKVCache: KeyValueCache {
   public private(set) var positions: [Int] = []
   public private(set) var origins: [TokenOrigin] = []
 
-  public init(layers: Int, kvHeads: Int, headDim: Int, initialCapacity: Int = 256, meter: MemoryMeter?) {
+  public init(
+    layers: Int, kvHeads: Int, headDim: Int, initialCapacity: Int = 256, meter: MemoryMeter?
+  ) {
     self.layers = layers
     self.kvHeads = kvHeads
     self.headDim = headDim

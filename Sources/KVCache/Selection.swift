@@ -298,7 +298,8 @@ public enum PolicyCatalog {
       case .choice(let words):
         guard let w = words.first(where: { $0 == text.lowercased() }) else {
           throw CacheError.invalidPolicy(
-            "\(spec.name): \(o.name) must be one of \(words.joined(separator: ", ")), got '\(text)'")
+            "\(spec.name): \(o.name) must be one of \(words.joined(separator: ", ")), got '\(text)'"
+          )
         }
         values.words[o.name] = w
       }

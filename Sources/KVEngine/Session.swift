@@ -112,8 +112,10 @@ public final class Session {
 
   /// Resolves the default model: the first `modelDirectories` entry holding it.
   public func defaultModelPath() -> String? {
-    options.modelDirectories.map { ($0 as NSString).appendingPathComponent(EngineOptions.defaultModelFile) }
-      .first { FileManager.default.fileExists(atPath: $0) }
+    options.modelDirectories.map {
+      ($0 as NSString).appendingPathComponent(EngineOptions.defaultModelFile)
+    }
+    .first { FileManager.default.fileExists(atPath: $0) }
   }
 
   /// Loads a GGUF decoder, or a Hugging Face folder (config.json + safetensors): a
@@ -135,11 +137,14 @@ public final class Session {
     let name: String
     var visionParameters = 0
     if isDirectory.boolValue {
-      guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("config.json"))
+      guard
+        FileManager.default.fileExists(
+          atPath: (path as NSString).appendingPathComponent("config.json"))
       else {
         throw EngineError.file(
           path: path,
-          message: "is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
+          message:
+            "is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
       }
       let folder = try HFModelFolder(path: path)
       if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
@@ -174,7 +179,8 @@ public final class Session {
       let size = tokenizer.vocabularySize
       unload()
       throw ModelError(
-        path: path, message: "tokenizer has \(size) tokens, model only \(model.config.vocabularySize)")
+        path: path,
+        message: "tokenizer has \(size) tokens, model only \(model.config.vocabularySize)")
     }
     modelPath = path
     reset()
@@ -294,7 +300,8 @@ public final class Session {
     let positions = Array(nextRopePosition..<(nextRopePosition + ids.count))
     nextRopePosition += ids.count
     return PromptSegment(
-      tokens: ids, origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: ids.count),
+      tokens: ids,
+      origins: Array(repeating: TokenOrigin(modality: modality, input: input), count: ids.count),
       positions: positions,
       ropeAxes: model.config.mropeSection != nil ? [positions, positions, positions] : nil)
   }
@@ -333,7 +340,8 @@ public final class Session {
     guard model != nil else { throw EngineError.noModel }
     guard let vision else {
       throw EngineError.invalid(
-        "the loaded model has no vision tower (load a vision-language model folder: \(VisionLanguageModels.families.joined(separator: ", ")))")
+        "the loaded model has no vision tower (load a vision-language model folder: \(VisionLanguageModels.families.joined(separator: ", ")))"
+      )
     }
     let start = Date()
     let input = feeds
@@ -342,7 +350,8 @@ public final class Session {
     let opening: PromptSegment
     do {
       opening = try textSegment(openUserTurn(), input: input)
-      laid = try layout(vision, VisualInputIndex(input: input, image: visualInputs), nextRopePosition)
+      laid = try layout(
+        vision, VisualInputIndex(input: input, image: visualInputs), nextRopePosition)
     } catch {
       (userTurnOpen, lastFedVisual, nextRopePosition) = was
       throw error
@@ -400,7 +409,8 @@ public final class Session {
   private func requireNothingPending() throws {
     guard pendingBlocks.isEmpty else {
       throw EngineError.invalid(
-        "\(pendingBlocks.count) prefill block\(pendingBlocks.count == 1 ? " is" : "s are") waiting; run 'prefill step' or 'prefill run' first")
+        "\(pendingBlocks.count) prefill block\(pendingBlocks.count == 1 ? " is" : "s are") waiting; run 'prefill step' or 'prefill run' first"
+      )
     }
   }
 
@@ -537,7 +547,9 @@ public final class Session {
       segments[segments.count - 1] = PromptSegment(
         tokens: last.tokens + segment.tokens, origins: last.origins + segment.origins,
         positions: last.positions + segment.positions,
-        ropeAxes: last.ropeAxes.map { a in (0..<3).map { a[$0] + (segment.ropeAxes?[$0] ?? segment.positions) } })
+        ropeAxes: last.ropeAxes.map { a in
+          (0..<3).map { a[$0] + (segment.ropeAxes?[$0] ?? segment.positions) }
+        })
     } else {
       segments.append(segment)
     }
@@ -626,7 +638,8 @@ public final class Session {
     try requireNothingPending()
     guard !context.isEmpty else { throw EngineError.invalid("nothing fed yet; feed text first") }
     let c = model.config
-    let scratch = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+    let scratch = DenseKVCache(
+      layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
     var writer: NPYWriter
     do {
       writer = try NPYWriter(path: path, shape: [context.count, c.vocabularySize])
@@ -635,8 +648,12 @@ public final class Session {
     }
     var done = 0
     for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
-      if cancellation.isSet { throw EngineError.cancelled("logits stopped after \(done) positions") }
-      guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else { break }
+      if cancellation.isSet {
+        throw EngineError.cancelled("logits stopped after \(done) positions")
+      }
+      guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else {
+        break
+      }
       try writer.append(UnsafeBufferPointer(out.storage.buffer))
       done += out.rows
     }
@@ -675,6 +692,8 @@ public enum QueryProxy: Equatable, Sendable, CustomStringConvertible {
 public struct CacheSettings: CustomStringConvertible {
   /// nil: no budget (`budget off`), the full cache.
   public var budget: KVBudget?
+  /// How the budget is spread over the layers (the paper's static budget by default).
+  public var schedule = BudgetSchedule.uniform
   public var policy: any EvictionPolicy
   public var mode: PrefillMode
   /// Prefill blocks while a budget is on: N tokens, or N visual units (tiles, frames) with their
@@ -701,7 +720,8 @@ public struct CacheSettings: CustomStringConvertible {
   public var isBudgeted: Bool { budget != nil && mode != .full }
 
   public var description: String {
-    "budget \(budget.map { "\($0)" } ?? "off"), policy \(policy), mode \(mode)"
+    "budget \(budget.map { "\($0)" } ?? "off")"
+      + (schedule == .uniform ? "" : " (\(schedule))") + ", policy \(policy), mode \(mode)"
       + (block.map { ", block \($0)" } ?? "") + (bulk ? ", bulk" : "")
       + (proxy == .block ? "" : ", proxy \(proxy)")
   }
@@ -729,7 +749,8 @@ extension Session {
   var scheduler: BlockScheduler {
     let s = cacheSettings
     guard s.isBudgeted, let model else { return BlockScheduler(blockSize: options.prefillChunk) }
-    let bulk = s.bulk ? s.budget?.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(model.config)) : nil
+    let bulk =
+      s.bulk ? s.budget?.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(model.config)) : nil
     return BlockScheduler(
       size: s.block ?? .tokens(options.prefillChunk), textChunk: tokenBlock(s), bulk: bulk)
   }
@@ -738,11 +759,14 @@ extension Session {
     try makeBudgetedCache(for: config, settings: cacheSettings)
   }
 
-  fileprivate func makeBudgetedCache(for config: DecoderConfig, settings: CacheSettings) throws -> BudgetedCache? {
+  fileprivate func makeBudgetedCache(for config: DecoderConfig, settings: CacheSettings) throws
+    -> BudgetedCache?
+  {
     guard settings.isBudgeted, let budget = settings.budget else { return nil }
     let made = try BudgetedCache(
-      config: config, budget: budget, mode: settings.mode, policy: settings.policy,
-      options: settings.retention, blockSize: initialBlockRoom(settings), meter: meter)
+      config: config, budget: budget, schedule: settings.schedule, mode: settings.mode,
+      policy: settings.policy, options: settings.retention,
+      blockSize: initialBlockRoom(settings), meter: meter)
     // The log of the last block's evictions (`cache log`): a few records per layer and head.
     made.logEvictions = true
     return made
@@ -752,9 +776,11 @@ extension Session {
   /// is `full` switches to `capped`. With a budgeted cache already in use, shrinking compresses
   /// now with the active policy and growing adds capacity; otherwise the cache is rebuilt from
   /// the context (see `apply`). On error the session is unchanged.
-  public func configureBudget(_ budget: KVBudget?) throws {
+  /// A schedule (nil: keep the current one) sets how the budget is spread over the layers.
+  public func configureBudget(_ budget: KVBudget?, schedule: BudgetSchedule? = nil) throws {
     var s = cacheSettings
     s.budget = budget
+    if let schedule { s.schedule = schedule }
     if budget != nil, s.mode == .full { s.mode = .capped }
     if budget == nil { s.mode = .full }
     try apply(s)
@@ -770,7 +796,9 @@ extension Session {
   /// `prefill mode=capped block=256`. `full` drops to the uncompressed cache (the budget is kept
   /// for when a compressing mode is chosen again); a compressing mode needs a budget.
   public func configurePrefill(mode: PrefillMode, block: Int? = nil) throws {
-    if let block, block < 1 { throw EngineError.invalid("block must be at least 1 token, got \(block)") }
+    if let block, block < 1 {
+      throw EngineError.invalid("block must be at least 1 token, got \(block)")
+    }
     try configurePrefill(mode: mode, blockSize: block.map { .tokens($0) })
   }
 
@@ -828,7 +856,10 @@ extension Session {
     guard let model else {
       // No model yet: what can be checked without one (a byte budget needs the model's size).
       if settings.isBudgeted, case .tokens(let n)? = settings.budget {
-        do { try BudgetedCache.validate(budget: n, policy: settings.policy) } catch let e as CacheError {
+        do {
+          try BudgetedCache.validate(budget: n, policy: settings.policy)
+          try settings.schedule.validate()
+        } catch let e as CacheError {
           throw EngineError.invalid(e.description)
         }
       }
@@ -839,10 +870,14 @@ extension Session {
     if settings.isBudgeted, let budget = settings.budget {
       let tokens = budget.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(c))
       do {
-        try BudgetedCache.validate(budget: tokens, policy: settings.policy)
+        _ = try BudgetedCache.layerBudgets(
+          budget: tokens, schedule: settings.schedule, layers: c.layers, policy: settings.policy)
       } catch let e as CacheError {
         throw EngineError.invalid(
-          e.description + (tokens == 0 ? " (\(budget) is less than one token of \(BudgetedCache.bytesPerToken(c)) bytes)" : ""))
+          e.description
+            + (tokens == 0
+              ? " (\(budget) is less than one token of \(BudgetedCache.bytesPerToken(c)) bytes)"
+              : ""))
       }
     }
     if let current = budgeted, settings.isBudgeted, settings.mode == current.mode,
@@ -850,8 +885,12 @@ extension Session {
     {
       let tokens = settings.budget!.tokens(kvBytesPerToken: BudgetedCache.bytesPerToken(c))
       try mapCacheError {
-        if tokens != current.budget { try current.setBudget(tokens) }
-        if settings.policy.description != current.policy.description { try current.setPolicy(settings.policy) }
+        if tokens != current.budget || settings.schedule != current.schedule {
+          try current.setBudget(tokens, schedule: settings.schedule)
+        }
+        if settings.policy.description != current.policy.description {
+          try current.setPolicy(settings.policy)
+        }
       }
       current.options = settings.retention
       cacheSettings = settings

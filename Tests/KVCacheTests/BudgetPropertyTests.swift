@@ -10,7 +10,8 @@ import XCTest
 /// in `sequential`, and grows with the input in `full` and `post`. Along the way: every held row
 /// is the row that was fed at its position (compaction is correct), positions stay ascending,
 /// mandatory entries survive, capped and sequential keep the same entries, and a refused block
-/// leaves the cache untouched.
+/// leaves the cache untouched. Half the trials spread the budget over the layers with a pyramid
+/// schedule: each layer then holds its own budget, and the storage still sums to the budget.
 final class BudgetPropertyTests: XCTestCase {
   static func randomPolicy(_ rng: inout SeededRNG) -> any EvictionPolicy {
     switch Int.random(in: 0..<8, using: &rng) {
@@ -62,7 +63,7 @@ final class BudgetPropertyTests: XCTestCase {
     var seqMatchesCapped = 0
     var usedPolicies: Set<String> = []
     for trial in 0..<trials {
-      let layers = Int.random(in: 1...3, using: &rng)
+      let layers = Int.random(in: 1...4, using: &rng)
       let kvHeads = Int.random(in: 1...2, using: &rng)
       let queryHeads = kvHeads * Int.random(in: 1...3, using: &rng)
       let headDim = [4, 8, 16].randomElement(using: &rng)!
@@ -73,7 +74,14 @@ final class BudgetPropertyTests: XCTestCase {
         origins: origins, rng: &rng)
       let policy = Self.randomPolicy(&rng)
       usedPolicies.insert(policy.name)
-      let low = max(1, policy.minimumBudget)
+      let schedule: BudgetSchedule =
+        Bool.random(using: &rng)
+        ? .uniform : .pyramid(slope: Double.random(in: 0...0.8, using: &rng))
+      // The smallest layer budget, about (1 − slope)·M, must hold what the policy needs.
+      var low = max(1, policy.minimumBudget)
+      if case .pyramid(let slope) = schedule {
+        low = Int((Double(low) / (1 - slope)).rounded(.up)) + 1
+      }
       let budget = Int.random(in: low...max(low, total + 16), using: &rng)
       let block = Int.random(in: 1...48, using: &rng)
       var options = RetentionOptions()
@@ -88,21 +96,21 @@ final class BudgetPropertyTests: XCTestCase {
       }
       let bpt = 2 * layers * kvHeads * headDim * 4
       let tag =
-        "trial \(trial): \(policy) M=\(budget) b=\(block) L=\(layers) H=\(kvHeads)/\(queryHeads) d=\(headDim) n=\(total) \(options)"
+        "trial \(trial): \(policy) M=\(budget) \(schedule) b=\(block) L=\(layers) H=\(kvHeads)/\(queryHeads) d=\(headDim) n=\(total) \(options)"
 
       let meters = (
         capped: MemoryMeter(), sequential: MemoryMeter(), post: MemoryMeter(), full: MemoryMeter()
       )
       let capped = try BudgetedCache(
         layers: layers, kvHeads: kvHeads, headDim: headDim, queryHeads: queryHeads, budget: budget,
-        mode: .capped, policy: policy, options: options, meter: meters.capped)
+        schedule: schedule, mode: .capped, policy: policy, options: options, meter: meters.capped)
       let sequential = try BudgetedCache(
         layers: layers, kvHeads: kvHeads, headDim: headDim, queryHeads: queryHeads, budget: budget,
-        mode: .sequential, policy: policy, options: options, blockSize: block,
+        schedule: schedule, mode: .sequential, policy: policy, options: options, blockSize: block,
         meter: meters.sequential)
       let post = try BudgetedCache(
         layers: layers, kvHeads: kvHeads, headDim: headDim, queryHeads: queryHeads, budget: budget,
-        mode: .post, policy: policy, options: options, meter: meters.post)
+        schedule: schedule, mode: .post, policy: policy, options: options, meter: meters.post)
       let full = DenseKVCache(
         layers: layers, kvHeads: kvHeads, headDim: headDim, initialCapacity: 16, meter: meters.full)
 
@@ -148,7 +156,10 @@ final class BudgetPropertyTests: XCTestCase {
           sequentialPeakOverBudget, Double(seqPeak) / Double(budget * bpt))
 
         // Contents.
-        XCTAssertEqual(capped.count, min(budget, fed), tag)
+        XCTAssertEqual(capped.layerBudgets.reduce(0, +), budget * layers, tag)
+        XCTAssertEqual(
+          (0..<layers).map { capped.count(layer: $0) }, capped.layerBudgets.map { min($0, fed) },
+          tag)
         try Self.checkIntegrity(capped, input, fed: fed, tag: "capped " + tag)
         try Self.checkIntegrity(sequential, input, fed: fed, tag: "sequential " + tag)
         if Self.snapshot(capped).positions == Self.snapshot(sequential).positions {
@@ -166,7 +177,7 @@ final class BudgetPropertyTests: XCTestCase {
         if !refusedHere {
           do {
             try post.compress()
-            XCTAssertEqual(post.count, min(budget, fed), tag)
+            XCTAssertEqual(post.count, min(post.layerBudgets.max()!, fed), tag)
             XCTAssertLessThanOrEqual(meters.post.reading(.kv).current, max(budget, fed) * bpt, tag)
             try Self.checkIntegrity(post, input, fed: fed, tag: "post " + tag)
           } catch CacheError.budgetTooSmall {
@@ -192,10 +203,10 @@ final class BudgetPropertyTests: XCTestCase {
     throws
   {
     for l in 0..<c.layers {
-      XCTAssertEqual(c.count(layer: l), c.count, tag)
+      XCTAssertLessThanOrEqual(c.count(layer: l), min(c.layerBudgets[l], fed), tag)
       for h in 0..<c.kvHeads {
         let pos = c.positions(layer: l, head: h)
-        XCTAssertEqual(pos.count, c.count, tag)
+        XCTAssertEqual(pos.count, c.count(layer: l), tag)
         XCTAssertTrue(
           zip(pos, pos.dropFirst()).allSatisfy { $0 < $1 }, "positions ascending: " + tag)
         XCTAssertTrue(pos.allSatisfy { $0 < fed }, tag)
@@ -231,7 +242,7 @@ final class BudgetPropertyTests: XCTestCase {
           XCTAssertTrue(Set(w).isSubset(of: pos), "window kept: " + tag)
         }
         if let s = c.policy as? H2OPolicy {
-          let r = min(c.count, s.recentCount(budget: c.budget))
+          let r = min(c.count(layer: l), s.recentCount(budget: c.layerBudgets[l]))
           XCTAssertTrue(Set((fed - r)..<fed).isSubset(of: pos), "recent kept: " + tag)
         }
       }

@@ -438,3 +438,75 @@ final class BudgetedCacheTests: XCTestCase {
     XCTAssertEqual(c.evictedBytes, c.evictedEntries * bytesPerEntry)
   }
 }
+
+/// Per-layer budget schedules (issue 4: "per-layer schedules as an option").
+final class BudgetScheduleTests: XCTestCase {
+  func testPyramidSpreadsTheSameTotalLinearly() throws {
+    XCTAssertEqual(BudgetSchedule.uniform.layerBudgets(mean: 100, layers: 4), [100, 100, 100, 100])
+    // 1.5·M at layer 0, 0.5·M at the last, linear in between (PyramidKV's shape).
+    XCTAssertEqual(
+      BudgetSchedule.pyramid(slope: 0.5).layerBudgets(mean: 100, layers: 5),
+      [150, 125, 100, 75, 50])
+    XCTAssertEqual(BudgetSchedule.pyramid(slope: 0.5).layerBudgets(mean: 64, layers: 1), [64])
+    XCTAssertEqual(BudgetSchedule.pyramid(slope: 0).layerBudgets(mean: 7, layers: 3), [7, 7, 7])
+    var rng = SeededRNG(seed: 21)
+    for _ in 0..<500 {
+      let mean = Int.random(in: 1...5000, using: &rng)
+      let layers = Int.random(in: 2...80, using: &rng)
+      let slope = Double.random(in: 0..<1, using: &rng)
+      let b = BudgetSchedule.pyramid(slope: slope).layerBudgets(mean: mean, layers: layers)
+      let tag = "mean \(mean) layers \(layers) slope \(slope): \(b)"
+      XCTAssertEqual(b.count, layers, tag)
+      XCTAssertEqual(b.reduce(0, +), mean * layers, "the total is the uniform one: " + tag)
+      XCTAssertTrue(zip(b, b.dropFirst()).allSatisfy { $0 >= $1 }, "non-increasing: " + tag)
+      for (l, x) in b.enumerated() {
+        let exact = Double(mean) * (1 + slope * (1 - 2 * Double(l) / Double(layers - 1)))
+        XCTAssertLessThan(abs(Double(x) - exact), 1, "within rounding of the line: " + tag)
+      }
+    }
+  }
+
+  func testScheduleChangesInPlaceAndBadSchedulesLeaveTheCacheUntouched() throws {
+    var rng = SeededRNG(seed: 22)
+    let input = SyntheticInput(
+      layers: 3, kvHeads: 2, queryHeads: 4, headDim: 8,
+      origins: Array(repeating: TokenOrigin(modality: .text, input: 0), count: 140), rng: &rng)
+    let bpt = 2 * input.layers * input.kvHeads * input.headDim * 4
+    let meter = MemoryMeter()
+    let c = try BudgetedCache(
+      layers: 3, kvHeads: 2, headDim: 8, queryHeads: 4, budget: 40,
+      schedule: .pyramid(slope: 0.5), mode: .capped, policy: KeyDiffPolicy(), meter: meter)
+    XCTAssertEqual(c.layerBudgets, [60, 40, 20])
+    XCTAssertEqual(meter.reading(.kv).current, 40 * bpt, "the same bytes as uniform")
+    for s in stride(from: 0, to: 120, by: 16) { try input.feed(s..<min(120, s + 16), into: c) }
+    XCTAssertEqual((0..<3).map { c.count(layer: $0) }, [60, 40, 20])
+    XCTAssertEqual(meter.reading(.kv).highWater, 40 * bpt)
+    try BudgetPropertyTests.checkIntegrity(c, input, fed: 120, tag: "pyramid")
+    let before = BudgetPropertyTests.snapshot(c)
+
+    // A slope out of range, or a layer share below the policy's minimum: refused, untouched.
+    XCTAssertThrowsError(try c.setBudget(40, schedule: .pyramid(slope: 1))) { e in
+      XCTAssertTrue("\(e)".contains("slope must be"), "\(e)")
+    }
+    try c.setPolicy(SnapKVPolicy(window: 16))
+    XCTAssertThrowsError(try c.setBudget(40, schedule: .pyramid(slope: 0.9))) { e in
+      XCTAssertTrue("\(e)".contains("gives layer 2 only 4, below"), "\(e)")
+    }
+    XCTAssertEqual(BudgetPropertyTests.snapshot(c), before)
+    XCTAssertEqual(c.schedule, .pyramid(slope: 0.5))
+
+    // Back to uniform: layer 0 compresses to 40 now, layer 2 keeps its 20 and gains room.
+    try c.setPolicy(KeyDiffPolicy())
+    try c.setBudget(40, schedule: .uniform)
+    XCTAssertEqual(c.layerBudgets, [40, 40, 40])
+    XCTAssertEqual((0..<3).map { c.count(layer: $0) }, [40, 40, 20])
+    XCTAssertTrue(Set(c.positions(layer: 0, head: 0)).isSubset(of: before.positions[0][0]))
+    XCTAssertEqual(c.positions(layer: 2, head: 1), before.positions[2][1])
+    XCTAssertEqual(meter.reading(.kv).current, 40 * bpt)
+    try BudgetPropertyTests.checkIntegrity(c, input, fed: 120, tag: "uniform again")
+    // The next block fills every layer to its budget.
+    try input.feed(120..<140, into: c)
+    XCTAssertEqual((0..<3).map { c.count(layer: $0) }, [40, 40, 40])
+    try BudgetPropertyTests.checkIntegrity(c, input, fed: 140, tag: "after the next block")
+  }
+}

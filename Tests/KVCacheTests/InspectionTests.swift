@@ -120,7 +120,9 @@ final class InspectionTests: XCTestCase {
         }
         switch o.kind {
         case .choice(let words):
-          for w in words { XCTAssertNoThrow(try PolicyCatalog.make(spec.name, options: [o.name: w])) }
+          for w in words {
+            XCTAssertNoThrow(try PolicyCatalog.make(spec.name, options: [o.name: w]))
+          }
           XCTAssertThrowsError(try PolicyCatalog.make(spec.name, options: [o.name: "nope"]))
         case .integer(let range, let odd):
           XCTAssertNoThrow(

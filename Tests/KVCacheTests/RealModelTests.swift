@@ -73,7 +73,7 @@ final class RealModelTests: XCTestCase {
   }
 
   /// With a budget that covers the whole input (and the decoded tokens), every mode gives
-  /// logits identical to `full`.
+  /// logits identical to `full`; so does a pyramid schedule whose smallest layer budget does.
   func testEveryModeMatchesFullWhenTheBudgetCoversTheInput() throws {
     let l = try load()
     let c = l.model.config
@@ -81,17 +81,22 @@ final class RealModelTests: XCTestCase {
     let meter = MemoryMeter()
     let dense = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
     let reference = try run(l, tokens, cache: dense, block: 24, decode: 2, meter: meter)
-    let runs: [(PrefillMode, any EvictionPolicy)] = [
-      (.capped, SnapKVPolicy(window: 16)), (.sequential, H2OPolicy()), (.post, KeyDiffPolicy()),
+    // Pyramid slope 0.5 over a mean of 140: 210 at layer 0 down to 70 at the last.
+    let runs: [(PrefillMode, any EvictionPolicy, Int, BudgetSchedule)] = [
+      (.capped, SnapKVPolicy(window: 16), 70, .uniform), (.sequential, H2OPolicy(), 70, .uniform),
+      (.post, KeyDiffPolicy(), 70, .uniform),
+      (.capped, SnapKVPolicy(window: 16), 140, .pyramid(slope: 0.5)),
+      (.sequential, KeyDiffPolicy(), 140, .pyramid(slope: 0.5)),
     ]
-    for (mode, policy) in runs {
+    for (mode, policy, budget, schedule) in runs {
       let cache = try BudgetedCache(
-        config: c, budget: .tokens(70), mode: mode, policy: policy, blockSize: 24, meter: meter)
+        config: c, budget: .tokens(budget), schedule: schedule, mode: mode, policy: policy,
+        blockSize: 24, meter: meter)
       let out = try run(l, tokens, cache: cache, block: 24, decode: 2, meter: meter)
-      XCTAssertEqual(out.argmax, reference.argmax, "\(mode) \(policy)")
+      XCTAssertEqual(out.argmax, reference.argmax, "\(mode) \(policy) \(schedule)")
       let diff = zip(out.logits, reference.logits).map { abs($0 - $1) }.max()!
-      XCTAssertEqual(diff, 0, "\(mode) \(policy): logits differ from full by \(diff)")
-      XCTAssertEqual(cache.count, 66)
+      XCTAssertEqual(diff, 0, "\(mode) \(policy) \(schedule): logits differ from full by \(diff)")
+      XCTAssertEqual(cache.countRange, 66...66)
     }
   }
 
@@ -106,28 +111,32 @@ final class RealModelTests: XCTestCase {
     let budget = 32
     let block = 24
     var report: [String] = []
-    let runs: [(PrefillMode, any EvictionPolicy)] = [
-      (.capped, SnapKVPolicy(window: 8)), (.capped, KeyDiffPolicy()),
-      (.sequential, KeyDiffPolicy()),
-      (.post, SnapKVPolicy(window: 8)), (.full, KeyDiffPolicy()),
+    let runs: [(PrefillMode, any EvictionPolicy, BudgetSchedule)] = [
+      (.capped, SnapKVPolicy(window: 8), .uniform), (.capped, KeyDiffPolicy(), .uniform),
+      (.capped, SnapKVPolicy(window: 8), .pyramid(slope: 0.5)),
+      (.sequential, KeyDiffPolicy(), .uniform),
+      (.sequential, KeyDiffPolicy(), .pyramid(slope: 0.7)),
+      (.post, SnapKVPolicy(window: 8), .uniform), (.full, KeyDiffPolicy(), .uniform),
     ]
-    for (mode, policy) in runs {
+    for (mode, policy, schedule) in runs {
       let meter = MemoryMeter()
       let cache = try makeCache(
-        config: c, budget: .tokens(budget), mode: mode, policy: policy, blockSize: block,
-        meter: meter)
+        config: c, budget: .tokens(budget), schedule: schedule, mode: mode, policy: policy,
+        blockSize: block, meter: meter)
       let out = try run(l, tokens, cache: cache, block: block, decode: 2, meter: meter)
       XCTAssertTrue(out.logits.allSatisfy { $0.isFinite })
       let peak = meter.reading(.kv).highWater
       report.append(
-        "\(mode)/\(policy.name) \(peak) B = \(String(format: "%.2f", Double(peak) / Double(budget * bpt)))×"
+        "\(mode)/\(policy.name)/\(schedule) \(peak) B = \(String(format: "%.2f", Double(peak) / Double(budget * bpt)))×"
       )
       switch mode {
       case .capped:
-        XCTAssertEqual(peak, budget * bpt, "\(policy) capped")
-        XCTAssertEqual((cache as! BudgetedCache).count, budget)
+        XCTAssertEqual(peak, budget * bpt, "\(policy) capped \(schedule)")
+        let b = cache as! BudgetedCache
+        XCTAssertEqual((0..<c.layers).map { b.count(layer: $0) }, b.layerBudgets)
+        XCTAssertEqual(b.layerBudgets.reduce(0, +), budget * c.layers)
       case .sequential:
-        XCTAssertLessThanOrEqual(peak, (budget + block) * bpt, "\(policy) sequential")
+        XCTAssertLessThanOrEqual(peak, (budget + block) * bpt, "\(policy) sequential \(schedule)")
         XCTAssertGreaterThan(peak, budget * bpt)
       case .post, .full:
         XCTAssertGreaterThanOrEqual(peak, tokens.count * bpt, "\(policy) \(mode)")

@@ -109,6 +109,62 @@ final class CacheCommandTests: XCTestCase {
     XCTAssertEqual(r.session.cacheSummary?.tokens, r.session.context.count)
   }
 
+  func testPyramidScheduleFromTheRepl() throws {
+    let (r, out) = budgeted()
+    XCTAssertEqual(
+      ok(r, out, "budget 64 tokens schedule=pyramid"),
+      [
+        "budget 64 tokens = 2.81 MiB (46080 B of K/V per token); schedule pyramid (layer 0: 96, layer 29: 32); prefill mode=capped"
+      ])
+    let b = try XCTUnwrap(r.session.budgetedCache)
+    XCTAssertEqual(b.layerBudgets.count, 30)
+    XCTAssertEqual(b.layerBudgets.reduce(0, +), 64 * 30)
+    // Layer 0 had 64 and gains room; the top layers compress at once to their share.
+    XCTAssertEqual((0..<30).map { b.count(layer: $0) }, b.layerBudgets.map { min($0, 64) })
+    XCTAssertEqual(r.session.meter.reading(.kv).current, 64 * Self.perToken)
+    let shown = ok(r, out, "cache")
+    XCTAssertTrue(shown.contains("budget    64 tokens = 2.81 MiB on average per layer"), "\(shown)")
+    XCTAssertTrue(
+      shown.contains("schedule  pyramid: 96 94 92 … 34 32 tokens (layers 0-29)"), "\(shown)")
+    XCTAssertTrue(
+      shown.contains("held      32 to 64 of 32 to 96 tokens per layer and KV head"), "\(shown)")
+    // The next text fills every layer to its own budget; the KV peak stays the budget.
+    r.session.meter.resetHighWater()
+    ok(r, out, #"feed text "\#(Self.text)""#)
+    XCTAssertEqual((0..<30).map { b.count(layer: $0) }, b.layerBudgets)
+    XCTAssertEqual(r.session.meter.reading(.kv).highWater, 64 * Self.perToken)
+    XCTAssertEqual(
+      ok(r, out, "budget slope=0.25"),
+      [
+        "budget 64 tokens = 2.81 MiB (46080 B of K/V per token); schedule pyramid slope=0.25 (layer 0: 80, layer 29: 48); prefill mode=capped"
+      ])
+    for (line, message) in [
+      (
+        "budget schedule=pyramid slope=1.5",
+        "error: budget: slope must be a number in 0...0.99, got '1.5'"
+      ),
+      (
+        "budget 16 tokens schedule=pyramid slope=0.9",
+        "error: budget: the pyramid slope=0.9 schedule of 16 tokens gives layer 29 only 2, below what snapkv window=8 kernel=5 needs (8)"
+      ),
+      (
+        "budget off schedule=pyramid",
+        "error: budget: budget off keeps every token: no schedule to set"
+      ),
+      ("budget schedule=uniform slope=0.5", "error: budget: slope= applies to schedule=pyramid"),
+      (
+        "budget schedule=cone",
+        "error: budget: schedule must be one of uniform, pyramid, got 'cone'"
+      ),
+    ] {
+      fails(r, out, line, message)
+    }
+    XCTAssertEqual(
+      ok(r, out, "budget schedule=uniform"),
+      ["budget 64 tokens = 2.81 MiB (46080 B of K/V per token); prefill mode=capped"])
+    XCTAssertEqual(b.layerBudgets, Array(repeating: 64, count: 30))
+  }
+
   func testBudgetErrorsLeaveTheCacheUntouched() throws {
     let (r, out) = budgeted()
     XCTAssertEqual(r.session.cacheSummary?.tokens, 64)
@@ -140,7 +196,10 @@ final class CacheCommandTests: XCTestCase {
         "policy lru",
         "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot)"
       ),
-      ("prefill block=0", "error: prefill: block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '0'"),
+      (
+        "prefill block=0",
+        "error: prefill: block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '0'"
+      ),
       (
         "quota frame=2 tile=3",
         "error: quota: frame= and tile= given; the cache keeps one quota (frame=N, tile=N or image=N)"
@@ -261,7 +320,8 @@ final class CacheCommandTests: XCTestCase {
     XCTAssertEqual(ok(r, out, "prefill mode=full").last, "  every token is kept; no budget in use")
     XCTAssertNil(r.session.budgetedCache)
     XCTAssertEqual(r.session.cacheSummary?.tokens, context.count)
-    XCTAssertEqual(ok(r, out, "policy").last, "not in use while prefill mode=full keeps every token")
+    XCTAssertEqual(
+      ok(r, out, "policy").last, "not in use while prefill mode=full keeps every token")
     XCTAssertEqual(
       ok(r, out, "budget"),
       ["budget 64 tokens = 2.81 MiB (46080 B of K/V per token); prefill mode=full"])

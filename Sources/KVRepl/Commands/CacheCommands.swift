@@ -22,22 +22,54 @@ public enum CacheCommands {
       of 1000, KiB, MiB, GiB of 1024), converted with the model's K/V bytes per token, rounding \
       down. `budget off` keeps every token (the full cache). A budget set while prefill mode is \
       full switches it to capped. A smaller budget compresses the cache now with the active \
-      policy; a larger one adds room. Without an argument, shows the budget. On an error the \
-      cache is left as it was.
+      policy; a larger one adds room. schedule=uniform (the default) gives every layer the \
+      budget; schedule=pyramid spreads the same total linearly from (1 + slope)·budget at layer 0 \
+      to (1 − slope)·budget at the last layer (PyramidKV; slope=0.5 unless given). Without an \
+      argument, shows the budget. On an error the cache is left as it was.
       """,
     positionals: [
       Positional(
         "BUDGET", .text, optional: true, rest: true, help: "N tokens, a size such as 16MiB, or off")
+    ],
+    options: [
+      Option(
+        "schedule", .choice(["uniform", "pyramid"]), help: "how the budget is spread over layers"),
+      Option(
+        "slope", .number(0...0.99), placeholder: "X",
+        help: "pyramid: layer 0 gets (1 + X)·budget, the last (1 − X)·budget"),
     ]
   ) { ctx in
+    var schedule: BudgetSchedule?
+    switch ctx.args.string("schedule") {
+    case "pyramid"?:
+      schedule = .pyramid(
+        slope: ctx.args.isGiven("slope") ? ctx.args.number("slope") : BudgetSchedule.defaultSlope)
+    case "uniform"?:
+      if ctx.args.isGiven("slope") { throw ctx.error("slope= applies to schedule=pyramid") }
+      schedule = .uniform
+    default:
+      if ctx.args.isGiven("slope") {
+        guard case .pyramid = ctx.session.cacheSettings.schedule else {
+          throw ctx.error("slope= applies to schedule=pyramid")
+        }
+        schedule = .pyramid(slope: ctx.args.number("slope"))
+      }
+    }
     if let text = ctx.args.positional("BUDGET") {
-      try setBudget(ctx, text)
+      try setBudget(ctx, text, schedule: schedule)
+    } else if let schedule {
+      guard let budget = ctx.session.cacheSettings.budget else {
+        throw ctx.error(
+          "no budget to spread: set one first (e.g. 'budget 1024 tokens schedule=\(schedule)')")
+      }
+      try ctx.session.configureBudget(budget, schedule: schedule)
     }
     ctx.print(budgetLine(ctx.session))
   }
 
-  static func setBudget(_ ctx: CommandContext, _ text: String) throws {
+  static func setBudget(_ ctx: CommandContext, _ text: String, schedule: BudgetSchedule?) throws {
     if text.lowercased() == "off" {
+      if schedule != nil { throw ctx.error("budget off keeps every token: no schedule to set") }
       try ctx.session.configureBudget(nil)
       return
     }
@@ -56,7 +88,7 @@ public enum CacheCommands {
     if let c = ctx.session.model?.config, case .bytes(let n) = budget, n < c.kvBytesPerToken {
       throw ctx.error("\(budget) is less than one token (\(c.kvBytesPerToken) B of K/V per token)")
     }
-    try ctx.session.configureBudget(budget)
+    try ctx.session.configureBudget(budget, schedule: schedule)
   }
 
   /// `budget 16MiB = 364 tokens (46080 B of K/V per token); prefill mode=capped`.
@@ -74,6 +106,14 @@ public enum CacheCommands {
       line += " (\(perToken) B of K/V per token)"
     } else if case .bytes = budget {
       line += " (in tokens once a model is loaded)"
+    }
+    if s.schedule != .uniform {
+      line += "; schedule \(s.schedule)"
+      if let b = session.budgetedCache, let first = b.layerBudgets.first,
+        let last = b.layerBudgets.last
+      {
+        line += " (layer 0: \(first), layer \(b.layers - 1): \(last))"
+      }
     }
     return line + "; prefill mode=\(s.mode)"
   }
@@ -251,12 +291,14 @@ public enum CacheCommands {
       if let typed = ctx.args.string("block") {
         guard let b = BlockSize(typed), b != .tokens(0) else {
           throw ctx.error(
-            "block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '\(typed)'")
+            "block must be a number of tokens (e.g. 256), tile, frame or Nframes (e.g. 4frames), got '\(typed)'"
+          )
         }
         block = b
       }
       try ctx.session.configurePrefill(
-        mode: mode, blockSize: block, bulk: ctx.args.isGiven("bulk") ? ctx.args.toggle("bulk") : nil)
+        mode: mode, blockSize: block, bulk: ctx.args.isGiven("bulk") ? ctx.args.toggle("bulk") : nil
+      )
     }
     let now = ctx.session.cacheSettings
     let block = now.block.map { "\($0)" } ?? "\(ctx.session.options.prefillChunk) (default)"
@@ -312,13 +354,20 @@ public enum CacheCommands {
         ("mode", "\(b.mode), block \(block), \(CacheViews.plural(b.blocks, "block")) so far"))
       var budget = "\(b.budget) tokens = \(Format.bytes(b.budgetBytes))"
       if case .bytes? = s.budget { budget += " (budget \(s.budget!))" }
+      if b.schedule != .uniform { budget += " on average per layer" }
       rows.append(("budget", budget))
+      if b.schedule != .uniform {
+        rows.append(("schedule", "\(b.schedule): " + CacheViews.layerBudgets(b.layerBudgets)))
+      }
       rows.append(("policy", "\(b.policy)"))
       if b.options != RetentionOptions() { rows.append(("retention", retentionLine(b.options))) }
       let r = b.countRange
       let held =
         r.lowerBound == r.upperBound ? "\(r.lowerBound)" : "\(r.lowerBound) to \(r.upperBound)"
-      rows.append(("held", "\(held) of \(b.capacityTokens) tokens per layer and KV head"))
+      let caps = (0..<b.layers).map { b.capacity(layer: $0) }
+      let room =
+        caps.min() == caps.max() ? "\(caps[0])" : "\(caps.min()!) to \(caps.max()!)"
+      rows.append(("held", "\(held) of \(room) tokens per layer and KV head"))
       rows.append(
         ("storage", "\(Format.bytes(b.bytesHeld)) (\(c.layers) layers × \(c.kvHeads) KV heads)"))
       rows.append(
@@ -363,7 +412,7 @@ public enum CacheCommands {
     let capacity: Int
     if let b = ctx.session.budgetedCache {
       heads = (0..<c.kvHeads).map { b.entries(layer: n, head: $0) }
-      capacity = b.capacityTokens
+      capacity = b.capacity(layer: n)
     } else {
       let summary = ctx.session.cacheSummary ?? (0, 0, 0)
       let all = origins.prefix(summary.tokens).enumerated().map {

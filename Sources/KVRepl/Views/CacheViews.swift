@@ -422,6 +422,16 @@ public enum CacheViews {
     return lines
   }
 
+  /// Per-layer budgets from layer 0 up, all of them for up to 12 layers, else the first three
+  /// and the last two: `1536 1445 1354 … 605 512 tokens (layers 0-11)`.
+  static func layerBudgets(_ budgets: [Int]) -> String {
+    let shown =
+      budgets.count <= 12
+      ? budgets.map(String.init)
+      : budgets.prefix(3).map(String.init) + ["…"] + budgets.suffix(2).map(String.init)
+    return shown.joined(separator: " ") + " tokens (layers 0-\(budgets.count - 1))"
+  }
+
   static func plural(_ n: Int, _ word: String, _ plural: String? = nil) -> String {
     "\(n) \(n == 1 ? word : plural ?? word + "s")"
   }
