@@ -45,6 +45,20 @@ public struct FeedReport: Sendable {
   public var waitingBlocks = 0
 }
 
+/// Memory after one prefill block (`mem plot`): what the cache holds, the meter's peaks while
+/// the block ran, and the process's resident set after it.
+public struct MemorySample: Equatable, Sendable {
+  /// Tokens in the context after the block.
+  public var contextTokens: Int
+  /// K/V bytes held after the block, and the most held while it ran.
+  public var kv: Int
+  public var kvPeak: Int
+  public var activationsPeak: Int
+  public var visionPeak: Int
+  /// VmRSS after the block (nil where /proc is not readable).
+  public var rss: Int?
+}
+
 public struct GenerationReport: Sendable {
   public var text: String
   public var tokens: [Int]
@@ -99,6 +113,11 @@ public final class Session {
   private var stopIDs: Set<Int> = []
   /// Logits after the last fed token (what the next token is drawn from).
   private var lastLogits: Matrix?
+  /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
+  public private(set) var memoryTrace: [MemorySample] = []
+
+  /// Starts a new memory trace (`mem reset`).
+  public func clearMemoryTrace() { memoryTrace = [] }
 
   /// A copy of the logits the next token is drawn from (nil before anything is fed).
   public var nextTokenLogits: [Float]? { lastLogits.map { Array($0.storage.buffer) } }
@@ -202,6 +221,7 @@ public final class Session {
   }
 
   public func unload() {
+    memoryTrace = []
     cache = nil
     budgeted = nil
     contextOrigins = []
@@ -397,6 +417,7 @@ public final class Session {
   /// Prefills one block at the end of the context and records it.
   private func runBlock(_ block: [PromptSegment], proxy: Bool = true) throws {
     guard let model, let cache = activeCache else { throw EngineError.noModel }
+    _ = meter.takeWindowPeaks()
     // The last row's logits (one row: cheap) are kept after every block, so that a
     // cancelled prefill still leaves logits that match the cache.
     try mapCacheError {
@@ -404,6 +425,12 @@ public final class Session {
         block, model: model, cache: cache, logits: .last, proxy: proxy ? proxyTokens() : [])
     }
     for segment in block { append(segment) }
+    let peaks = meter.takeWindowPeaks()
+    memoryTrace.append(
+      MemorySample(
+        contextTokens: context.count, kv: meter.reading(.kv).current, kvPeak: peaks[.kv] ?? 0,
+        activationsPeak: peaks[.activations] ?? 0, visionPeak: peaks[.vision] ?? 0,
+        rss: ProcessMemory.currentRSS()))
   }
 
   private func requireNothingPending() throws {

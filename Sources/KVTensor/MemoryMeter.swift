@@ -19,6 +19,8 @@ public final class MemoryMeter: @unchecked Sendable {
   private var readings: [MemoryCategory: Reading] = [:]
   private var totalCurrent = 0
   private var totalHighWater = 0
+  /// High-water marks since the last `takeWindowPeaks` (per prefill block, for `mem plot`).
+  private var windowHighWater: [MemoryCategory: Int] = [:]
 
   public init() {}
 
@@ -29,6 +31,7 @@ public final class MemoryMeter: @unchecked Sendable {
     r.current += bytes
     r.highWater = max(r.highWater, r.current)
     readings[category] = r
+    windowHighWater[category] = max(windowHighWater[category] ?? 0, r.current)
     totalCurrent += bytes
     totalHighWater = max(totalHighWater, totalCurrent)
   }
@@ -53,6 +56,20 @@ public final class MemoryMeter: @unchecked Sendable {
     lock.lock()
     defer { lock.unlock() }
     return Reading(current: totalCurrent, highWater: totalHighWater)
+  }
+
+  /// Each category's high-water mark since the last call (or since the meter was made), then
+  /// starts the next window from what is held now: the peaks of one prefill block.
+  public func takeWindowPeaks() -> [MemoryCategory: Int] {
+    lock.lock()
+    defer { lock.unlock() }
+    var peaks: [MemoryCategory: Int] = [:]
+    for c in MemoryCategory.allCases {
+      let current = readings[c]?.current ?? 0
+      peaks[c] = max(windowHighWater[c] ?? 0, current)
+      windowHighWater[c] = current
+    }
+    return peaks
   }
 
   /// Starts new high-water marks from what is held now.

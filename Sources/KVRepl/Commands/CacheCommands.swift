@@ -457,10 +457,25 @@ public enum CacheCommands {
       timeline over its frames; for text and generated tokens, a strip over their positions. \
       Each cell shows the share of the (layer, KV head) slots that still hold its tokens: \
       ' ' none, ░ under a third, ▒ under two thirds, ▓ less than all, █ all. Large inputs are \
-      bucketed so that every line fits in 80 columns.
-      """
+      bucketed so that every line fits in 80 columns. out=FILE.png writes the same map as a \
+      PNG instead, one cell per patch, token or frame, coloured by share on viridis.
+      """,
+    options: [
+      Option(
+        "out", .path(extensions: ["png"]), placeholder: "FILE.png", help: "write the map as a PNG")
+    ]
   ) { ctx in
     let c = try shape(ctx.session)
-    for line in CacheViews.map(retention(ctx.session, c)) { ctx.print(line) }
+    let view = retention(ctx.session, c)
+    guard let typed = ctx.args.string("out") else {
+      for line in CacheViews.map(view) { ctx.print(line) }
+      return
+    }
+    guard !view.origins.isEmpty else { throw ctx.error("the cache is empty: nothing fed yet") }
+    let canvas = PNGViews.retentionMap(view)
+    try PNGViews.write(canvas, to: ctx.resolve(typed), typed: typed, command: "cache map")
+    ctx.print(
+      "wrote \(typed): \(canvas.width)×\(canvas.height) PNG, retention of \(view.origins.count) tokens"
+    )
   }
 }

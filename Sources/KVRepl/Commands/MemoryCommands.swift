@@ -3,7 +3,7 @@ import KVTensor
 
 /// The memory meter's commands: `mem`, `mem reset`.
 public enum MemoryCommands {
-  public static var all: [Command] { [mem, memReset] }
+  public static var all: [Command] { [mem, memReset, memPlot] }
 
   static let mem = Command(
     "mem", summary: "memory by category: current and peak",
@@ -16,8 +16,12 @@ public enum MemoryCommands {
       KV high-water mark against the budget, in bytes and tokens.
       """,
     options: [
-      Option("rss", .toggle, default: "on", help: "also print the process's resident memory (VmRSS, VmHWM)"),
-      Option("unit", .choice(["auto", "B", "KiB", "MiB", "GiB"]), default: "auto", help: "unit for sizes"),
+      Option(
+        "rss", .toggle, default: "on",
+        help: "also print the process's resident memory (VmRSS, VmHWM)"),
+      Option(
+        "unit", .choice(["auto", "B", "KiB", "MiB", "GiB"]), default: "auto", help: "unit for sizes"
+      ),
     ]
   ) { ctx in
     let meter = ctx.session.meter
@@ -25,15 +29,20 @@ public enum MemoryCommands {
     var rows = [["memory", "current", "peak"]]
     for c in MemoryCategory.allCases {
       let r = meter.reading(c)
-      rows.append([c.rawValue, Format.bytes(r.current, unit: unit), Format.bytes(r.highWater, unit: unit)])
+      rows.append([
+        c.rawValue, Format.bytes(r.current, unit: unit), Format.bytes(r.highWater, unit: unit),
+      ])
     }
     let t = meter.total
-    rows.append(["total", Format.bytes(t.current, unit: unit), Format.bytes(t.highWater, unit: unit)])
+    rows.append([
+      "total", Format.bytes(t.current, unit: unit), Format.bytes(t.highWater, unit: unit),
+    ])
     if ctx.args.toggle("rss") {
       // RSS varies run to run: masked with ~, and in a fixed unit under `auto` so that a replay
       // never differs by MiB vs GiB.
       let rssUnit = unit == "auto" ? "MiB" : unit
-      let now = ProcessMemory.currentRSS().map { "~" + Format.bytes($0, unit: rssUnit) } ?? "~unknown"
+      let now =
+        ProcessMemory.currentRSS().map { "~" + Format.bytes($0, unit: rssUnit) } ?? "~unknown"
       let peak = ProcessMemory.peakRSS().map { "~" + Format.bytes($0, unit: rssUnit) } ?? "~unknown"
       rows.append(["rss", now, peak])
     }
@@ -56,11 +65,42 @@ public enum MemoryCommands {
     "mem", verb: "reset", summary: "start new high-water marks",
     help: """
       Sets every category's peak to what it holds now, and resets the process's peak RSS \
-      (writes 5 to /proc/self/clear_refs), so the next `mem` shows the peaks of what follows.
+      (writes 5 to /proc/self/clear_refs), so the next `mem` shows the peaks of what follows; \
+      `mem plot` starts a new trace.
       """
   ) { ctx in
     ctx.session.meter.resetHighWater()
+    ctx.session.clearMemoryTrace()
     let rss = ProcessMemory.resetPeakRSS()
     ctx.print("peaks reset\(rss ? "" : " (the process's peak RSS could not be reset)")")
+  }
+
+  static let memPlot = Command(
+    "mem", verb: "plot", summary: "a PNG plot of memory over the prefill blocks",
+    help: """
+      Writes FILE.png: for every prefill block since the model was loaded (or the last \
+      `mem reset`), the K/V bytes held after it, the K/V, activation and vision peaks while it \
+      ran, and the budget as a dashed line; below, the process's resident set after each block.
+      """,
+    options: [
+      Option(
+        "out", .path(extensions: ["png"]), required: true, placeholder: "FILE.png",
+        help: "the file to write")
+    ]
+  ) { ctx in
+    let typed = ctx.args.string("out")!
+    let trace = ctx.session.memoryTrace
+    guard !trace.isEmpty else {
+      throw ctx.error(
+        "no prefill blocks since the model was loaded or the last 'mem reset': feed something first"
+      )
+    }
+    let budget = ctx.session.budgetedCache?.budgetBytes
+    let canvas = PNGViews.memoryPlot(trace, budgetBytes: budget)
+    try PNGViews.write(canvas, to: ctx.resolve(typed), typed: typed, command: "mem plot")
+    let kvPeak = trace.map(\.kvPeak).max()!
+    ctx.print(
+      "wrote \(typed): \(canvas.width)×\(canvas.height) PNG, \(trace.count) blocks, kv peak \(Format.bytes(kvPeak))"
+        + (budget.map { " (budget \(Format.bytes($0)))" } ?? ""))
   }
 }

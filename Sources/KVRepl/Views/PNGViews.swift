@@ -1,0 +1,308 @@
+import Foundation
+import KVCache
+import KVEngine
+import KVModels
+
+/// The PNG forms of the views (`cache map out=FILE.png`, `mem plot out=FILE.png`): rasters drawn
+/// on a `Canvas`, laid out as a flow of labelled panels, deterministic for a given cache.
+enum PNGViews {
+  static let width = 800
+  static let margin = 16
+  static let ink: Canvas.Color = (30, 30, 30)
+  static let grey: Canvas.Color = (120, 120, 120)
+  static let empty: Canvas.Color = (225, 225, 225)
+
+  /// A panel of the flow: its size and how to draw it at a position.
+  struct Panel {
+    var width: Int
+    var height: Int
+    /// Starts a new row of the flow (headings).
+    var breaksLine = false
+    var draw: (inout Canvas, Int, Int) -> Void
+  }
+
+  /// Lays `panels` out left to right, 12 pixels apart, wrapping at the canvas width, and draws
+  /// them on a canvas just tall enough.
+  static func flow(_ panels: [Panel]) -> Canvas {
+    var placed: [(Panel, Int, Int)] = []
+    var x = margin
+    var y = margin
+    var rowHeight = 0
+    for p in panels {
+      if p.breaksLine || (x > margin && x + p.width > width - margin) {
+        y += rowHeight + (rowHeight > 0 ? 8 : 0)
+        x = margin
+        rowHeight = 0
+      }
+      placed.append((p, x, y))
+      x += p.width + 12
+      rowHeight = max(rowHeight, p.height)
+      if p.breaksLine {
+        y += rowHeight + 4
+        x = margin
+        rowHeight = 0
+      }
+    }
+    var canvas = Canvas(width: width, height: y + rowHeight + margin)
+    for (p, px, py) in placed { p.draw(&canvas, px, py) }
+    return canvas
+  }
+
+  /// Encodes `canvas` and writes it atomically to `path`.
+  static func write(_ canvas: Canvas, to path: String, typed: String, command: String) throws {
+    let data: Data
+    do { data = try PNGEncoder.encode(canvas.image) } catch let e as ImageError {
+      throw ReplError(command, "\(typed): \(e.message)")
+    }
+    try AtomicFile.write(data, to: path, command: command, displayPath: typed)
+  }
+
+  static func heading(_ text: String, color: Canvas.Color = ink) -> Panel {
+    Panel(width: width - 2 * margin, height: Canvas.lineHeight, breaksLine: true) { c, x, y in
+      c.text(text, x: x, y: y, color)
+    }
+  }
+
+  static func color(_ s: Share) -> Canvas.Color {
+    s.total == 0 ? empty : Canvas.viridis(Double(s.held) / Double(s.total))
+  }
+
+  /// A labelled grid of cells (`shares[row][col]`), each `cell` pixels square.
+  static func grid(_ label: String, _ shares: [[Share]], cell: Int) -> Panel {
+    let rows = shares.count
+    let cols = shares.first?.count ?? 0
+    let w = max(cols * cell + 2, Canvas.textWidth(label))
+    return Panel(width: w, height: Canvas.lineHeight + rows * cell + 2) { c, x, y in
+      c.text(label, x: x, y: y, grey)
+      let top = y + Canvas.lineHeight
+      c.frame(x: x, y: top, w: cols * cell + 2, h: rows * cell + 2, grey)
+      for (r, row) in shares.enumerated() {
+        for (k, s) in row.enumerated() {
+          c.fill(x: x + 1 + k * cell, y: top + 1 + r * cell, w: cell, h: cell, color(s))
+        }
+      }
+    }
+  }
+
+  // MARK: cache map
+
+  /// The retention map: per image a patch grid per tile, per video a patch grid per frame (or
+  /// one cell per frame without patch positions), per text run a strip of tokens; the colour of
+  /// a cell is the share of (layer, KV head) slots that hold its tokens, on viridis.
+  static func retentionMap(_ view: RetentionView) -> Canvas {
+    var panels = [
+      heading(
+        "KV cache retention: share of the \(view.slots) (layer, KV head) slots holding each token")
+    ]
+    for group in view.groups {
+      switch group.key.modality {
+      case .text, .generated:
+        panels += strip(view, group)
+      case .image, .video:
+        panels += grids(view, group)
+      }
+    }
+    panels.append(heading(""))
+    panels.append(legend())
+    return flow(panels)
+  }
+
+  static func strip(_ view: RetentionView, _ group: RetentionView.Group) -> [Panel] {
+    let p = group.positions
+    let cell = 4
+    let perRow = (width - 2 * margin - 2) / cell
+    // At most 4 rows of cells: tokens are bucketed beyond that.
+    let per = max(1, (p.count + 4 * perRow - 1) / (4 * perRow))
+    let shares = stride(from: 0, to: p.count, by: per).map {
+      view.share(Array(p[$0..<min(p.count, $0 + per)]))
+    }
+    let rows = stride(from: 0, to: shares.count, by: perRow).map {
+      Array(shares[$0..<min(shares.count, $0 + perRow)])
+    }
+    let name = group.key.modality == .text ? "text" : "generated"
+    let title = "\(name): \(p.count) tokens, positions \(p.first!)-\(p.last!), \(per) per cell"
+    return [
+      heading(title),
+      Panel(width: perRow * cell + 2, height: rows.count * 12 + 2) { c, x, y in
+        for (r, row) in rows.enumerated() {
+          for (k, s) in row.enumerated() {
+            c.fill(x: x + 1 + k * cell, y: y + 1 + r * 12, w: cell, h: 10, color(s))
+          }
+        }
+      },
+    ]
+  }
+
+  /// One grid per tile (images) or frame (videos).
+  static func grids(_ view: RetentionView, _ group: RetentionView.Group) -> [Panel] {
+    let video = group.key.modality == .video
+    var parts: [Int: [Int]] = [:]
+    var loose: [Int] = []
+    for p in group.positions {
+      let o = view.origins[p]
+      guard o.row != nil, o.col != nil else {
+        loose.append(p)
+        continue
+      }
+      parts[(video ? o.frame : o.tile) ?? 0, default: []].append(p)
+    }
+    let keys = parts.keys.sorted()
+    let kind = video ? "video" : "image"
+    var title = "\(kind) \(group.key.image) (feed \(group.key.input))"
+    if !keys.isEmpty {
+      title += ": \(keys.count) \(video ? "frame" : "tile")\(keys.count == 1 ? "" : "s")"
+    }
+    if !loose.isEmpty { title += ", \(loose.count) tokens without a patch position" }
+    var panels = [heading(title)]
+    let sizes = keys.map { CacheViews.gridSize(view, parts[$0]!)! }
+    let side = sizes.map { max($0.rows, $0.cols) }.max() ?? 1
+    // Cells of 4 to 24 pixels: a tile or frame grid is at most about 200 pixels across.
+    let cell = max(4, min(24, 200 / side))
+    for (k, size) in zip(keys, sizes) {
+      var shares = [[Share]](
+        repeating: [Share](repeating: Share(held: 0, total: 0), count: size.cols), count: size.rows)
+      for p in parts[k]! {
+        let o = view.origins[p]
+        shares[o.row!][o.col!] = shares[o.row!][o.col!] + view.share([p])
+      }
+      panels.append(grid("\(video ? "frame" : "tile") \(k)", shares, cell: cell))
+    }
+    if !loose.isEmpty {
+      panels.append(grid("other", [loose.map { view.share([$0]) }], cell: 8))
+    }
+    return panels
+  }
+
+  static func legend() -> Panel {
+    let barWidth = 256
+    return Panel(width: barWidth + 220, height: 24) { c, x, y in
+      for i in 0..<barWidth {
+        c.fill(x: x + i, y: y, w: 1, h: 12, Canvas.viridis(Double(i) / Double(barWidth - 1)))
+      }
+      c.frame(x: x - 1, y: y - 1, w: barWidth + 2, h: 14, grey)
+      c.text("0%", x: x, y: y + 15, grey)
+      c.text("100% of slots", x: x + barWidth - Canvas.textWidth("100% of slots"), y: y + 15, grey)
+      c.fill(x: x + barWidth + 16, y: y, w: 12, h: 12, empty)
+      c.text("no token", x: x + barWidth + 32, y: y + 2, grey)
+    }
+  }
+}
+
+// MARK: memory plot
+
+extension PNGViews {
+  struct Series {
+    var name: String
+    var color: Canvas.Color
+    var values: [Double]
+    var dashed = false
+  }
+
+  static let blue: Canvas.Color = (31, 119, 180)
+  static let orange: Canvas.Color = (255, 127, 14)
+  static let green: Canvas.Color = (44, 160, 44)
+  static let red: Canvas.Color = (214, 39, 40)
+  static let purple: Canvas.Color = (148, 103, 189)
+
+  /// Memory over the prefill blocks: the meter's KV (held after each block and the peak while it
+  /// ran), activation and vision peaks against the budget line; below, the process's RSS.
+  static func memoryPlot(_ trace: [MemorySample], budgetBytes: Int?) -> Canvas {
+    let mib = { (b: Int) in Double(b) / 1_048_576 }
+    var meter = [
+      Series(name: "kv held", color: blue, values: trace.map { mib($0.kv) }),
+      Series(name: "kv peak", color: purple, values: trace.map { mib($0.kvPeak) }),
+      Series(
+        name: "activations peak", color: orange, values: trace.map { mib($0.activationsPeak) }),
+    ]
+    if trace.contains(where: { $0.visionPeak > 0 }) {
+      meter.append(
+        Series(name: "vision peak", color: green, values: trace.map { mib($0.visionPeak) }))
+    }
+    if let budgetBytes {
+      meter.append(
+        Series(
+          name: "budget", color: red,
+          values: Array(repeating: mib(budgetBytes), count: trace.count),
+          dashed: true))
+    }
+    var panels = [
+      heading(
+        "memory over \(trace.count) prefill blocks (context \(trace.first?.contextTokens ?? 0) to \(trace.last?.contextTokens ?? 0) tokens)"
+      ),
+      plot("meter (MiB)", meter, fromZero: true),
+    ]
+    let rss = trace.compactMap(\.rss)
+    if rss.count == trace.count {
+      panels.append(heading(""))
+      panels.append(
+        plot(
+          "process RSS (MiB)", [Series(name: "rss", color: ink, values: rss.map(mib))],
+          fromZero: false))
+    }
+    return flow(panels)
+  }
+
+  /// A line plot over blocks 1...n with a y axis of round ticks and a legend on the right.
+  static func plot(_ title: String, _ series: [Series], fromZero: Bool) -> Panel {
+    let plotW = 560
+    let plotH = 200
+    let left = 56
+    let n = series.map(\.values.count).max() ?? 0
+    let all = series.flatMap(\.values)
+    var lo = fromZero ? 0 : (all.min() ?? 0)
+    var hi = all.max() ?? 1
+    if hi <= lo { hi = lo + 1 }
+    let pad = (hi - lo) * 0.08
+    if !fromZero { lo = max(0, lo - pad) }
+    hi += pad
+    let ticks = niceTicks(lo, hi)
+    lo = min(lo, ticks.first ?? lo)
+    hi = max(hi, ticks.last ?? hi)
+    return Panel(width: left + plotW + 170, height: Canvas.lineHeight + plotH + 24) { c, x, y in
+      c.text(title, x: x, y: y, ink)
+      let top = y + Canvas.lineHeight + 4
+      let x0 = x + left
+      func px(_ i: Int) -> Int { x0 + (n <= 1 ? plotW / 2 : i * (plotW - 1) / (n - 1)) }
+      func py(_ v: Double) -> Int {
+        top + plotH - 1 - Int(((v - lo) / (hi - lo) * Double(plotH - 1)).rounded())
+      }
+      for t in ticks {
+        let yy = py(t)
+        c.fill(x: x0, y: yy, w: plotW, h: 1, (235, 235, 235))
+        let label = tickLabel(t, step: ticks.count > 1 ? ticks[1] - ticks[0] : 1)
+        c.text(label, x: x0 - 6 - Canvas.textWidth(label), y: yy - 3, grey)
+      }
+      c.frame(x: x0 - 1, y: top - 1, w: plotW + 2, h: plotH + 2, grey)
+      for s in series {
+        for i in s.values.indices.dropFirst() where !s.dashed || (i / 4) % 2 == 0 {
+          c.line(px(i - 1), py(s.values[i - 1]), px(i), py(s.values[i]), s.color, thickness: 2)
+        }
+        if s.values.count == 1 { c.fill(x: px(0) - 2, y: py(s.values[0]) - 2, w: 5, h: 5, s.color) }
+      }
+      // x axis: first and last block.
+      c.text("1", x: x0, y: top + plotH + 4, grey)
+      let last = "block \(n)"
+      c.text(last, x: x0 + plotW - Canvas.textWidth(last), y: top + plotH + 4, grey)
+      for (k, s) in series.enumerated() {
+        let ly = top + 4 + k * 14
+        c.fill(x: x0 + plotW + 12, y: ly + 2, w: 14, h: 3, s.color)
+        c.text(s.name, x: x0 + plotW + 32, y: ly, ink)
+      }
+    }
+  }
+
+  /// About five round tick values (1, 2 or 5 × 10^k apart) covering lo...hi.
+  static func niceTicks(_ lo: Double, _ hi: Double) -> [Double] {
+    let raw = (hi - lo) / 5
+    let magnitude = pow(10, floor(log10(raw)))
+    let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? raw
+    let first = floor(lo / step) * step
+    return stride(from: first, through: hi + step * 0.999, by: step).map { $0 }
+  }
+
+  /// A tick value with as many decimals as the step between ticks needs.
+  static func tickLabel(_ v: Double, step: Double) -> String {
+    let decimals = max(0, Int(-floor(log10(step) + 1e-9)))
+    return String(format: "%.\(decimals)f", v)
+  }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import KVCache
+import KVEngine
+import KVModels
+import XCTest
+
+@testable import KVRepl
+
+/// `cache map out=FILE.png` and `mem plot out=FILE.png` on the tiny Idefics3 fixture: the files
+/// are PNGs of the documented size whose colours are the retention shares and the plotted
+/// series, and bad requests are one-line errors that write nothing.
+final class PNGViewTests: XCTestCase {
+  static let vlm = repositoryRoot + "/Tests/KVEngineTests/Fixtures/vlm"
+
+  func colors(_ image: RGBImage) -> Set<[UInt8]> {
+    Set(stride(from: 0, to: image.pixels.count, by: 3).map { Array(image.pixels[$0..<$0 + 3]) })
+  }
+
+  func rgb(_ c: Canvas.Color) -> [UInt8] { [c.r, c.g, c.b] }
+
+  /// Loads the model, optionally sets a budget, feeds a 7-tile image and a 4-frame clip.
+  func fed(budget: Bool) -> (Repl, CaptureSink) {
+    let (r, out) = makeRepl()
+    var lines = ["load \(Self.vlm)/idefics3/model"]
+    if budget {
+      lines += ["policy keydiff", "budget 24 tokens", "prefill mode=capped block=tile"]
+    }
+    lines += [
+      "feed image \(Self.vlm)/images/img_70x40.png", "feed frames \(Self.vlm)/images/clip",
+    ]
+    for l in lines { XCTAssertEqual(r.run(line: l), .ok, l + "\n" + out.text) }
+    return (r, out)
+  }
+
+  func testRetentionMapColoursAreTheShares() throws {
+    let dir = temporaryFolder(self)
+    for budget in [false, true] {
+      let (r, out) = fed(budget: budget)
+      let file = dir + "/map-\(budget).png"
+      let before = out.text.count
+      XCTAssertEqual(r.run(line: "cache map out=\(file)"), .ok, out.text)
+      XCTAssertTrue(
+        out.text.dropFirst(before).hasPrefix("wrote \(file): 800×"),
+        String(out.text.dropFirst(before)))
+      let image = try ImageDecoder.decode(path: file)
+      XCTAssertEqual(image.width, 800)
+      XCTAssertGreaterThan(image.height, 150)
+      let seen = colors(image)
+      // Every share of every patch and token is drawn in its viridis colour.
+      let b = r.session.budgetedCache
+      let view =
+        b.map { RetentionView(cache: $0, origins: r.session.contextOrigins) }
+        ?? RetentionView(
+          layers: 2, kvHeads: 2, origins: r.session.contextOrigins,
+          holders: Array(repeating: 4, count: r.session.contextOrigins.count))
+      let shares = Set(view.holders.map { Double($0) / Double(view.slots) })
+      for s in shares {
+        XCTAssertTrue(seen.contains(rgb(Canvas.viridis(s))), "share \(s) drawn (budget \(budget))")
+      }
+      if budget {
+        XCTAssertTrue(shares.contains(0), "a 24-token budget evicts some patches")
+        XCTAssertGreaterThan(shares.count, 2)
+      } else {
+        XCTAssertEqual(shares, [1], "the full cache holds everything")
+        // The legend bar runs through every shade, but no cell is drawn in "none".
+        let none = rgb(Canvas.viridis(0))
+        let count = stride(from: 0, to: image.pixels.count, by: 3).filter {
+          Array(image.pixels[$0..<$0 + 3]) == none
+        }.count
+        XCTAssertLessThanOrEqual(count, 12, "only the legend's first column is 0%")
+      }
+    }
+    // The PNG is deterministic for a given cache.
+    let (r, _) = fed(budget: true)
+    XCTAssertEqual(r.run(line: "cache map out=\(dir)/again.png"), .ok)
+    XCTAssertEqual(
+      FileManager.default.contents(atPath: dir + "/again.png"),
+      FileManager.default.contents(atPath: dir + "/map-true.png"))
+  }
+
+  func testMemoryPlotDrawsTheTraceAndTheBudget() throws {
+    let dir = temporaryFolder(self)
+    let (r, out) = fed(budget: true)
+    let trace = r.session.memoryTrace
+    XCTAssertEqual(trace.count, 13, "one sample per block: 7 tiles + 4 frames, with their text")
+    XCTAssertTrue(trace.allSatisfy { $0.kvPeak <= 24 * 512 }, "the capped KV peak per block")
+    XCTAssertEqual(trace.last?.contextTokens, r.session.context.count)
+    XCTAssertTrue(trace.contains { $0.visionPeak > 0 }, "vision runs per tile block")
+    let before = out.text.count
+    XCTAssertEqual(r.run(line: "mem plot out=\(dir)/mem.png"), .ok, out.text)
+    XCTAssertEqual(
+      String(out.text.dropFirst(before)),
+      "wrote \(dir)/mem.png: 800×536 PNG, 13 blocks, kv peak 12.00 KiB (budget 12.00 KiB)\n")
+    let image = try ImageDecoder.decode(path: dir + "/mem.png")
+    XCTAssertEqual(image.width, 800)
+    XCTAssertEqual(image.height, 536)
+    let seen = colors(image)
+    for c in [PNGViews.blue, PNGViews.purple, PNGViews.orange, PNGViews.green, PNGViews.red] {
+      XCTAssertTrue(seen.contains(rgb(c)), "series colour \(c) drawn")
+    }
+    // mem reset starts a new trace.
+    XCTAssertEqual(r.run(line: "mem reset"), .ok)
+    XCTAssertTrue(r.session.memoryTrace.isEmpty)
+  }
+
+  func testBadRequestsWriteNothing() throws {
+    let dir = temporaryFolder(self)
+    let (r, out) = makeRepl()
+    XCTAssertEqual(r.run(line: "load \(Self.vlm)/idefics3/model"), .ok)
+    for (line, message) in [
+      ("cache map out=\(dir)/m.png", "error: cache map: the cache is empty: nothing fed yet"),
+      (
+        "mem plot out=\(dir)/p.png",
+        "error: mem plot: no prefill blocks since the model was loaded or the last 'mem reset': feed something first"
+      ),
+      ("mem plot", "error: mem plot: missing out=FILE.png"),
+      (
+        "cache map out=\(dir)/m.txt",
+        "error: cache map: out must name a .png file, got '\(dir)/m.txt'"
+      ),
+    ] {
+      let before = out.text.count
+      XCTAssertEqual(r.run(line: line), .failed, line)
+      XCTAssertEqual(String(out.text.dropFirst(before)), message + "\n")
+    }
+    XCTAssertEqual(r.run(line: #"feed text "hello""#), .ok)
+    let before = out.text.count
+    XCTAssertEqual(r.run(line: "cache map out=\(dir)/no/such/m.png"), .failed)
+    XCTAssertEqual(
+      String(out.text.dropFirst(before)),
+      "error: cache map: \(dir)/no/such/m.png: no such folder '\(dir)/no/such'\n")
+    // A file in the way is replaced whole; no temporary is left behind.
+    XCTAssertTrue(
+      FileManager.default.createFile(atPath: dir + "/m.png", contents: Data("old".utf8)))
+    XCTAssertEqual(r.run(line: "cache map out=\(dir)/m.png"), .ok)
+    XCTAssertEqual(try ImageDecoder.decode(path: dir + "/m.png").width, 800)
+    XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["m.png"])
+  }
+}
