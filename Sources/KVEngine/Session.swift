@@ -75,7 +75,7 @@ public struct GenerationReport: Sendable {
 public final class Session {
   public let options: EngineOptions
   public let meter = MemoryMeter()
-  public let cancellation = CancellationFlag()
+  public let cancellation: CancellationFlag
 
   /// The decoder (of the vision-language model, when one is loaded).
   public private(set) var model: LlamaModel?
@@ -113,6 +113,8 @@ public final class Session {
   private var stopIDs: Set<Int> = []
   /// Logits after the last fed token (what the next token is drawn from).
   private var lastLogits: Matrix?
+  /// The last question asked and the context it was asked in (what `compare` re-runs).
+  public private(set) var lastAsk: AskPoint?
   /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
   public private(set) var memoryTrace: [MemorySample] = []
 
@@ -122,8 +124,13 @@ public final class Session {
   /// A copy of the logits the next token is drawn from (nil before anything is fed).
   public var nextTokenLogits: [Float]? { lastLogits.map { Array($0.storage.buffer) } }
 
-  public init(options: EngineOptions = EngineOptions()) {
+  /// - Parameter cancellation: the flag Ctrl-C sets (a session re-run for `compare` shares its
+  ///   parent's, so that Ctrl-C stops the re-run).
+  public init(
+    options: EngineOptions = EngineOptions(), cancellation: CancellationFlag = CancellationFlag()
+  ) {
     self.options = options
+    self.cancellation = cancellation
     BLAS.setThreads(options.threads)
   }
 
@@ -222,6 +229,7 @@ public final class Session {
 
   public func unload() {
     memoryTrace = []
+    lastAsk = nil
     cache = nil
     budgeted = nil
     contextOrigins = []
@@ -240,6 +248,7 @@ public final class Session {
 
   /// Empties the cache and the context; the model stays loaded.
   public func reset() {
+    lastAsk = nil
     pendingBlocks = []
     stepsRun = 0
     context = []
@@ -595,6 +604,10 @@ public final class Session {
     let wasStepping = stepping
     stepping = false
     defer { stepping = wasStepping }
+    lastAsk = AskPoint(
+      question: question, options: options, segments: segments,
+      nextRopePosition: nextRopePosition, feeds: feeds, visualInputs: visualInputs,
+      userTurnOpen: userTurnOpen, lastFedVisual: lastFedVisual)
     let start = Date()
     let input = feeds
     let piece = openUserTurn() + question + chat.turnEnd + chat.assistantPrefix
@@ -958,5 +971,52 @@ extension Session {
     let rope = nextRopePosition
     try prefill(saved)
     nextRopePosition = rope
+  }
+}
+
+// MARK: re-running under other settings (compare)
+
+/// Where a question was asked: the context as laid out before it, and the chat's turn state.
+public struct AskPoint {
+  public let question: String
+  public let options: GenerationOptions
+  let segments: [PromptSegment]
+  let nextRopePosition: Int
+  let feeds: Int
+  let visualInputs: Int
+  let userTurnOpen: Bool
+  let lastFedVisual: Bool
+}
+
+extension Session {
+  /// A new session over the same model (weights shared, not copied or charged again), with
+  /// its own meter and a cache made for `settings`, into which the context of `point` (or the
+  /// current context) is prefilled again from its segments: images re-read and re-encoded.
+  /// This session is not touched.
+  func fork(settings: CacheSettings, from point: AskPoint?) throws -> Session {
+    guard let model, let tokenizer else { throw EngineError.noModel }
+    try requireNothingPending()
+    let child = Session(options: options, cancellation: cancellation)
+    child.model = model
+    child.vision = vision
+    child.tokenizer = tokenizer
+    child.modelPath = modelPath
+    child.chat = chat
+    child.stopIDs = stopIDs
+    child.cacheSettings = settings
+    try mapCacheError { child.budgeted = try child.makeBudgetedCache(for: model.config) }
+    if child.budgeted == nil {
+      child.cache = DenseKVCache(
+        layers: model.config.layers, kvHeads: model.config.kvHeads, headDim: model.config.headDim,
+        meter: child.meter)
+    }
+    let fed = point?.segments ?? segments
+    child.nextRopePosition = point?.nextRopePosition ?? nextRopePosition
+    child.feeds = point?.feeds ?? feeds
+    child.visualInputs = point?.visualInputs ?? visualInputs
+    child.userTurnOpen = point?.userTurnOpen ?? userTurnOpen
+    child.lastFedVisual = point?.lastFedVisual ?? lastFedVisual
+    try child.refill(fed)
+    return child
   }
 }

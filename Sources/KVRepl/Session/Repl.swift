@@ -64,7 +64,8 @@ public final class Repl {
   /// Every built-in command, grouped by the object it belongs to. A new engine object adds
   /// its own `[Command]` list (next to its views) and appends it here.
   public static var standardCommands: [Command] {
-    SessionCommands.all + VisionCommands.all + CacheCommands.all + MemoryCommands.all
+    SessionCommands.all + VisionCommands.all + CacheCommands.all + [CompareCommands.compare]
+      + MemoryCommands.all
       + ReplCommands.all
   }
 
@@ -146,7 +147,8 @@ public final class Repl {
 
     if line.utf8.count > Self.maxLineBytes {
       report(
-        ReplError(nil, "line too long (\(line.utf8.count) bytes; the limit is \(Self.maxLineBytes))"))
+        ReplError(
+          nil, "line too long (\(line.utf8.count) bytes; the limit is \(Self.maxLineBytes))"))
       return .failed
     }
     let commands: [[Token]]
@@ -319,6 +321,13 @@ public final class CommandContext {
 
   /// An error of this command.
   public func error(_ message: String) -> ReplError { ReplError(command.name, message) }
+
+  /// A progress line for long work, on stderr and only at an interactive terminal (never in
+  /// scripts, recordings or checks); nil clears it.
+  public func progress(_ text: String?) {
+    guard repl.interrupts?.interactive == true, isatty(2) == 1 else { return }
+    FileHandle.standardError.write(Data(("\r\u{1B}[K" + (text ?? "")).utf8))
+  }
 
   /// Resolves a path argument (see `Repl.resolve`), remembering how it was typed.
   public func resolve(_ path: String) -> String {

@@ -23,7 +23,8 @@ public final class InterruptRouter: @unchecked Sendable {
   private let lock = NSLock()
   private var state = State.idle
   private var promptInterrupted = false
-  private let interactive: Bool
+  /// Whether the REPL runs at a terminal (progress lines go to stderr only then).
+  public let interactive: Bool
   private let mainThread = pthread_self()
   private var source: DispatchSourceSignal?
   private let queue = DispatchQueue(label: "kvlab.sigint")

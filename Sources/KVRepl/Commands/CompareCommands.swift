@@ -1,0 +1,144 @@
+import Foundation
+import KVCache
+import KVEngine
+import KVTensor
+
+/// `compare`: the same inputs and question under several budgets, policies and modes, side by
+/// side with the full cache.
+public enum CompareCommands {
+  /// Most settings one `compare` runs (each re-prefills every input).
+  static let maxRuns = 64
+
+  static let compare = Command(
+    "compare", summary: "re-run the inputs and question under several cache settings",
+    help: """
+      Re-runs the inputs and the question of the last `ask` (or the inputs fed so far and \
+      question="...") once with the full cache and once per combination of modes=, budgets= \
+      and policies= (comma-separated; each defaults to the session's own setting, the mode to \
+      capped), each in a fresh cache over the same model, and prints one table: the greedy \
+      answer, whether it is the full cache's, the K/V peak, the process's peak RSS and the \
+      prefill time (these two vary between runs: ~). Policies take their default options; \
+      block size, bulk, proxy and retention options are the session's. The session itself is \
+      left as it was. Ctrl-C stops between runs.
+      """,
+    options: [
+      Option(
+        "budgets", .text, placeholder: "B,B,...", help: "budgets, e.g. 256,512,1024 or 8MiB,16MiB"),
+      Option("policies", .text, placeholder: "P,P,...", help: "policy names, e.g. snapkv,keydiff"),
+      Option("modes", .text, placeholder: "M,M,...", help: "post, sequential, capped"),
+      Option("question", .text, placeholder: "TEXT", help: "ask this over the current inputs"),
+      Option(
+        "max", .int(1...4096), placeholder: "N",
+        help: "most tokens per answer (default: the last ask's)"),
+    ]
+  ) { ctx in
+    let session = ctx.session
+    guard session.model != nil else { throw EngineError.noModel }
+    let base = session.cacheSettings
+    let modes = try list(ctx, "modes").map { word -> PrefillMode in
+      guard let m = PrefillMode(rawValue: word.lowercased()), m != .full else {
+        throw ctx.error("modes: '\(word)' is not a compressing mode (post, sequential or capped)")
+      }
+      return m
+    }
+    let budgets = try list(ctx, "budgets").map { word -> KVBudget in
+      do { return try KVBudget.parse(word) } catch let e as CacheError {
+        throw ctx.error("budgets: \(e.description)")
+      }
+    }
+    let policies = try list(ctx, "policies").map { word -> any EvictionPolicy in
+      do { return try PolicyCatalog.make(word.lowercased()) } catch let e as CacheError {
+        throw ctx.error("policies: \(e.description)")
+      }
+    }
+    guard let sessionBudget = base.budget ?? budgets.first else {
+      throw ctx.error("no budget to compare: set one or give budgets=256,512,...")
+    }
+    let question = ctx.args.string("question")
+    if question == nil, session.lastAsk == nil {
+      throw ctx.error("nothing asked yet: ask a question first, or give question=\"...\"")
+    }
+    let maxTokens =
+      ctx.args.isGiven("max") ? ctx.args.int("max") : (session.lastAsk?.options.maxTokens ?? 32)
+    var settings: [CacheSettings] = []
+    for mode in modes.isEmpty ? [base.isBudgeted ? base.mode : .capped] : modes {
+      for budget in budgets.isEmpty ? [sessionBudget] : budgets {
+        for policy in policies.isEmpty ? [base.policy] : policies {
+          var s = base
+          s.mode = mode
+          s.budget = budget
+          s.policy = policy
+          settings.append(s)
+        }
+      }
+    }
+    guard settings.count <= maxRuns else {
+      throw ctx.error("\(settings.count) settings; at most \(maxRuns) per compare")
+    }
+    var full = base
+    full.mode = .full
+    var rows = [["mode", "budget", "policy", "answer", "=full", "kv peak", "rss peak", "prefill"]]
+    var reference: String?
+    // Answers are listed once under the table, each with a letter the table refers to.
+    var answers: [String] = []
+    defer { ctx.progress(nil) }
+    for (i, s) in ([full] + settings).enumerated() {
+      ctx.progress("compare: run \(i + 1) of \(settings.count + 1) (\(s))")
+      let run: CompareRun
+      do {
+        run = try session.rerun(settings: s, question: question, maxTokens: maxTokens)
+      } catch let e as EngineError {
+        if case .cancelled = e { throw e }
+        rows.append(
+          [s.mode.rawValue, budgetText(s), s.policy.name, "error: \(e)", "", "", "", ""])
+        continue
+      }
+      if reference == nil { reference = run.answer }
+      if !answers.contains(run.answer) { answers.append(run.answer) }
+      let isFull = s.mode == .full
+      rows.append([
+        s.mode.rawValue, isFull ? "-" : budgetText(s), isFull ? "-" : s.policy.name,
+        answerLetter(answers.firstIndex(of: run.answer)!),
+        isFull ? "-" : (run.answer == reference ? "yes" : "no"),
+        Format.bytes(run.kvPeak),
+        run.rssPeak.map { "~" + Format.bytes($0, unit: "MiB") } ?? "~unknown",
+        "~" + String(format: "%.2f", run.prefillSeconds) + "s",
+      ])
+    }
+    for line in Format.table(rows, left: [0, 1, 2, 3, 4]) { ctx.print(line) }
+    ctx.print()
+    for (i, a) in answers.enumerated() {
+      let flat = a.replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+      let label = answerLetter(i) + "  "
+      let pad = String(repeating: " ", count: label.count)
+      for (k, line) in Format.wrap("\"\(flat)\"", width: 78 - label.count, indent: "").enumerated()
+      {
+        ctx.print((k == 0 ? label : pad) + line)
+      }
+    }
+  }
+
+  /// A comma-separated option's words (empty when not given).
+  static func list(_ ctx: CommandContext, _ name: String) throws -> [String] {
+    guard let text = ctx.args.string(name) else { return [] }
+    let words = text.split(separator: ",", omittingEmptySubsequences: false).map {
+      $0.trimmingCharacters(in: .whitespaces)
+    }
+    guard !words.isEmpty, words.allSatisfy({ !$0.isEmpty }) else {
+      throw ctx.error("\(name): expected a comma-separated list, got '\(text)'")
+    }
+    return words
+  }
+
+  static func budgetText(_ s: CacheSettings) -> String {
+    guard let b = s.budget else { return "off" }
+    if case .tokens(let n) = b { return "\(n)" }
+    return "\(b)"
+  }
+
+  /// A, B, ..., Z, then A2, B2, ...
+  static func answerLetter(_ i: Int) -> String {
+    let letter = String(UnicodeScalar(UInt8(65 + i % 26)))
+    return i < 26 ? letter : letter + "\(i / 26 + 1)"
+  }
+}
