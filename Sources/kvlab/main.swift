@@ -73,7 +73,8 @@ struct KVLab: ParsableCommand {
       if script.isEmpty { throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]") }
     } else if script.first == "notebook" {
       guard script.count >= 2, script[1] == "run" else {
-        throw ValidationError("usage: kvlab notebook run FILE.ipynb [--check|--update] [--keep-going]")
+        throw ValidationError(
+          "usage: kvlab notebook run FILE.ipynb [--check|--update] [--keep-going]")
       }
       guard script.count == 3 else {
         throw ValidationError("notebook run takes one notebook: kvlab notebook run FILE.ipynb")
@@ -93,7 +94,8 @@ struct KVLab: ParsableCommand {
     }
     if check && update {
       throw ValidationError(
-        "--check and --update do not go together: --check compares the recorded output, --update rewrites it")
+        "--check and --update do not go together: --check compares the recorded output, --update rewrites it"
+      )
     }
   }
 
@@ -116,7 +118,8 @@ struct KVLab: ParsableCommand {
       // `notebook run FILE`, or a file named *.ipynb: a notebook; anything else: a script.
       let mode: ReplayMode = check ? .check : update ? .update : .run
       let notebook = script.first == "notebook" || path.hasSuffix(".ipynb")
-      status = max(status, notebook ? repl.runNotebook(path, mode: mode) : repl.runScript(path, mode: mode))
+      status = max(
+        status, notebook ? repl.runNotebook(path, mode: mode) : repl.runScript(path, mode: mode))
     } else if !commands.isEmpty {
       status = max(status, repl.runCommands(commands))
     } else if interactive {

@@ -72,7 +72,10 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(reread.document["metadata"]?["zeta"], original.document["metadata"]?["zeta"])
     let text = String(decoding: first, as: UTF8.self)
     // Numbers keep the text they were written with; non-ASCII stays as it is.
-    let numbers = ["   \"b\": [", "    1,", "    2.50,", "    -0.0,", "    1E5,", "    true,", "    false,", "    null", "   ]"]
+    let numbers = [
+      "   \"b\": [", "    1,", "    2.50,", "    -0.0,", "    1E5,", "    true,", "    false,",
+      "    null", "   ]",
+    ]
     XCTAssertTrue(text.contains(numbers.joined(separator: "\n")), text)
     XCTAssertTrue(text.contains(#""a": "é\#u{2028}\"q\"\t\u0001/","#), text)
     XCTAssertTrue(text.contains(#""Some *markdown* — with ünïcode.\n","#), text)
@@ -82,7 +85,8 @@ final class NotebookTests: XCTestCase {
     updated.setOutput(ofCell: 2, text: "hello\n", executionCount: 1)
     updated.complete()
     let after = try Notebook(bytes: updated.serialized(), displayName: "nb.ipynb")
-    guard case .array(let before)? = original.document["cells"], case .array(let now)? = after.document["cells"]
+    guard case .array(let before)? = original.document["cells"],
+      case .array(let now)? = after.document["cells"]
     else { return XCTFail("no cells") }
     XCTAssertEqual(now[0], before[0])
     XCTAssertEqual(now[3], before[3])
@@ -134,22 +138,37 @@ final class NotebookTests: XCTestCase {
     write("nb.ipynb", Self.handWritten)
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "notebook run nb.ipynb --update"), .ok, out.text)
-    XCTAssertEqual(out.text, "updated nb.ipynb: 3 code cells, 3 changed\n")
-    let nb = try Notebook(bytes: Array(readFile(folder + "/nb.ipynb").utf8), displayName: "nb.ipynb")
-    XCTAssertEqual(nb.cells.map(\.outputText), ["", "hello\n", "a\nb\nspaced\n", "", "error: tokenize: no model loaded (use 'load' first)\n"])
+    XCTAssertEqual(out.text, "updated nb.ipynb: 3 code cells, 3 changed; recorded errors: cell 5\n")
+    let nb = try Notebook(
+      bytes: Array(readFile(folder + "/nb.ipynb").utf8), displayName: "nb.ipynb")
+    XCTAssertEqual(
+      nb.cells.map(\.outputText),
+      [
+        "", "hello\n", "a\nb\nspaced\n", "",
+        "error: tokenize: no model loaded (use 'load' first)\n",
+      ])
     guard case .array(let cells)? = nb.document["cells"] else { return XCTFail("no cells") }
-    XCTAssertEqual(cells.map { $0["execution_count"] }, [nil, .number("1"), .number("2"), nil, .number("3")])
+    XCTAssertEqual(
+      cells.map { $0["execution_count"] }, [nil, .number("1"), .number("2"), nil, .number("3")])
     XCTAssertEqual(
       cells[1]["outputs"],
-      .array([.object([("name", .string("stdout")), ("output_type", .string("stream")), ("text", .array([.string("hello\n")]))])]))
+      .array([
+        .object([
+          ("name", .string("stdout")), ("output_type", .string("stream")),
+          ("text", .array([.string("hello\n")])),
+        ])
+      ]))
     // The check passes, twice, with the same output; a second update gives the same bytes.
     let (r2, out2) = repl()
     XCTAssertEqual(r2.run(line: "notebook run nb.ipynb --check"), .ok, out2.text)
     XCTAssertEqual(r2.run(line: "notebook run nb.ipynb --check"), .ok, out2.text)
-    XCTAssertEqual(out2.text, String(repeating: "checked nb.ipynb: 3 code cells, output matches\n", count: 2))
+    XCTAssertEqual(
+      out2.text, String(repeating: "checked nb.ipynb: 3 code cells, output matches\n", count: 2))
     let once = readFile(folder + "/nb.ipynb")
     XCTAssertEqual(r2.run(line: "notebook run nb.ipynb --update"), .ok)
-    XCTAssertTrue(out2.text.hasSuffix("updated nb.ipynb: 3 code cells, 0 changed\n"), out2.text)
+    XCTAssertTrue(
+      out2.text.hasSuffix("updated nb.ipynb: 3 code cells, 0 changed; recorded errors: cell 5\n"),
+      out2.text)
     XCTAssertEqual(readFile(folder + "/nb.ipynb"), once)
     // No temporary file is left behind.
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder), ["nb.ipynb"])
@@ -168,7 +187,8 @@ final class NotebookTests: XCTestCase {
       out2.lines,
       [
         "error: notebook: nb.ipynb: cell 3: output differs from the recording",
-        "--- expected (nb.ipynb: cell 3)", "+++ actual", "@@ cell 3 @@", " a", "-B", "+b", " spaced",
+        "--- expected (nb.ipynb: cell 3)", "+++ actual", "@@ cell 3 @@", " a", "-B", "+b",
+        " spaced",
       ])
     // With --keep-going every differing cell is reported, then a summary.
     let (r3, out3) = repl()
@@ -182,15 +202,24 @@ final class NotebookTests: XCTestCase {
   }
 
   func testRunShowsOutputAndStopsAtTheFirstFailingCell() {
-    write("nb.ipynb", Self.handWritten.replacingOccurrences(of: #""tokenize hi""#, with: #""tokenize hi\n", "echo after""#))
+    write(
+      "nb.ipynb",
+      Self.handWritten.replacingOccurrences(
+        of: #""tokenize hi""#, with: #""tokenize hi\n", "echo after""#))
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "notebook run nb.ipynb"), .failed)
     XCTAssertEqual(
-      out.lines, ["hello", "a", "b", "spaced", "error: nb.ipynb: cell 5, line 1: tokenize: no model loaded (use 'load' first)"])
+      out.lines,
+      [
+        "hello", "a", "b", "spaced",
+        "error: nb.ipynb: cell 5, line 1: tokenize: no model loaded (use 'load' first)",
+      ])
     // --keep-going goes on, and says which cells failed.
     let (r2, out2) = repl()
     XCTAssertEqual(r2.run(line: "notebook run nb.ipynb --keep-going"), .failed)
-    XCTAssertEqual(out2.lines.suffix(2), ["after", "error: notebook: nb.ipynb: 1 of 3 code cells failed (cells 5)"])
+    XCTAssertEqual(
+      out2.lines.suffix(2),
+      ["after", "error: notebook: nb.ipynb: 1 of 3 code cells failed (cells 5)"])
     // A stored error line makes the failure expected: the run succeeds.
     let (r3, out3) = repl()
     XCTAssertEqual(r3.run(line: "notebook run nb.ipynb --update"), .ok, out3.text)
@@ -198,7 +227,8 @@ final class NotebookTests: XCTestCase {
   }
 
   func testPathsResolveAgainstTheNotebooksFolder() throws {
-    try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: folder + "/sub", withIntermediateDirectories: true)
     write("sub/inner.kvl", "echo from inner\n#> from inner\n")
     write(
       "sub/nb.ipynb",
@@ -215,7 +245,8 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(r.run(line: "notebook run nb.ipynb --check --update"), .failed)
     XCTAssertEqual(
       out.text,
-      "error: notebook: --check and --update do not go together (--check compares the stored outputs, --update rewrites them)\n")
+      "error: notebook: --check and --update do not go together (--check compares the stored outputs, --update rewrites them)\n"
+    )
   }
 
   /// An update that cannot write leaves the notebook exactly as it was, and no temporary file.
@@ -236,7 +267,9 @@ final class NotebookTests: XCTestCase {
     defer { chmod(folder, 0o755) }
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "notebook run nb.ipynb --update"), .failed)
-    XCTAssertEqual(out.lines, ["error: notebook: nb.ipynb: cannot write a temporary file next to it: permission denied"])
+    XCTAssertEqual(
+      out.lines,
+      ["error: notebook: nb.ipynb: cannot write a temporary file next to it: permission denied"])
     XCTAssertEqual(readFile(folder + "/nb.ipynb"), Self.handWritten)
   }
 
@@ -251,26 +284,39 @@ final class NotebookTests: XCTestCase {
   }
 
   func testNotJSON() {
-    expectError("bad.ipynb", #"{"cells": ["#, "error: notebook: bad.ipynb: not JSON (line 1, column 12: expected a value, found the end of the file)")
-    expectError("bad2.ipynb", "this is not json\n", "error: notebook: bad2.ipynb: not JSON (line 1, column 1: expected a value, found 't')")
-    expectError("bad3.ipynb", "", "error: notebook: bad3.ipynb: not JSON (line 1, column 1: expected a value, found the end of the file)")
+    expectError(
+      "bad.ipynb", #"{"cells": ["#,
+      "error: notebook: bad.ipynb: not JSON (line 1, column 12: expected a value, found the end of the file)"
+    )
+    expectError(
+      "bad2.ipynb", "this is not json\n",
+      "error: notebook: bad2.ipynb: not JSON (line 1, column 1: expected a value, found 't')")
+    expectError(
+      "bad3.ipynb", "",
+      "error: notebook: bad3.ipynb: not JSON (line 1, column 1: expected a value, found the end of the file)"
+    )
     expectError(
       "deep.ipynb", String(repeating: "[", count: 100_000),
       "error: notebook: deep.ipynb: not JSON (line 1, column 513: nested more than 512 deep)")
   }
 
   func testNotANotebookObject() {
-    expectError("list.ipynb", "[1, 2]", "error: notebook: list.ipynb: not a notebook (the JSON is a list, not an object)")
+    expectError(
+      "list.ipynb", "[1, 2]",
+      "error: notebook: list.ipynb: not a notebook (the JSON is a list, not an object)")
   }
 
   func testNbformat3() {
     expectError(
-      "old.ipynb", #"{"metadata": {}, "nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}]}"#,
+      "old.ipynb",
+      #"{"metadata": {}, "nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}]}"#,
       "error: notebook: old.ipynb: not an nbformat 4 notebook (nbformat 3)")
   }
 
   func testMissingNbformat() {
-    expectError("none.ipynb", #"{"cells": []}"#, "error: notebook: none.ipynb: not an nbformat 4 notebook (no nbformat field)")
+    expectError(
+      "none.ipynb", #"{"cells": []}"#,
+      "error: notebook: none.ipynb: not an nbformat 4 notebook (no nbformat field)")
   }
 
   func testMissingCells() {
@@ -280,7 +326,8 @@ final class NotebookTests: XCTestCase {
   }
 
   func testSourceNeitherStringNorListOfStrings() {
-    let cell = #"{"cell_type": "code", "id": "x", "metadata": {}, "outputs": [], "execution_count": null, "source": SOURCE}"#
+    let cell =
+      #"{"cell_type": "code", "id": "x", "metadata": {}, "outputs": [], "execution_count": null, "source": SOURCE}"#
     for source in ["42", #"["echo a\n", 7]"#, "null", #"{"a": "b"}"#] {
       expectError(
         "src.ipynb",
@@ -295,7 +342,8 @@ final class NotebookTests: XCTestCase {
   }
 
   func testFolder() throws {
-    try FileManager.default.createDirectory(atPath: folder + "/d.ipynb", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: folder + "/d.ipynb", withIntermediateDirectories: true)
     expectError("d.ipynb", nil, "error: notebook: d.ipynb: is a folder, not a notebook")
   }
 
@@ -311,7 +359,8 @@ final class NotebookTests: XCTestCase {
   }
 
   func testTutorialNotebooksAreCommitted() {
-    XCTAssertEqual(tutorials, ["budgets-and-policies.ipynb", "quickstart.ipynb", "reading-the-cache.ipynb"])
+    XCTAssertEqual(
+      tutorials, ["budgets-and-policies.ipynb", "quickstart.ipynb", "reading-the-cache.ipynb"])
   }
 
   /// A committed notebook is in the form this writer (and nbformat) writes: reading and
@@ -352,7 +401,9 @@ func withFileSizeLimit<T>(_ bytes: Int, _ body: () throws -> T) throws -> T {
   let oldHandler = signal(SIGXFSZ, SIG_IGN)
   var limited = old
   limited.rlim_cur = rlim_t(bytes)
-  guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited) == 0 else { throw XCTSkip("cannot lower RLIMIT_FSIZE") }
+  guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited) == 0 else {
+    throw XCTSkip("cannot lower RLIMIT_FSIZE")
+  }
   defer {
     setrlimit(Int32(RLIMIT_FSIZE.rawValue), &old)
     signal(SIGXFSZ, oldHandler)

@@ -4,7 +4,9 @@ import KVTensor
 
 /// The REPL's own commands: help, echo, info, record, replay, quit.
 public enum ReplCommands {
-  public static var all: [Command] { [info, help, echo, sleep, recordStart, recordStop, replay, notebookRun, quit] }
+  public static var all: [Command] {
+    [info, help, echo, sleep, recordStart, recordStop, replay, notebookRun, quit]
+  }
 
   static let help = Command(
     "help", summary: "list the commands, or explain one",
@@ -136,7 +138,8 @@ public enum ReplCommands {
     positionals: [Positional("FILE", .path(extensions: ["kvl", "txt"]), help: "the script, e.g. session.kvl")],
     options: [
       Option("check", .toggle, default: "off", help: "compare the output with the recording"),
-      Option("update", .toggle, default: "off", help: "rewrite the recording with the output of this run"),
+      Option(
+        "update", .toggle, default: "off", help: "rewrite the recording with the output of this run"),
       Option("keep-going", .toggle, default: "off", help: "do not stop at the first failure"),
     ]
   ) { ctx in
@@ -159,25 +162,34 @@ public enum ReplCommands {
       1, markdown included). --update stores this run's output and execution counts and \
       replaces the file atomically; markdown cells, metadata and cell ids stay as they are.
       """,
-    positionals: [Positional("FILE", .path(extensions: ["ipynb"]), help: "the notebook, e.g. quickstart.ipynb")],
+    positionals: [
+      Positional("FILE", .path(extensions: ["ipynb"]), help: "the notebook, e.g. quickstart.ipynb")
+    ],
     options: [
-      Option("check", .toggle, default: "off", help: "compare each cell's output with the stored one"),
-      Option("update", .toggle, default: "off", help: "store the output of this run in the notebook"),
+      Option(
+        "check", .toggle, default: "off", help: "compare each cell's output with the stored one"),
+      Option(
+        "update", .toggle, default: "off", help: "store the output of this run in the notebook"),
       Option("keep-going", .toggle, default: "off", help: "do not stop at the first failure"),
     ]
   ) { ctx in
     let typed = ctx.args.positional("FILE")!
     try ctx.repl.runNotebook(
-      typed: typed, path: ctx.resolve(typed), mode: try replayMode(ctx, "notebook", "stored outputs"),
+      typed: typed, path: ctx.resolve(typed),
+      mode: try replayMode(ctx, "notebook", "stored outputs"),
       keepGoing: ctx.args.toggle("keep-going"))
   }
 
   /// --check and --update: at most one.
-  static func replayMode(_ ctx: CommandContext, _ command: String, _ recording: String) throws -> ReplayMode {
+  static func replayMode(
+    _ ctx: CommandContext, _ command: String, _ recording: String
+  ) throws -> ReplayMode {
     switch (ctx.args.toggle("check"), ctx.args.toggle("update")) {
     case (true, true):
       throw ReplError(
-        command, "--check and --update do not go together (--check compares the \(recording), --update rewrites them)")
+        command,
+        "--check and --update do not go together (--check compares the \(recording), --update rewrites them)"
+      )
     case (true, false): return .check
     case (false, true): return .update
     case (false, false): return .run

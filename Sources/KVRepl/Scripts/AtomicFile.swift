@@ -15,10 +15,12 @@ public enum AtomicFile {
     }
     let folder = (path as NSString).deletingLastPathComponent
     let name = (path as NSString).lastPathComponent
-    var template = Array(((folder.isEmpty ? "." : folder) + "/." + name + ".kvlab-XXXXXX").utf8CString)
+    var template = Array(
+      ((folder.isEmpty ? "." : folder) + "/." + name + ".kvlab-XXXXXX").utf8CString)
     let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
     guard fd >= 0 else { throw failure("write a temporary file next to it", errno) }
-    let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let temporary = String(
+      decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     var renamed = false
     defer {
       if !renamed { unlink(temporary) }

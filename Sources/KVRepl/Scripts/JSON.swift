@@ -273,7 +273,9 @@ public struct JSONReader {
       }
       let key = try string()
       skipBlanks()
-      guard current == UInt8(ascii: ":") else { throw fail("expected ':' after a key, found \(describe(current))") }
+      guard current == UInt8(ascii: ":") else {
+        throw fail("expected ':' after a key, found \(describe(current))")
+      }
       i += 1
       skipBlanks()
       let v = try value(depth: depth + 1)
@@ -329,7 +331,9 @@ public enum JSONWriter {
         out += "{}"
         return
       }
-      let sorted = members.sorted { $0.0.unicodeScalars.lexicographicallyPrecedes($1.0.unicodeScalars) }
+      let sorted = members.sorted {
+        $0.0.unicodeScalars.lexicographicallyPrecedes($1.0.unicodeScalars)
+      }
       out += "{\n"
       for (k, (key, item)) in sorted.enumerated() {
         out += String(repeating: " ", count: indent + 1)

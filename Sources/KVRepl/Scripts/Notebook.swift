@@ -87,7 +87,9 @@ public struct Notebook {
     var cells: [Cell] = []
     for (k, item) in items.enumerated() {
       let number = k + 1
-      guard case .object = item else { throw bad("cell \(number): \(item.kind), not a cell object") }
+      guard case .object = item else {
+        throw bad("cell \(number): \(item.kind), not a cell object")
+      }
       guard let kind = item["cell_type"]?.string else { throw bad("cell \(number): no cell_type") }
       guard ["code", "markdown", "raw"].contains(kind) else {
         throw bad("cell \(number): unknown cell_type '\(kind)' (expected code, markdown or raw)")
@@ -103,10 +105,13 @@ public struct Notebook {
         case nil: break
         case .array(let outputs)?:
           for o in outputs {
-            guard case .object = o else { throw bad("cell \(number): an output that is \(o.kind), not an object") }
+            guard case .object = o else {
+              throw bad("cell \(number): an output that is \(o.kind), not an object")
+            }
             guard o["output_type"]?.string == "stream" else { continue }
             guard let t = Self.text(o["text"]) else {
-              throw bad("cell \(number): a stream output's text must be a string or a list of strings")
+              throw bad(
+                "cell \(number): a stream output's text must be a string or a list of strings")
             }
             outputText += t
           }
@@ -160,7 +165,10 @@ public struct Notebook {
       text.isEmpty
       ? .array([])
       : .array([
-        .object([("name", .string("stdout")), ("output_type", .string("stream")), ("text", Self.splitLines(text))])
+        .object([
+          ("name", .string("stdout")), ("output_type", .string("stream")),
+          ("text", Self.splitLines(text)),
+        ])
       ])
     cell.set("outputs", outputs)
     cell.set("execution_count", .number(String(executionCount)))

@@ -68,20 +68,29 @@ extension Repl {
     if !differing.isEmpty {
       throw ReplError(
         "replay",
-        "\(typed): \(differing.count) of \(n) commands differ from the recording (lines \(differing.map(String.init).joined(separator: ", ")))")
+        "\(typed): \(differing.count) of \(n) commands differ from the recording (lines \(differing.map(String.init).joined(separator: ", ")))"
+      )
     }
     if !failed.isEmpty {
       throw ReplError(
         "replay",
-        "\(typed): \(failed.count) of \(n) commands failed (lines \(failed.map(String.init).joined(separator: ", ")))")
+        "\(typed): \(failed.count) of \(n) commands failed (lines \(failed.map(String.init).joined(separator: ", ")))"
+      )
     }
     switch mode {
     case .check: print("checked \(typed): \(Self.count(n, "command")), output matches")
     case .update:
-      let changed = script.entries.filter { e in outputs[e.lineNumber].map { $0 != e.expected } ?? false }.count
+      let changed = script.entries.filter { e in
+        outputs[e.lineNumber].map { $0 != e.expected } ?? false
+      }.count
       try AtomicFile.replace(
-        path, with: Array(Script.rewrite(text, outputs: outputs).utf8), command: "replay", displayPath: typed)
-      print("updated \(typed): \(Self.count(outputs.count, "command")) run, \(changed) changed")
+        path, with: Array(Script.rewrite(text, outputs: outputs).utf8), command: "replay",
+        displayPath: typed)
+      let errors = script.entries.filter { e in outputs[e.lineNumber].map(Self.hasError) ?? false }
+        .map(\.lineNumber)
+      print(
+        "updated \(typed): \(Self.count(outputs.count, "command")) run, \(changed) changed"
+          + Self.errorNote(errors, "line"))
     case .run: break
     }
   }
@@ -92,7 +101,8 @@ extension Repl {
   /// execution count (1, 2, ... in order), completes the notebook (`Notebook.complete`) and
   /// replaces the file atomically; markdown cells and metadata stay as they are.
   func runNotebook(typed: String, path: String, mode: ReplayMode, keepGoing: Bool) throws {
-    let bytes = try Self.readBytes(typed: typed, path: path, command: "notebook", what: "a notebook")
+    let bytes = try Self.readBytes(
+      typed: typed, path: path, command: "notebook", what: "a notebook")
     var notebook = try Notebook(bytes: bytes, displayName: typed)
     try pushFrame(typed: typed, path: path, command: "notebook", what: "notebooks")
     defer { frames.removeLast() }
@@ -100,6 +110,7 @@ extension Repl {
     var differing: [Int] = []
     var failed: [Int] = []
     var changed = 0
+    var withErrors: [Int] = []
     var executionCount = 0
     let codeCells = notebook.cells.filter(\.isCode)
     cells: for cell in codeCells {
@@ -114,7 +125,8 @@ extension Repl {
       for (line, number) in cell.commandLines {
         if session.cancellation.isSet { throw ReplCancelled() }
         let r = runReplayed(
-          line, lineNumber: number, expectsError: expectsError, locate: mode != .update, into: capture,
+          line, lineNumber: number, expectsError: expectsError, locate: mode != .update,
+          into: capture,
           keepGoing: keepGoing)
         if r == .cancelled {
           if let capture { write(capture.text) }
@@ -135,12 +147,14 @@ extension Repl {
         if !Mask.matches(expected: expected, actual: capture!.lines) {
           differing.append(cell.number)
           let e = outputDiffers(
-            "notebook", where: place, heading: "cell \(cell.number)", expected: expected, actual: capture!.lines)
+            "notebook", where: place, heading: "cell \(cell.number)", expected: expected,
+            actual: capture!.lines)
           if !keepGoing { throw e }
           report(e)
         }
       case .update:
         if capture!.text != cell.outputText { changed += 1 }
+        if Self.hasError(capture!.lines) { withErrors.append(cell.number) }
         notebook.setOutput(ofCell: cell.number, text: capture!.text, executionCount: executionCount)
       case .run:
         if result == .failed {
@@ -160,19 +174,34 @@ extension Repl {
     if !failed.isEmpty {
       throw ReplError(
         "notebook",
-        "\(typed): \(failed.count) of \(Self.count(n, "code cell")) failed (cells \(failed.map(String.init).joined(separator: ", ")))")
+        "\(typed): \(failed.count) of \(Self.count(n, "code cell")) failed (cells \(failed.map(String.init).joined(separator: ", ")))"
+      )
     }
     switch mode {
     case .check: print("checked \(typed): \(Self.count(n, "code cell")), output matches")
     case .update:
       notebook.complete()
-      try AtomicFile.replace(path, with: notebook.serialized(), command: "notebook", displayPath: typed)
-      print("updated \(typed): \(Self.count(n, "code cell")), \(changed) changed")
+      try AtomicFile.replace(
+        path, with: notebook.serialized(), command: "notebook", displayPath: typed)
+      print(
+        "updated \(typed): \(Self.count(n, "code cell")), \(changed) changed"
+          + Self.errorNote(withErrors, "cell"))
     case .run: break
     }
   }
 
   // MARK: shared by scripts and notebooks
+
+  /// Whether output holds an error line (an update records it, as the recorder would).
+  static func hasError(_ lines: [String]) -> Bool { lines.contains { $0.hasPrefix("error: ") } }
+
+  /// `; recorded errors: lines 3, 9` (so that an update that recorded a failure says so), or
+  /// empty.
+  static func errorNote(_ places: [Int], _ noun: String) -> String {
+    guard !places.isEmpty else { return "" }
+    return
+      "; recorded errors: \(noun)\(places.count == 1 ? "" : "s") \(places.map(String.init).joined(separator: ", "))"
+  }
 
   /// `3 commands`, `1 code cell`.
   static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
@@ -181,7 +210,8 @@ extension Repl {
   func pushFrame(typed: String, path: String, command: String, what: String) throws {
     guard frames.count < Self.maxReplayDepth else {
       throw ReplError(
-        command, "\(typed): \(what) nested more than \(Self.maxReplayDepth) deep (does it replay itself?)")
+        command,
+        "\(typed): \(what) nested more than \(Self.maxReplayDepth) deep (does it replay itself?)")
     }
     let directory = (path as NSString).deletingLastPathComponent
     frames.append(ScriptFrame(displayPath: typed, directory: directory.isEmpty ? "." : directory))
@@ -215,7 +245,9 @@ extension Repl {
         + LineDiff.unified(expected: expected, actual: actual))
   }
 
-  static func readBytes(typed: String, path: String, command: String, what: String) throws -> [UInt8] {
+  static func readBytes(typed: String, path: String, command: String, what: String) throws
+    -> [UInt8]
+  {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
       throw ReplError(command, "\(typed): no such file")
@@ -227,7 +259,8 @@ extension Repl {
     return Array(data)
   }
 
-  static func readText(typed: String, path: String, command: String, what: String) throws -> String {
+  static func readText(typed: String, path: String, command: String, what: String) throws -> String
+  {
     let bytes = try readBytes(typed: typed, path: path, command: command, what: what)
     guard let text = String(validating: bytes, as: UTF8.self) else {
       throw ReplError(command, "\(typed): not UTF-8 text")

@@ -46,12 +46,14 @@ public struct Script {
       if line.utf8.count > Self.maxLineBytes {
         throw ReplError(
           "replay",
-          "\(displayName):\(number): line too long (\(line.utf8.count) bytes; the limit is \(Self.maxLineBytes))")
+          "\(displayName):\(number): line too long (\(line.utf8.count) bytes; the limit is \(Self.maxLineBytes))"
+        )
       }
       let trimmed = line.drop { $0 == " " || $0 == "\t" }
       if trimmed.hasPrefix("#>") {
         guard !entries.isEmpty else {
-          throw ReplError("replay", "\(displayName):\(number): expected output (#>) before any command")
+          throw ReplError(
+            "replay", "\(displayName):\(number): expected output (#>) before any command")
         }
         var body = trimmed.dropFirst(2)
         if body.hasPrefix(" ") { body = body.dropFirst() }

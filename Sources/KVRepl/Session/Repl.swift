@@ -50,7 +50,8 @@ public final class Repl {
     /// The notebook cell running (1-based), when the file is a notebook.
     var cell: Int?
     var location: String {
-      cell.map { "\(displayPath): cell \($0), line \(lineNumber)" } ?? "\(displayPath):\(lineNumber)"
+      cell.map { "\(displayPath): cell \($0), line \(lineNumber)" }
+        ?? "\(displayPath):\(lineNumber)"
     }
   }
 
@@ -279,7 +280,8 @@ public final class Repl {
   /// `kvlab notebook run FILE.ipynb [--check|--update]`: the same as the `notebook run`
   /// command.
   public func runNotebook(_ path: String, mode: ReplayMode) -> Int32 {
-    Repl.exitCode(run(line: "notebook run \(Repl.quote(path))" + Self.flags(mode, keepGoing: keepGoing)))
+    Repl.exitCode(
+      run(line: "notebook run \(Repl.quote(path))" + Self.flags(mode, keepGoing: keepGoing)))
   }
 
   static func flags(_ mode: ReplayMode, keepGoing: Bool) -> String {
