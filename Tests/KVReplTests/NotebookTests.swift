@@ -119,6 +119,13 @@ final class NotebookTests: XCTestCase {
       """)
   }
 
+  func testOutputsAreSplitIntoLinesAsNbformatDoes() {
+    XCTAssertEqual(
+      Notebook.splitLines("a\nb\r\nc\rd"),
+      .array([.string("a\n"), .string("b\r\n"), .string("c\r"), .string("d")]))
+    XCTAssertEqual(Notebook.splitLines(""), .array([]))
+  }
+
   func testCompleteAddsIdsMinorAndKernelspecButChangesNothingPresent() throws {
     let nb = try notebook(
       #"{"nbformat": 4, "nbformat_minor": 4, "metadata": {"kernelspec": {"name": "other"}}, "cells": [{"cell_type": "code", "metadata": {}, "source": "echo", "outputs": [], "execution_count": null}, {"cell_type": "markdown", "id": "cell-1", "metadata": {}, "source": "x"}]}"#

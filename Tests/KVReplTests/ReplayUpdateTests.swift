@@ -141,6 +141,18 @@ final class ReplayUpdateTests: XCTestCase {
     XCTAssertEqual(readFile(folder + "/s.kvl"), "echo a\n#> b\n")
   }
 
+  /// An update through a symbolic link replaces the file it points to; the link stays.
+  func testUpdateThroughALinkKeepsTheLink() throws {
+    write("real.kvl", "echo a\n#> b\n")
+    try FileManager.default.createSymbolicLink(
+      atPath: folder + "/link.kvl", withDestinationPath: "real.kvl")
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay link.kvl --update"), .ok, out.text)
+    XCTAssertEqual(
+      try FileManager.default.destinationOfSymbolicLink(atPath: folder + "/link.kvl"), "real.kvl")
+    XCTAssertEqual(readFile(folder + "/real.kvl"), "echo a\n#> a\n")
+  }
+
   /// The temporary file takes the original's permission bits.
   func testUpdateKeepsThePermissions() throws {
     write("s.kvl", "echo a\n#> b\n")

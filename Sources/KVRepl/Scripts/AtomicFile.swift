@@ -7,12 +7,14 @@ import Foundation
 /// file is removed and the original is left as it was.
 public enum AtomicFile {
   /// Writes `bytes` to `path`. Errors are `ReplError(command, "DISPLAY: what went wrong")`.
+  /// A symbolic link stays a link: the file it points to is replaced.
   public static func replace(
     _ path: String, with bytes: [UInt8], command: String, displayPath: String
   ) throws {
     func failure(_ what: String, _ code: Int32) -> ReplError {
       ReplError(command, "\(displayPath): cannot \(what): \(Format.systemError(code))")
     }
+    let path = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
     let folder = (path as NSString).deletingLastPathComponent
     let name = (path as NSString).lastPathComponent
     var template = Array(

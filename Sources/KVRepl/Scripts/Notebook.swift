@@ -139,13 +139,14 @@ public struct Notebook {
     }
   }
 
-  /// nbformat's `split_lines`: a text as a list of lines, each keeping its newline.
+  /// nbformat's `split_lines`: a text as a list of lines, each keeping its line end (`\n`,
+  /// `\r\n` or `\r`).
   static func splitLines(_ text: String) -> JSONValue {
     var lines: [JSONValue] = []
     var current = ""
     for ch in text {
       current.append(ch)
-      if ch == "\n" || ch == "\r\n" {
+      if ch == "\n" || ch == "\r\n" || ch == "\r" {
         lines.append(.string(current))
         current = ""
       }
