@@ -12,4 +12,8 @@ bin="$(swift build -c release -Xswiftc -enable-testing --show-bin-path)"
 for script in examples/*.kvl; do
   "$bin/kvlab" replay "$script" --check
 done
+# So are the tutorial notebooks (nbformat 4; code cells hold kvlab commands).
+for nb in notebooks/*.ipynb; do
+  "$bin/kvlab" notebook run "$nb" --check
+done
 python3 Tests/pty/test_interactive.py "$bin/kvlab"

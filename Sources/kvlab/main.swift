@@ -4,16 +4,18 @@ import KVEngine
 import KVRepl
 import KVTensor
 
-/// `kvlab`: the REPL; `kvlab SCRIPT` / `kvlab replay SCRIPT [--check]`; `kvlab -c 'cmds'`;
-/// commands piped on stdin.
+/// `kvlab`: the REPL; `kvlab SCRIPT` / `kvlab replay SCRIPT [--check|--update]`;
+/// `kvlab notebook run FILE.ipynb [--check|--update]`; `kvlab -c 'cmds'`; commands piped on
+/// stdin.
 struct KVLab: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "kvlab",
     abstract: "A notebook-style REPL around a CPU inference engine with a budgeted KV cache.",
     usage: """
       kvlab [options]
-      kvlab [options] SCRIPT [--check]
-      kvlab [options] replay SCRIPT [--check]
+      kvlab [options] SCRIPT [--check|--update]
+      kvlab [options] replay SCRIPT [--check|--update]
+      kvlab [options] notebook run FILE.ipynb [--check|--update]
       kvlab [options] -c 'COMMAND; COMMAND; ...'
       COMMANDS | kvlab [options]
       """,
@@ -24,7 +26,9 @@ struct KVLab: ParsableCommand {
       error unless --keep-going. Inside kvlab, 'help' lists the commands.
       """)
 
-  @Argument(help: ArgumentHelp("A script to run: SCRIPT or replay SCRIPT.", valueName: "SCRIPT"))
+  @Argument(
+    help: ArgumentHelp(
+      "A script to run: SCRIPT, replay SCRIPT, or notebook run FILE.ipynb.", valueName: "SCRIPT"))
   var script: [String] = []
 
   @ArgumentParser.Option(
@@ -34,6 +38,9 @@ struct KVLab: ParsableCommand {
 
   @Flag(help: "Compare each command's output with the script's #> lines (with SCRIPT).")
   var check = false
+
+  @Flag(help: "Rewrite the script's #> lines (a notebook's outputs) with this run's output.")
+  var update = false
 
   @Flag(name: .customLong("keep-going"), help: "Do not stop at the first failing command.")
   var keepGoing = false
@@ -64,8 +71,16 @@ struct KVLab: ParsableCommand {
     if script.first == "replay" {
       script.removeFirst()
       if script.isEmpty { throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]") }
+    } else if script.first == "notebook" {
+      guard script.count >= 2, script[1] == "run" else {
+        throw ValidationError(
+          "usage: kvlab notebook run FILE.ipynb [--check|--update] [--keep-going]")
+      }
+      guard script.count == 3 else {
+        throw ValidationError("notebook run takes one notebook: kvlab notebook run FILE.ipynb")
+      }
     }
-    guard script.count <= 1 else {
+    guard script.count <= 1 || script.first == "notebook" else {
       throw ValidationError("expected one script, got \(script.count): \(script.joined(separator: " "))")
     }
     if !script.isEmpty && !commands.isEmpty {
@@ -73,6 +88,14 @@ struct KVLab: ParsableCommand {
     }
     if check && script.isEmpty {
       throw ValidationError("--check compares a script's output: kvlab SCRIPT --check")
+    }
+    if update && script.isEmpty {
+      throw ValidationError("--update rewrites a script's output: kvlab SCRIPT --update")
+    }
+    if check && update {
+      throw ValidationError(
+        "--check and --update do not go together: --check compares the recorded output, --update rewrites it"
+      )
     }
   }
 
@@ -91,8 +114,12 @@ struct KVLab: ParsableCommand {
       status = Repl.exitCode(repl.run(line: "load \(Repl.quote(model))"))
       if status != 0 && !keepGoing { throw ExitCode(status) }
     }
-    if let path = script.first {
-      status = max(status, repl.runScript(path, check: check))
+    if let path = script.last {
+      // `notebook run FILE`, or a file named *.ipynb: a notebook; anything else: a script.
+      let mode: ReplayMode = check ? .check : update ? .update : .run
+      let notebook = script.first == "notebook" || path.hasSuffix(".ipynb")
+      status = max(
+        status, notebook ? repl.runNotebook(path, mode: mode) : repl.runScript(path, mode: mode))
     } else if !commands.isEmpty {
       status = max(status, repl.runCommands(commands))
     } else if interactive {

@@ -16,7 +16,8 @@ final class CommandTableTests: XCTestCase {
   func testIssueCommandsExist() {
     for name in [
       "load", "feed text", "ask", "generate", "mem", "info", "help", "tokenize", "logits",
-      "record start", "record stop", "replay", "quit", "budget", "policy", "policy snapkv",
+      "record start", "record stop", "replay", "notebook run", "quit", "budget", "policy",
+      "policy snapkv",
       "policy h2o", "protect", "quota", "prefill", "cache", "cache layer", "cache log", "cache map",
     ] {
       let parts = name.split(separator: " ").map(String.init)

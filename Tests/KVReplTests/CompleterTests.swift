@@ -43,7 +43,9 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("mem --r"), ["--rss"])
     XCTAssertEqual(complete(#"ask "Why?" ma"#), ["max="])
     XCTAssertEqual(complete("ask \"Why?\" max=8 m"), [])  // max is given already
-    XCTAssertEqual(complete("replay a.kvl --"), ["--check", "--help", "--keep-going"])
+    XCTAssertEqual(complete("replay a.kvl --"), ["--check", "--help", "--keep-going", "--update"])
+    XCTAssertEqual(complete("notebook "), ["run"])
+    XCTAssertEqual(complete("notebook run nb.ipynb --u"), ["--update"])
     XCTAssertEqual(complete("generate top"), ["top-k=", "top-p="])
   }
 
@@ -75,7 +77,8 @@ final class CompleterTests: XCTestCase {
   }
 
   func testPaths() {
-    XCTAssertEqual(complete("replay "), ["\"my dir/", "a.kvl", "b.txt", "check=", "keep-going=", "scripts/"])
+    XCTAssertEqual(
+      complete("replay "), ["\"my dir/", "a.kvl", "b.txt", "check=", "keep-going=", "scripts/", "update="])
     XCTAssertEqual(complete("replay s"), ["scripts/"])
     XCTAssertEqual(complete("replay scripts/"), ["scripts/one.kvl"])
     XCTAssertEqual(complete("replay ."), [".hidden.kvl"])

@@ -109,6 +109,49 @@ final class ProcessTests: XCTestCase {
     XCTAssertEqual(missing.stderr, "error: replay: nope.kvl: no such file\n")
   }
 
+  func testReplayUpdate() throws {
+    write("s.kvl", "# kept\necho a\n#> b\n")
+    for args in [["replay", "s.kvl", "--update"], ["s.kvl", "--update"]] {
+      let r = try kvlab(args)
+      XCTAssertEqual(r.status, 0, r.stderr)
+      XCTAssertTrue(r.stdout.hasPrefix("updated s.kvl: 1 command run, "), r.stdout)
+      XCTAssertEqual(readFile(folder + "/s.kvl"), "# kept\necho a\n#> a\n")
+    }
+    XCTAssertEqual(try kvlab(["s.kvl", "--check"]).status, 0)
+    let both = try kvlab(["s.kvl", "--check", "--update"])
+    XCTAssertEqual(both.status, 64)
+    XCTAssertTrue(both.stderr.contains("--check and --update do not go together"), both.stderr)
+    XCTAssertEqual(readFile(folder + "/s.kvl"), "# kept\necho a\n#> a\n")
+  }
+
+  func testNotebookRun() throws {
+    write(
+      "nb.ipynb",
+      #"{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "id": "c", "metadata": {}, "execution_count": null, "outputs": [], "source": "echo hi"}]}"#
+    )
+    let update = try kvlab(["notebook", "run", "nb.ipynb", "--update"])
+    XCTAssertEqual(update.status, 0, update.stderr)
+    XCTAssertEqual(update.stdout, "updated nb.ipynb: 1 code cell, 1 changed\n")
+    for args in [["notebook", "run", "nb.ipynb", "--check"], ["nb.ipynb", "--check"]] {
+      let r = try kvlab(args)
+      XCTAssertEqual(r.status, 0, r.stderr)
+      XCTAssertEqual(r.stdout, "checked nb.ipynb: 1 code cell, output matches\n")
+    }
+    let run = try kvlab(["notebook", "run", "nb.ipynb"])
+    XCTAssertEqual(run.status, 0, run.stderr)
+    XCTAssertEqual(run.stdout, "hi\n")
+    write("bad.ipynb", "nope")
+    let bad = try kvlab(["notebook", "run", "bad.ipynb", "--check"])
+    XCTAssertEqual(bad.status, 1)
+    XCTAssertEqual(bad.stdout, "")
+    XCTAssertEqual(bad.stderr, "error: notebook: bad.ipynb: not JSON (line 1, column 1: expected a value, found 'n')\n")
+    let usage = try kvlab(["notebook", "nb.ipynb"])
+    XCTAssertEqual(usage.status, 64)
+    XCTAssertTrue(usage.stderr.contains("usage: kvlab notebook run FILE.ipynb"), usage.stderr)
+    let both = try kvlab(["notebook", "run", "nb.ipynb", "--update", "--check"])
+    XCTAssertEqual(both.status, 64)
+  }
+
   func testUsageErrors() throws {
     let r = try kvlab(["--check"])
     XCTAssertEqual(r.status, 64)

@@ -4,7 +4,9 @@ import KVTensor
 
 /// The REPL's own commands: help, echo, info, record, replay, quit.
 public enum ReplCommands {
-  public static var all: [Command] { [info, help, echo, sleep, recordStart, recordStop, replay, quit] }
+  public static var all: [Command] {
+    [info, help, echo, sleep, recordStart, recordStop, replay, notebookRun, quit]
+  }
 
   static let help = Command(
     "help", summary: "list the commands, or explain one",
@@ -120,7 +122,7 @@ public enum ReplCommands {
   }
 
   static let replay = Command(
-    "replay", summary: "run a script; --check compares its output",
+    "replay", summary: "run a script; --check compares its output, --update rewrites it",
     help: """
       Runs the commands in FILE (paths inside it resolve relative to its folder). It stops at \
       the first failing command unless --keep-going; a failure the script expects (an \
@@ -128,18 +130,70 @@ public enum ReplCommands {
       cancelled (`#> ^C cancelled: ...`) is skipped. With --check, each command's output is \
       compared with the `#>` lines below it: a value marked with `~` (a time, rate, RSS, the \
       BLAS kernel) matches any value and a run of blanks matches one space; the first \
-      difference stops the replay with a diff (-expected, +actual).
+      difference stops the replay with a diff (-expected, +actual). With --update, every \
+      command runs and its `#>` lines become what it printed now (varying values too); \
+      comments, blank lines and command lines stay as they are, and the file is replaced \
+      atomically (a temporary file, fsync, rename).
       """,
     positionals: [Positional("FILE", .path(extensions: ["kvl", "txt"]), help: "the script, e.g. session.kvl")],
     options: [
       Option("check", .toggle, default: "off", help: "compare the output with the recording"),
+      Option(
+        "update", .toggle, default: "off", help: "rewrite the recording with the output of this run"),
       Option("keep-going", .toggle, default: "off", help: "do not stop at the first failure"),
     ]
   ) { ctx in
     let typed = ctx.args.positional("FILE")!
     try ctx.repl.replay(
-      typed: typed, path: ctx.resolve(typed), check: ctx.args.toggle("check"),
+      typed: typed, path: ctx.resolve(typed), mode: try replayMode(ctx, "replay", "#> lines"),
       keepGoing: ctx.args.toggle("keep-going"))
+  }
+
+  static let notebookRun = Command(
+    "notebook", verb: "run", summary: "run a Jupyter notebook's kvlab cells; --check, --update",
+    help: """
+      Runs the code cells of FILE, a Jupyter notebook (nbformat 4) whose code cells hold kvlab \
+      commands, one per line (blank lines and # comments allowed); paths inside it resolve \
+      relative to its folder. A cell's stored output is its `stdout` stream: what its commands \
+      printed, error lines included. Without a flag the output shows and the first cell with \
+      an unexpected failure stops the run unless --keep-going. --check compares each code \
+      cell's output with the stored one as `replay --check` does (values marked `~` match any \
+      value) and stops at the first difference with a diff naming the cell (cells count from \
+      1, markdown included). --update stores this run's output and execution counts and \
+      replaces the file atomically; markdown cells, metadata and cell ids stay as they are.
+      """,
+    positionals: [
+      Positional("FILE", .path(extensions: ["ipynb"]), help: "the notebook, e.g. quickstart.ipynb")
+    ],
+    options: [
+      Option(
+        "check", .toggle, default: "off", help: "compare each cell's output with the stored one"),
+      Option(
+        "update", .toggle, default: "off", help: "store the output of this run in the notebook"),
+      Option("keep-going", .toggle, default: "off", help: "do not stop at the first failure"),
+    ]
+  ) { ctx in
+    let typed = ctx.args.positional("FILE")!
+    try ctx.repl.runNotebook(
+      typed: typed, path: ctx.resolve(typed),
+      mode: try replayMode(ctx, "notebook", "stored outputs"),
+      keepGoing: ctx.args.toggle("keep-going"))
+  }
+
+  /// --check and --update: at most one.
+  static func replayMode(
+    _ ctx: CommandContext, _ command: String, _ recording: String
+  ) throws -> ReplayMode {
+    switch (ctx.args.toggle("check"), ctx.args.toggle("update")) {
+    case (true, true):
+      throw ReplError(
+        command,
+        "--check and --update do not go together (--check compares the \(recording), --update rewrites them)"
+      )
+    case (true, false): return .check
+    case (false, true): return .update
+    case (false, false): return .run
+    }
   }
 
   static let quit = Command(

@@ -39,19 +39,21 @@ public struct Script {
   public init(text: String, displayName: String) throws {
     var entries: [Entry] = []
     var number = 0
-    for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+    for raw in Self.lines(text) {
       number += 1
-      var line = String(raw)
+      var line = raw
       if line.hasSuffix("\r") { line.removeLast() }
       if line.utf8.count > Self.maxLineBytes {
         throw ReplError(
           "replay",
-          "\(displayName):\(number): line too long (\(line.utf8.count) bytes; the limit is \(Self.maxLineBytes))")
+          "\(displayName):\(number): line too long (\(line.utf8.count) bytes; the limit is \(Self.maxLineBytes))"
+        )
       }
       let trimmed = line.drop { $0 == " " || $0 == "\t" }
       if trimmed.hasPrefix("#>") {
         guard !entries.isEmpty else {
-          throw ReplError("replay", "\(displayName):\(number): expected output (#>) before any command")
+          throw ReplError(
+            "replay", "\(displayName):\(number): expected output (#>) before any command")
         }
         var body = trimmed.dropFirst(2)
         if body.hasPrefix(" ") { body = body.dropFirst() }
@@ -62,6 +64,39 @@ public struct Script {
       entries.append(Entry(line: line, lineNumber: number, expected: []))
     }
     self.entries = entries
+  }
+
+  /// A text split at each newline (U+000A), a `\r` before it kept. (Splitting the `String`
+  /// at the Character "\n" would not split "\r\n", a single Character.)
+  static func lines(_ text: String) -> [String] {
+    text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
+  }
+
+  /// The script's text with new expected output: for each command whose line number is a key
+  /// of `outputs`, its `#>` lines are dropped and the new ones written right below the command
+  /// line (`#> ` + text; a bare `#>` for an empty line). Comments, blank lines, command lines
+  /// and the `#>` lines of every other command stay exactly as they were.
+  public static func rewrite(_ text: String, outputs: [Int: [String]]) -> String {
+    var lines: [String] = []
+    var number = 0
+    var replacing = false
+    for line in Self.lines(text) {
+      number += 1
+      let trimmed = line.drop { $0 == " " || $0 == "\t" }
+      if trimmed.hasPrefix("#>") {
+        if !replacing { lines.append(line) }
+        continue
+      }
+      lines.append(line)
+      if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+      replacing = false
+      if let new = outputs[number] {
+        replacing = true
+        let ending = line.hasSuffix("\r") ? "\r" : ""
+        for out in new { lines.append((out.isEmpty ? "#>" : "#> " + out) + ending) }
+      }
+    }
+    return lines.joined(separator: "\n")
   }
 }
 

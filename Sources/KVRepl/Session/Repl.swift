@@ -47,7 +47,12 @@ public final class Repl {
     var expectsError = false
     /// Errors of the running line are printed with `file:line` (unexpected ones only).
     var locate = false
-    var location: String { "\(displayPath):\(lineNumber)" }
+    /// The notebook cell running (1-based), when the file is a notebook.
+    var cell: Int?
+    var location: String {
+      cell.map { "\(displayPath): cell \($0), line \(lineNumber)" }
+        ?? "\(displayPath):\(lineNumber)"
+    }
   }
 
   /// Longest accepted input line, in bytes.
@@ -264,12 +269,32 @@ public final class Repl {
     return status
   }
 
-  /// `kvlab SCRIPT [--check]` / `kvlab replay SCRIPT`: the same as the `replay` command.
+  /// `kvlab SCRIPT [--check|--update]` / `kvlab replay SCRIPT`: the same as the `replay`
+  /// command.
   public func runScript(_ path: String, check: Bool) -> Int32 {
-    var line = "replay \(Repl.quote(path))"
-    if check { line += " --check" }
-    if keepGoing { line += " --keep-going" }
-    return Repl.exitCode(run(line: line))
+    runScript(path, mode: check ? .check : .run)
+  }
+
+  public func runScript(_ path: String, mode: ReplayMode) -> Int32 {
+    Repl.exitCode(run(line: "replay \(Repl.quote(path))" + Self.flags(mode, keepGoing: keepGoing)))
+  }
+
+  /// `kvlab notebook run FILE.ipynb [--check|--update]`: the same as the `notebook run`
+  /// command.
+  public func runNotebook(_ path: String, mode: ReplayMode) -> Int32 {
+    Repl.exitCode(
+      run(line: "notebook run \(Repl.quote(path))" + Self.flags(mode, keepGoing: keepGoing)))
+  }
+
+  static func flags(_ mode: ReplayMode, keepGoing: Bool) -> String {
+    var s = ""
+    switch mode {
+    case .run: break
+    case .check: s += " --check"
+    case .update: s += " --update"
+    }
+    if keepGoing { s += " --keep-going" }
+    return s
   }
 
   /// A word as the grammar reads it back: quoted when it holds spaces, quotes, `;`, `=` or `#`.
