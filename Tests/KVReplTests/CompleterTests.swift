@@ -32,7 +32,7 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("record sta"), ["start"])
     XCTAssertEqual(complete("feed "), ["frames", "image", "text"])
     // A noun with a plain form offers its verbs and its options.
-    XCTAssertEqual(complete("mem "), ["reset", "rss=", "unit="])
+    XCTAssertEqual(complete("mem "), ["plot", "reset", "rss=", "unit="])
   }
 
   func testOptionKeysAndValues() {

@@ -54,7 +54,15 @@ enum PNGViews {
     do { data = try PNGEncoder.encode(canvas.image) } catch let e as ImageError {
       throw ReplError(command, "\(typed): \(e.message)")
     }
-    try AtomicFile.write(data, to: path, command: command, displayPath: typed)
+    let folder = (path as NSString).deletingLastPathComponent
+    var isDirectory: ObjCBool = false
+    let dir = folder.isEmpty ? "." : folder
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory),
+      isDirectory.boolValue
+    else {
+      throw ReplError(command, "\(typed): no such folder '\((typed as NSString).deletingLastPathComponent)'")
+    }
+    try AtomicFile.replace(path, with: [UInt8](data), command: command, displayPath: typed)
   }
 
   static func heading(_ text: String, color: Canvas.Color = ink) -> Panel {
