@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): builds, runs the Swift test suite, then the pseudo-terminal tests
-# of the interactive REPL.
+# of the interactive REPL, then the Jupyter kernel (notebooks through nbclient).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release -Xswiftc -enable-testing --product kvlab
@@ -13,3 +13,5 @@ for script in examples/*.kvl; do
   "$bin/kvlab" replay "$script" --check
 done
 python3 Tests/pty/test_interactive.py "$bin/kvlab"
+# The Jupyter kernel: notebooks executed through it with nbclient (kernel/README.md).
+KVLAB_BIN="$bin/kvlab" kernel/run_notebook.sh

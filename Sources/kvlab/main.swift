@@ -16,12 +16,19 @@ struct KVLab: ParsableCommand {
       kvlab [options] replay SCRIPT [--check]
       kvlab [options] -c 'COMMAND; COMMAND; ...'
       COMMANDS | kvlab [options]
+      kvlab [options] --serve NONCE
       """,
     discussion: """
       With no script and stdin a terminal, starts the interactive REPL (history in \
       ~/.kvlab_history or $KVLAB_HISTORY; empty disables it). With a script, or commands on \
       stdin, runs them with no prompt, flushing after each, and exits non-zero at the first \
       error unless --keep-going. Inside kvlab, 'help' lists the commands.
+
+      --serve NONCE is the pipe protocol a program drives kvlab with (the Jupyter kernel in \
+      kernel/): command lines on stdin; on stdout each command's output as printed, its error \
+      text framed as '\\x1Ekvlab:NONCE:err LEN' + newline + LEN bytes, and after every line \
+      '\\x1Ekvlab:NONCE:done ok|failed|cancelled|quit CODE' + newline ('\\x1Ekvlab:NONCE:ready' \
+      first). A failing line does not end it; SIGINT cancels the running command; EOF exits 0.
       """)
 
   @Argument(help: ArgumentHelp("A script to run: SCRIPT or replay SCRIPT.", valueName: "SCRIPT"))
@@ -29,7 +36,8 @@ struct KVLab: ParsableCommand {
 
   @ArgumentParser.Option(
     name: .customShort("c"),
-    help: ArgumentHelp("Run these commands (';' separates them) and exit. Repeatable.", valueName: "commands"))
+    help: ArgumentHelp(
+      "Run these commands (';' separates them) and exit. Repeatable.", valueName: "commands"))
   var commands: [String] = []
 
   @Flag(help: "Compare each command's output with the script's #> lines (with SCRIPT).")
@@ -48,11 +56,18 @@ struct KVLab: ParsableCommand {
       valueName: "auto|keep"))
   var blasCore: String = "keep"
 
-  @ArgumentParser.Option(help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
+  @ArgumentParser.Option(
+    help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
   var model: String?
 
   @Flag(name: .customLong("no-history"), help: "Do not read or write the history file.")
   var noHistory = false
+
+  @ArgumentParser.Option(
+    help: ArgumentHelp(
+      "Serve command lines from stdin over the pipe protocol (described above); NONCE (8-128 letters, digits, - or _) marks its records.",
+      valueName: "NONCE"))
+  var serve: String?
 
   mutating func validate() throws {
     guard ["auto", "keep"].contains(blasCore) else {
@@ -63,13 +78,26 @@ struct KVLab: ParsableCommand {
     }
     if script.first == "replay" {
       script.removeFirst()
-      if script.isEmpty { throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]") }
+      if script.isEmpty {
+        throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]")
+      }
     }
     guard script.count <= 1 else {
-      throw ValidationError("expected one script, got \(script.count): \(script.joined(separator: " "))")
+      throw ValidationError(
+        "expected one script, got \(script.count): \(script.joined(separator: " "))")
     }
     if !script.isEmpty && !commands.isEmpty {
       throw ValidationError("give either a script or -c commands, not both")
+    }
+    if let serve {
+      guard ServeSink.isValidNonce(serve) else {
+        throw ValidationError(
+          "--serve needs a nonce of 8 to 128 letters, digits, '-' or '_', got '\(serve)'")
+      }
+      guard script.isEmpty && commands.isEmpty && model == nil else {
+        throw ValidationError(
+          "--serve reads its commands from stdin: give no script, -c or --model with it")
+      }
     }
     if check && script.isEmpty {
       throw ValidationError("--check compares a script's output: kvlab SCRIPT --check")
@@ -81,17 +109,21 @@ struct KVLab: ParsableCommand {
     ProcessMemory.returnLargeFreesToTheSystem()
     let session = Session(
       options: EngineOptions(threads: threads, modelDirectories: Self.modelDirectories()))
-    let repl = Repl(session: session, output: StandardSink())
+    let serveSink = serve.map { ServeSink(nonce: $0) }
+    let repl = Repl(session: session, output: serveSink ?? StandardSink())
     repl.keepGoing = keepGoing
-    let interactive = script.isEmpty && commands.isEmpty && isatty(0) == 1
-    repl.interrupts = InterruptRouter(interactive: interactive)
+    let interactive = script.isEmpty && commands.isEmpty && isatty(0) == 1 && serveSink == nil
+    // Serving, as at the prompt, SIGINT cancels the running command and never ends kvlab.
+    repl.interrupts = InterruptRouter(interactive: interactive || serveSink != nil)
 
     var status: Int32 = 0
     if let model {
       status = Repl.exitCode(repl.run(line: "load \(Repl.quote(model))"))
       if status != 0 && !keepGoing { throw ExitCode(status) }
     }
-    if let path = script.first {
+    if let serveSink {
+      status = repl.serve(serveSink) { readLine(strippingNewline: true) }
+    } else if let path = script.first {
       status = max(status, repl.runScript(path, check: check))
     } else if !commands.isEmpty {
       status = max(status, repl.runCommands(commands))
@@ -109,9 +141,12 @@ struct KVLab: ParsableCommand {
   /// (or above) the executable, so that the binary in .build finds the repository's models.
   static func modelDirectories() -> [String] {
     var dirs: [String] = []
-    if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty { dirs.append(env) }
+    if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty {
+      dirs.append(env)
+    }
     dirs.append("models")
-    var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+      .deletingLastPathComponent()
     for _ in 0..<5 {
       let candidate = folder.appendingPathComponent("models").path
       if FileManager.default.fileExists(atPath: candidate) && !dirs.contains(candidate) {
@@ -128,7 +163,9 @@ struct KVLab: ParsableCommand {
   /// OpenBLAS fell back to a generic kernel and the CPU's flags name a better one.
   func reexecWithBetterBLASCore() {
     let env = ProcessInfo.processInfo.environment
-    guard let core = BLASCore.reexecTarget(environment: env, currentCore: BLAS.coreName) else { return }
+    guard let core = BLASCore.reexecTarget(environment: env, currentCore: BLAS.coreName) else {
+      return
+    }
     setenv("OPENBLAS_CORETYPE", core, 1)
     setenv(BLASCore.reexecGuard, BLAS.coreName, 1)
     fflush(stdout)
@@ -138,7 +175,9 @@ struct KVLab: ParsableCommand {
     execv("/proc/self/exe", argv)
     // Only reached when exec failed: go on with the kernel we have.
     let reason = String(cString: strerror(errno))
-    fputs("kvlab: --blas-core auto: could not re-execute (\(reason)); keeping \(BLAS.coreName)\n", stderr)
+    fputs(
+      "kvlab: --blas-core auto: could not re-execute (\(reason)); keeping \(BLAS.coreName)\n",
+      stderr)
     unsetenv("OPENBLAS_CORETYPE")
   }
 }
