@@ -28,7 +28,9 @@ struct KVLab: ParsableCommand {
       kernel/): command lines on stdin; on stdout each command's output as printed, its error \
       text framed as '\\x1Ekvlab:NONCE:err LEN' + newline + LEN bytes, and after every line \
       '\\x1Ekvlab:NONCE:done ok|failed|cancelled|quit CODE' + newline ('\\x1Ekvlab:NONCE:ready' \
-      first). A failing line does not end it; SIGINT cancels the running command; EOF exits 0.
+      first). A line '\\x1Ekvlab:NONCE:complete TEXT' asks for the Tab completions of TEXT \
+      (answered by a 'complete LEN' record of LEN bytes of JSON). A failing line does not end \
+      it; SIGINT cancels the running command; EOF exits 0.
       """)
 
   @Argument(help: ArgumentHelp("A script to run: SCRIPT or replay SCRIPT.", valueName: "SCRIPT"))
@@ -122,7 +124,8 @@ struct KVLab: ParsableCommand {
       if status != 0 && !keepGoing { throw ExitCode(status) }
     }
     if let serveSink {
-      status = repl.serve(serveSink) { readLine(strippingNewline: true) }
+      let stdin = FileLineReader(fd: 0)
+      status = repl.serve(serveSink) { stdin.next() }
     } else if let path = script.first {
       status = max(status, repl.runScript(path, check: check))
     } else if !commands.isEmpty {

@@ -18,6 +18,7 @@ final class ServeTests: XCTestCase {
   override func setUpWithError() throws {
     try XCTSkipUnless(
       FileManager.default.isExecutableFile(atPath: binary), "kvlab not built at \(binary)")
+    signal(SIGPIPE, SIG_IGN)
   }
 
   /// One line's reply: the output bytes between records, the error text, the `done` status.
@@ -60,8 +61,9 @@ final class ServeTests: XCTestCase {
       }
     }
 
+    /// Writes a line; a kvlab that has gone shows as a failed write (and then EOF), not SIGPIPE.
     func send(_ line: String) {
-      input.fileHandleForWriting.write(Data((line + "\n").utf8))
+      XCTAssertNoThrow(try input.fileHandleForWriting.write(contentsOf: Data((line + "\n").utf8)))
     }
 
     /// Waits (up to `timeout` seconds) until `count` more bytes have arrived, or EOF.
@@ -82,6 +84,9 @@ final class ServeTests: XCTestCase {
       }
       return nil
     }
+
+    /// The next n bytes, or nil at EOF / after the timeout.
+    func bytes(_ n: Int, timeout: TimeInterval = 30) -> Data? { take(n, timeout: timeout) }
 
     /// The next byte, or nil at EOF / after the timeout.
     private func byte(timeout: TimeInterval) -> UInt8? { take(1, timeout: timeout)?.first }
@@ -143,9 +148,16 @@ final class ServeTests: XCTestCase {
       return String(decoding: buffer.suffix(from: position), as: UTF8.self)
     }
 
+    /// Closes stdin and waits (up to 10 s) for the exit status; -1 if kvlab did not exit.
     func finish() -> Int32 {
       try? input.fileHandleForWriting.close()
-      process.waitUntilExit()
+      let deadline = Date().addingTimeInterval(10)
+      while process.isRunning && Date() < deadline { usleep(10_000) }
+      guard !process.isRunning else {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        return -1
+      }
       return process.terminationStatus
     }
 
@@ -218,7 +230,8 @@ final class ServeTests: XCTestCase {
   /// ignored (a driver's interrupt may arrive just after a command ended).
   func testSIGINTCancelsTheCommandNotTheProcess() throws {
     let s = try start()
-    kill(s.process.processIdentifier, SIGINT)  // idle: ignored
+    usleep(200_000)  // kvlab is blocked reading stdin
+    kill(s.process.processIdentifier, SIGINT)  // idle: ignored (and EOF still ends it, below)
     usleep(200_000)
     XCTAssertEqual(s.run("echo idle"), Reply(output: "idle\n", status: "ok"))
     s.send("sleep 60")
@@ -240,6 +253,27 @@ final class ServeTests: XCTestCase {
     XCTAssertEqual(s.reply(), Reply(status: "quit 0"))
     XCTAssertEqual(s.finish(), 0)
     XCTAssertEqual(s.rest(), "")
+  }
+
+  /// A completion request (the kernel's Tab) answers with a `complete` record of JSON, then
+  /// `done ok`; the session is untouched.
+  func testCompletionRequest() throws {
+    let s = try start()
+    for (text, word, candidates) in [
+      ("policy snapkv win", "win", ["window="]), ("pol", "pol", ["policy"]), ("zzz", "zzz", []),
+    ] {
+      s.send("\(Self.prefix)complete \(text)")
+      let record = try XCTUnwrap(s.nextRecord())
+      XCTAssertEqual(record.before, Data())
+      XCTAssertTrue(record.body.hasPrefix("complete "), record.body)
+      let json = try XCTUnwrap(Int(record.body.dropFirst(9)).flatMap { s.bytes($0) })
+      let object = try XCTUnwrap(JSONSerialization.jsonObject(with: json) as? [String: Any])
+      XCTAssertEqual(object["word"] as? String, word)
+      XCTAssertEqual(object["candidates"] as? [String], candidates)
+      XCTAssertEqual(s.reply(), Reply(status: "ok"))
+    }
+    XCTAssertEqual(s.run("echo after"), Reply(output: "after\n", status: "ok"))
+    XCTAssertEqual(s.finish(), 0)
   }
 
   func testBadNonceAndConflictingArguments() throws {

@@ -15,6 +15,7 @@ cell fails with "kvlab exited with status N" and the next cell starts a fresh kv
 """
 
 import codecs
+import json
 import os
 import secrets
 import select
@@ -207,6 +208,23 @@ class Child:
             else:
                 raise KvlabExited(f"kvlab sent an unknown record {body!r}")
 
+    def complete(self, text: str) -> tuple[str, list[str]]:
+        """kvlab's Tab completion of text (the line before the cursor): (word, candidates)."""
+        self.proc.stdin.write(self.prefix + b"complete " + text.encode() + b"\n")
+        self.proc.stdin.flush()
+        word, candidates = "", []
+        while True:
+            body = self._record(lambda t: None)
+            if body.startswith("complete "):
+                answer = json.loads(self._bytes(int(body[9:])).decode("utf-8", "replace"))
+                word, candidates = answer["word"], answer["candidates"]
+            elif body.startswith("done "):
+                return word, candidates
+            elif body.startswith("err "):
+                self._bytes(int(body[4:]))
+            else:
+                raise KvlabExited(f"kvlab sent an unknown record {body!r}")
+
     def interrupt(self) -> None:
         if self.alive:
             try:
@@ -319,7 +337,7 @@ class KvlabKernel(Kernel):
             child = self._ensure_child()
         except (KvlabNotFound, KvlabExited, OSError) as e:
             self.child = None
-            message = str(e)
+            message = str(e).splitlines()[0] if str(e) else "kvlab did not start"
             self._stream("stderr", f"error: {message}\n")
             return self._error("KvlabError", message, [message])
 
@@ -359,6 +377,23 @@ class KvlabKernel(Kernel):
         if self.interrupted:
             return self._error("KeyboardInterrupt", "interrupted", ["interrupted"])
         return ok
+
+    def do_complete(self, code, cursor_pos):
+        """Tab: kvlab's own completion (commands, options, values, paths) of the cursor's line."""
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        before = code[:cursor_pos]
+        line = before[before.rfind("\n") + 1:]
+        reply = {"status": "ok", "matches": [], "cursor_start": cursor_pos,
+                 "cursor_end": cursor_pos, "metadata": {}}
+        if "\n" in line or "\r" in line:
+            return reply
+        try:
+            word, candidates = self._ensure_child().complete(line)
+        except (KvlabNotFound, KvlabExited, OSError):
+            return reply
+        reply["matches"] = candidates
+        reply["cursor_start"] = cursor_pos - len(word)
+        return reply
 
     def do_shutdown(self, restart):
         if self.child is not None:

@@ -129,6 +129,16 @@ def main() -> int:
         reply, out = run(kc, "echo hello")
         expect("a cell runs", (reply["status"], out), ("ok", {"stdout": "hello\n"}))
 
+        # Tab completion comes from kvlab's completer.
+        msg_id = kc.complete("echo x\npolicy snapkv win", 24)
+        while True:
+            reply = kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        c = reply["content"]
+        expect("completion", (c["status"], c["matches"], c["cursor_start"], c["cursor_end"]),
+               ("ok", ["window="], 21, 24))
+
         # The sockets: the kernel listens exactly on the connection file's ports on its IP
         # (127.0.0.1 by default); kvlab has none.
         info = km.get_connection_info()

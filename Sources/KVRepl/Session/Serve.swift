@@ -9,7 +9,10 @@ import Foundation
 /// - `err LEN`: the next LEN bytes (UTF-8) are error text (an `error: …` line and its detail,
 ///   `^C cancelled: …`), kept in order with the output around them;
 /// - `done STATUS` after every line, blank and comment lines included: `ok`, `failed`,
-///   `cancelled` (Ctrl-C / SIGINT stopped it) or `quit CODE` (`quit` ran; kvlab then exits).
+///   `cancelled` (Ctrl-C / SIGINT stopped it) or `quit CODE` (`quit` ran; kvlab then exits);
+/// - `complete LEN`: LEN bytes of JSON `{"word": W, "candidates": [...]}` follow, the answer to
+///   the request line `\u{1E}kvlab:NONCE:complete TEXT` (Tab completion of TEXT, the line before
+///   the cursor, as at the prompt: W is the word being completed); then `done ok`.
 ///
 /// The NONCE is chosen by the driver for each process, so no command output can forge a record
 /// (output is never framed; error text is framed by its length, so it is never scanned). A
@@ -71,7 +74,20 @@ extension Repl {
   /// its `done` record. Returns the exit status: 0 at EOF, or `quit`'s code.
   public func serve(_ sink: ServeSink, next: () -> String?) -> Int32 {
     sink.record("ready")
+    let completeRequest = sink.recordPrefix + "complete "
     while let line = next() {
+      if line.hasPrefix(completeRequest) {
+        let result = Completer(table: table, directory: baseDirectory)
+          .complete(String(line.dropFirst(completeRequest.count)))
+        let json = try? JSONEncoder().encode(
+          ServeCompletion(word: result.word, candidates: result.candidates))
+        let text =
+          json.map { String(decoding: $0, as: UTF8.self) } ?? #"{"word":"","candidates":[]}"#
+        sink.record("complete \(text.utf8.count)")
+        output.write(text, to: .output)
+        sink.record("done ok")
+        continue
+      }
       let status: String
       switch run(line: line) {
       case .ok: status = "ok"
@@ -86,5 +102,56 @@ extension Repl {
       sink.record("done \(status)")
     }
     return 0
+  }
+}
+
+/// The JSON of a `complete` record.
+private struct ServeCompletion: Codable {
+  var word: String
+  var candidates: [String]
+}
+
+/// Lines from a file descriptor (stdin for `--serve`), read with read(2) and retried on EINTR.
+/// Not Swift's `readLine`: it retries getline while errno is EINTR, and once a signal has
+/// interrupted a read, errno stays EINTR, so at EOF (where getline fails without touching
+/// errno) it spins forever — the kernel's SIGINT between commands followed by its EOF at
+/// shutdown would leave kvlab burning a core.
+public final class FileLineReader {
+  private let fd: Int32
+  private var buffer: [UInt8] = []
+  private var start = 0
+  private var eof = false
+
+  public init(fd: Int32 = 0) { self.fd = fd }
+
+  /// The next line without its `\n` (or `\r\n`); a last line without one counts; nil at EOF
+  /// or on a read error.
+  public func next() -> String? {
+    while true {
+      if let i = buffer[start...].firstIndex(of: 0x0A) {
+        var end = i
+        if end > start && buffer[end - 1] == 0x0D { end -= 1 }
+        let line = String(decoding: buffer[start..<end], as: UTF8.self)
+        start = i + 1
+        if start > 65536 {
+          buffer.removeFirst(start)
+          start = 0
+        }
+        return line
+      }
+      if eof {
+        guard start < buffer.count else { return nil }
+        let line = String(decoding: buffer[start...], as: UTF8.self)
+        start = buffer.count
+        return line
+      }
+      var chunk = [UInt8](repeating: 0, count: 65536)
+      let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if n > 0 {
+        buffer.append(contentsOf: chunk[0..<n])
+      } else if n == 0 || errno != EINTR {
+        eof = true
+      }
+    }
   }
 }
