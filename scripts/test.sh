@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): builds, runs the Swift test suite, then the pseudo-terminal tests
-# of the interactive REPL.
+# of the interactive REPL, then the Jupyter kernel (notebooks through nbclient).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release -Xswiftc -enable-testing --product kvlab
@@ -12,8 +12,13 @@ bin="$(swift build -c release -Xswiftc -enable-testing --show-bin-path)"
 for script in examples/*.kvl; do
   "$bin/kvlab" replay "$script" --check
 done
-# So are the tutorial notebooks (nbformat 4; code cells hold kvlab commands).
-for nb in notebooks/*.ipynb; do
-  "$bin/kvlab" notebook run "$nb" --check
+# So are the tutorial notebooks (nbformat 4; code cells hold kvlab commands), checked twice:
+# a second run in the same state must give the same output.
+for pass in 1 2; do
+  for nb in notebooks/*.ipynb; do
+    "$bin/kvlab" notebook run "$nb" --check
+  done
 done
 python3 Tests/pty/test_interactive.py "$bin/kvlab"
+# The Jupyter kernel: notebooks executed through it with nbclient (kernel/README.md).
+KVLAB_BIN="$bin/kvlab" kernel/run_notebook.sh

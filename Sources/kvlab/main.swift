@@ -18,12 +18,21 @@ struct KVLab: ParsableCommand {
       kvlab [options] notebook run FILE.ipynb [--check|--update]
       kvlab [options] -c 'COMMAND; COMMAND; ...'
       COMMANDS | kvlab [options]
+      kvlab [options] --serve NONCE
       """,
     discussion: """
       With no script and stdin a terminal, starts the interactive REPL (history in \
       ~/.kvlab_history or $KVLAB_HISTORY; empty disables it). With a script, or commands on \
       stdin, runs them with no prompt, flushing after each, and exits non-zero at the first \
       error unless --keep-going. Inside kvlab, 'help' lists the commands.
+
+      --serve NONCE is the pipe protocol a program drives kvlab with (the Jupyter kernel in \
+      kernel/): command lines on stdin; on stdout each command's output as printed, its error \
+      text framed as '\\x1Ekvlab:NONCE:err LEN' + newline + LEN bytes, and after every line \
+      '\\x1Ekvlab:NONCE:done ok|failed|cancelled|quit CODE' + newline ('\\x1Ekvlab:NONCE:ready' \
+      first). A line '\\x1Ekvlab:NONCE:complete TEXT' asks for the Tab completions of TEXT \
+      (answered by a 'complete LEN' record of LEN bytes of JSON). A failing line does not end \
+      it; SIGINT cancels the running command; EOF exits 0.
       """)
 
   @Argument(
@@ -33,7 +42,8 @@ struct KVLab: ParsableCommand {
 
   @ArgumentParser.Option(
     name: .customShort("c"),
-    help: ArgumentHelp("Run these commands (';' separates them) and exit. Repeatable.", valueName: "commands"))
+    help: ArgumentHelp(
+      "Run these commands (';' separates them) and exit. Repeatable.", valueName: "commands"))
   var commands: [String] = []
 
   @Flag(help: "Compare each command's output with the script's #> lines (with SCRIPT).")
@@ -55,11 +65,18 @@ struct KVLab: ParsableCommand {
       valueName: "auto|keep"))
   var blasCore: String = "keep"
 
-  @ArgumentParser.Option(help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
+  @ArgumentParser.Option(
+    help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
   var model: String?
 
   @Flag(name: .customLong("no-history"), help: "Do not read or write the history file.")
   var noHistory = false
+
+  @ArgumentParser.Option(
+    help: ArgumentHelp(
+      "Serve command lines from stdin over the pipe protocol (described above); NONCE (8-128 letters, digits, - or _) marks its records.",
+      valueName: "NONCE"))
+  var serve: String?
 
   mutating func validate() throws {
     guard ["auto", "keep"].contains(blasCore) else {
@@ -70,7 +87,9 @@ struct KVLab: ParsableCommand {
     }
     if script.first == "replay" {
       script.removeFirst()
-      if script.isEmpty { throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]") }
+      if script.isEmpty {
+        throw ValidationError("replay needs a script: kvlab replay SCRIPT [--check]")
+      }
     } else if script.first == "notebook" {
       guard script.count >= 2, script[1] == "run" else {
         throw ValidationError(
@@ -81,10 +100,21 @@ struct KVLab: ParsableCommand {
       }
     }
     guard script.count <= 1 || script.first == "notebook" else {
-      throw ValidationError("expected one script, got \(script.count): \(script.joined(separator: " "))")
+      throw ValidationError(
+        "expected one script, got \(script.count): \(script.joined(separator: " "))")
     }
     if !script.isEmpty && !commands.isEmpty {
       throw ValidationError("give either a script or -c commands, not both")
+    }
+    if let serve {
+      guard ServeSink.isValidNonce(serve) else {
+        throw ValidationError(
+          "--serve needs a nonce of 8 to 128 letters, digits, '-' or '_', got '\(serve)'")
+      }
+      guard script.isEmpty && commands.isEmpty && model == nil else {
+        throw ValidationError(
+          "--serve reads its commands from stdin: give no script, -c or --model with it")
+      }
     }
     if check && script.isEmpty {
       throw ValidationError("--check compares a script's output: kvlab SCRIPT --check")
@@ -104,17 +134,22 @@ struct KVLab: ParsableCommand {
     ProcessMemory.returnLargeFreesToTheSystem()
     let session = Session(
       options: EngineOptions(threads: threads, modelDirectories: Self.modelDirectories()))
-    let repl = Repl(session: session, output: StandardSink())
+    let serveSink = serve.map { ServeSink(nonce: $0) }
+    let repl = Repl(session: session, output: serveSink ?? StandardSink())
     repl.keepGoing = keepGoing
-    let interactive = script.isEmpty && commands.isEmpty && isatty(0) == 1
-    repl.interrupts = InterruptRouter(interactive: interactive)
+    let interactive = script.isEmpty && commands.isEmpty && isatty(0) == 1 && serveSink == nil
+    // Serving, as at the prompt, SIGINT cancels the running command and never ends kvlab.
+    repl.interrupts = InterruptRouter(interactive: interactive || serveSink != nil)
 
     var status: Int32 = 0
     if let model {
       status = Repl.exitCode(repl.run(line: "load \(Repl.quote(model))"))
       if status != 0 && !keepGoing { throw ExitCode(status) }
     }
-    if let path = script.last {
+    if let serveSink {
+      let stdin = FileLineReader(fd: 0)
+      status = repl.serve(serveSink) { stdin.next() }
+    } else if let path = script.last {
       // `notebook run FILE`, or a file named *.ipynb: a notebook; anything else: a script.
       let mode: ReplayMode = check ? .check : update ? .update : .run
       let notebook = script.first == "notebook" || path.hasSuffix(".ipynb")
@@ -136,9 +171,12 @@ struct KVLab: ParsableCommand {
   /// (or above) the executable, so that the binary in .build finds the repository's models.
   static func modelDirectories() -> [String] {
     var dirs: [String] = []
-    if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty { dirs.append(env) }
+    if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty {
+      dirs.append(env)
+    }
     dirs.append("models")
-    var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+      .deletingLastPathComponent()
     for _ in 0..<5 {
       let candidate = folder.appendingPathComponent("models").path
       if FileManager.default.fileExists(atPath: candidate) && !dirs.contains(candidate) {
@@ -155,7 +193,9 @@ struct KVLab: ParsableCommand {
   /// OpenBLAS fell back to a generic kernel and the CPU's flags name a better one.
   func reexecWithBetterBLASCore() {
     let env = ProcessInfo.processInfo.environment
-    guard let core = BLASCore.reexecTarget(environment: env, currentCore: BLAS.coreName) else { return }
+    guard let core = BLASCore.reexecTarget(environment: env, currentCore: BLAS.coreName) else {
+      return
+    }
     setenv("OPENBLAS_CORETYPE", core, 1)
     setenv(BLASCore.reexecGuard, BLAS.coreName, 1)
     fflush(stdout)
@@ -165,7 +205,9 @@ struct KVLab: ParsableCommand {
     execv("/proc/self/exe", argv)
     // Only reached when exec failed: go on with the kernel we have.
     let reason = String(cString: strerror(errno))
-    fputs("kvlab: --blas-core auto: could not re-execute (\(reason)); keeping \(BLAS.coreName)\n", stderr)
+    fputs(
+      "kvlab: --blas-core auto: could not re-execute (\(reason)); keeping \(BLAS.coreName)\n",
+      stderr)
     unsetenv("OPENBLAS_CORETYPE")
   }
 }

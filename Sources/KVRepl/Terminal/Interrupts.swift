@@ -12,7 +12,9 @@ import KVEngine
 /// - the prompt waits in libedit: kick the main thread with SIGUSR1, whose handler does nothing
 ///   but is installed without SA_RESTART, so libedit's read(2) fails with EINTR and the prompt
 ///   returns; the REPL then prints `^C` and a fresh prompt (the line is discarded);
-/// - neither (between commands of a script or a pipe): exit with status 130.
+/// - neither (between commands of a script or a pipe): exit with status 130 — unless
+///   `interactive` (the prompt, or `kvlab --serve`, whose driver sends SIGINT to cancel a
+///   command and may race its end): then it is ignored.
 public final class InterruptRouter: @unchecked Sendable {
   private enum State {
     case idle
