@@ -115,6 +115,9 @@ public final class Session {
   private var lastLogits: Matrix?
   /// The last question asked and the context it was asked in (what `compare` re-runs).
   public private(set) var lastAsk: AskPoint?
+  /// Called after each block of a prefill of several blocks with (tokens done, total): the
+  /// REPL's progress line.
+  public var onPrefillProgress: ((Int, Int) -> Void)?
   /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
   public private(set) var memoryTrace: [MemorySample] = []
 
@@ -418,6 +421,7 @@ public final class Session {
       }
       try runBlock(block, proxy: proxy)
       done += block.reduce(0) { $0 + $1.count }
+      if blocks.count > 1 { onPrefillProgress?(done, total) }
     }
     // Post-prefill compression (the baseline): once the whole input is in.
     if let budgeted, budgeted.mode == .post { try mapCacheError { try budgeted.compress() } }

@@ -216,6 +216,40 @@ class Interactive(unittest.TestCase):
         self.assertEqual(p.exitstatus, 130)
 
     @unittest.skipUnless(os.path.exists(MODEL), "needs " + MODEL)
+    def test_ctrl_c_during_a_long_prefill_keeps_the_session(self):
+        # About 6000 tokens in blocks of 256: progress shows on stderr, Ctrl-C stops between
+        # blocks, and the context keeps exactly the blocks that ran.
+        long = os.path.join(self.dir, "long.kvl")
+        with open(long, "w") as f:
+            f.write('feed text "' + "The keeper counted the boats in the harbour. " * 600 + '"\n')
+        p = self.start(timeout=120)
+        p.sendline("load")
+        p.expect_exact("loaded ")
+        p.expect_exact(PROMPT)
+        p.sendline("budget 512 tokens")
+        p.expect_exact(PROMPT)
+        p.sendline("prefill mode=capped block=256")
+        p.expect_exact(PROMPT)
+        p.sendline("replay long.kvl")
+        p.expect(r"prefill (\d+) of (\d+) tokens")
+        p.sendcontrol("c")
+        p.expect(r"\^C cancelled: prefill stopped after (\d+) of (\d+) tokens")
+        done, total = int(p.match.group(1)), int(p.match.group(2))
+        self.assertGreater(total, 5000)
+        self.assertLess(done, total)
+        p.expect_exact(PROMPT)
+        p.sendline("show tokens")
+        p.expect(r"context: (\d+) tokens")
+        self.assertEqual(int(p.match.group(1)), done)
+        p.expect_exact(PROMPT)
+        p.sendline('ask "How many?" max=3')
+        p.expect_exact(PROMPT)
+        p.sendline("echo alive")
+        p.expect_exact("alive")
+        p.expect_exact(PROMPT)
+        self.finish(p)
+
+    @unittest.skipUnless(os.path.exists(MODEL), "needs " + MODEL)
     def test_ctrl_c_cancels_generation(self):
         p = self.start(timeout=120)
         p.sendline("load")

@@ -85,7 +85,18 @@ public final class Repl {
   func pushSink(_ sink: OutputSink) { sinks.append(sink) }
   func popSink() { sinks.removeLast() }
 
+  /// Whether a progress line is on the terminal (`CommandContext.progress`): cleared before
+  /// anything else is written.
+  var progressShown = false
+
+  func clearProgress() {
+    guard progressShown else { return }
+    progressShown = false
+    FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+  }
+
   public func write(_ text: String, to channel: OutputChannel = .output) {
+    clearProgress()
     output.write(text, to: channel)
   }
 
@@ -208,8 +219,21 @@ public final class Repl {
 
     let outermost = depth == 1
     if outermost { interrupts?.commandStarted(session.cancellation) }
+    // Long prefills (64 frames, a long text) show how far they are, at a terminal only.
+    if outermost {
+      session.onPrefillProgress = { done, total in
+        context.progress("\(context.command.name): prefill \(done) of \(total) tokens")
+      }
+    }
     defer { if outermost { interrupts?.commandFinished() } }
     do {
+      // Cleared before anything is reported (a defer in `do` runs before `catch`).
+      defer {
+        if outermost {
+          session.onPrefillProgress = nil
+          context.progress(nil)
+        }
+      }
       try context.command.run(context)
       if let code = context.quitCode { return .quit(code: code) }
       return .ok
@@ -350,8 +374,13 @@ public final class CommandContext {
   /// A progress line for long work, on stderr and only at an interactive terminal (never in
   /// scripts, recordings or checks); nil clears it.
   public func progress(_ text: String?) {
+    guard let text else {
+      repl.clearProgress()
+      return
+    }
     guard repl.interrupts?.interactive == true, isatty(2) == 1 else { return }
-    FileHandle.standardError.write(Data(("\r\u{1B}[K" + (text ?? "")).utf8))
+    repl.progressShown = true
+    FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
   }
 
   /// Resolves a path argument (see `Repl.resolve`), remembering how it was typed.
