@@ -37,6 +37,7 @@ trap 'rm -rf "$JUPYTER_RUNTIME_DIR"' EXIT
 cd "$root/kernel/tests"
 "$py" check_notebooks.py "$@" basic.ipynb failing.ipynb
 # The tutorials that need no download run through the kernel too.
-"$py" check_notebooks.py "$@" ../../notebooks/budgets-and-policies.ipynb ../../notebooks/reading-the-cache.ipynb
+"$py" check_notebooks.py "$@" ../../notebooks/budgets-and-policies.ipynb ../../notebooks/reading-the-cache.ipynb \
+  ../../notebooks/long-clip.ipynb
 "$py" test_kernel.py
 log "ok"

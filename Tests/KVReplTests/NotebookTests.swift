@@ -367,7 +367,11 @@ final class NotebookTests: XCTestCase {
 
   func testTutorialNotebooksAreCommitted() {
     XCTAssertEqual(
-      tutorials, ["budgets-and-policies.ipynb", "quickstart.ipynb", "reading-the-cache.ipynb"])
+      tutorials,
+      [
+        "budgets-and-policies.ipynb", "long-clip.ipynb", "quickstart.ipynb",
+        "reading-the-cache.ipynb",
+      ])
   }
 
   /// A committed notebook is in the form this writer (and nbformat) writes: reading and

@@ -3,8 +3,9 @@
     python check_notebooks.py [--update] NOTEBOOK...
 
 Each notebook runs in its own folder (as JupyterLab runs it). Every executed code cell's
-outputs must equal the stored ones; nothing is masked (consecutive pieces of one stream are
-joined first, as Jupyter shows them). A notebook whose metadata has
+outputs must equal the stored ones, compared as `kvlab replay --check` compares (runs of
+blanks as one, and a value marked `~` (a time, an RSS) matching any value: `mask`); consecutive
+pieces of one stream are joined first, as Jupyter shows them. A notebook whose metadata has
 `kvlab_test.expect_error = {"cell": I, "ename": ..., "evalue": ...}` must make nbclient raise
 CellExecutionError at code cell I (0-based, among all cells) with that ename and evalue; any
 other notebook must run without one. --update rewrites the stored outputs (joined as
@@ -51,6 +52,31 @@ def coalesce(outputs) -> list:
         else:
             out.append(o)
     return out
+
+
+def mask(line: str) -> str:
+    """kvlab's `Mask.apply`: blanks collapse to one space (trailing ones dropped), and a `~`
+    not preceded by a letter or digit starts a varying value, up to a blank, `)` or `,`, that
+    compares as `~*`."""
+    out: list[str] = []
+    volatile = False
+    previous = " "
+    for ch in line:
+        blank = ch in " \t"
+        if volatile and (blank or ch in "),"):
+            volatile = False
+        if blank:
+            if out and out[-1] != " ":
+                out.append(" ")
+        elif volatile:
+            pass
+        elif ch == "~" and not previous.isalnum():
+            volatile = True
+            out.append("~*")
+        else:
+            out.append(ch)
+        previous = ch
+    return "".join(out).rstrip(" ")
 
 
 def as_text(outputs: list[dict]) -> list[str]:
@@ -118,7 +144,7 @@ def check(path: str, update: bool, timeout: int) -> bool:
         if want.cell_type != "code":
             continue
         a, b = as_text(normalise(want.outputs)), as_text(normalise(got.outputs))
-        if a != b:
+        if [mask(x) for x in a] != [mask(x) for x in b]:
             ok = False
             print(f"FAIL {name}: cell {i} output differs from the stored output")
             source = want.source.splitlines()[0] if want.source else ""

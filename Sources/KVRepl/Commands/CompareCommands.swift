@@ -81,6 +81,7 @@ public enum CompareCommands {
     var reference: String?
     // Answers are listed once under the table, each with a letter the table refers to.
     var answers: [String] = []
+    var errors: [String] = []
     defer { ctx.progress(nil) }
     for (i, s) in ([full] + settings).enumerated() {
       ctx.progress("compare: run \(i + 1) of \(settings.count + 1) (\(s))")
@@ -89,8 +90,10 @@ public enum CompareCommands {
         run = try session.rerun(settings: s, question: question, maxTokens: maxTokens)
       } catch let e as EngineError {
         if case .cancelled = e { throw e }
-        rows.append(
-          [s.mode.rawValue, budgetText(s), s.policy.name, "error: \(e)", "", "", "", ""])
+        // A setting these inputs cannot run under: its error is listed under the answers.
+        if !errors.contains("\(e)") { errors.append("\(e)") }
+        let label = "!\(errors.firstIndex(of: "\(e)")! + 1)"
+        rows.append([s.mode.rawValue, budgetText(s), s.policy.name, label, "-", "-", "-", "-"])
         continue
       }
       if reference == nil { reference = run.answer }
@@ -107,13 +110,16 @@ public enum CompareCommands {
     }
     for line in Format.table(rows, left: [0, 1, 2, 3, 4]) { ctx.print(line) }
     ctx.print()
-    for (i, a) in answers.enumerated() {
-      let flat = a.replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
-      let label = answerLetter(i) + "  "
-      let pad = String(repeating: " ", count: label.count)
-      for (k, line) in Format.wrap("\"\(flat)\"", width: 78 - label.count, indent: "").enumerated()
-      {
-        ctx.print((k == 0 ? label : pad) + line)
+    let listed =
+      answers.enumerated().map { (answerLetter($0.offset), "\"\($0.element)\"") }
+      + errors.enumerated().map { ("!\($0.offset + 1)", "error: \($0.element)") }
+    let width = listed.map(\.0.count).max() ?? 1
+    for (label, text) in listed {
+      let flat = text.replacingOccurrences(of: "\n", with: " ")
+      let head = label.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+      let pad = String(repeating: " ", count: head.count)
+      for (k, line) in Format.wrap(flat, width: 78 - head.count, indent: "").enumerated() {
+        ctx.print((k == 0 ? head : pad) + line)
       }
     }
   }
