@@ -40,13 +40,48 @@ final class RecordReplayTests: XCTestCase {
     let text = recordSession()
     let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     XCTAssertEqual(lines[0], "# kvlab session. Replay: kvlab replay s.kvl [--check]")
-    XCTAssertEqual(Array(lines[1...5]), ["echo hello", "#> hello", #"echo "two words"; echo; mem unit=B rss=off"#, "#> two words", "#>"])
+    XCTAssertEqual(
+      Array(lines[1...5]),
+      [
+        "echo hello", "#> hello", #"echo "two words"; echo; mem unit=B rss=off"#, "#> two words",
+        "#>",
+      ])
     XCTAssertTrue(lines.contains("#> weights          0 B   0 B"), text)
     XCTAssertTrue(lines.contains("tokenize hi"))
     XCTAssertTrue(lines.contains("#> error: tokenize: no model loaded (use 'load' first)"))
     XCTAssertTrue(lines.contains("#> usage: quit"))
     XCTAssertFalse(text.contains("record"))
     XCTAssertTrue(text.hasSuffix("\n"))
+  }
+
+  /// Paths are stored as seen from the recording's folder, so the replay finds the same files
+  /// from wherever it is run: relative where the folders share a parent, absolute otherwise.
+  func testRecordedPathsReadFromTheRecordingsFolder() throws {
+    let vlm = repositoryRoot + "/Tests/KVEngineTests/Fixtures/vlm"
+    try FileManager.default.createDirectory(
+      atPath: folder + "/data", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: folder + "/rec", withIntermediateDirectories: true)
+    try FileManager.default.copyItem(
+      atPath: vlm + "/images/img_33x33.png", toPath: folder + "/data/a b.png")
+    let (r, out) = repl()
+    for line in [
+      "record start rec/s.kvl", "load \(vlm)/idefics3/model",
+      #"feed image "data/a b.png"; cache map out=data/m.png"#,
+      "record stop",
+    ] {
+      XCTAssertEqual(r.run(line: line), .ok, line + "\n" + out.text)
+    }
+    let lines = readFile(folder + "/rec/s.kvl").split(separator: "\n").map(String.init)
+    XCTAssertTrue(lines.contains("load \(vlm)/idefics3/model"), "absolute: no folder in common")
+    XCTAssertTrue(
+      lines.contains(#"feed image "../data/a b.png"; cache map out=../data/m.png"#), "\(lines)")
+    XCTAssertTrue(
+      lines.contains("#> wrote ../data/m.png: 800×230 PNG, retention of 70 tokens"), "\(lines)")
+    // Replayed from another folder (the recording's own), the paths still resolve.
+    let (r2, out2) = repl()
+    r2.workingDirectory = "/"
+    XCTAssertEqual(r2.run(line: "replay \(folder)/rec/s.kvl --check"), .ok, out2.text)
   }
 
   func testRecordThenReplayCheckPasses() {
@@ -58,7 +93,9 @@ final class RecordReplayTests: XCTestCase {
     let (r2, out2) = repl()
     XCTAssertEqual(r2.run(line: "replay s.kvl"), .ok, out2.text)
     XCTAssertTrue(out2.text.hasPrefix("hello\ntwo words\n\nmemory"), out2.text)
-    XCTAssertTrue(out2.text.contains("error: tokenize: no model loaded (use 'load' first)\nusage: quit"), out2.text)
+    XCTAssertTrue(
+      out2.text.contains("error: tokenize: no model loaded (use 'load' first)\nusage: quit"),
+      out2.text)
   }
 
   func testEditedExpectedLineFailsWithDiff() {
@@ -85,23 +122,33 @@ final class RecordReplayTests: XCTestCase {
     write("s.kvl", "echo a\n#> b\necho c\n#> c\necho d\n#> e\n")
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "replay s.kvl --check --keep-going"), .failed)
-    XCTAssertEqual(out.lines.filter { $0.hasPrefix("error") }, [
-      "error: replay: s.kvl:1: output differs from the recording",
-      "error: replay: s.kvl:5: output differs from the recording",
-      "error: replay: s.kvl: 2 of 3 commands differ from the recording (lines 1, 5)",
-    ])
+    XCTAssertEqual(
+      out.lines.filter { $0.hasPrefix("error") },
+      [
+        "error: replay: s.kvl:1: output differs from the recording",
+        "error: replay: s.kvl:5: output differs from the recording",
+        "error: replay: s.kvl: 2 of 3 commands differ from the recording (lines 1, 5)",
+      ])
   }
 
   func testMissingOutputAndExtraOutputDiffer() {
     write("s.kvl", "echo a\necho b\n#> b\n#> extra\n")
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "replay s.kvl --check"), .failed)
-    XCTAssertEqual(out.lines, ["error: replay: s.kvl:1: output differs from the recording", "--- expected (s.kvl:1)", "+++ actual", "@@ echo a @@", "+a"])
+    XCTAssertEqual(
+      out.lines,
+      [
+        "error: replay: s.kvl:1: output differs from the recording", "--- expected (s.kvl:1)",
+        "+++ actual", "@@ echo a @@", "+a",
+      ])
   }
 
   func testMaskedValuesMatch() {
     // Values marked with ~ differ, and so does the spacing around them: still a match.
-    write("s.kvl", "probe\n#> rss   ~1.5 MiB ~2 MiB\n#> decode 3 tokens ~0.1 s (~30.0 tok/s), kernel ~Zen ~(detected)\n")
+    write(
+      "s.kvl",
+      "probe\n#> rss   ~1.5 MiB ~2 MiB\n#> decode 3 tokens ~0.1 s (~30.0 tok/s), kernel ~Zen ~(detected)\n"
+    )
     let (r, out) = repl()
     var n = 0
     r.register([
@@ -113,7 +160,10 @@ final class RecordReplayTests: XCTestCase {
     ])
     XCTAssertEqual(r.run(line: "replay s.kvl --check"), .ok, out.text)
     // A changed unit or count is still a difference.
-    write("s.kvl", "probe\n#> rss ~1.5 GiB ~2 MiB\n#> decode 3 tokens ~0.1 s (~30.0 tok/s), kernel ~Zen ~(detected)\n")
+    write(
+      "s.kvl",
+      "probe\n#> rss ~1.5 GiB ~2 MiB\n#> decode 3 tokens ~0.1 s (~30.0 tok/s), kernel ~Zen ~(detected)\n"
+    )
     XCTAssertEqual(r.run(line: "replay s.kvl --check"), .failed)
   }
 
@@ -161,7 +211,8 @@ final class RecordReplayTests: XCTestCase {
     write("s.kvl", "echo a\nlod\necho b\n")
     let (r, out) = repl()
     XCTAssertEqual(r.runScript("s.kvl", check: false), 1)
-    XCTAssertEqual(out.lines, ["a", "error: s.kvl:2: unknown command 'lod' (did you mean 'load'?)"])
+    XCTAssertEqual(
+      out.lines, ["a", "error: s.kvl:2: unknown command 'lod' (did you mean 'load'?)"])
   }
 
   func testScriptKeepGoing() {
@@ -185,14 +236,19 @@ final class RecordReplayTests: XCTestCase {
   }
 
   func testPathsResolveAgainstTheScriptsFolder() throws {
-    try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
-    write("sub/outer.kvl", "replay inner.kvl\n#> inner\nrecord start made.kvl\necho x\nrecord stop\n")
+    try FileManager.default.createDirectory(
+      atPath: folder + "/sub", withIntermediateDirectories: true)
+    write(
+      "sub/outer.kvl", "replay inner.kvl\n#> inner\nrecord start made.kvl\necho x\nrecord stop\n")
     write("sub/inner.kvl", "echo inner\n")
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "replay sub/outer.kvl"), .ok, out.text)
-    XCTAssertEqual(readFile(folder + "/sub/made.kvl").components(separatedBy: "\n").dropFirst().joined(separator: "\n"), "echo x\n#> x\n")
+    XCTAssertEqual(
+      readFile(folder + "/sub/made.kvl").components(separatedBy: "\n").dropFirst().joined(
+        separator: "\n"), "echo x\n#> x\n")
     XCTAssertEqual(r.run(line: "replay sub/outer.kvl --check"), .failed)  // made.kvl exists now
-    XCTAssertTrue(out.text.contains("+error: sub/outer.kvl:3: record start: made.kvl already exists"), out.text)
+    XCTAssertTrue(
+      out.text.contains("+error: sub/outer.kvl:3: record start: made.kvl already exists"), out.text)
   }
 
   func testCommandsSeparatedBySemicolons() {
@@ -204,7 +260,8 @@ final class RecordReplayTests: XCTestCase {
     XCTAssertEqual(out2.lines, ["a", "error: unknown command 'lod' (did you mean 'load'?)"])
     let (r3, out3) = repl(keepGoing: true)
     XCTAssertEqual(r3.runCommands(["echo a; lod; echo b", "echo c"]), 1)
-    XCTAssertEqual(out3.lines, ["a", "error: unknown command 'lod' (did you mean 'load'?)", "b", "c"])
+    XCTAssertEqual(
+      out3.lines, ["a", "error: unknown command 'lod' (did you mean 'load'?)", "b", "c"])
     let (r4, out4) = repl()
     XCTAssertEqual(r4.runCommands(["echo a; quit; echo b"]), 0)
     XCTAssertEqual(out4.lines, ["a"])
@@ -223,17 +280,23 @@ final class RecordReplayTests: XCTestCase {
 
   func testMaskRule() {
     XCTAssertEqual(Mask.apply("rss  ~1.25 MiB   ~3 MiB  "), "rss ~* MiB ~* MiB")
-    XCTAssertEqual(Mask.apply("decode 5 tokens ~0.104 s (~48.1 tok/s)"), "decode 5 tokens ~* s (~* tok/s)")
+    XCTAssertEqual(
+      Mask.apply("decode 5 tokens ~0.104 s (~48.1 tok/s)"), "decode 5 tokens ~* s (~* tok/s)")
     XCTAssertEqual(Mask.apply("a~b ~"), "a~b ~*")
     XCTAssertEqual(Mask.apply("kernel ~Zen ~(detected), x"), "kernel ~* ~*), x")
     XCTAssertEqual(Mask.apply("  indented"), "indented")
-    XCTAssertTrue(Mask.matches(expected: ["blas: OpenBLAS, kernel ~Zen ~(detected)"], actual: ["blas: OpenBLAS, kernel ~SkylakeX ~(auto)"]))
+    XCTAssertTrue(
+      Mask.matches(
+        expected: ["blas: OpenBLAS, kernel ~Zen ~(detected)"],
+        actual: ["blas: OpenBLAS, kernel ~SkylakeX ~(auto)"]))
     XCTAssertFalse(Mask.matches(expected: ["kv 1.00 MiB"], actual: ["kv 1.01 MiB"]))
     XCTAssertFalse(Mask.matches(expected: ["a"], actual: ["a", ""]))
   }
 
   func testLineDiff() {
-    XCTAssertEqual(LineDiff.unified(expected: ["a", "b", "c"], actual: ["a", "x", "c", "d"]), [" a", "-b", "+x", " c", "+d"])
+    XCTAssertEqual(
+      LineDiff.unified(expected: ["a", "b", "c"], actual: ["a", "x", "c", "d"]),
+      [" a", "-b", "+x", " c", "+d"])
     XCTAssertEqual(LineDiff.unified(expected: [], actual: []), [])
   }
 }
@@ -241,7 +304,8 @@ final class RecordReplayTests: XCTestCase {
 final class FixtureScriptTests: XCTestCase {
   /// The bad-input table, kept as a script: every expected error still reads exactly so.
   func testBadInputScriptChecks() throws {
-    let url = try XCTUnwrap(Bundle.module.url(forResource: "bad_inputs", withExtension: "kvl", subdirectory: "Fixtures"))
+    let url = try XCTUnwrap(
+      Bundle.module.url(forResource: "bad_inputs", withExtension: "kvl", subdirectory: "Fixtures"))
     let (r, out) = makeRepl()
     XCTAssertEqual(r.runScript(url.path, check: true), 0, out.text)
     XCTAssertTrue(out.text.hasSuffix("output matches\n"), out.text)

@@ -7,6 +7,11 @@ public final class Recorder: OutputSink {
   /// The path as the user wrote it (what messages show).
   public let displayPath: String
   private let path: String
+  /// The folder the recording is in (where its replay resolves relative paths).
+  public var folder: String {
+    let f = (path as NSString).deletingLastPathComponent
+    return f.isEmpty ? "." : f
+  }
   private var fd: Int32
   private var atLineStart = true
   public private(set) var commandCount = 0
@@ -30,7 +35,9 @@ public final class Recorder: OutputSink {
     self.fd = fd
     var st = stat()
     if fstat(fd, &st) == 0 && st.st_size == 0 {
-      try writeRaw("# kvlab session. Replay: kvlab replay \((displayPath as NSString).lastPathComponent) [--check]\n")
+      try writeRaw(
+        "# kvlab session. Replay: kvlab replay \((displayPath as NSString).lastPathComponent) [--check]\n"
+      )
     } else if mode == .append {
       // A file whose last line lacks its newline would glue our first command to it.
       try endWithNewline(size: Int(st.st_size))
@@ -48,17 +55,25 @@ public final class Recorder: OutputSink {
   }
 
   /// Starts a command: ends any unterminated output line, then writes the command line.
-  public func begin(command line: String) {
+  /// - Parameter renames: paths as typed → as recorded (relative to the recording's folder);
+  ///   the command's output, which names paths as typed, is recorded with them renamed too, so
+  ///   that the replay, typing the recorded paths, prints what was recorded.
+  public func begin(command line: String, renames: [(typed: String, recorded: String)] = []) {
     finishLine()
     try? writeRaw(line + "\n")
     commandCount += 1
+    self.renames = renames
   }
+
+  private var renames: [(typed: String, recorded: String)] = []
 
   /// Ends the current command's output.
   public func end() { finishLine() }
 
   public func write(_ text: String, to channel: OutputChannel) {
     guard !text.isEmpty else { return }
+    var text = text
+    for (typed, recorded) in renames { text = text.replacingOccurrences(of: typed, with: recorded) }
     var chunk = ""
     for ch in text {
       if ch == "\n" {

@@ -150,7 +150,8 @@ public final class Repl {
 
     var recording: Recorder?
     if let r = recorder, depth == recorderDepth, !isUnrecorded(line) {
-      r.begin(command: line)
+      let recorded = recordedLine(line, recordingFolder: r.folder)
+      r.begin(command: recorded.line, renames: recorded.renames)
       pushSink(TeeSink([output, r]))
       recording = r
     }
