@@ -140,7 +140,7 @@ final class SyntheticTests: XCTestCase {
     let cases: [(String, String)] = [
       (
         "feed synthetic needle-imag",
-        "error: feed synthetic: TASK must be one of needle-image, needle-video, count, attribute, got 'needle-imag'"
+        "error: feed synthetic: TASK must be one of needle-image, needle-video, count, attribute, got 'needle-imag' (did you mean 'needle-image'?)"
       ),
       (
         "feed synthetic count size=70",
@@ -168,8 +168,7 @@ final class SyntheticTests: XCTestCase {
       let before = out.text.count
       XCTAssertEqual(repl.run(line: line), .failed, line)
       let printed = String(out.text.dropFirst(before))
-      XCTAssertTrue(printed.hasPrefix(message), "\(line): \(printed)")
-      XCTAssertEqual(printed.filter { $0 == "\n" }.count, 1, printed)
+      XCTAssertEqual(printed, message + "\n", line)
       XCTAssertEqual(repl.session.context, context, line)
     }
     XCTAssertFalse(FileManager.default.fileExists(atPath: repl.workingDirectory! + "/x"))
