@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Layering (lower never imports higher), as in llama.cpp's ggml < llama < tools:
-// KVTensor < KVModels < KVCache < KVEngine < KVRepl < kvlab
+// KVTensor < KVModels < KVCache < KVEngine < KVRepl < kvlab, and
+// KVModels < KVTasks (the synthetic task generator: images + question + answer) < KVEngine
 let package = Package(
   name: "kvlab",
   platforms: [.macOS(.v14)],
@@ -26,8 +27,9 @@ let package = Package(
     .target(name: "KVTensor", dependencies: ["COpenBLAS"]),
     .target(name: "KVModels", dependencies: ["KVTensor", "CImageCodecs"]),
     .target(name: "KVCache", dependencies: ["KVTensor", "KVModels"]),
-    .target(name: "KVEngine", dependencies: ["KVTensor", "KVModels", "KVCache"]),
-    .target(name: "KVRepl", dependencies: ["KVEngine", "CEditLine"]),
+    .target(name: "KVTasks", dependencies: ["KVModels"]),
+    .target(name: "KVEngine", dependencies: ["KVTensor", "KVModels", "KVCache", "KVTasks"]),
+    .target(name: "KVRepl", dependencies: ["KVEngine", "KVTasks", "CEditLine"]),
     .executableTarget(
       name: "kvlab",
       dependencies: [
@@ -37,6 +39,7 @@ let package = Package(
     .executableTarget(
       name: "kvlab-bench", dependencies: ["KVEngine"], path: "bench/Sources/kvlab-bench"),
     .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"]),
+    .testTarget(name: "KVTasksTests", dependencies: ["KVTasks"]),
     .testTarget(
       name: "KVModelsTests", dependencies: ["KVModels"],
       resources: [.copy("Fixtures")]),

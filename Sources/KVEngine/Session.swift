@@ -1,6 +1,7 @@
 import Foundation
 import KVCache
 import KVModels
+import KVTasks
 import KVTensor
 
 public struct EngineOptions: Sendable {
@@ -343,6 +344,18 @@ public final class Session {
   /// `split` turns Idefics3's tiling on or off for this image (nil: the model's setting).
   @discardableResult
   public func feedImage(_ path: String, split: Bool? = nil) throws -> FeedReport {
+    try feedImage(source: { try ImageSource(path: path) }, split: split)
+  }
+
+  /// Feeds an image already in memory (a generated one), as `feedImage(_:split:)` feeds a file.
+  @discardableResult
+  public func feedImage(_ image: RGBImage, split: Bool? = nil) throws -> FeedReport {
+    try feedImage(source: { ImageSource(image) }, split: split)
+  }
+
+  /// `source` is made inside the feed, so that a file that fails to decode leaves the session
+  /// as it was.
+  private func feedImage(source: () throws -> ImageSource, split: Bool?) throws -> FeedReport {
     if let split {
       guard let idefics = vision as? Idefics3Model else {
         throw EngineError.invalid("split= applies to Idefics3 / SmolVLM models only")
@@ -350,10 +363,10 @@ public final class Session {
       let saved = idefics.splitter.splitting
       idefics.splitter.splitting = split
       defer { idefics.splitter.splitting = saved }
-      return try feedImage(path)
+      return try feedImage(source: source, split: nil)
     }
     return try feedVisual { vlm, index, start in
-      try vlm.layout(image: ImageSource(path: path), at: index, start: start)
+      try vlm.layout(image: source(), at: index, start: start)
     }
   }
 
@@ -364,6 +377,22 @@ public final class Session {
     return try feedVisual { vlm, index, start in
       try vlm.layout(frames: paths.map { try ImageSource(path: $0) }, at: index, start: start)
     }
+  }
+
+  /// Feeds the frames of a clip already in memory. The frames are kept (not decoded again
+  /// from files), so a clip fed this way costs its pixels' memory for the session's life.
+  @discardableResult
+  public func feedFrames(_ frames: [RGBImage]) throws -> FeedReport {
+    guard !frames.isEmpty else { throw EngineError.invalid("no frames to feed") }
+    return try feedVisual { vlm, index, start in
+      try vlm.layout(frames: frames.map { ImageSource($0) }, at: index, start: start)
+    }
+  }
+
+  /// Feeds a generated sample's image or clip (not its question: that is the caller's).
+  @discardableResult
+  public func feed(_ sample: SyntheticSample) throws -> FeedReport {
+    sample.task.isClip ? try feedFrames(sample.images) : try feedImage(sample.images[0])
   }
 
   private func feedVisual(

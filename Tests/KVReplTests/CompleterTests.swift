@@ -30,14 +30,17 @@ final class CompleterTests: XCTestCase {
   func testSubcommands() {
     XCTAssertEqual(complete("record "), ["start", "stop"])
     XCTAssertEqual(complete("record sta"), ["start"])
-    XCTAssertEqual(complete("feed "), ["frames", "image", "text"])
+    XCTAssertEqual(complete("feed "), ["frames", "image", "synthetic", "text"])
+    XCTAssertEqual(complete("feed synthetic nee"), ["needle-image", "needle-video"])
+    XCTAssertEqual(complete("synthetic "), ["ask", "vocab", "write"])
     // A noun with a plain form offers its verbs and its options.
     XCTAssertEqual(complete("mem "), ["plot", "reset", "rss=", "unit="])
   }
 
   func testOptionKeysAndValues() {
     XCTAssertEqual(complete("policy snapkv win"), ["window="])
-    XCTAssertEqual(complete("prefill mode="), ["mode=capped", "mode=full", "mode=post", "mode=sequential"])
+    XCTAssertEqual(
+      complete("prefill mode="), ["mode=capped", "mode=full", "mode=post", "mode=sequential"])
     XCTAssertEqual(complete("mem unit=M"), ["unit=MiB"])
     XCTAssertEqual(complete("mem rss="), ["rss=off", "rss=on"])
     XCTAssertEqual(complete("mem --r"), ["--rss"])
@@ -53,7 +56,8 @@ final class CompleterTests: XCTestCase {
   /// the same form but are not offered.
   func testPolicyNamesAndTheirOptions() {
     XCTAssertEqual(
-      complete("policy "), ["h2o", "infinipot", "keydiff", "knorm", "random", "snapkv", "streaming", "vnorm"])
+      complete("policy "),
+      ["h2o", "infinipot", "keydiff", "knorm", "random", "snapkv", "streaming", "vnorm"])
     XCTAssertEqual(complete("policy s"), ["snapkv", "streaming"])
     XCTAssertEqual(complete("policy snapkv "), ["kernel=", "pooling=", "window="])
     XCTAssertEqual(complete("policy snapkv pooling="), ["pooling=avg", "pooling=max"])
@@ -72,13 +76,15 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("protect "), ["system=", "text="])
     XCTAssertEqual(complete("protect text="), ["text=off", "text=on"])
     XCTAssertEqual(complete("protect --"), ["--help", "--system", "--text"])
-    XCTAssertEqual(complete("prefill "), ["block=", "bulk=", "mode=", "proxy=", "run", "step", "stepping"])
+    XCTAssertEqual(
+      complete("prefill "), ["block=", "bulk=", "mode=", "proxy=", "run", "step", "stepping"])
     XCTAssertEqual(complete("bu"), ["budget"])
   }
 
   func testPaths() {
     XCTAssertEqual(
-      complete("replay "), ["\"my dir/", "a.kvl", "b.txt", "check=", "keep-going=", "scripts/", "update="])
+      complete("replay "),
+      ["\"my dir/", "a.kvl", "b.txt", "check=", "keep-going=", "scripts/", "update="])
     XCTAssertEqual(complete("replay s"), ["scripts/"])
     XCTAssertEqual(complete("replay scripts/"), ["scripts/one.kvl"])
     XCTAssertEqual(complete("replay ."), [".hidden.kvl"])

@@ -26,6 +26,8 @@ public final class Repl {
   public var interrupts: InterruptRouter?
   /// The last model `load` reported (for `info`).
   public internal(set) var loaded: LoadReport?
+  /// The question and answer of the last sample `feed synthetic` fed (for `synthetic ask`).
+  public internal(set) var syntheticQuestion: (question: String, answer: String)?
   /// Things whose life is the REPL's: frames ffmpeg extracted into a temporary folder stay
   /// there while the cache may be rebuilt from them.
   var keepAlive: [AnyObject] = []
@@ -69,8 +71,8 @@ public final class Repl {
   /// Every built-in command, grouped by the object it belongs to. A new engine object adds
   /// its own `[Command]` list (next to its views) and appends it here.
   public static var standardCommands: [Command] {
-    SessionCommands.all + VisionCommands.all + CacheCommands.all + [CompareCommands.compare]
-      + MemoryCommands.all
+    SessionCommands.all + VisionCommands.all + SyntheticCommands.all + CacheCommands.all
+      + [CompareCommands.compare] + MemoryCommands.all
       + ReplCommands.all
   }
 
