@@ -19,7 +19,8 @@ public enum CompareCommands {
       answer, whether it is the full cache's, the K/V peak, the process's peak RSS and the \
       prefill time (these two vary between runs: ~). Policies take their default options; \
       block size, bulk, proxy and retention options are the session's. The session itself is \
-      left as it was. Ctrl-C stops between runs.
+      left as it was, except the process's peak RSS, which each run resets to measure its own \
+      (`mem` then shows the last run's). Ctrl-C stops between runs.
       """,
     options: [
       Option(
