@@ -149,7 +149,7 @@ class TaskStream:
         self.cache: dict[int, list[dict]] = {}
 
     def folder(self, c: int) -> str:
-        return os.path.join(self.data, self.task, f"chunk-{self.seed0 + c * self.chunk}")
+        return os.path.join(self.data, self.task, f"chunk-{self.seed0 + c * self.chunk}-n{self.chunk}")
 
     def start(self, c: int) -> None:
         f = self.folder(c)
@@ -172,6 +172,7 @@ class TaskStream:
         f = self.folder(c)
         with open(os.path.join(f, "samples.jsonl")) as fh:
             rows = [json.loads(ln) for ln in fh if ln.strip()]
+        assert len(rows) == self.chunk, f"{f}: {len(rows)} samples, expected {self.chunk}"
         for r in rows:
             r["dir"] = f
         for old in [k for k in self.cache if k < c - 1]:  # consumed: drop (regenerable)
