@@ -392,7 +392,9 @@ public final class Session {
   /// Feeds a generated sample's image or clip (not its question: that is the caller's).
   @discardableResult
   public func feed(_ sample: SyntheticSample) throws -> FeedReport {
-    sample.task.isClip ? try feedFrames(sample.images) : try feedImage(sample.images[0])
+    if sample.task.isClip { return try feedFrames(sample.images) }
+    let split: Bool? = sample.task.isSingleTile && vision is Idefics3Model ? false : nil
+    return try feedImage(sample.images[0], split: split)
   }
 
   private func feedVisual(

@@ -26,6 +26,10 @@ public enum SyntheticTask: String, CaseIterable, Sendable {
   /// Whether samples are clips (frames) rather than one image.
   public var isClip: Bool { self == .needleVideo }
 
+  /// Whether a sample is one tile by design (count, attribute): fed unsplit, as the embedded
+  /// model is trained on it, however a model would tile a larger image.
+  public var isSingleTile: Bool { self == .count || self == .attribute }
+
   /// The default size: the needle image is 512 px square, 8×8 tiles of 64 px (the embedded
   /// model's tile) plus the global image, which at 16 tokens a tile is 1,040 visual tokens;
   /// everything else is one 64-px tile (per frame for clips), and clips are 32 frames.

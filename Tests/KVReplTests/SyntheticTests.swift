@@ -44,6 +44,17 @@ final class SyntheticTests: XCTestCase {
   /// 16×16 + 1 tiles of 32 px × 4 = 1,028, though its decoder (1,024 positions) cannot hold
   /// that with the tiles' marker text (1,536 tokens), so the feed end to end runs at size=256:
   /// 8×8 + 1 tiles.
+  /// Count and attribute samples are one tile by design: fed unsplit (as the embedded model is
+  /// trained), not upscaled and tiled like a large image.
+  func testSingleTileTasksAreFedUnsplit() throws {
+    for task in ["count", "attribute"] {
+      let (repl, out) = loaded()
+      XCTAssertEqual(repl.run(line: "feed synthetic \(task) seed=3"), .ok, out.text)
+      let fed = try XCTUnwrap(out.lines.first { $0.hasPrefix("fed \(task)") })
+      XCTAssertTrue(fed.contains(": 1 tile, 4 visual + "), fed)
+    }
+  }
+
   func testNeedleImageVisualTokens() throws {
     let (repl, out) = loaded()
     let idefics = try XCTUnwrap(repl.session.vision as? Idefics3Model)
