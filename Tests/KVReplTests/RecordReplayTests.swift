@@ -93,6 +93,33 @@ final class RecordReplayTests: XCTestCase {
     XCTAssertEqual(r2.run(line: "replay \(folder)/rec/s.kvl --check"), .ok, out2.text)
   }
 
+  /// A recording that cannot be written (here a file size limit: EFBIG, as a full disk gives
+  /// ENOSPC) stops with one clear error; the file keeps what was written, the session goes on.
+  func testRecordingStopsCleanlyWhenTheDiskIsFull() throws {
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "record start s.kvl"), .ok)
+    XCTAssertEqual(r.run(line: "echo first"), .ok)
+    let path = folder + "/s.kvl"
+    let before = readFile(path)
+    let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+    let printed = out.text.count
+    let result = try withFileSizeLimit(size + 20) {
+      r.run(line: "echo " + String(repeating: "x", count: 200))
+    }
+    XCTAssertEqual(result, .ok, "the command itself ran")
+    let said = String(out.text.dropFirst(printed))
+    XCTAssertTrue(
+      said.hasSuffix(
+        "error: record: s.kvl: file too large; recording stopped after 1 command (what was written is intact)\n"
+      ), said)
+    XCTAssertFalse(r.isRecording)
+    let after = readFile(path)
+    XCTAssertTrue(after.hasPrefix(before), "what was written before is intact")
+    XCTAssertLessThanOrEqual(after.utf8.count, size + 20)
+    XCTAssertEqual(r.run(line: "echo still here"), .ok)
+    XCTAssertEqual(readFile(path), after, "nothing more is written")
+  }
+
   func testRecordThenReplayCheckPasses() {
     _ = recordSession()
     let (r, out) = repl()

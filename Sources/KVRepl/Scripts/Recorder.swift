@@ -67,6 +67,10 @@ public final class Recorder: OutputSink {
 
   private var renames: [(typed: String, recorded: String)] = []
 
+  /// The first write that failed (a full disk, a file size limit), after which the recorder
+  /// writes nothing more: what is in the file stays as written, a prefix of the session.
+  public private(set) var failure: ReplError?
+
   /// Ends the current command's output.
   public func end() { finishLine() }
 
@@ -118,7 +122,13 @@ public final class Recorder: OutputSink {
       }
       if n < 0 {
         if errno == EINTR { continue }
-        throw ReplError("record", "\(displayPath): \(Format.systemError(errno))")
+        let e = ReplError(
+          "record",
+          "\(displayPath): \(Format.systemError(errno)); recording stopped after \(commandCount) command\(commandCount == 1 ? "" : "s") (what was written is intact)"
+        )
+        if failure == nil { failure = e }
+        stop()
+        throw e
       }
       offset += n
     }

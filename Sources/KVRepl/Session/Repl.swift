@@ -161,6 +161,12 @@ public final class Repl {
       if let recording {
         recording.end()
         popSink()
+        // A recording that could not be written (a full disk) stops, saying so once; the
+        // session goes on.
+        if let failure = recording.failure {
+          recorder = nil
+          report(failure)
+        }
       }
     }
 
