@@ -268,7 +268,7 @@ def evaluate(model, proc, sets: dict, bs: dict, blank: bool = False) -> dict:
     with torch.no_grad():
         for task, rows in sets.items():
             right = 0
-            b = max(1, bs[task])
+            b = max(1, bs.get(task, 1))
             for i in range(0, len(rows), b):
                 _, ok = loss_and_correct(model, encode(proc, rows[i:i + b], blank=blank))
                 right += int(ok.sum())
@@ -315,6 +315,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", default="needle-image=1,needle-video=2,count=16,attribute=16",
                     help="per-task micro-batch; one optimizer step takes one of each (0 skips the task)")
+    ap.add_argument("--warm-batch", default="count=32,attribute=32",
+                    help="the micro-batches of the first --warm-steps steps: the single-tile tasks alone "
+                         "teach the vision tower shapes and colours cheaply before the needle tasks join")
+    ap.add_argument("--warm-steps", type=int, default=0)
     ap.add_argument("--frames", type=int, default=None, help="needle-video frames for training (default 32)")
     ap.add_argument("--chunk", type=int, default=1000, help="samples per `synthetic write` call")
     ap.add_argument("--ckpt-minutes", type=float, default=3)
@@ -341,8 +345,10 @@ def main() -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
 
-    bs = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in a.batch.split(",")}
-    tasks = [t for t in TASKS if bs.get(t, 0) > 0]
+    def parse_batch(spec: str) -> dict:
+        return {kv.split("=")[0]: int(kv.split("=")[1]) for kv in spec.split(",")}
+    bs, warm_bs = parse_batch(a.batch), parse_batch(a.warm_batch)
+    tasks = [t for t in TASKS if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
@@ -400,17 +406,19 @@ def main() -> int:
         opt.zero_grad(set_to_none=True)
         rec = dict(step=step, lr=sched.get_last_lr()[0])
         total = 0.0
-        for t in tasks:
+        step_bs = warm_bs if step < a.warm_steps else bs
+        step_tasks = [t for t in tasks if step_bs.get(t, 0) > 0]
+        for t in step_tasks:
             tt = time.time()
-            rows = [streams[t].get(pos[t] + i) for i in range(bs[t])]
+            rows = [streams[t].get(pos[t] + i) for i in range(step_bs[t])]
             td = time.time()
             batch = encode(proc, rows)
             tp = time.time()
             loss, ok = loss_and_correct(model, batch)
-            (loss / len(tasks)).backward()
+            (loss / len(step_tasks)).backward()
             te = time.time()
-            pos[t] += bs[t]
-            total += float(loss.detach()) / len(tasks)
+            pos[t] += step_bs[t]
+            total += float(loss.detach()) / len(step_tasks)
             rec[t] = dict(loss=round(float(loss.detach()), 4), acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
                           s_data=round(td - tt, 3), s_proc=round(tp - td, 3), s_fwdbwd=round(te - tp, 3))
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
@@ -421,11 +429,11 @@ def main() -> int:
         t_trained += dt
         rec.update(loss=round(total, 4), grad_norm=round(float(gn), 3), s_step=round(dt, 3), minutes=round(t_trained / 60, 2))
         if step % a.eval_every == 0:
-            rec["heldout"] = evaluate(model, proc, sets, bs)
+            rec["heldout"] = evaluate(model, proc, {t: sets[t] for t in step_tasks}, step_bs)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % 10 == 0 or "heldout" in rec or step <= 3:
-            per = " ".join(f"{t}={rec[t]['loss']:.3f}/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in tasks)
+            per = " ".join(f"{t}={rec[t]['loss']:.3f}/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
             print(f"step {step} loss {total:.4f} lr {rec['lr']:.2e} gn {rec['grad_norm']:.2f} {dt:.2f}s/step [{per}]"
                   + (f" heldout {rec['heldout']}" if "heldout" in rec else ""), flush=True)
         if time.time() - last_ck >= a.ckpt_minutes * 60:
