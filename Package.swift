@@ -1,4 +1,5 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
 
 // Layering (lower never imports higher), as in llama.cpp's ggml < llama < tools:
@@ -37,7 +38,7 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     .executableTarget(
-      name: "kvlab-bench", dependencies: ["KVEngine"], path: "bench/Sources/kvlab-bench"),
+      name: "kvlab-bench", dependencies: ["KVEngine", "KVTasks"], path: "bench/Sources/kvlab-bench"),
     .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"]),
     .testTarget(name: "KVTasksTests", dependencies: ["KVTasks"]),
     .testTarget(
@@ -53,3 +54,13 @@ let package = Package(
   ],
   swiftLanguageModes: [.v5]
 )
+
+// The libFuzzer targets (fuzz/, run by scripts/fuzz.sh) exist only when asked for: they are
+// built with -sanitize=fuzzer, whose runtime provides the program's entry point, so an ordinary
+// `swift build` could not link them.
+if ProcessInfo.processInfo.environment["KVLAB_FUZZ"] == "1" {
+  package.products.append(.executable(name: "kvlab-fuzz", targets: ["kvlab-fuzz"]))
+  package.targets.append(
+    .executableTarget(
+      name: "kvlab-fuzz", dependencies: ["KVModels", "KVRepl"], path: "fuzz/Sources/kvlab-fuzz"))
+}
