@@ -40,3 +40,15 @@ extension Session {
       rssPeak: ProcessMemory.peakRSS(), prefillSeconds: fed + report.prefillSeconds)
   }
 }
+
+extension Session {
+  /// A new session over this one's loaded model (weights and vision tower shared, its own meter
+  /// and cache) with `settings` and nothing fed: what a benchmark runs each setting in. This
+  /// session must not hold any input yet (its context would be prefilled into the new one).
+  public func sharingModel(settings: CacheSettings) throws -> Session {
+    guard segments.isEmpty else {
+      throw EngineError.invalid("sharingModel: the session already holds input (reset it first)")
+    }
+    return try fork(settings: settings, from: nil)
+  }
+}

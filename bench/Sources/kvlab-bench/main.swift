@@ -4,6 +4,7 @@ import Foundation
 import KVCache
 import KVEngine
 import KVModels
+import KVTasks
 import KVTensor
 
 struct Arguments {
@@ -28,6 +29,17 @@ struct Arguments {
   /// --determinism N: run the same N-token prefill (all logits, --chunk at a time) twice and
   /// check that every logit is bitwise identical.
   var determinism: Int?
+  /// --accuracy FOLDER: the accuracy benchmark of a model folder on held-out synthetic tasks
+  /// (AccuracyBench), with --experiment, --tasks, --count, --seed0, --fractions, --policies,
+  /// --modes.
+  var accuracy: String?
+  var experiment = "main"
+  var tasks = SyntheticTask.allCases
+  var count = 200
+  var seed0 = 0
+  var fractions = [0.05, 0.10, 0.25, 0.50]
+  var policies = ["snapkv", "keydiff"]
+  var modes: [PrefillMode] = [.post, .sequential, .capped]
 
   init(_ argv: [String]) throws {
     var it = argv.dropFirst().makeIterator()
@@ -45,9 +57,25 @@ struct Arguments {
       case "--parity": parityDirectory = v
       case "--determinism": determinism = Int(v)
       case "--vision-serve": visionServe = v
+      case "--accuracy": accuracy = v
+      case "--experiment": experiment = v
+      case "--tasks": tasks = try list(v, a) { SyntheticTask(rawValue: $0) }
+      case "--count": count = Int(v) ?? count
+      case "--seed0": seed0 = Int(v) ?? seed0
+      case "--fractions": fractions = try list(v, a) { Double($0) }
+      case "--policies": policies = v.split(separator: ",").map(String.init)
+      case "--modes": modes = try list(v, a) { PrefillMode(rawValue: $0) }
       default: throw Failure("unknown option \(a)")
       }
     }
+  }
+}
+
+/// A comma-separated list, every item parsed by `parse`.
+func list<T>(_ text: String, _ option: String, _ parse: (String) -> T?) throws -> [T] {
+  try text.split(separator: ",").map {
+    guard let v = parse(String($0)) else { throw Failure("\(option): cannot read '\($0)'") }
+    return v
   }
 }
 
@@ -86,7 +114,9 @@ func checkParity(model: LlamaModel, directory: String, chunk: Int, meter: Memory
         logits: .all, meter: meter)!
       for r in 0..<ids.count {
         let row = logits.row(r)
-        let ref = reference.withUnsafeBufferPointer { $0.baseAddress! + (done + r) * c.vocabularySize }
+        let ref = reference.withUnsafeBufferPointer {
+          $0.baseAddress! + (done + r) * c.vocabularySize
+        }
         var a = 0
         var b = 0
         for v in 0..<c.vocabularySize {
@@ -98,8 +128,10 @@ func checkParity(model: LlamaModel, directory: String, chunk: Int, meter: Memory
       }
       done += ids.count
     }
-    emit(["engine": "kvlab", "kind": "parity", "prompt": prompt.name, "tokens": prompt.ids.count,
-          "max_abs_diff": Double(worst), "argmax_mismatches": argmaxMismatches])
+    emit([
+      "engine": "kvlab", "kind": "parity", "prompt": prompt.name, "tokens": prompt.ids.count,
+      "max_abs_diff": Double(worst), "argmax_mismatches": argmaxMismatches,
+    ])
   }
 }
 
@@ -127,7 +159,9 @@ func prefill(
 }
 
 /// Decodes `steps` tokens (ids[n...]) after a prefill of n; returns seconds.
-func decode(_ model: LlamaModel, ids: [Int], n: Int, steps: Int, cache: DenseKVCache, meter: MemoryMeter) throws -> Double {
+func decode(
+  _ model: LlamaModel, ids: [Int], n: Int, steps: Int, cache: DenseKVCache, meter: MemoryMeter
+) throws -> Double {
   let t1 = Date()
   for s in 0..<steps {
     _ = try model.forward(
@@ -151,6 +185,14 @@ do {
     KernelBench.run(threads: args.threads, repeats: args.repeats)
     exit(0)
   }
+  if let folder = args.accuracy {
+    try AccuracyBench.run(
+      AccuracyBench.Plan(
+        folder: folder, experiment: args.experiment, tasks: args.tasks, count: args.count,
+        seed0: args.seed0, fractions: args.fractions, policies: args.policies, modes: args.modes,
+        threads: args.threads))
+    exit(0)
+  }
   if let folder = args.visionServe {
     try VisionBench.serve(folder: folder, threads: args.threads)
     exit(0)
@@ -166,7 +208,8 @@ do {
   if let n = args.determinism {
     let ids = benchmarkIDs(count: n, vocabulary: c.vocabularySize)
     func logits() throws -> [Float] {
-      let cache = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+      let cache = DenseKVCache(
+        layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
       var all: [Float] = []
       var done = 0
       while done < n {
@@ -182,11 +225,15 @@ do {
     }
     let first = try logits().map(\.bitPattern)
     let second = try logits().map(\.bitPattern)
-    emit(["engine": "kvlab", "kind": "determinism", "tokens": n, "chunk": args.chunk,
-          "threads": args.threads, "bitwise_identical": first == second])
+    emit([
+      "engine": "kvlab", "kind": "determinism", "tokens": n, "chunk": args.chunk,
+      "threads": args.threads, "bitwise_identical": first == second,
+    ])
     exit(first == second ? 0 : 1)
   }
-  let common: [String: Any] = ["engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads]
+  let common: [String: Any] = [
+    "engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads,
+  ]
   if args.serve {
     emit(common.merging(["kind": "ready"]) { a, _ in a })
     while let line = readLine() {
@@ -197,25 +244,38 @@ do {
       let (seconds, cache) = try prefill(model, ids: ids, n: n, chunk: args.chunk, meter: meter)
       if kind == "decode" {
         let d = try decode(model, ids: ids, n: n, steps: steps, cache: cache, meter: meter)
-        emit(common.merging(["kind": "decode", "tokens": steps, "context": n, "seconds": d,
-                             "tokens_per_s": Double(steps) / d]) { a, _ in a })
+        emit(
+          common.merging([
+            "kind": "decode", "tokens": steps, "context": n, "seconds": d,
+            "tokens_per_s": Double(steps) / d,
+          ]) { a, _ in a })
       } else {
-        emit(common.merging(["kind": "prefill", "tokens": n, "seconds": seconds,
-                             "tokens_per_s": Double(n) / seconds]) { a, _ in a })
+        emit(
+          common.merging([
+            "kind": "prefill", "tokens": n, "seconds": seconds,
+            "tokens_per_s": Double(n) / seconds,
+          ]) { a, _ in a })
       }
     }
     exit(0)
   }
-  let ids = benchmarkIDs(count: (args.lengths.max() ?? 0) + args.decode, vocabulary: c.vocabularySize)
+  let ids = benchmarkIDs(
+    count: (args.lengths.max() ?? 0) + args.decode, vocabulary: c.vocabularySize)
   for n in args.lengths {
     for r in 0..<args.repeats {
       let (seconds, cache) = try prefill(model, ids: ids, n: n, chunk: args.chunk, meter: meter)
-      emit(common.merging(["kind": "prefill", "tokens": n, "repeat": r, "seconds": seconds,
-                           "tokens_per_s": Double(n) / seconds]) { a, _ in a })
+      emit(
+        common.merging([
+          "kind": "prefill", "tokens": n, "repeat": r, "seconds": seconds,
+          "tokens_per_s": Double(n) / seconds,
+        ]) { a, _ in a })
       if args.decode > 0 && n == args.lengths.first {
         let d = try decode(model, ids: ids, n: n, steps: args.decode, cache: cache, meter: meter)
-        emit(common.merging(["kind": "decode", "tokens": args.decode, "context": n, "repeat": r,
-                             "seconds": d, "tokens_per_s": Double(args.decode) / d]) { a, _ in a })
+        emit(
+          common.merging([
+            "kind": "decode", "tokens": args.decode, "context": n, "repeat": r,
+            "seconds": d, "tokens_per_s": Double(args.decode) / d,
+          ]) { a, _ in a })
       }
     }
   }
