@@ -12,11 +12,19 @@ public struct EngineOptions: Sendable {
   public var prefillChunk: Int
   /// Folders searched for the default model, in order.
   public var modelDirectories: [String]
+  /// Bytes `load` and `budget` may allocate: nil (the default) asks the system at each check
+  /// (`SystemMemory.available()`, MemAvailable); a number pretends, so that tests can provoke
+  /// the refusals without a machine too small for the model.
+  public var availableMemory: Int?
 
-  public init(threads: Int = 2, prefillChunk: Int = 512, modelDirectories: [String] = ["models"]) {
+  public init(
+    threads: Int = 2, prefillChunk: Int = 512, modelDirectories: [String] = ["models"],
+    availableMemory: Int? = nil
+  ) {
     self.threads = threads
     self.prefillChunk = prefillChunk
     self.modelDirectories = modelDirectories
+    self.availableMemory = availableMemory
   }
 
   /// The model `load` uses when given no path.
@@ -177,6 +185,13 @@ public final class Session {
             "is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
       }
       let folder = try HFModelFolder(path: path)
+      // Every tensor becomes float32 (the shapes are checked before each allocation, so the
+      // weights take no more than this).
+      try checkFits(
+        path: path,
+        bytes: folder.files.reduce(0.0) { total, file in
+          file.tensors.values.reduce(total) { $0 + 4 * Double($1.elementCount) }
+        })
       if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
         let config = try folder.decodeConfig(DecoderConfig.self)
         let tokenizer = try BPETokenizer(
@@ -197,7 +212,8 @@ public final class Session {
       let gguf = try GGUFFile(path: path)
       // Cheapest checks first: an unsupported architecture is reported before the tokenizer or
       // any weight is read.
-      _ = try DecoderConfig(gguf: gguf)
+      let config = try DecoderConfig(gguf: gguf)
+      try checkFits(path: path, bytes: 4 * config.weightElementCount)
       let tokenizer = try BPETokenizer(gguf: gguf)
       install(
         model: try LlamaModel.load(gguf: gguf, meter: meter), tokenizer: tokenizer,
@@ -221,6 +237,19 @@ public final class Session {
       parameters: model.parameterCount + visionParameters, layers: c.layers,
       vocabulary: c.vocabularySize, kvBytesPerToken: c.kvBytesPerToken,
       weightBytes: meter.reading(.weights).current, seconds: Date().timeIntervalSince(start))
+  }
+
+  /// Bytes that may be allocated now (`EngineOptions.availableMemory`, else the system's).
+  func availableMemory() -> Int? { options.availableMemory ?? SystemMemory.available() }
+
+  /// Refuses a model whose weights would not fit in the memory available, before any is read.
+  private func checkFits(path: String, bytes: Double) throws {
+    guard let available = availableMemory(), bytes > Double(available) else { return }
+    throw EngineError.file(
+      path: path,
+      message:
+        "needs \(SystemMemory.describe(bytes)) of memory for its weights (float32), "
+        + "\(SystemMemory.describe(available)) available")
   }
 
   private func install(model: LlamaModel, tokenizer: BPETokenizer, chat: ChatLayout) {
@@ -344,7 +373,12 @@ public final class Session {
   /// `split` turns Idefics3's tiling on or off for this image (nil: the model's setting).
   @discardableResult
   public func feedImage(_ path: String, split: Bool? = nil) throws -> FeedReport {
-    try feedImage(source: { try ImageSource(path: path) }, split: split)
+    do {
+      return try feedImage(source: { try ImageSource(path: path) }, split: split)
+    } catch let e as ImageError where e.path != path {
+      // The model's size checks name the image by its size ("4000×3000 image"): add the file.
+      throw EngineError.file(path: path, message: e.description)
+    }
   }
 
   /// Feeds an image already in memory (a generated one), as `feedImage(_:split:)` feeds a file.
@@ -838,6 +872,7 @@ extension Session {
     -> BudgetedCache?
   {
     guard settings.isBudgeted, let budget = settings.budget else { return nil }
+    try checkKVFits(settings, config: config, reclaimable: 0)
     let made = try BudgetedCache(
       config: config, budget: budget, schedule: settings.schedule, mode: settings.mode,
       policy: settings.policy, options: settings.retention,
@@ -845,6 +880,38 @@ extension Session {
     // The log of the last block's evictions (`cache log`): a few records per layer and head.
     made.logEvictions = true
     return made
+  }
+
+  /// Refuses a budget whose K/V storage (the budget, plus the block room in `sequential` mode)
+  /// is more than the memory available (plus `reclaimable`, what the storage replaces), before
+  /// any of it is allocated.
+  fileprivate func checkKVFits(_ settings: CacheSettings, config: DecoderConfig, reclaimable: Int)
+    throws
+  {
+    guard settings.isBudgeted, let budget = settings.budget, let available = availableMemory()
+    else { return }
+    let perToken = BudgetedCache.bytesPerToken(config)
+    let tokens = budget.tokens(kvBytesPerToken: perToken)
+    let block = settings.mode == .sequential ? initialBlockRoom(settings) : 0
+    let needed = Double(tokens + block) * Double(perToken)
+    let room = available + reclaimable
+    guard needed > Double(room) else { return }
+    var what = "\(tokens) tokens"
+    if case .bytes = budget { what += " (\(budget))" }
+    if block > 0 { what += " and a \(block)-token block" }
+    throw EngineError.invalid(
+      "the K/V storage for \(what) needs \(SystemMemory.describe(needed)) (\(perToken) B per token), "
+        + "\(SystemMemory.describe(room)) available")
+  }
+
+  /// Refuses a byte budget larger than the memory available (before a model is loaded; with a
+  /// model, `checkKVFits` counts the storage exactly).
+  fileprivate func checkBytesFit(_ budget: KVBudget?) throws {
+    guard case .bytes(let b)? = budget, let available = availableMemory(), b > available else {
+      return
+    }
+    throw EngineError.invalid(
+      "\(budget!) of K/V is more than the \(SystemMemory.describe(available)) available")
   }
 
   /// `budget 1024 tokens` / `budget 16MiB` / `budget off` (nil). Setting a budget while the mode
@@ -930,6 +997,7 @@ extension Session {
     }
     guard let model else {
       // No model yet: what can be checked without one (a byte budget needs the model's size).
+      if settings.isBudgeted { try checkBytesFit(settings.budget) }
       if settings.isBudgeted, case .tokens(let n)? = settings.budget {
         do {
           try BudgetedCache.validate(budget: n, policy: settings.policy)
@@ -954,6 +1022,10 @@ extension Session {
               ? " (\(budget) is less than one token of \(BudgetedCache.bytesPerToken(c)) bytes)"
               : ""))
       }
+    }
+    if settings.isBudgeted {
+      // The storage this budget takes replaces the current budgeted cache's.
+      try checkKVFits(settings, config: c, reclaimable: budgeted?.bytesHeld ?? 0)
     }
     if let current = budgeted, settings.isBudgeted, settings.mode == current.mode,
       tokenBlock(settings) == tokenBlock(cacheSettings)

@@ -129,3 +129,65 @@ public enum ProcessMemory {
     return nil
   }
 }
+
+/// The machine's memory as the kernel offers it to a new allocation: what `load` and `budget`
+/// compare their needs with before allocating anything large.
+public enum SystemMemory {
+  /// Bytes that can be allocated without swapping: `MemAvailable` of /proc/meminfo, lowered to
+  /// the room left under this process's cgroup memory limit when there is one (a container's
+  /// limit is not in /proc/meminfo). nil where neither is readable (not Linux).
+  public static func available() -> Int? {
+    let machine = meminfoField("MemAvailable:")
+    guard let room = cgroupRoom() else { return machine }
+    return machine.map { min($0, room) } ?? room
+  }
+
+  /// `n` bytes in binary units with two decimals (`1.50 GiB`), exact below 1 KiB.
+  public static func describe(_ n: Int) -> String {
+    let units: [(String, Double)] = [
+      ("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024),
+    ]
+    for (name, d) in units where Double(abs(n)) >= d {
+      return String(format: "%.2f", Double(n) / d) + " " + name
+    }
+    return "\(n) B"
+  }
+
+  /// An estimate in bytes (a Double, as counts multiplied from a file's claims may not fit in
+  /// an Int) described the same way; `Int.max` and beyond read as "more than 8 EiB".
+  public static func describe(_ n: Double) -> String {
+    n >= Double(Int.max) ? "more than 8388608.00 TiB" : describe(Int(n))
+  }
+
+  static func meminfoField(_ name: String) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else {
+      return nil
+    }
+    for line in text.split(separator: "\n") where line.hasPrefix(name) {
+      // "MemAvailable:   22961452 kB"
+      let parts = line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" })
+      if let kb = parts.first.flatMap({ Int($0) }) { return kb * 1024 }
+    }
+    return nil
+  }
+
+  /// limit − usage of the cgroup (v2 `memory.max`, or v1 `memory.limit_in_bytes`) when it is
+  /// limited; nil when unlimited or unreadable.
+  static func cgroupRoom() -> Int? {
+    func number(_ path: String) -> Int? {
+      (try? String(contentsOfFile: path, encoding: .utf8))
+        .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+    for (limit, usage) in [
+      ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+      (
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"
+      ),
+    ] {
+      // v2 writes "max" when unlimited (no number); v1 a huge page-rounded Int64.max.
+      guard let l = number(limit), l < 1 << 60, let u = number(usage) else { continue }
+      return max(0, l - u)
+    }
+    return nil
+  }
+}

@@ -113,7 +113,22 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? false
     // qwen2 always has q/k/v biases; llama has them only when attention_bias is set.
     attentionBias =
-      try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? ["qwen2", "qwen2_vl_text", "qwen2_vl"].contains(architecture)
+      try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
+      ?? ["qwen2", "qwen2_vl_text", "qwen2_vl"].contains(architecture)
+  }
+
+  /// Float32 elements of the decoder's weights once loaded: the embedding, per layer the fused
+  /// q/k/v (and its bias), the output projection (and its bias), gate/up/down and two norms,
+  /// the final norm and an untied output head. A Double: a hostile file's dimensions can
+  /// multiply past Int (each is at most 2^20, checked by `validate`).
+  public var weightElementCount: Double {
+    let d = Double(hiddenSize)
+    let q = Double(heads * headDim)
+    let kv = Double(kvHeads * headDim)
+    let vocab = Double(vocabularySize)
+    var layer = (q + 2 * kv) * d + d * q + 3 * Double(intermediateSize) * d + 2 * d
+    if attentionBias { layer += q + 2 * kv + d }
+    return vocab * d * (tiedEmbeddings ? 1 : 2) + Double(layers) * layer + d
   }
 
   /// Bytes of K and V per cached token, all layers, float32.

@@ -70,8 +70,9 @@ extension LlamaModel {
     let qDim = c.heads * c.headDim
     let kvDim = c.kvHeads * c.headDim
 
-    /// Dequantizes `name` into `dst` after checking its shape is [cols (ne0), rows (ne1)].
-    func fill(_ name: String, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) throws {
+    /// Throws unless `name`'s shape is [cols (ne0), rows (ne1)] (trailing 1s allowed): checked
+    /// before anything is allocated for it.
+    func check(_ name: String, rows: Int, cols: Int) throws {
       let info = try gguf.tensor(name)
       let expected = rows == 1 ? [cols] : [cols, rows]
       let dims =
@@ -82,14 +83,20 @@ extension LlamaModel {
         throw ModelError(
           path: gguf.path, message: "tensor \(name) has shape \(info.dims), expected \(expected)")
       }
+    }
+    /// Dequantizes `name` into `dst` after checking its shape.
+    func fill(_ name: String, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) throws {
+      try check(name, rows: rows, cols: cols)
       try gguf.dequantize(name, into: dst, count: rows * cols)
     }
     func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
+      try check(name, rows: rows, cols: cols)
       let m = Matrix(rows: rows, cols: cols, category: .weights, meter: meter)
       try fill(name, rows: rows, cols: cols, into: m.pointer)
       return m
     }
     func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
+      try check(name, rows: 1, cols: count)
       let b = FloatBuffer(count: count, category: .weights, meter: meter)
       try fill(name, rows: 1, cols: count, into: b.pointer)
       return b
@@ -99,6 +106,11 @@ extension LlamaModel {
     var layers: [LlamaLayer] = []
     for i in 0..<c.layers {
       let p = "blk.\(i)."
+      try check(p + "attn_q.weight", rows: qDim, cols: c.hiddenSize)
+      try check(p + "attn_k.weight", rows: kvDim, cols: c.hiddenSize)
+      try check(p + "attn_v.weight", rows: kvDim, cols: c.hiddenSize)
+      try check(p + "ffn_gate.weight", rows: c.intermediateSize, cols: c.hiddenSize)
+      try check(p + "ffn_up.weight", rows: c.intermediateSize, cols: c.hiddenSize)
       let qkv = Matrix(rows: qDim + 2 * kvDim, cols: c.hiddenSize, category: .weights, meter: meter)
       try fill(p + "attn_q.weight", rows: qDim, cols: c.hiddenSize, into: qkv.pointer)
       try fill(p + "attn_k.weight", rows: kvDim, cols: c.hiddenSize, into: qkv.row(qDim))

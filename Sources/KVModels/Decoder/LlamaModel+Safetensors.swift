@@ -21,8 +21,15 @@ public struct WeightReader {
     try file.convert(name, into: dst, count: shape.reduce(1, *))
   }
 
+  /// Throws unless every tensor has its shape: called before allocating what they fill, so
+  /// that a config.json claiming larger shapes than the weights have allocates nothing.
+  public func check(_ shapes: [(name: String, shape: [Int])]) throws {
+    for (name, shape) in shapes { try folder.checkedTensor(name, shape: shape) }
+  }
+
   /// A `rows × cols` matrix (a Linear's weight is [out][in]).
   public func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
+    try check([(name, [rows, cols])])
     let m = Matrix(uninitializedRows: rows, cols: cols, category: category, meter: meter)
     try fill(name, shape: [rows, cols], into: m.pointer)
     return m
@@ -31,6 +38,7 @@ public struct WeightReader {
   /// A matrix whose tensor has more dimensions (a convolution kernel [out][c][kh][kw]) read as
   /// `shape[0] × (the rest)`.
   public func flattened(_ name: String, shape: [Int]) throws -> Matrix {
+    try check([(name, shape)])
     let m = Matrix(
       uninitializedRows: shape[0], cols: shape.dropFirst().reduce(1, *), category: category,
       meter: meter)
@@ -39,6 +47,7 @@ public struct WeightReader {
   }
 
   public func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
+    try check([(name, [count])])
     let b = FloatBuffer(uninitializedCount: count, category: category, meter: meter)
     try fill(name, shape: [count], into: b.pointer)
     return b
@@ -94,6 +103,12 @@ extension LlamaModel {
     var layers: [LlamaLayer] = []
     for i in 0..<c.layers {
       let p = "\(prefix)layers.\(i)."
+      try w.check([
+        (p + "self_attn.q_proj.weight", [qDim, d]), (p + "self_attn.k_proj.weight", [kvDim, d]),
+        (p + "self_attn.v_proj.weight", [kvDim, d]),
+        (p + "mlp.gate_proj.weight", [c.intermediateSize, d]),
+        (p + "mlp.up_proj.weight", [c.intermediateSize, d]),
+      ])
       let qkv = Matrix(
         uninitializedRows: qDim + 2 * kvDim, cols: d, category: .weights, meter: meter)
       try w.fill(p + "self_attn.q_proj.weight", shape: [qDim, d], into: qkv.pointer)
@@ -101,6 +116,10 @@ extension LlamaModel {
       try w.fill(p + "self_attn.v_proj.weight", shape: [kvDim, d], into: qkv.row(qDim + kvDim))
       var qkvBias: FloatBuffer?
       if c.attentionBias || w.has(p + "self_attn.q_proj.bias") {
+        try w.check([
+          (p + "self_attn.q_proj.bias", [qDim]), (p + "self_attn.k_proj.bias", [kvDim]),
+          (p + "self_attn.v_proj.bias", [kvDim]),
+        ])
         let b = FloatBuffer(uninitializedCount: qDim + 2 * kvDim, category: .weights, meter: meter)
         try w.fill(p + "self_attn.q_proj.bias", shape: [qDim], into: b.pointer)
         try w.fill(p + "self_attn.k_proj.bias", shape: [kvDim], into: b.pointer + qDim)

@@ -190,11 +190,14 @@ public final class GGUFFile: @unchecked Sendable {
     self.path = path
     func fail(_ message: String) -> GGUFError { GGUFError(path: path, message: message) }
 
-    let fd = open(path, O_RDONLY)
+    // Non-blocking: a FIFO must not stall the open before fstat says it is not a file.
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
     guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var st = stat()
-    guard fstat(fd, &st) == 0 else { throw fail("cannot stat: \(String(cString: strerror(errno)))") }
+    guard fstat(fd, &st) == 0 else {
+      throw fail("cannot stat: \(String(cString: strerror(errno)))")
+    }
     guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail("not a regular file") }
     let size = Int(st.st_size)
     guard size >= Reader.headerSize else {
@@ -239,8 +242,7 @@ public final class GGUFFile: @unchecked Sendable {
 
   /// Dequantizes the whole tensor into `dst`, which must hold at least `elementCount` floats
   /// (only that many are written). Large tensors use all cores.
-  public func dequantize(_ name: String, into dst: UnsafeMutablePointer<Float>, count: Int) throws
-  {
+  public func dequantize(_ name: String, into dst: UnsafeMutablePointer<Float>, count: Int) throws {
     let info = try dequantizableTensor(name)
     guard count >= info.elementCount else {
       throw GGUFError(
@@ -263,17 +265,20 @@ public final class GGUFFile: @unchecked Sendable {
     guard rows.lowerBound >= 0, rows.upperBound <= info.rowCount else {
       throw GGUFError(
         path: path,
-        message: "tensor \(q): rows \(rows.lowerBound)..<\(rows.upperBound) out of 0..<\(info.rowCount)")
+        message:
+          "tensor \(q): rows \(rows.lowerBound)..<\(rows.upperBound) out of 0..<\(info.rowCount)")
     }
     let needed = rows.count * info.rowLength  // ≤ elementCount, cannot overflow
     guard count >= needed else {
       throw GGUFError(
         path: path,
-        message: "tensor \(q): destination holds \(count) floats but \(rows.count) rows need \(needed)")
+        message:
+          "tensor \(q): destination holds \(count) floats but \(rows.count) rows need \(needed)")
     }
     let blocksPerRow = info.rowLength / info.type.blockSize
     GGMLQuant.dequantizeParallel(
-      info.type, from: base + info.offset + rows.lowerBound * blocksPerRow * info.type.bytesPerBlock,
+      info.type,
+      from: base + info.offset + rows.lowerBound * blocksPerRow * info.type.bytesPerBlock,
       to: dst, blockCount: rows.count * blocksPerRow)
   }
 
@@ -367,7 +372,8 @@ private struct Reader {
   private func need(_ n: Int, _ what: @autoclosure () -> String) throws {
     if n > remaining {
       throw Failure(
-        message: "truncated: \(what()) needs \(n) bytes at offset \(pos), but the file ends at \(count)")
+        message:
+          "truncated: \(what()) needs \(n) bytes at offset \(pos), but the file ends at \(count)")
     }
   }
 
@@ -411,13 +417,15 @@ private struct Reader {
     let magic = try load(UInt32.self, "magic")
     if magic != 0x4655_4747 {  // "GGUF" read as a little-endian u32
       let bytes = (0..<4).map { base.load(fromByteOffset: $0, as: UInt8.self) }
-      let shown = String(bytes.map { (0x20..<0x7F).contains($0) ? Character(UnicodeScalar($0)) : "." })
+      let shown = String(
+        bytes.map { (0x20..<0x7F).contains($0) ? Character(UnicodeScalar($0)) : "." })
       let hex = bytes.map { String(format: "%02x", $0) }.joined(separator: " ")
       throw Failure(message: "not a GGUF file: magic is \"\(shown)\" (\(hex)), expected \"GGUF\"")
     }
     out.version = try load(UInt32.self, "version")
     guard out.version == 2 || out.version == 3 else {
-      let hint = out.version.byteSwapped == 2 || out.version.byteSwapped == 3
+      let hint =
+        out.version.byteSwapped == 2 || out.version.byteSwapped == 3
         ? " (a big-endian file?)" : out.version == 1 ? " (GGUF v1 is obsolete)" : ""
       throw Failure(message: "unsupported GGUF version \(out.version)\(hint); supported: 2, 3")
     }

@@ -51,7 +51,8 @@ public enum Frames {
 
   /// Whether `path` is a regular file whose first bytes are a supported image signature.
   static func isImageFile(_ path: String) -> Bool {
-    let fd = open(path, O_RDONLY)
+    // Non-blocking: a FIFO in the folder must not stall the listing.
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var st = stat()

@@ -40,6 +40,9 @@ public enum ImageDecoder {
   /// Images whose header claims more pixels than this are refused before anything is allocated
   /// (Pillow's own decompression-bomb limit is 89 478 485 pixels for a warning, twice for an error).
   public static let defaultMaxPixels = 100_000_000
+  /// Image files are read whole; larger ones are refused before reading (a 100-megapixel PNG
+  /// compresses to far less).
+  public static let maxFileBytes = 1 << 30
 
   /// Decodes the file at `path`; the format comes from its first bytes.
   public static func decode(path: String, maxPixels: Int = defaultMaxPixels) throws -> RGBImage {
@@ -107,7 +110,8 @@ public enum ImageDecoder {
   /// The whole file, with one-line errors ("no such file", "is a folder", ...).
   static func readFile(_ path: String) throws -> [UInt8] {
     func fail(_ message: String) -> ImageError { ImageError(path: path, message: message) }
-    let fd = open(path, O_RDONLY)
+    // Non-blocking: a FIFO must not stall the open before fstat says it is not a file.
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
     guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var st = stat()
@@ -119,6 +123,9 @@ public enum ImageDecoder {
         (st.st_mode & S_IFMT) == S_IFDIR ? "is a folder, not an image file" : "not a regular file")
     }
     let size = Int(st.st_size)
+    guard size <= maxFileBytes else {
+      throw fail("file is \(size) bytes, more than the limit of \(maxFileBytes) for an image")
+    }
     var bytes = [UInt8](repeating: 0, count: size)
     var done = 0
     while done < size {

@@ -170,17 +170,39 @@ public struct ImagePreprocessor: Equatable, Sendable {
       resample: .bicubic, normalization: (openAIClipMean, openAIClipStd))
   }
 
-  /// The (height, width) of what the pipeline makes of an image of this size.
+  /// The most pixels a preprocessed image may have (Idefics3's largest resize, 4096²): the
+  /// vision towers encode an image at once, so more would only exhaust memory.
+  public static let maxOutputPixels = 4096 * 4096
+  /// The longest side a processor's sizes may name.
+  public static let maxOutputSide = 16384
+
+  /// The (height, width) of what the pipeline makes of an image of this size; an error when
+  /// that is more than `maxOutputPixels` (checked before anything is resized).
   public func outputSize(height: Int, width: Int) throws -> (height: Int, width: Int) {
     if let crop = centerCrop { return crop }
-    return try resize?.outputSize(height: height, width: width) ?? (height, width)
+    return try resizedSize(height: height, width: width)
+  }
+
+  /// The size after the resize step (before any crop), checked against `maxOutputPixels`.
+  func resizedSize(height: Int, width: Int) throws -> (height: Int, width: Int) {
+    let size: (height: Int, width: Int) =
+      try resize?.outputSize(height: height, width: width) ?? (height, width)
+    let (pixels, overflow) = size.height.multipliedReportingOverflow(by: size.width)
+    guard !overflow, pixels <= Self.maxOutputPixels else {
+      throw ImageError(
+        path: "\(width)×\(height) image",
+        message:
+          "resizes to \(size.width)×\(size.height) = \(overflow ? "too many" : String(pixels)) pixels, more than the limit of \(Self.maxOutputPixels)"
+      )
+    }
+    return size
   }
 
   /// Runs the pipeline on one image.
   public func callAsFunction(_ image: RGBImage) throws -> PixelValues {
     var img = image.compositedOverWhite()
-    if let resize {
-      let (h, w) = try resize.outputSize(height: img.height, width: img.width)
+    if resize != nil {
+      let (h, w) = try resizedSize(height: img.height, width: img.width)
       guard h > 0, w > 0 else {
         throw ImageError(
           path: "\(img.width)×\(img.height) image", message: "resizes to an empty \(w)×\(h) image")
@@ -399,6 +421,12 @@ extension ImagePreprocessor {
       if family == "qwen2vl" {
         let patch = try int("patch_size") ?? 14
         let merge = try int("merge_size") ?? 2
+        guard (1...1024).contains(patch) else {
+          throw fail("\"patch_size\" \(patch) is out of range (1...1024)")
+        }
+        guard (1...64).contains(merge) else {
+          throw fail("\"merge_size\" \(merge) is out of range (1...64)")
+        }
         guard let minP = size["shortest_edge"], let maxP = size["longest_edge"] else {
           throw fail(
             "Qwen2-VL's \"size\" needs \"shortest_edge\" and \"longest_edge\" (min/max pixels)")
@@ -424,6 +452,42 @@ extension ImagePreprocessor {
       }
       cropSize = (h, w)
     }
+    // Sizes a real processor never has would make every image absurdly large (or divide by
+    // zero): refused here, before any image is resized.
+    let maxSide = Self.maxOutputSide
+    let maxPixels = Self.maxOutputPixels
+    func side(_ key: String, _ v: Int) throws {
+      guard (1...maxSide).contains(v) else {
+        throw fail("\(key) \(v) is out of range (1...\(maxSide) pixels)")
+      }
+    }
+    func area(_ key: String, _ h: Int, _ w: Int) throws {
+      try side(key + ".height", h)
+      try side(key + ".width", w)
+      guard h * w <= maxPixels else {
+        throw fail("\(key) \(w)×\(h) is \(h * w) pixels, more than the limit of \(maxPixels)")
+      }
+    }
+    switch rule {
+    case .exact(let h, let w)?: try area("\"size\"", h, w)
+    case .shortestEdge(let e)?: try side("\"size\".shortest_edge", e)
+    case .shortestLongestEdge(let s, let l)?:
+      try side("\"size\".shortest_edge", s)
+      try side("\"size\".longest_edge", l)
+    case .maxHeightWidth(let h, let w)?:
+      try side("\"size\".max_height", h)
+      try side("\"size\".max_width", w)
+    case .qwen2VL(_, let minP, let maxP)?:
+      for (key, v) in [("shortest_edge (min_pixels)", minP), ("longest_edge (max_pixels)", maxP)]
+      where !(1...maxPixels).contains(v) {
+        throw fail("\"size\".\(key) \(v) is out of range (1...\(maxPixels) pixels)")
+      }
+      guard minP <= maxP else {
+        throw fail("\"size\": min_pixels \(minP) is more than max_pixels \(maxP)")
+      }
+    case nil: break
+    }
+    if let (h, w) = cropSize { try area("\"crop_size\"", h, w) }
     self.init(
       resize: rule, resample: resample, centerCrop: cropSize,
       rescaleFactor: doRescale ? factor : nil,

@@ -107,9 +107,9 @@ public final class HFModelFolder: @unchecked Sendable {
   static func readJSONObject(_ path: String) throws -> [String: JSONValue] {
     let data: Data
     do {
-      data = try Data(contentsOf: URL(fileURLWithPath: path))
-    } catch {
-      throw SafetensorsError(path: path, message: "cannot read")
+      data = Data(try BoundedFile.contents(path, limit: BoundedFile.jsonLimit))
+    } catch let f as BoundedFile.Failure {
+      throw SafetensorsError(path: path, message: f.message)
     }
     let value: JSONValue
     do {

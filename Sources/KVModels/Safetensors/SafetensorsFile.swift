@@ -86,7 +86,8 @@ public final class SafetensorsFile: @unchecked Sendable {
       SafetensorsError(path: path, message: message)
     }
 
-    let fd = open(path, O_RDONLY)
+    // Non-blocking: a FIFO must not stall the open before fstat says it is not a file.
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
     guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var st = stat()

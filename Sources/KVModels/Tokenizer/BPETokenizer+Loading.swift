@@ -27,7 +27,9 @@ extension BPETokenizer {
     }
   }
 
-  static let supportedGGUFPreTypes = ["gpt2", "smollm", "starcoder", "llama-bpe", "llama3", "qwen2"]
+  static let supportedGGUFPreTypes = [
+    "gpt2", "smollm", "starcoder", "llama-bpe", "llama3", "qwen2",
+  ]
 
   /// A tokenizer from a GGUF file's metadata: `tokenizer.ggml.model` "gpt2" with `.tokens`,
   /// `.merges`, `.token_type`, `.pre`, and the bos/eos/unknown/padding ids.
@@ -40,7 +42,8 @@ extension BPETokenizer {
       throw fail("no tokenizer.ggml.model in the metadata (no tokenizer in this file)")
     }
     guard model == "gpt2" else {
-      throw fail("tokenizer.ggml.model is \(quoted(model)); only \"gpt2\" (byte-level BPE) is supported")
+      throw fail(
+        "tokenizer.ggml.model is \(quoted(model)); only \"gpt2\" (byte-level BPE) is supported")
     }
     guard let tokens = meta["tokenizer.ggml.tokens"]?.stringArray else {
       throw fail("tokenizer.ggml.tokens is missing or not an array of strings")
@@ -60,12 +63,14 @@ extension BPETokenizer {
     // llama.cpp falls back to a "default" pre type with its own regexes when this is missing;
     // kvlab does not guess.
     guard let pre = meta["tokenizer.ggml.pre"]?.string else {
-      throw fail("tokenizer.ggml.pre is missing (an old conversion?); supported pre types: "
-        + Self.supportedGGUFPreTypes.joined(separator: ", "))
+      throw fail(
+        "tokenizer.ggml.pre is missing (an old conversion?); supported pre types: "
+          + Self.supportedGGUFPreTypes.joined(separator: ", "))
     }
     guard let preTokenizer = Self.preTokenizer(ggufPre: pre) else {
-      throw fail("tokenizer.ggml.pre \(quoted(pre)) is not supported (supported: "
-        + Self.supportedGGUFPreTypes.joined(separator: ", ") + ")")
+      throw fail(
+        "tokenizer.ggml.pre \(quoted(pre)) is not supported (supported: "
+          + Self.supportedGGUFPreTypes.joined(separator: ", ") + ")")
     }
     var merges: [(String, String)] = []
     merges.reserveCapacity(mergeStrings.count)
@@ -111,9 +116,11 @@ extension BPETokenizer {
     func fail(_ problem: String) -> TokenizerError { TokenizerError(file: path, problem: problem) }
     let data: Data
     do {
-      data = try Data(contentsOf: URL(fileURLWithPath: path))
-    } catch {
-      throw fail("cannot read the file (\(FileManager.default.fileExists(atPath: path) ? "unreadable" : "no such file"))")
+      data = Data(try BoundedFile.contents(path, limit: BoundedFile.jsonLimit))
+    } catch let f as BoundedFile.Failure {
+      throw fail(
+        FileManager.default.fileExists(atPath: path)
+          ? f.message : "cannot read the file (no such file)")
     }
     let root: [String: Any]
     do {
@@ -124,12 +131,32 @@ extension BPETokenizer {
     } catch let e as TokenizerError {
       throw e
     } catch {
-      throw fail("invalid JSON (\((error as NSError).localizedDescription))")
+      // Foundation's localized text says only "not in the correct format"; the debug
+      // description says what and where.
+      let e = error as NSError
+      let why = e.userInfo[NSDebugDescriptionErrorKey] as? String ?? e.localizedDescription
+      throw fail("invalid JSON (\(why))")
     }
     try self.init(Self.definition(tokenizerJSON: root, source: path))
   }
 
-  static func definition(tokenizerJSON root: [String: Any], source path: String) throws -> BPEDefinition {
+  /// The most entries (the highest id + 1) a vocabulary may have: 16,777,216, far beyond any
+  /// published tokenizer (~256K), and a table of that many strings still fits in memory. A file
+  /// claiming more (an id of 2^40) is refused before anything is allocated for it.
+  public static let maxVocabularySize = 1 << 24
+
+  /// A JSON number that is a whole number an Int holds exactly (JSONSerialization gives
+  /// NSNumber; a double like 1e300 or 0.5 is not an id, and converting it must not trap).
+  static func jsonInt(_ value: Any) -> Int? {
+    guard let n = value as? NSNumber else { return nil }
+    let d = n.doubleValue
+    guard d.isFinite, d == d.rounded(), abs(d) < 9.0e15 else { return nil }
+    return n.intValue
+  }
+
+  static func definition(tokenizerJSON root: [String: Any], source path: String) throws
+    -> BPEDefinition
+  {
     func fail(_ problem: String) -> TokenizerError { TokenizerError(file: path, problem: problem) }
     guard let model = root["model"] as? [String: Any] else { throw fail("no \"model\" object") }
     let type = model["type"] as? String ?? (model["merges"] != nil ? "BPE" : "?")
@@ -154,10 +181,21 @@ extension BPETokenizer {
 
     var maxID = -1
     var pairs: [(String, Int)] = []
+    guard vocab.count <= maxVocabularySize else {
+      throw fail(
+        "model.vocab has \(vocab.count) entries, more than the \(maxVocabularySize) a vocabulary may have"
+      )
+    }
     pairs.reserveCapacity(vocab.count)
     for (token, value) in vocab {
-      guard let id = (value as? NSNumber)?.intValue, id >= 0 else {
+      guard let id = jsonInt(value), id >= 0 else {
         throw fail("model.vocab[\(quoted(token))] is not a non-negative integer id")
+      }
+      // The table is indexed by id: an id past the limit would claim that many entries.
+      guard id < maxVocabularySize else {
+        throw fail(
+          "model.vocab[\(quoted(token))] has id \(id): a vocabulary of \(id + 1) entries, more than the limit of \(maxVocabularySize)"
+        )
       }
       pairs.append((token, id))
       maxID = max(maxID, id)
@@ -165,7 +203,9 @@ extension BPETokenizer {
     guard maxID >= 0 else { throw fail("model.vocab is empty") }
     var tokens = [String?](repeating: nil, count: maxID + 1)
     for (token, id) in pairs {
-      if let other = tokens[id] { throw fail("id \(id) is given to both \(quoted(other)) and \(quoted(token))") }
+      if let other = tokens[id] {
+        throw fail("id \(id) is given to both \(quoted(other)) and \(quoted(token))")
+      }
       tokens[id] = token
     }
 
@@ -178,7 +218,8 @@ extension BPETokenizer {
           throw fail("merge \(rank) \(quoted(s)) is not two tokens separated by one space")
         }
         merges.append((String(parts[0]), String(parts[1])))
-      } else if let p = m as? [Any], p.count == 2, let a = p[0] as? String, let b = p[1] as? String {
+      } else if let p = m as? [Any], p.count == 2, let a = p[0] as? String, let b = p[1] as? String
+      {
         merges.append((a, b))
       } else {
         throw fail("merge \(rank) is neither \"a b\" nor [\"a\", \"b\"]")
@@ -187,13 +228,15 @@ extension BPETokenizer {
 
     var added: [AddedToken] = []
     for (i, item) in ((root["added_tokens"] as? [Any]) ?? []).enumerated() {
-      guard let o = item as? [String: Any], let id = (o["id"] as? NSNumber)?.intValue,
+      guard let o = item as? [String: Any], let id = o["id"].flatMap(jsonInt),
         let content = o["content"] as? String
       else { throw fail("added_tokens[\(i)] has no integer id and string content") }
-      added.append(AddedToken(
-        id: id, content: content, special: o["special"] as? Bool ?? false,
-        lstrip: o["lstrip"] as? Bool ?? false, rstrip: o["rstrip"] as? Bool ?? false,
-        singleWord: o["single_word"] as? Bool ?? false, normalized: o["normalized"] as? Bool ?? false))
+      added.append(
+        AddedToken(
+          id: id, content: content, special: o["special"] as? Bool ?? false,
+          lstrip: o["lstrip"] as? Bool ?? false, rstrip: o["rstrip"] as? Bool ?? false,
+          singleWord: o["single_word"] as? Bool ?? false,
+          normalized: o["normalized"] as? Bool ?? false))
     }
 
     let nfc = try normalizer(root["normalizer"], fail)
@@ -205,7 +248,9 @@ extension BPETokenizer {
     }
     if let decoder = root["decoder"] as? [String: Any] {
       let t = decoder["type"] as? String ?? "?"
-      guard t == "ByteLevel" else { throw fail("decoder type \(quoted(t)) is not supported (only ByteLevel)") }
+      guard t == "ByteLevel" else {
+        throw fail("decoder type \(quoted(t)) is not supported (only ByteLevel)")
+      }
     }
 
     var def = BPEDefinition(
@@ -215,7 +260,7 @@ extension BPETokenizer {
     def.ignoreMerges = model["ignore_merges"] as? Bool ?? false
     def.fuseUnknown = model["fuse_unk"] as? Bool ?? false
     if let unk = model["unk_token"] as? String {
-      guard let id = vocab[unk].flatMap({ ($0 as? NSNumber)?.intValue }) else {
+      guard let id = vocab[unk].flatMap(jsonInt) else {
         throw fail("model.unk_token \(quoted(unk)) is not in the vocabulary")
       }
       def.unknownID = id
@@ -223,13 +268,15 @@ extension BPETokenizer {
     // BOS/EOS/padding: named in tokenizer_config.json beside the file, when there is one.
     let config = URL(fileURLWithPath: path).deletingLastPathComponent()
       .appendingPathComponent("tokenizer_config.json")
-    if let data = try? Data(contentsOf: config),
+    if let bytes = try? BoundedFile.contents(config.path, limit: BoundedFile.jsonLimit),
+      case let data = Data(bytes),
       let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
     {
       func tokenID(_ key: String) -> Int? {
         let v = o[key]
         let name = v as? String ?? (v as? [String: Any])?["content"] as? String
-        return name.flatMap { n in added.first { $0.content == n }?.id ?? vocab[n].flatMap { ($0 as? NSNumber)?.intValue } }
+        return name.flatMap { n in added.first { $0.content == n }?.id ?? vocab[n].flatMap(jsonInt)
+        }
       }
       def.bosID = tokenID("bos_token")
       def.eosID = tokenID("eos_token")
@@ -280,10 +327,14 @@ extension BPETokenizer {
       }
       let behavior = o["behavior"] as? String ?? "?"
       guard behavior == "Isolated", o["invert"] as? Bool ?? false == false else {
-        throw fail("pre_tokenizer Split: behavior \(quoted(behavior)) (invert \(o["invert"] ?? "?")) is not supported (only Isolated)")
+        throw fail(
+          "pre_tokenizer Split: behavior \(quoted(behavior)) (invert \(o["invert"] ?? "?")) is not supported (only Isolated)"
+        )
       }
       guard let p = SplitPattern(regex: regex) else {
-        throw fail("pre_tokenizer Split: pattern \(quoted(regex)) is not one of the supported GPT-2, Llama 3 or Qwen2 patterns")
+        throw fail(
+          "pre_tokenizer Split: pattern \(quoted(regex)) is not one of the supported GPT-2, Llama 3 or Qwen2 patterns"
+        )
       }
       steps.append(.split(p))
     default:

@@ -81,10 +81,25 @@ public final class BPETokenizer: @unchecked Sendable {
   private static let cacheLimit = 200_000
 
   init(_ def: BPEDefinition) throws {
-    func fail(_ problem: String) -> TokenizerError { TokenizerError(file: def.source, problem: problem) }
+    func fail(_ problem: String) -> TokenizerError {
+      TokenizerError(file: def.source, problem: problem)
+    }
     source = def.source
     var size = def.tokens.count
-    for a in def.added { size = max(size, a.id + 1) }
+    for a in def.added {
+      guard a.id >= 0 else { throw fail("added token \(quoted(a.content)) has a negative id") }
+      // Checked before the tables indexed by id are allocated (and before id + 1 could overflow).
+      guard a.id < Self.maxVocabularySize else {
+        throw fail(
+          "added token \(quoted(a.content)) has id \(a.id), past the limit of \(Self.maxVocabularySize) entries"
+        )
+      }
+      size = max(size, a.id + 1)
+    }
+    guard size <= Self.maxVocabularySize else {
+      throw fail(
+        "\(size) tokens, more than the \(Self.maxVocabularySize) a vocabulary may have")
+    }
     guard size > 0 else { throw fail("the vocabulary is empty") }
     vocabularySize = size
 
@@ -123,7 +138,9 @@ public final class BPETokenizer: @unchecked Sendable {
 
     var bytesIDs = [Int32](repeating: -1, count: 256)
     for b in 0..<256 {
-      if let id = toID[String(ByteLevel.byteToChar[b])], id < def.tokens.count { bytesIDs[b] = Int32(id) }
+      if let id = toID[String(ByteLevel.byteToChar[b])], id < def.tokens.count {
+        bytesIDs[b] = Int32(id)
+      }
     }
     byteIDs = bytesIDs
 
@@ -131,15 +148,20 @@ public final class BPETokenizer: @unchecked Sendable {
     table.reserveCapacity(def.merges.count)
     for (rank, (a, b)) in def.merges.enumerated() {
       guard let ia = toID[a] else {
-        throw fail("merge \(rank) (\(quoted(a)) \(quoted(b))) references unknown token \(quoted(a))")
+        throw fail(
+          "merge \(rank) (\(quoted(a)) \(quoted(b))) references unknown token \(quoted(a))")
       }
       guard let ib = toID[b] else {
-        throw fail("merge \(rank) (\(quoted(a)) \(quoted(b))) references unknown token \(quoted(b))")
+        throw fail(
+          "merge \(rank) (\(quoted(a)) \(quoted(b))) references unknown token \(quoted(b))")
       }
       guard let iab = toID[a + b] else {
-        throw fail("merge \(rank) (\(quoted(a)) \(quoted(b))) makes \(quoted(a + b)), which is not in the vocabulary")
+        throw fail(
+          "merge \(rank) (\(quoted(a)) \(quoted(b))) makes \(quoted(a + b)), which is not in the vocabulary"
+        )
       }
-      table[UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))] = UInt64(rank) << 32 | UInt64(UInt32(iab))
+      table[UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))] =
+        UInt64(rank) << 32 | UInt64(UInt32(iab))
     }
     mergeTable = table
 
@@ -155,8 +177,10 @@ public final class BPETokenizer: @unchecked Sendable {
     wholeWordIDs = whole
     fuseUnknown = def.fuseUnknown
     unknownFallback = def.encodeUnknown ? def.unknownID.map(Int32.init) : nil
-    for (name, id) in [("unknown", def.unknownID), ("BOS", def.bosID), ("EOS", def.eosID),
-                       ("padding", def.paddingID)] {
+    for (name, id) in [
+      ("unknown", def.unknownID), ("BOS", def.bosID), ("EOS", def.eosID),
+      ("padding", def.paddingID),
+    ] {
       if let id, id < 0 || id >= size {
         throw fail("the \(name) token id \(id) is outside the vocabulary (size \(size))")
       }
@@ -210,7 +234,9 @@ public final class BPETokenizer: @unchecked Sendable {
     return out
   }
 
-  private func encodeNormalizing(_ slice: ArraySlice<UInt8>, parseSpecial: Bool, into out: inout [Int]) {
+  private func encodeNormalizing(
+    _ slice: ArraySlice<UInt8>, parseSpecial: Bool, into out: inout [Int]
+  ) {
     var bytes = Array(slice)
     if normalizeNFC {
       let s = String(decoding: bytes, as: UTF8.self)
@@ -318,7 +344,9 @@ public final class BPETokenizer: @unchecked Sendable {
     // heap of (rank << 32 | pos) with the merged id alongside; min (rank, pos) first
     var heap = MinHeap()
     for i in 0..<(n - 1) {
-      if let m = lookup(sym[i], sym[i + 1]) { heap.push(key: (m & 0xFFFF_FFFF_0000_0000) | UInt64(i), value: m) }
+      if let m = lookup(sym[i], sym[i + 1]) {
+        heap.push(key: (m & 0xFFFF_FFFF_0000_0000) | UInt64(i), value: m)
+      }
     }
     while let (key, m) = heap.pop() {
       let pos = Int(key & 0xFFFF_FFFF)
@@ -330,9 +358,13 @@ public final class BPETokenizer: @unchecked Sendable {
       next[pos] = next[r]
       if next[r] >= 0 { prev[next[r]] = pos }
       let p = prev[pos]
-      if p >= 0, let mm = lookup(sym[p], sym[pos]) { heap.push(key: (mm & 0xFFFF_FFFF_0000_0000) | UInt64(p), value: mm) }
+      if p >= 0, let mm = lookup(sym[p], sym[pos]) {
+        heap.push(key: (mm & 0xFFFF_FFFF_0000_0000) | UInt64(p), value: mm)
+      }
       let q = next[pos]
-      if q >= 0, let mm = lookup(sym[pos], sym[q]) { heap.push(key: (mm & 0xFFFF_FFFF_0000_0000) | UInt64(pos), value: mm) }
+      if q >= 0, let mm = lookup(sym[pos], sym[q]) {
+        heap.push(key: (mm & 0xFFFF_FFFF_0000_0000) | UInt64(pos), value: mm)
+      }
     }
     var out: [Int32] = []
     var i = 0

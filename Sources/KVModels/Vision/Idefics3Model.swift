@@ -14,6 +14,10 @@ public struct Idefics3ImageSplitter: Sendable, Equatable {
 
   /// transformers' MAX_IMAGE_SIZE for this processor.
   static let maxImageSize = 4096
+  /// The most tiles one image may be split into (SmolVLM makes at most 4×4; a 4096-pixel image
+  /// in 128-pixel tiles is 32×32): each tile is a visual unit with its own tokens, so a
+  /// preprocessor_config.json of tiny tiles would lay out millions of them.
+  public static let maxTilesPerImage = 1024
 
   public init(longestEdge: Int?, tileSize: Int, splitting: Bool, normalization: ImagePreprocessor) {
     self.longestEdge = longestEdge
@@ -36,6 +40,16 @@ public struct Idefics3ImageSplitter: Sendable, Equatable {
     longestEdge = doResize ? try int(config["size"]?.object, "longest_edge") ?? 4 * 364 : nil
     tileSize = try int(config["max_image_size"]?.object, "longest_edge") ?? 364
     splitting = config["do_image_splitting"]?.bool ?? true
+    if let edge = longestEdge {
+      // The longest side is resized to `edge` (at most MAX_IMAGE_SIZE), then rounded up to
+      // whole tiles: the grid is at most n × n.
+      let n = (min(edge, Self.maxImageSize) + tileSize - 1) / tileSize
+      guard n * n <= Self.maxTilesPerImage else {
+        throw fail(
+          "size.longest_edge \(edge) in tiles of max_image_size.longest_edge \(tileSize) splits an image into up to \(n)×\(n) = \(n * n) tiles, more than the limit of \(Self.maxTilesPerImage)"
+        )
+      }
+    }
     var resample = ResampleFilter.lanczos
     if let r = config["resample"]?.int {
       guard let f = ResampleFilter(rawValue: r) else { throw fail("unknown resample filter \(r)") }
@@ -124,7 +138,16 @@ public struct Idefics3ImageSplitter: Sendable, Equatable {
     h = max(h, t)
     w = max(w, t)
     guard h > t || w > t else { return Plan(resized: resized, multiple: (h, w), rows: 0, cols: 0) }
-    return Plan(resized: resized, multiple: (h, w), rows: (h - t) / t + 1, cols: (w - t) / t + 1)
+    let (rows, cols) = ((h - t) / t + 1, (w - t) / t + 1)
+    // Without a resize (do_resize false) the image's own size sets the grid.
+    guard rows * cols <= Self.maxTilesPerImage else {
+      throw ImageError(
+        path: "\(width)×\(height) image",
+        message:
+          "splits into \(rows)×\(cols) = \(rows * cols) tiles of \(t)×\(t), more than the limit of \(Self.maxTilesPerImage)"
+      )
+    }
+    return Plan(resized: resized, multiple: (h, w), rows: rows, cols: cols)
   }
 
   /// The tiles, row-major, then the global image; rows = cols = 0 when the image is one tile.

@@ -57,6 +57,17 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     patchSize = vc.patch_size ?? 14
     mergeSize = vc.spatial_merge_size ?? 2
     temporalPatch = vc.temporal_patch_size ?? 2
+    for (name, v, limit) in [
+      ("depth", vc.depth, 1024), ("embed_dim", vc.embed_dim, 1 << 20),
+      ("hidden_size", vc.hidden_size, 1 << 20), ("num_heads", vc.num_heads, 1024),
+      ("patch_size", patchSize, 1024), ("spatial_merge_size", mergeSize, 64),
+      ("temporal_patch_size", temporalPatch, 64),
+    ] where !(1...limit).contains(v) {
+      throw fail("vision_config.\(name) \(v) is out of range (1...\(limit))")
+    }
+    if let r = vc.mlp_ratio, !(r > 0 && r <= 64) {
+      throw fail("vision_config.mlp_ratio \(r) is out of range (0...64]")
+    }
     guard (vc.in_channels ?? vc.in_chans ?? 3) == 3 else {
       throw fail("only 3-channel vision towers are supported")
     }

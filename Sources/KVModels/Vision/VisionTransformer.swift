@@ -45,6 +45,13 @@ struct ViTConfig: Decodable {
   /// The checks both towers need before sizing anything from these numbers.
   func validate(configPath: String) throws {
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
+    for (name, v, limit) in [
+      ("hidden_size", hidden_size, 1 << 20), ("intermediate_size", intermediate_size, 1 << 20),
+      ("num_hidden_layers", num_hidden_layers, 1024),
+      ("num_attention_heads", num_attention_heads, 1024), ("image_size", image_size, 4096),
+    ] where !(1...limit).contains(v) {
+      throw fail("vision_config.\(name) \(v) is out of range (1...\(limit))")
+    }
     guard patch_size > 0, image_size % patch_size == 0, image_size <= 4096 else {
       throw fail("vision image_size \(image_size) is not a multiple of patch_size \(patch_size)")
     }
@@ -110,6 +117,12 @@ struct VisionTransformer {
     eps: Float, activation: VisionActivation
   ) throws -> VisionTransformer {
     let d = hidden
+    // Beyond any real tower, and 3·d² must not overflow.
+    guard (1...(1 << 20)).contains(d), (1...(1 << 20)).contains(intermediate) else {
+      throw ModelError(
+        path: w.folder.path,
+        message: "vision hidden size \(d) or intermediate size \(intermediate) is out of range")
+    }
     guard heads > 0, d % heads == 0, (d / heads) % 2 == 0 || names.first?.qkv == nil else {
       throw ModelError(
         path: w.folder.path, message: "vision hidden size \(d) is not a multiple of \(heads) heads")
@@ -118,6 +131,13 @@ struct VisionTransformer {
     for n in names {
       func norm(_ name: String) throws -> (weight: FloatBuffer, bias: FloatBuffer) {
         (try w.vector(name + ".weight", d), try w.vector(name + ".bias", d))
+      }
+      // Shapes first: a config claiming a larger hidden size than the weights have must not
+      // allocate for it.
+      if let fused = n.qkv {
+        try w.check([(fused + ".weight", [3 * d, d]), (fused + ".bias", [3 * d])])
+      } else if let q = n.q, let k = n.k, let v = n.v {
+        try w.check([q, k, v].flatMap { [($0 + ".weight", [d, d]), ($0 + ".bias", [d])] })
       }
       let qkv = Matrix(uninitializedRows: 3 * d, cols: d, category: w.category, meter: w.meter)
       let qkvBias = FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter)

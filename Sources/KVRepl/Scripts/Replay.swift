@@ -1,4 +1,5 @@
 import Foundation
+import KVModels
 
 /// What a replay of a script or notebook does with the recorded output.
 public enum ReplayMode: Sendable, Equatable {
@@ -253,11 +254,16 @@ extension Repl {
       throw ReplError(command, "\(typed): no such file")
     }
     if isDirectory.boolValue { throw ReplError(command, "\(typed): is a folder, not \(what)") }
-    guard let data = FileManager.default.contents(atPath: path) else {
-      throw ReplError(command, "\(typed): cannot read it")
+    do {
+      // A FIFO would block the read forever, a sparse 1 TB file be allocated whole.
+      return try BoundedFile.contents(path, limit: maxScriptBytes)
+    } catch let f as BoundedFile.Failure {
+      throw ReplError(command, "\(typed): \(f.message)")
     }
-    return Array(data)
   }
+
+  /// Scripts and notebooks are read whole: larger files are refused before reading.
+  static let maxScriptBytes = 64 << 20
 
   static func readText(typed: String, path: String, command: String, what: String) throws -> String
   {

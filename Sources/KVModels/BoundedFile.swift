@@ -1,0 +1,57 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Reading a whole small file (a JSON config, a tokenizer, an image) with its limits checked
+/// first: a regular file (a FIFO named config.json would block the read forever; a device
+/// never ends), and no larger than `limit` bytes (a sparse 1 TB file would be allocated whole).
+public enum BoundedFile {
+  /// Why the file was not read: one line, without the path (callers add it).
+  public struct Failure: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+  }
+
+  /// JSON files (config.json, tokenizer.json, preprocessor_config.json): the largest published
+  /// tokenizer.json files are ~30 MB.
+  public static let jsonLimit = 512 << 20
+
+  /// The file's bytes. `open` is non-blocking so that a FIFO cannot stall it before `fstat`
+  /// says what it is.
+  public static func contents(_ path: String, limit: Int) throws -> [UInt8] {
+    func fail(_ m: String) -> Failure { Failure(message: m) }
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
+    guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else {
+      throw fail("cannot stat: \(String(cString: strerror(errno)))")
+    }
+    switch st.st_mode & S_IFMT {
+    case S_IFREG: break
+    case S_IFDIR: throw fail("is a folder, not a file")
+    default: throw fail("not a regular file")
+    }
+    let size = Int(st.st_size)
+    guard size <= limit else {
+      throw fail("file is \(size) bytes, more than the limit of \(limit) for this kind of file")
+    }
+    var bytes = [UInt8](repeating: 0, count: size)
+    var done = 0
+    while done < size {
+      let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw fail("cannot read: \(String(cString: strerror(errno)))")
+      }
+      if n == 0 { break }  // shrank while reading
+      done += n
+    }
+    if done < size { bytes.removeLast(size - done) }
+    return bytes
+  }
+}
