@@ -8,6 +8,8 @@
 # runs found in .fuzz/corpus/TARGET; an input that traps, trips ASan, runs over 10 s or makes the
 # process use over 2 GiB is a finding: its bytes go to .fuzz/findings/, the run stops and this
 # script exits 1. A summary table (execs, coverage) is printed and kept in .fuzz/summary.md.
+# Inputs that crashed kvlab once are kept in fuzz/regressions/TARGET-NAME: each target runs them
+# first (and FuzzRegressionTests runs them in the test suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,15 @@ for t in "${targets[@]}"; do
   log=".fuzz/logs/$t.log"
   echo "fuzz.sh: $t for $seconds s" >&2
   set +e
+  # First the inputs earlier runs found to crash (fuzz/regressions/TARGET-*), each run once.
+  regressions=(fuzz/regressions/"$t"-*)
+  if [[ -e ${regressions[0]} ]] && ! ASAN_OPTIONS=detect_leaks=0 "$bin" "$t" "${regressions[@]}" >"$log" 2>&1; then
+    failed=1
+    echo "| $t | regression | | | | | | crashes again |" >>"$summary"
+    echo "fuzz.sh: $t: a fuzz/regressions input crashes again; see $log" >&2
+    set -e
+    continue
+  fi
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 "$bin" "$t" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=".fuzz/findings/$t-" \
     ".fuzz/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1

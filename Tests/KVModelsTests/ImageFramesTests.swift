@@ -134,7 +134,7 @@ final class ImageFramesTests: XCTestCase {
       XCTAssertEqual(
         args,
         [
-          "-hide_banner", "-loglevel", "error", "-nostdin", "-i", video, "-vf", "fps=2.5",
+          "-hide_banner", "-loglevel", "error", "-nostdin", "-i", "file:" + video, "-vf", "fps=2.5",
           "-frames:v", "7",
           (frames.folder as NSString).appendingPathComponent("frame%06d.png"),
         ])

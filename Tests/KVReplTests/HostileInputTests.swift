@@ -88,6 +88,19 @@ final class HostileInputTests: XCTestCase {
     }
   }
 
+  /// Rows 79 and 80: nothing in a script or a notebook reaches a shell.
+  func testScriptsAndNotebooksCannotRunShellCommands() throws {
+    let (repl, capture) = makeRepl()
+    let folder = temporaryFolder(self)
+    repl.workingDirectory = folder
+    try Self.write("!touch pwned\n", folder + "/sh.kvl")
+    try Self.write(Self.notebook("%%bash\ntouch pwned\n"), folder + "/sh.ipynb")
+    for line in ["replay sh.kvl", "notebook run sh.ipynb", "!touch pwned", "shell touch pwned"] {
+      XCTAssertEqual(repl.run(line: line), .failed, line)
+    }
+    XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/pwned"), capture.text)
+  }
+
   func check(_ row: Row, _ c: Case) throws {
     let what = "row \(row.number) (\(row.input))"
     let capture = CaptureSink()
@@ -568,6 +581,9 @@ final class HostileInputTests: XCTestCase {
     c[76] = Case(before: [idefics])
     c[77] = Case(before: [idefics])
     c[78] = Case(availableMemory: mib, before: [idefics, "budget 1024 tokens"])
+    // No way in: kvlab has no shell escape, in scripts or notebooks (and no flag to add one).
+    c[79] = Case { try write("!touch pwned\necho never\n", $0 + "/sh.kvl") }
+    c[80] = Case { try write(notebook("%%bash\ntouch pwned\n"), $0 + "/sh.ipynb") }
     return c
   }()
 }

@@ -165,7 +165,10 @@ public enum Frames {
     defer { if !ok { try? FileManager.default.removeItem(atPath: folder) } }
 
     var args = [
-      "-hide_banner", "-loglevel", "error", "-nostdin", "-i", video, "-vf", "fps=\(formatFPS(fps))",
+      // "file:" makes ffmpeg read the path as a plain file: a name like "http://…",
+      // "concat:…" or "-x" is never taken for a protocol or an option.
+      "-hide_banner", "-loglevel", "error", "-nostdin", "-i", "file:" + video,
+      "-vf", "fps=\(formatFPS(fps))",
     ]
     if let max { args += ["-frames:v", String((max - 1) * every + 1)] }
     args.append((folder as NSString).appendingPathComponent("frame%06d.png"))

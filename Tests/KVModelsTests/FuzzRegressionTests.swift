@@ -1,0 +1,48 @@
+import Foundation
+import XCTest
+
+@testable import KVModels
+
+/// Every input the fuzzers (fuzz/, scripts/fuzz.sh) found to crash kvlab, kept in
+/// fuzz/regressions/TARGET-NAME, run through the same entry points as the fuzz target: each must
+/// now be refused with an error (a trap would end the test process).
+final class FuzzRegressionTests: XCTestCase {
+  static let folder =
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("fuzz/regressions").path
+
+  func inputs(_ target: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: Self.folder)
+      .filter { $0.hasPrefix(target + "-") }.sorted().map { Self.folder + "/" + $0 }
+  }
+
+  /// A Qwen2-VL preprocessor_config.json with "patch_size": 0 trapped (a NaN size converted to
+  /// Int in smart resizing).
+  func testConfigInputs() throws {
+    let files = try inputs("config")
+    XCTAssertFalse(files.isEmpty)
+    for path in files {
+      let json = try XCTUnwrap(
+        JSONValue.parse(Data(contentsOf: URL(fileURLWithPath: path))).object, path)
+      do {
+        let p = try ImagePreprocessor(config: json, path: path)
+        _ = try p.outputSize(height: 480, width: 640)
+        XCTFail("\(path): accepted")
+      } catch {
+        XCTAssertTrue("\(error)".hasPrefix(path + ": "), "\(error)")
+      }
+    }
+  }
+
+  /// A tokenizer.json whose vocabulary gives a token the id 3.5·10^39 allocated an array of
+  /// that many entries (an id converted from a JSON double without a range check).
+  func testTokenizerInputs() throws {
+    let files = try inputs("tokenizer")
+    XCTAssertFalse(files.isEmpty)
+    for path in files {
+      XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: path), path) { error in
+        XCTAssertTrue("\(error)".contains(path), "\(error)")
+      }
+    }
+  }
+}
