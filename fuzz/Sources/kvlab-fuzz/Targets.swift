@@ -31,16 +31,22 @@ let fuzzTargets: [FuzzTarget] = [
 // MARK: - Files
 
 /// The file readers take paths and map them, as `load` does. Each input is written to one
-/// scratch file per process, unlinked at once (in /dev/shm: memory, not disk) and reached
+/// scratch file per process, unlinked at once (in /dev/shm, memory, where there is one) and reached
 /// through /proc/self/fd, so nothing is left behind however the run ends.
 final class ScratchFile: Sendable {
   let fd: CInt
 
   init() {
-    var template = Array("/dev/shm/kvlab-fuzz-XXXXXX".utf8CString)
-    fd = mkstemp(&template)
-    precondition(fd >= 0, "kvlab-fuzz: cannot create a scratch file in /dev/shm")
-    unlink(template)
+    var made: CInt = -1
+    for folder in ["/dev/shm", NSTemporaryDirectory()] where made < 0 {
+      var template = Array(
+        ((folder as NSString).appendingPathComponent("kvlab-fuzz-XXXXXX")).utf8CString)
+      made = mkstemp(&template)
+      if made >= 0 { unlink(template) }
+    }
+    precondition(
+      made >= 0, "kvlab-fuzz: cannot create a scratch file in /dev/shm or the temporary folder")
+    fd = made
   }
 
   /// The file holding exactly `data`, by a path the readers can open.
