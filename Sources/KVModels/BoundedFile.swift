@@ -21,8 +21,9 @@ public enum BoundedFile {
   public static let jsonLimit = 512 << 20
 
   /// The file's bytes. `open` is non-blocking so that a FIFO cannot stall it before `fstat`
-  /// says what it is.
-  public static func contents(_ path: String, limit: Int) throws -> [UInt8] {
+  /// says what it is. `kind` names what the file should be in the errors ("an image": "is a
+  /// folder, not an image file", "… the limit of N for an image").
+  public static func contents(_ path: String, limit: Int, kind: String? = nil) throws -> [UInt8] {
     func fail(_ m: String) -> Failure { Failure(message: m) }
     let fd = open(path, O_RDONLY | O_NONBLOCK)
     guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
@@ -33,12 +34,13 @@ public enum BoundedFile {
     }
     switch st.st_mode & S_IFMT {
     case S_IFREG: break
-    case S_IFDIR: throw fail("is a folder, not a file")
+    case S_IFDIR: throw fail("is a folder, not \(kind.map { "\($0) file" } ?? "a file")")
     default: throw fail("not a regular file")
     }
     let size = Int(st.st_size)
     guard size <= limit else {
-      throw fail("file is \(size) bytes, more than the limit of \(limit) for this kind of file")
+      throw fail(
+        "file is \(size) bytes, more than the limit of \(limit) for \(kind ?? "this kind of file")")
     }
     var bytes = [UInt8](repeating: 0, count: size)
     var done = 0

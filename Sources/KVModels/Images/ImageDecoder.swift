@@ -109,35 +109,10 @@ public enum ImageDecoder {
 
   /// The whole file, with one-line errors ("no such file", "is a folder", ...).
   static func readFile(_ path: String) throws -> [UInt8] {
-    func fail(_ message: String) -> ImageError { ImageError(path: path, message: message) }
-    // Non-blocking: a FIFO must not stall the open before fstat says it is not a file.
-    let fd = open(path, O_RDONLY | O_NONBLOCK)
-    guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0 else {
-      throw fail("cannot stat: \(String(cString: strerror(errno)))")
+    do {
+      return try BoundedFile.contents(path, limit: maxFileBytes, kind: "an image")
+    } catch let failure as BoundedFile.Failure {
+      throw ImageError(path: path, message: failure.message)
     }
-    guard (st.st_mode & S_IFMT) == S_IFREG else {
-      throw fail(
-        (st.st_mode & S_IFMT) == S_IFDIR ? "is a folder, not an image file" : "not a regular file")
-    }
-    let size = Int(st.st_size)
-    guard size <= maxFileBytes else {
-      throw fail("file is \(size) bytes, more than the limit of \(maxFileBytes) for an image")
-    }
-    var bytes = [UInt8](repeating: 0, count: size)
-    var done = 0
-    while done < size {
-      let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw fail("cannot read: \(String(cString: strerror(errno)))")
-      }
-      if n == 0 { break }  // shrank while reading
-      done += n
-    }
-    if done < size { bytes.removeLast(size - done) }
-    return bytes
   }
 }
