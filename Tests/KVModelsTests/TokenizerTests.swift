@@ -237,9 +237,11 @@ final class TokenizerSmolLM2Tests: XCTestCase {
       .defaultSystemPrompt)
   }
 
-  /// Encoding speed on ~2 MB of text (0.5 MB in debug builds): fixture strings repeated (a warm word cache, as in real
-  /// text) and random words from many scripts (most words new: the merge loop itself).
-  func testEncodingSpeed() throws {
+  /// ~2 MB of text (0.5 MB in debug builds) encodes and decodes back to itself: fixture strings
+  /// repeated (a warm word cache, as in real text) and random words from many scripts (most
+  /// words new: the merge loop itself). The speed is printed, not asserted: timings belong in
+  /// benchmarks (a loaded machine or a sanitizer build is slower, not wrong).
+  func testLargeTextsRoundTrip() throws {
     #if DEBUG
       let size = 500_000
     #else
@@ -262,21 +264,15 @@ final class TokenizerSmolLM2Tests: XCTestCase {
       fresh += rng.next() % 8 == 0 ? "\n" : " "
     }
     _ = tok.encode(String(mixed.prefix(10_000)))
-    var slowest = Double.infinity
     for (name, text) in [("fixture strings", mixed), ("random words", fresh)] {
       let start = Date()
       let ids = tok.encode(text)
       let seconds = Date().timeIntervalSince(start)
       let mbps = Double(text.utf8.count) / 1e6 / seconds
-      slowest = min(slowest, mbps)
       print(String(format: "tokenizer speed (%@): %.2f MB → %d tokens in %.3f s: %.2f MB/s",
         name, Double(text.utf8.count) / 1e6, ids.count, seconds, mbps))
+      XCTAssertEqual(tok.decode(ids), text, name)
     }
-    #if DEBUG
-      XCTAssertGreaterThan(slowest, 0.1)  // unoptimized build; the release build is 10-30x faster
-    #else
-      XCTAssertGreaterThan(slowest, 1.0)
-    #endif
   }
 
   /// One tokenizer shared by threads (the word cache is locked): the same ids as serially.
