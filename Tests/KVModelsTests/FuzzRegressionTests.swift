@@ -16,17 +16,21 @@ final class FuzzRegressionTests: XCTestCase {
       .filter { $0.hasPrefix(target + "-") }.sorted().map { Self.folder + "/" + $0 }
   }
 
-  /// A Qwen2-VL preprocessor_config.json with "patch_size": 0 trapped (a NaN size converted to
-  /// Int in smart resizing).
+  /// config-preprocessor-*: a Qwen2-VL preprocessor_config.json with "patch_size": 0 trapped (a
+  /// NaN size converted to Int in smart resizing). config-decoder-*: a llama config.json with
+  /// "num_attention_heads": 0 and no head_dim trapped (division by zero deriving head_dim).
   func testConfigInputs() throws {
     let files = try inputs("config")
     XCTAssertFalse(files.isEmpty)
     for path in files {
-      let json = try XCTUnwrap(
-        JSONValue.parse(Data(contentsOf: URL(fileURLWithPath: path))).object, path)
+      let value = try JSONValue.parse(Data(contentsOf: URL(fileURLWithPath: path)))
+      let json = try XCTUnwrap(value.object, path)
       do {
-        let p = try ImagePreprocessor(config: json, path: path)
-        _ = try p.outputSize(height: 480, width: 640)
+        if path.contains("config-decoder-") {
+          try value.decode(DecoderConfig.self).validate(source: path)
+        } else {
+          _ = try ImagePreprocessor(config: json, path: path).outputSize(height: 480, width: 640)
+        }
         XCTFail("\(path): accepted")
       } catch {
         XCTAssertTrue("\(error)".hasPrefix(path + ": "), "\(error)")

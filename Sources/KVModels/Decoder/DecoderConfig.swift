@@ -83,7 +83,9 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     layers = try c.decode(Int.self, forKey: .layers)
     heads = try c.decode(Int.self, forKey: .heads)
     kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? heads
-    headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / heads
+    // heads 0 (refused by `validate`) must not divide by zero first.
+    headDim =
+      try c.decodeIfPresent(Int.self, forKey: .headDim) ?? (heads > 0 ? hiddenSize / heads : 0)
     vocabularySize = try c.decode(Int.self, forKey: .vocabularySize)
     // transformers 5 writes rope_theta inside rope_parameters (a top-level rope_theta is 4.x).
     // A per-layer-type rope_parameters (a dict of dicts) decodes with every field nil.
