@@ -9,7 +9,8 @@
 # process use over 2 GiB is a finding: its bytes go to .fuzz/findings/, the run stops and this
 # script exits 1. A summary table (execs, coverage) is printed and kept in .fuzz/summary.md.
 # Inputs that crashed kvlab once are kept in fuzz/regressions/TARGET-NAME: each target runs them
-# first (and FuzzRegressionTests runs them in the test suite).
+# first (and FuzzRegressionTests runs them in the test suite). KVLAB_FUZZ_SEED=N fixes libFuzzer's
+# random seed (CI uses 1, so a CI run explores the same inputs each time); unset, each run differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +48,7 @@ for t in "${targets[@]}"; do
     continue
   fi
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 "$bin" "$t" -max_total_time="$seconds" -timeout=10 \
-    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=".fuzz/findings/$t-" \
+    -rss_limit_mb=2048 -seed="${KVLAB_FUZZ_SEED:-0}" -print_final_stats=1 -artifact_prefix=".fuzz/findings/$t-" \
     ".fuzz/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1
   rc=$?
   set -e
