@@ -273,9 +273,9 @@ final class TokenizerSmolLM2Tests: XCTestCase {
         name, Double(text.utf8.count) / 1e6, ids.count, seconds, mbps))
       XCTAssertFalse(ids.isEmpty, name)
     }
-    // The random words must decode back to themselves (byte-level BPE is lossless on them);
-    // the fixture strings are not checked for it: some hold special-token text, which encodes
-    // as the special token.
+    // The random words must decode back to themselves. The fixture strings are not checked for
+    // it: under ASan some of them did not come back byte for byte (not yet investigated; their
+    // ids are checked against transformers in the tests above).
     XCTAssertEqual(tok.decode(tok.encode(fresh)), fresh)
   }
 
