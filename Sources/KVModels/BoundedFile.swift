@@ -20,24 +20,13 @@ public enum BoundedFile {
   /// tokenizer.json files are ~30 MB.
   public static let jsonLimit = 512 << 20
 
-  /// The file's bytes. `open` is non-blocking so that a FIFO cannot stall it before `fstat`
-  /// says what it is. `kind` names what the file should be in the errors ("an image": "is a
+  /// The file's bytes (opened by `openRegularFile`). `kind` names what the file should be in the errors ("an image": "is a
   /// folder, not an image file", "… the limit of N for an image").
   public static func contents(_ path: String, limit: Int, kind: String? = nil) throws -> [UInt8] {
     func fail(_ m: String) -> Failure { Failure(message: m) }
-    let fd = open(path, O_RDONLY | O_NONBLOCK)
-    guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
+    let (fd, size) = try openRegularFile(
+      path, folderMessage: "is a folder, not \(kind.map { "\($0) file" } ?? "a file")")
     defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0 else {
-      throw fail("cannot stat: \(String(cString: strerror(errno)))")
-    }
-    switch st.st_mode & S_IFMT {
-    case S_IFREG: break
-    case S_IFDIR: throw fail("is a folder, not \(kind.map { "\($0) file" } ?? "a file")")
-    default: throw fail("not a regular file")
-    }
-    let size = Int(st.st_size)
     guard size <= limit else {
       throw fail(
         "file is \(size) bytes, more than the limit of \(limit) for \(kind ?? "this kind of file")")
@@ -55,5 +44,31 @@ public enum BoundedFile {
     }
     if done < size { bytes.removeLast(size - done) }
     return bytes
+  }
+
+  /// Opens `path` for reading and returns the descriptor (the caller closes it) and the file's
+  /// size, or fails unless it is a regular file: `open` is non-blocking so that a FIFO cannot
+  /// stall it before `fstat` says what it is. A folder fails with `folderMessage`.
+  public static func openRegularFile(_ path: String, folderMessage: String = "not a regular file")
+    throws -> (fd: CInt, size: Int)
+  {
+    func fail(_ m: String) -> Failure { Failure(message: m) }
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
+    guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else {
+      let message = "cannot stat: \(String(cString: strerror(errno)))"
+      close(fd)
+      throw fail(message)
+    }
+    switch st.st_mode & S_IFMT {
+    case S_IFREG: return (fd, Int(st.st_size))
+    case S_IFDIR:
+      close(fd)
+      throw fail(folderMessage)
+    default:
+      close(fd)
+      throw fail("not a regular file")
+    }
   }
 }

@@ -86,16 +86,14 @@ public final class SafetensorsFile: @unchecked Sendable {
       SafetensorsError(path: path, message: message)
     }
 
-    // Non-blocking: a FIFO must not stall the open before fstat says it is not a file.
-    let fd = open(path, O_RDONLY | O_NONBLOCK)
-    guard fd >= 0 else { throw fail("cannot open: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0 else {
-      throw fail("cannot stat: \(String(cString: strerror(errno)))")
+    let fd: CInt
+    let size: Int
+    do {
+      (fd, size) = try BoundedFile.openRegularFile(path)
+    } catch let failure as BoundedFile.Failure {
+      throw fail(failure.message)
     }
-    guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail("not a regular file") }
-    let size = Int(st.st_size)
+    defer { close(fd) }
     guard size >= 8 else {
       throw fail("file too short to be safetensors: \(size) bytes (the header length alone is 8)")
     }
