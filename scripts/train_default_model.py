@@ -224,22 +224,72 @@ def encode(proc, samples: list[dict], blank: bool = False) -> dict:
         new_ids[i, n:n + len(t)] = torch.tensor(t)
         new_mask[i, :n + len(t)] = 1
         labels[i, n:n + len(t)] = torch.tensor(t)
-    out = dict(input_ids=new_ids, attention_mask=new_mask, pixel_values=enc["pixel_values"], labels=labels)
+    out = dict(input_ids=new_ids, attention_mask=new_mask, pixel_values=enc["pixel_values"], labels=labels,
+               aux_labels=aux_labels(samples))
     if "pixel_attention_mask" in enc:
         out["pixel_attention_mask"] = enc["pixel_attention_mask"]
     return out
 
 
-def loss_and_correct(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+SHAPE_COLOR = [(s, c) for s in SHAPES for c in COLORS]  # the auxiliary head's 30 classes
+
+
+def aux_labels(samples: list[dict]) -> torch.Tensor:
+    """Per image token, which (shape, color) pairs have their centre in the token's square, in the
+    order the connector emits image features: each sample's images (a split image's tiles row by
+    row, then the global image), each image's tokens row by row (Idefics3 pixel shuffle)."""
+    side = SIZES["tile"] // SIZES["vision"]["patch_size"] // SIZES["scale_factor"]  # tokens per row
+    rows = []
+    for s in samples:
+        drawn = s["shapes"]
+        if s["task"] == "needle-image":
+            n = s["width"] // SIZES["tile"]
+            views = [(c * SIZES["tile"], r * SIZES["tile"], SIZES["tile"], drawn) for r in range(n) for c in range(n)]
+            views.append((0, 0, s["width"], drawn))  # the global image
+        elif s["task"] == "needle-video":
+            static = [d for d in drawn if d != s["target"]]
+            views = [(0, 0, s["width"], drawn if s["span"][0] <= f <= s["span"][1] else static)
+                     for f in range(s["frames"])]
+        else:
+            views = [(0, 0, s["width"], drawn)]
+        for x0, y0, w, shapes in views:
+            lab = torch.zeros(side * side, len(SHAPE_COLOR))
+            for d in shapes:
+                x, y = d["x"] - x0, d["y"] - y0
+                if 0 <= x < w and 0 <= y < w:
+                    lab[(y * side // w) * side + x * side // w, SHAPE_COLOR.index((d["shape"], d["color"]))] = 1
+            rows.append(lab)
+    return torch.stack(rows)
+
+
+class AuxHead(torch.nn.Module):
+    """Training only (never exported): a linear probe on the connector's image features that
+    predicts `aux_labels`. Its dense loss teaches the from-scratch vision tower what and where the
+    shapes are far sooner than the answer token's gradient alone does."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.proj = torch.nn.Linear(model.config.text_config.hidden_size, len(SHAPE_COLOR))
+        self.seen: dict[str, torch.Tensor] = {}
+        model.model.connector.register_forward_hook(lambda _m, _i, out: self.seen.__setitem__("features", out))
+
+    def loss(self, labels: torch.Tensor) -> torch.Tensor:
+        logits = self.proj(self.seen.pop("features"))
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / labels.shape[0] / labels.shape[1]
+
+
+def loss_and_correct(model, batch: dict, aux: AuxHead | None = None):
+    """(answer loss, per-sample whole-answer correctness, auxiliary loss or None)."""
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "aux_labels")}
     logits = model(**inputs).logits[:, :-1]
     tgt = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
     valid = tgt != -100
     right = (logits.argmax(-1) == tgt) | ~valid
     # The whole answer right under teacher forcing = greedy decoding gives the answer.
-    return loss, right.all(dim=1)
+    aux_loss = aux.loss(batch["aux_labels"]) if aux is not None else None
+    return loss, right.all(dim=1), aux_loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +320,7 @@ def evaluate(model, proc, sets: dict, bs: dict, blank: bool = False) -> dict:
             right = 0
             b = max(1, bs.get(task, 1))
             for i in range(0, len(rows), b):
-                _, ok = loss_and_correct(model, encode(proc, rows[i:i + b], blank=blank))
+                _, ok, _ = loss_and_correct(model, encode(proc, rows[i:i + b], blank=blank))
                 right += int(ok.sum())
             acc[task] = right / len(rows)
     model.train()
@@ -312,6 +362,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="weight of the auxiliary per-token shape/colour loss (AuxHead; 0 turns it off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", default="needle-image=1,needle-video=2,count=16,attribute=16",
                     help="per-task micro-batch; one optimizer step takes one of each (0 skips the task)")
@@ -342,6 +394,7 @@ def main() -> int:
     cfg = build_config(tok)
     model = Idefics3ForConditionalGeneration(cfg)
     model.config._attn_implementation = "sdpa"
+    aux = AuxHead(model) if a.aux_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
 
@@ -349,8 +402,9 @@ def main() -> int:
         return {kv.split("=")[0]: int(kv.split("=")[1]) for kv in spec.split(",")}
     bs, warm_bs = parse_batch(a.batch), parse_batch(a.warm_batch)
     tasks = [t for t in TASKS if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    named = list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
+    decay = [p for n, p in named if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(a.warmup, a.total_steps, 0.05))
@@ -359,6 +413,8 @@ def main() -> int:
     if a.resume or a.export or a.eval_only:
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
+        if aux is not None and "aux" in ck:
+            aux.load_state_dict(ck["aux"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         step, pos, t_trained = ck["step"], ck["pos"], ck["seconds"]
@@ -388,7 +444,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     def checkpoint(why: str) -> None:
-        save_ckpt(ckpt_path, dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+        save_ckpt(ckpt_path, dict(model=model.state_dict(), aux=aux.state_dict() if aux else None, opt=opt.state_dict(), sched=sched.state_dict(),
                                   step=step, pos=pos, seconds=t_trained, rng=rng_state(), args=vars(a)))
         print(f"checkpoint at step {step} ({why})", flush=True)
 
@@ -414,14 +470,14 @@ def main() -> int:
             td = time.time()
             batch = encode(proc, rows)
             tp = time.time()
-            loss, ok = loss_and_correct(model, batch)
-            (loss / len(step_tasks)).backward()
+            loss, ok, aux_loss = loss_and_correct(model, batch, aux)
+            ((loss + a.aux_weight * aux_loss if aux else loss) / len(step_tasks)).backward()
             te = time.time()
             pos[t] += step_bs[t]
             total += float(loss.detach()) / len(step_tasks)
-            rec[t] = dict(loss=round(float(loss.detach()), 4), acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
+            rec[t] = dict(loss=round(float(loss.detach()), 4), aux=round(float(aux_loss.detach()), 4) if aux else None, acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
                           s_data=round(td - tt, 3), s_proc=round(tp - td, 3), s_fwdbwd=round(te - tp, 3))
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+        gn = torch.nn.utils.clip_grad_norm_([p for _, p in named], a.clip)
         opt.step()
         sched.step()
         step += 1
@@ -433,7 +489,7 @@ def main() -> int:
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % 10 == 0 or "heldout" in rec or step <= 3:
-            per = " ".join(f"{t}={rec[t]['loss']:.3f}/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
+            per = " ".join(f"{t}={rec[t]['loss']:.3f}" + (f"+aux {rec[t]['aux']:.3f}" if aux else "") + f"/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
             print(f"step {step} loss {total:.4f} lr {rec['lr']:.2e} gn {rec['grad_norm']:.2f} {dt:.2f}s/step [{per}]"
                   + (f" heldout {rec['heldout']}" if "heldout" in rec else ""), flush=True)
         if time.time() - last_ck >= a.ckpt_minutes * 60:

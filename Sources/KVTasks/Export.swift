@@ -21,7 +21,8 @@ extension SyntheticSample {
 
   /// One line of samples.jsonl (no newline), keys in a fixed order: task, seed, images,
   /// question, answer, kind, width, height, frames, target {shape, color, x, y, radius},
-  /// then region | span [first, last] and time | count, as the task has them.
+  /// then region | span [first, last] and time | count, as the task has them, and last `shapes`:
+  /// every shape drawn, in drawing order (the training script's per-token auxiliary labels).
   public var jsonLine: String {
     func str(_ s: String) -> String {
       var out = "\""
@@ -36,16 +37,16 @@ extension SyntheticSample {
       }
       return out + "\""
     }
+    func shapeJSON(_ s: PlacedShape) -> String {
+      "{\"shape\":\(str(s.kind.rawValue)),\"color\":\(str(s.color.rawValue)),\"x\":\(s.x),\"y\":\(s.y),\"radius\":\(s.radius)}"
+    }
     var fields: [(String, String)] = [
       ("task", str(task.rawValue)), ("seed", String(seed)),
       ("images", "[" + imagePaths.map(str).joined(separator: ",") + "]"),
       ("question", str(question)), ("answer", str(answer)), ("kind", str(questionKind.rawValue)),
       ("width", String(size.side)), ("height", String(size.side)),
       ("frames", String(images.count)),
-      (
-        "target",
-        "{\"shape\":\(str(target.kind.rawValue)),\"color\":\(str(target.color.rawValue)),\"x\":\(target.x),\"y\":\(target.y),\"radius\":\(target.radius)}"
-      ),
+      ("target", shapeJSON(target)),
     ]
     if let region { fields.append(("region", str(region.rawValue))) }
     if let frameSpan {
@@ -53,6 +54,7 @@ extension SyntheticSample {
     }
     if let time { fields.append(("time", str(time.rawValue))) }
     if let count { fields.append(("count", String(count))) }
+    fields.append(("shapes", "[" + shapes.map(shapeJSON).joined(separator: ",") + "]"))
     return "{" + fields.map { "\(str($0.0)):\($0.1)" }.joined(separator: ",") + "}"
   }
 }

@@ -109,6 +109,9 @@ final class SyntheticTests: XCTestCase {
       XCTAssertEqual(json["task"], KVRepl.JSONValue.string("count"))
       XCTAssertEqual(json["answer"], KVRepl.JSONValue.string(sample.answer))
       XCTAssertEqual(json["images"], KVRepl.JSONValue.array([.string("count-\(9 + i).png")]))
+      guard case .array(let shapes)? = json["shapes"] else { return XCTFail("no shapes: \(line)") }
+      XCTAssertEqual(shapes.count, sample.shapes.count)
+      XCTAssertEqual(shapes.last?["x"], KVRepl.JSONValue.number(String(sample.shapes.last!.x)))
       // The PNG holds the generated pixels exactly.
       let image = try ImageDecoder.decode(path: folder + "/d/count-\(9 + i).png")
       XCTAssertEqual(image, sample.images[0])
