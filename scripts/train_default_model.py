@@ -224,14 +224,26 @@ def encode(proc, samples: list[dict], blank: bool = False) -> dict:
         new_ids[i, n:n + len(t)] = torch.tensor(t)
         new_mask[i, :n + len(t)] = 1
         labels[i, n:n + len(t)] = torch.tensor(t)
+    subject_at = []  # where the question's subject word is in each prompt (-1: none)
+    for i, s in enumerate(samples):
+        word = subject_word(s)
+        hits = (new_ids[i] == tok.convert_tokens_to_ids(tok.tokenize(" " + word))[0]).nonzero() if word else []
+        subject_at.append(int(hits[-1]) if len(hits) else -1)
     out = dict(input_ids=new_ids, attention_mask=new_mask, pixel_values=enc["pixel_values"], labels=labels,
-               aux_labels=aux_labels(samples))
+               aux_labels=aux_labels(samples), samples=samples, subject_at=subject_at)
     if "pixel_attention_mask" in enc:
         out["pixel_attention_mask"] = enc["pixel_attention_mask"]
     return out
 
 
 SHAPE_COLOR = [(s, c) for s in SHAPES for c in COLORS]  # the auxiliary head's 30 classes
+
+
+def aux_views(s: dict) -> int:
+    """Images the processor makes of a sample: tiles + global, frames, or the one tile."""
+    if s["task"] == "needle-image":
+        return (s["width"] // SIZES["tile"]) ** 2 + 1
+    return s["frames"] if s["task"] == "needle-video" else 1
 
 
 def aux_labels(samples: list[dict]) -> torch.Tensor:
@@ -278,18 +290,69 @@ class AuxHead(torch.nn.Module):
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / labels.shape[0] / labels.shape[1]
 
 
-def loss_and_correct(model, batch: dict, aux: AuxHead | None = None):
-    """(answer loss, per-sample whole-answer correctness, auxiliary loss or None)."""
+def focus_masks(samples: list[dict], labels: torch.Tensor) -> list[torch.Tensor]:
+    """Per sample, which of its image tokens show what the question is about (from
+    `aux_labels`): the target's (shape, colour) -- for count, every colour of the counted shape;
+    in a clip only the frames that show the needle."""
+    masks, i = [], 0
+    for s in samples:
+        n = aux_views(s)
+        t = s["target"]
+        cols = ([SHAPE_COLOR.index((t["shape"], c)) for c in COLORS] if s["task"] == "count"
+                else [SHAPE_COLOR.index((t["shape"], t["color"]))])
+        masks.append(labels[i:i + n][:, :, cols].amax(dim=2).reshape(-1))
+        i += n
+    return masks
+
+
+FOCUS_LAYER = 2  # of 4: layer SUBJECT_LAYER first gathers the question's subject at the answer position
+SUBJECT_LAYER = 1
+
+
+def subject_word(s: dict) -> str | None:
+    """The question's word that names what to look for (None: found by uniqueness alone)."""
+    t, q = s["target"], s["question"]
+    if s["task"] == "count":
+        return PLURALS[SHAPES.index(t["shape"])]
+    if q.startswith("which shape is"):
+        return t["color"]
+    return t["shape"] if f" {t['shape']}" in q else None
+
+
+def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool = False):
+    """(answer loss, per-sample whole-answer correctness, auxiliary loss or None, focus loss or
+    None). The focus loss (attention supervision): at the position that predicts the answer,
+    -log of the attention mass the heads of layer FOCUS_LAYER (mean over heads) put on the image
+    tokens that show the question's subject. It teaches the decoder the look-up the tasks need,
+    which the answer's gradient alone teaches very slowly. (One layer's heads, not the best of
+    all: twelve heads fixed on twelve places would cover any target of a 16-token tile.)"""
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "aux_labels")}
-    logits = model(**inputs).logits[:, :-1]
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "aux_labels", "samples", "subject_at")}
+    out = model(**inputs, output_attentions=focus)
+    logits = out.logits[:, :-1]
     tgt = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
     valid = tgt != -100
     right = (logits.argmax(-1) == tgt) | ~valid
     # The whole answer right under teacher forcing = greedy decoding gives the answer.
     aux_loss = aux.loss(batch["aux_labels"]) if aux is not None else None
-    return loss, right.all(dim=1), aux_loss
+    focus_loss = None
+    if focus:
+        att = out.attentions[FOCUS_LAYER]  # [batch, heads, seq, seq]
+        image_id = model.config.image_token_id
+        terms = []
+        for b, mask in enumerate(focus_masks(batch["samples"], batch["aux_labels"])):
+            q = int((labels[b] != -100).nonzero()[0]) - 1  # the position whose logits give the answer
+            pos = (batch["input_ids"][b] == image_id).nonzero().squeeze(1)
+            if mask.sum() == 0:
+                continue
+            mass = (att[b, :, q, pos] * mask).sum(-1).mean()  # over the heads
+            terms.append(-torch.log(mass + 1e-6))
+            if (at := batch["subject_at"][b]) >= 0:
+                hop = out.attentions[SUBJECT_LAYER][b, :, q, at].mean()  # the first hop
+                terms.append(-torch.log(hop + 1e-6))
+        focus_loss = torch.stack(terms).mean() if terms else logits.new_zeros(())
+    return loss, right.all(dim=1), aux_loss, focus_loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +383,7 @@ def evaluate(model, proc, sets: dict, bs: dict, blank: bool = False) -> dict:
             right = 0
             b = max(1, bs.get(task, 1))
             for i in range(0, len(rows), b):
-                _, ok, _ = loss_and_correct(model, encode(proc, rows[i:i + b], blank=blank))
+                _, ok, _, _ = loss_and_correct(model, encode(proc, rows[i:i + b], blank=blank))
                 right += int(ok.sum())
             acc[task] = right / len(rows)
     model.train()
@@ -362,6 +425,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--focus-weight", type=float, default=0.0,
+                    help="weight of the attention-supervision loss (see loss_and_correct; 0 turns it off)")
     ap.add_argument("--aux-weight", type=float, default=1.0,
                     help="weight of the auxiliary per-token shape/colour loss (AuxHead; 0 turns it off)")
     ap.add_argument("--seed", type=int, default=0)
@@ -394,6 +459,8 @@ def main() -> int:
     cfg = build_config(tok)
     model = Idefics3ForConditionalGeneration(cfg)
     model.config._attn_implementation = "sdpa"
+    if a.focus_weight > 0:  # the focus loss reads the decoder's attention weights
+        model.model.text_model.config._attn_implementation = "eager"
     aux = AuxHead(model) if a.aux_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
@@ -470,12 +537,14 @@ def main() -> int:
             td = time.time()
             batch = encode(proc, rows)
             tp = time.time()
-            loss, ok, aux_loss = loss_and_correct(model, batch, aux)
-            ((loss + a.aux_weight * aux_loss if aux else loss) / len(step_tasks)).backward()
+            loss, ok, aux_loss, focus_loss = loss_and_correct(model, batch, aux, focus=a.focus_weight > 0)
+            total_loss = loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if a.focus_weight > 0 else 0)
+            (total_loss / len(step_tasks)).backward()
             te = time.time()
             pos[t] += step_bs[t]
             total += float(loss.detach()) / len(step_tasks)
-            rec[t] = dict(loss=round(float(loss.detach()), 4), aux=round(float(aux_loss.detach()), 4) if aux else None, acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
+            rec[t] = dict(loss=round(float(loss.detach()), 4), aux=round(float(aux_loss.detach()), 4) if aux else None,
+                          focus=round(float(focus_loss.detach()), 4) if focus_loss is not None else None, acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
                           s_data=round(td - tt, 3), s_proc=round(tp - td, 3), s_fwdbwd=round(te - tp, 3))
         gn = torch.nn.utils.clip_grad_norm_([p for _, p in named], a.clip)
         opt.step()

@@ -12,23 +12,30 @@ public struct EngineOptions: Sendable {
   public var prefillChunk: Int
   /// Folders searched for the default model, in order.
   public var modelDirectories: [String]
+  /// What `load` with no path loads: a file or model folder name looked up in
+  /// `modelDirectories`.
+  public var defaultModel: String
   /// Bytes `load` and `budget` may allocate: nil (the default) asks the system at each check
   /// (`SystemMemory.available()`, MemAvailable); a number pretends, so that tests can provoke
   /// the refusals without a machine too small for the model.
   public var availableMemory: Int?
 
   public init(
-    threads: Int = 2, prefillChunk: Int = 512, modelDirectories: [String] = ["models"],
-    availableMemory: Int? = nil
+    threads: Int = 2, prefillChunk: Int = 512, modelDirectories: [String] = ["weights", "models"],
+    defaultModel: String = EngineOptions.embeddedModel, availableMemory: Int? = nil
   ) {
     self.threads = threads
     self.prefillChunk = prefillChunk
     self.modelDirectories = modelDirectories
+    self.defaultModel = defaultModel
     self.availableMemory = availableMemory
   }
 
-  /// The model `load` uses when given no path.
-  public static let defaultModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
+  /// The model `load` uses when given no path: kvlab's own vision-language model, trained on the
+  /// synthetic tasks and committed under `weights/` (weights/kvlab-shapes/MODEL_CARD.md).
+  public static let embeddedModel = "kvlab-shapes"
+  /// The text model `scripts/setup.sh` fetches into `models/`.
+  public static let textModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
 }
 
 public struct LoadReport: Sendable {
@@ -151,7 +158,7 @@ public final class Session {
   /// Resolves the default model: the first `modelDirectories` entry holding it.
   public func defaultModelPath() -> String? {
     options.modelDirectories.map {
-      ($0 as NSString).appendingPathComponent(EngineOptions.defaultModelFile)
+      ($0 as NSString).appendingPathComponent(options.defaultModel)
     }
     .first { FileManager.default.fileExists(atPath: $0) }
   }
@@ -162,7 +169,7 @@ public final class Session {
     if path?.isEmpty == true { throw EngineError.invalid("empty model path") }
     guard let path = path ?? defaultModelPath() else {
       throw EngineError.invalid(
-        "default model \(EngineOptions.defaultModelFile) not found in \(options.modelDirectories.joined(separator: ", ")) (run scripts/setup.sh)"
+        "default model \(options.defaultModel) not found in \(options.modelDirectories.joined(separator: ", "))"
       )
     }
     var isDirectory: ObjCBool = false

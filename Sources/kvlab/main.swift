@@ -167,20 +167,23 @@ struct KVLab: ParsableCommand {
     if status != 0 { throw ExitCode(status) }
   }
 
-  /// Where `load` with no path looks: $KVLAB_MODELS, ./models, then a `models` folder next to
-  /// (or above) the executable, so that the binary in .build finds the repository's models.
+  /// Where `load` with no path looks for the embedded model: $KVLAB_MODELS, ./weights,
+  /// ./models, then `weights` and `models` folders next to (or above) the executable, so that
+  /// the binary in .build finds the repository's.
   static func modelDirectories() -> [String] {
     var dirs: [String] = []
     if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty {
       dirs.append(env)
     }
-    dirs.append("models")
+    dirs += ["weights", "models"]
     var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
       .deletingLastPathComponent()
     for _ in 0..<5 {
-      let candidate = folder.appendingPathComponent("models").path
-      if FileManager.default.fileExists(atPath: candidate) && !dirs.contains(candidate) {
-        dirs.append(candidate)
+      for name in ["weights", "models"] {
+        let candidate = folder.appendingPathComponent(name).path
+        if FileManager.default.fileExists(atPath: candidate) && !dirs.contains(candidate) {
+          dirs.append(candidate)
+        }
       }
       folder.deleteLastPathComponent()
     }

@@ -44,7 +44,10 @@ final class LoadErrorTests: XCTestCase {
   }
 
   func testFolder() {
-    XCTAssertEqual(loadError(folder), folder + ": is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
+    XCTAssertEqual(
+      loadError(folder),
+      folder
+        + ": is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
   }
 
   func testNoDefaultModel() {
@@ -53,7 +56,7 @@ final class LoadErrorTests: XCTestCase {
     XCTAssertThrowsError(try session.load(nil)) {
       XCTAssertEqual(
         "\($0)",
-        "default model SmolLM2-135M-Instruct.Q4_1.gguf not found in \(folder) (run scripts/setup.sh)")
+        "default model kvlab-shapes not found in \(folder)")
     }
   }
 

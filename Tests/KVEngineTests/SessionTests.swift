@@ -7,7 +7,10 @@ import XCTest
 final class SessionTests: XCTestCase {
   func makeSession() throws -> Session {
     _ = try TestPaths.requireModel()
-    return Session(options: EngineOptions(threads: 2, modelDirectories: [TestPaths.root + "/models"]))
+    return Session(
+      options: EngineOptions(
+        threads: 2, modelDirectories: [TestPaths.root + "/models"],
+        defaultModel: EngineOptions.textModelFile))
   }
 
   func testAnswersCapitalOfFranceGreedy() throws {
@@ -45,7 +48,8 @@ final class SessionTests: XCTestCase {
       session.reset()
       _ = try session.feedText("Once upon a time", raw: true)
       return try session.generate(
-        options: GenerationOptions(maxTokens: 12, temperature: 0.9, topK: 40, topP: 0.95, seed: seed)
+        options: GenerationOptions(
+          maxTokens: 12, temperature: 0.9, topK: 40, topP: 0.95, seed: seed)
       ) { _ in }.tokens
     }
     let a = try run(seed: 7)
@@ -105,7 +109,11 @@ final class SessionTests: XCTestCase {
       XCTAssertEqual("\($0)", "/nonexistent/model.gguf: no such file")
     }
     XCTAssertThrowsError(try session.load(TestPaths.root + "/models")) {
-      XCTAssertEqual("\($0)", TestPaths.root + "/models: is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
+      XCTAssertEqual(
+        "\($0)",
+        TestPaths.root
+          + "/models: is a folder without config.json; expected a .gguf file or a Hugging Face model folder"
+      )
     }
     _ = try session.load(nil)
     XCTAssertThrowsError(try session.generate(options: GenerationOptions()) { _ in }) {

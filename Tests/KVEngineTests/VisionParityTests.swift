@@ -17,6 +17,8 @@ final class VisionParityTests: XCTestCase {
     let images: [String]
     let video_frames: [String]?
     let processor_kwargs: [String: Bool]?
+    /// Idefics3: the image processor's `size.longest_edge` for this case, if not the folder's.
+    let longest_edge: Int?
     let input_ids: [Int]
     let argmax: [Int]
     let greedy: [Int]
@@ -32,10 +34,19 @@ final class VisionParityTests: XCTestCase {
   func testLlavaMatchesTransformers() throws { try check("llava") }
   func testQwen2VLMatchesTransformers() throws { try check("qwen2_vl") }
 
+  /// The embedded default model (weights/kvlab-shapes, trained by
+  /// scripts/train_default_model.py) on synthetic-task images: a single tile and a split image.
+  /// Fixtures from scripts/gen_default_model_parity.py.
+  func testEmbeddedModelMatchesTransformers() throws {
+    try check(
+      "idefics3", base: TestPaths.fixtures + "/kvlab-shapes",
+      modelFolder: TestPaths.root + "/weights/kvlab-shapes")
+  }
+
   /// A prompt laid out by the model: text pieces around the placeholders, images and clips in
   /// order, each visual piece by the model's own `layout`.
   static func segments(
-    _ model: any VisionLanguageModel, _ c: Case
+    _ model: any VisionLanguageModel, _ c: Case, imageDir: String = dir
   ) throws -> [PromptSegment] {
     let placeholders: [(String, Bool)] =
       model.family == "qwen2_vl"
@@ -64,10 +75,10 @@ final class VisionParityTests: XCTestCase {
       visualIndex += 1
       let layout: PromptLayout
       if video {
-        let frames = try (c.video_frames ?? []).map { try ImageSource(path: "\(dir)/\($0)") }
+        let frames = try (c.video_frames ?? []).map { try ImageSource(path: "\(imageDir)/\($0)") }
         layout = try model.layout(frames: frames, at: index, start: position)
       } else {
-        let path = "\(dir)/\(try XCTUnwrap(images.next(), "more placeholders than images"))"
+        let path = "\(imageDir)/\(try XCTUnwrap(images.next(), "more placeholders than images"))"
         layout = try model.layout(image: ImageSource(path: path), at: index, start: position)
       }
       segments += layout.segments
@@ -78,14 +89,14 @@ final class VisionParityTests: XCTestCase {
     return segments
   }
 
-  private func check(_ family: String) throws {
-    let base = "\(Self.dir)/\(family)"
+  private func check(_ family: String, base: String? = nil, modelFolder: String? = nil) throws {
+    let base = base ?? "\(Self.dir)/\(family)"
     let cases = try JSONDecoder().decode(
       Cases.self, from: Data(contentsOf: URL(fileURLWithPath: "\(base)/cases.json"))
     ).cases
     XCTAssertFalse(cases.isEmpty)
     let meter = MemoryMeter()
-    let model = try VisionLanguageModels.load(folder: "\(base)/model", meter: meter)
+    let model = try VisionLanguageModels.load(folder: modelFolder ?? "\(base)/model", meter: meter)
     XCTAssertEqual(model.family, family)
     let decoder = model.decoder
     let vocab = decoder.config.vocabularySize
@@ -97,7 +108,11 @@ final class VisionParityTests: XCTestCase {
         idefics.splitter.splitting = split
       }
       defer { (model as? Idefics3Model)?.splitter.splitting = true }
-      let segments = try Self.segments(model, c)
+      let idefics = model as? Idefics3Model
+      let longestEdge = idefics?.splitter.longestEdge
+      if let edge = c.longest_edge { idefics?.splitter.longestEdge = edge }
+      defer { idefics?.splitter.longestEdge = longestEdge }
+      let segments = try Self.segments(model, c, imageDir: modelFolder == nil ? Self.dir : base)
       XCTAssertEqual(segments.flatMap(\.tokens), c.input_ids, "\(family)/\(c.name): token ids")
       guard segments.flatMap(\.tokens) == c.input_ids else { continue }
 

@@ -107,7 +107,7 @@ final class HostileInputTests: XCTestCase {
     let session = Session(
       options: EngineOptions(
         threads: 2, modelDirectories: [repositoryRoot + "/models"],
-        availableMemory: c.availableMemory))
+        defaultModel: EngineOptions.textModelFile, availableMemory: c.availableMemory))
     let repl = Repl(session: session, output: capture)
     let folder = temporaryFolder(self)
     repl.workingDirectory = folder

@@ -11,7 +11,11 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 /// A REPL writing into a capture, with the repository's models folder.
 func makeRepl(keepGoing: Bool = false) -> (Repl, CaptureSink) {
   let capture = CaptureSink()
-  let session = Session(options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/models"]))
+  // Bare `load` in these tests means the text model (the embedded VLM has its own tests).
+  let session = Session(
+    options: EngineOptions(
+      threads: 2, modelDirectories: [repositoryRoot + "/models"],
+      defaultModel: EngineOptions.textModelFile))
   let repl = Repl(session: session, output: capture)
   repl.keepGoing = keepGoing
   return (repl, capture)
@@ -38,8 +42,8 @@ func readFile(_ path: String) -> String {
   (try? String(contentsOfFile: path, encoding: .utf8)) ?? "<missing \(path)>"
 }
 
-/// The default model, if set up (scripts/setup.sh); model tests skip without it.
+/// The text model, if set up (scripts/setup.sh); model tests skip without it.
 var defaultModelPath: String? {
-  let p = repositoryRoot + "/models/" + EngineOptions.defaultModelFile
+  let p = repositoryRoot + "/models/" + EngineOptions.textModelFile
   return FileManager.default.fileExists(atPath: p) ? p : nil
 }

@@ -223,7 +223,7 @@ class Interactive(unittest.TestCase):
         with open(long, "w") as f:
             f.write('feed text "' + "The keeper counted the boats in the harbour. " * 600 + '"\n')
         p = self.start(timeout=120)
-        p.sendline("load")
+        p.sendline("load " + MODEL)
         p.expect_exact("loaded ")
         p.expect_exact(PROMPT)
         p.sendline("budget 512 tokens")
@@ -252,7 +252,7 @@ class Interactive(unittest.TestCase):
     @unittest.skipUnless(os.path.exists(MODEL), "needs " + MODEL)
     def test_ctrl_c_cancels_generation(self):
         p = self.start(timeout=120)
-        p.sendline("load")
+        p.sendline("load " + MODEL)
         p.expect_exact("loaded ")
         p.expect_exact(PROMPT)
         p.sendline('ask "Write a long story about a dragon." max=2000')

@@ -11,11 +11,16 @@ public enum SessionCommands {
   static let load = Command(
     "load", summary: "load a model",
     help: """
-      Loads a GGUF model (llama-architecture text decoders such as SmolLM2). Without PATH, \
-      loads the default model, \(EngineOptions.defaultModelFile), from the models folder. \
+      Loads a GGUF model (llama-architecture text decoders such as SmolLM2) or a Hugging Face \
+      model folder (a llama/qwen2 decoder, or an Idefics3/SmolVLM, LLaVA or Qwen2-VL \
+      vision-language model). Without PATH, loads the embedded default model, \
+      \(EngineOptions.embeddedModel) (kvlab's own small vision-language model, in weights/). \
       Replaces any loaded model and empties the context.
       """,
-    positionals: [Positional("PATH", .path(extensions: []), optional: true, help: "a .gguf file")],
+    positionals: [
+      Positional(
+        "PATH", .path(extensions: []), optional: true, help: "a .gguf file or a model folder")
+    ],
     options: [timing]
   ) { ctx in
     let typed = ctx.args.positional("PATH")
@@ -35,14 +40,19 @@ public enum SessionCommands {
       asks about it; raw=on appends the text as is, without any template.
       """,
     positionals: [Positional("TEXT", .text, help: "the text, in quotes")],
-    options: [Option("raw", .toggle, default: "off", help: "append the text without the chat template"), timing]
+    options: [
+      Option("raw", .toggle, default: "off", help: "append the text without the chat template"),
+      timing,
+    ]
   ) { ctx in
     let report = try ctx.session.feedText(ctx.args.positional("TEXT")!, raw: ctx.args.toggle("raw"))
     var line =
       "fed \(report.tokens) tokens (context \(report.contextTokens)"
-      + (report.waitingBlocks > 0 ? "; \(Format.plural(report.waitingBlocks, "block")) waiting)" : ")")
+      + (report.waitingBlocks > 0
+        ? "; \(Format.plural(report.waitingBlocks, "block")) waiting)" : ")")
     if ctx.args.toggle("timing") {
-      line += ", \(Mask.seconds(report.seconds)) (\(Mask.rate(Double(report.tokens) / max(report.seconds, 1e-9), unit: "tok/s")))"
+      line +=
+        ", \(Mask.seconds(report.seconds)) (\(Mask.rate(Double(report.tokens) / max(report.seconds, 1e-9), unit: "tok/s")))"
     }
     ctx.print(line)
   }
@@ -50,8 +60,10 @@ public enum SessionCommands {
   static let generationOptions: [Option] = [
     Option("max", .int(1...65536), default: "64", help: "most tokens to generate"),
     Option("temp", .number(0...10), default: "0", help: "sampling temperature; 0 = greedy"),
-    Option("top-k", .int(0...1_000_000), default: "0", help: "sample among the k likeliest; 0 = all"),
-    Option("top-p", .number(0...1), default: "1", help: "sample from the smallest set with this mass"),
+    Option(
+      "top-k", .int(0...1_000_000), default: "0", help: "sample among the k likeliest; 0 = all"),
+    Option(
+      "top-p", .number(0...1), default: "1", help: "sample from the smallest set with this mass"),
     Option("seed", .int(0...4_294_967_295), default: "0", help: "random seed for sampling"),
     timing,
   ]
@@ -130,7 +142,11 @@ public enum SessionCommands {
       Recomputes the logits of every position of the context and writes them to FILE.npy as a \
       float32 NumPy array of shape (tokens, vocabulary). The session's cache is not changed.
       """,
-    options: [Option("out", .path(extensions: ["npy"]), required: true, placeholder: "FILE.npy", help: "the file to write")]
+    options: [
+      Option(
+        "out", .path(extensions: ["npy"]), required: true, placeholder: "FILE.npy",
+        help: "the file to write")
+    ]
   ) { ctx in
     let typed = ctx.args.string("out")!
     let shape = try ctx.session.writeLogits(to: ctx.resolve(typed))

@@ -36,6 +36,9 @@ enum AccuracyBench {
     /// With `resolution`: compress the full-resolution input to the token count the lowered
     /// one has, instead of lowering it.
     var matchResolution = false
+    /// The control: every image replaced by flat gray of the same size (full cache), so the
+    /// model can answer only from the question: near chance if it reads the pixels.
+    var blank = false
   }
 
   /// The settings of an experiment for one task.
@@ -46,7 +49,9 @@ enum AccuracyBench {
     }
     switch plan.experiment {
     case "main":
-      return [full]
+      var blank = Setting(label: "blank image", fraction: nil, block: nil)
+      blank.blank = true
+      return [full, blank]
         + plan.policies.flatMap { p in
           plan.modes.flatMap { m in plan.fractions.map { budgeted(p, m, $0) } }
         }
@@ -175,7 +180,15 @@ enum AccuracyBench {
           var budget: Int?
           var failure: String?
           do {
-            if s.fraction == nil && s.mode == .full && s.resolution == nil {
+            if s.blank {
+              var gray = sample
+              gray.images = sample.images.map {
+                RGBImage(
+                  width: $0.width, height: $0.height,
+                  pixels: Array(repeating: 128, count: $0.pixels.count))
+              }
+              outcome = try answer(parent, gray, CacheSettings(), resolution: nil)
+            } else if s.fraction == nil && s.mode == .full && s.resolution == nil {
               outcome = full
             } else if let r = s.resolution, !s.matchResolution {
               outcome = try answer(parent, sample, CacheSettings(), resolution: r)
