@@ -2,7 +2,7 @@
 """The accuracy benchmark of kvlab's embedded model (issue 6, DESIGN §6), on held-out seeds.
 
     bench/accuracy.py                 every experiment, 200 questions per task (README tables/plots)
-    bench/accuracy.py --count 50      the same on fewer seeds
+    bench/accuracy.py --count 50      the same on fewer seeds (--needle-count N: the needle tasks on N)
     bench/accuracy.py --ci            the CI subset: checks bench/accuracy-ci.json (a few minutes)
     bench/accuracy.py --ci --update   re-records bench/accuracy-ci.json
 
@@ -12,7 +12,9 @@ experiment (raw lines kept in bench/out/accuracy/EXPERIMENT.jsonl), then writes 
 tables (bench/accuracy.md, pasted into the README) and the plot docs/accuracy-vs-budget.png.
 
 Experiments (seeds 0..count-1 of each task: the training script never sees seeds < 1,000,000):
-  main        full cache, then each policy x mode at 5/10/25/50% of the sample's visual tokens
+  main        full cache, the blank-image control (every image flat gray: the question alone,
+              near chance if the model reads the pixels), then each policy x mode at
+              5/10/25/50% of the sample's visual tokens
   blocks      SnapKV capped at 10%: block = the tile/frame, or 16, 64, 256 tokens
   bulk        SnapKV sequential and capped at 10%: the first M tokens in one forward or not
   schedule    SnapKV capped: static budget vs a pyramid schedule (slope 0.5)
@@ -52,14 +54,19 @@ def bench_binary() -> str:
     return os.path.join(out, "kvlab-bench")
 
 
-def run(model: str, experiment: str, count: int, extra: list[str], threads: int) -> list[dict]:
-    cmd = [bench_binary(), "--accuracy", model, "--experiment", experiment, "--count", str(count),
-           "--threads", str(threads)] + extra
-    print("running:", " ".join(cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"accuracy.py: kvlab-bench failed: {proc.stderr.strip()}")
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+def run(model: str, experiment: str, count: int, extra: list[str], threads: int,
+        needle_count: int | None = None) -> list[dict]:
+    """Every task on `count` seeds, or with `needle_count` the two needle tasks on that many."""
+    groups = [(TASKS, count)] if needle_count is None else [(TASKS[:2], needle_count), (TASKS[2:], count)]
+    rows = []
+    for tasks, n in groups:
+        cmd = [bench_binary(), "--accuracy", model, "--experiment", experiment, "--count", str(n),
+               "--tasks", ",".join(tasks), "--threads", str(threads)] + extra
+        print("running:", " ".join(cmd), file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"accuracy.py: kvlab-bench failed: {proc.stderr.strip()}")
+        rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, f"{experiment}.jsonl"), "w") as f:
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
@@ -86,9 +93,10 @@ def table(rows: list[dict], title: str) -> str:
     acc = accuracy(rows)
     tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
     settings = list(dict.fromkeys(k[1] for k in acc))
-    n = max((v[1] for v in acc.values()), default=0)
-    lines = [f"**{title}** (accuracy, {n} held-out questions per task)", "",
-             "| setting | " + " | ".join(tasks) + " | mean |", "|---|" + "---:|" * (len(tasks) + 1)]
+    n = {t: max(v[1] for k, v in acc.items() if k[0] == t) for t in tasks}
+    lines = [f"**{title}** (accuracy in %, n = held-out questions per task)", "",
+             "| setting | " + " | ".join(f"{t} (n={n[t]})" for t in tasks) + " | mean |",
+             "|---|" + "---:|" * (len(tasks) + 1)]
     for s in settings:
         cells, shares = [], []
         for t in tasks:
@@ -174,6 +182,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="weights/kvlab-shapes")
     ap.add_argument("--count", type=int, default=200, help="held-out questions per task")
+    ap.add_argument("--needle-count", type=int, default=None,
+                    help="held-out questions for the two needle tasks, if not --count (they cost ~50x a tile's)")
     ap.add_argument("--experiments", default=",".join(EXPERIMENTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ci", action="store_true", help="run the CI subset and check it against bench/accuracy-ci.json")
@@ -188,7 +198,7 @@ def main() -> int:
         if a.tables_only:
             rows = [json.loads(line) for line in open(path)]
         else:
-            rows = run(a.model, e, a.count, [], a.threads)
+            rows = run(a.model, e, a.count, [], a.threads, a.needle_count)
         sections.append(table(rows, e))
         if e == "main":
             plot(rows, os.path.join(ROOT, "docs/accuracy-vs-budget.png"))

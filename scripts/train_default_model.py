@@ -50,6 +50,10 @@ from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3I
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KVLAB = os.environ.get("KVLAB", os.path.join(ROOT, ".build/release/kvlab"))  # or set KVLAB=path
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
+# Training only: attribute tiles (their own seeds) asked "what is there?", answered with every
+# shape in reading order ("red circle blue square"): a dense signal that teaches the decoder to
+# read the image tokens, as captioning pre-training does for VLMs.
+CAPTION_SEED0 = 11_000_000
 TRAIN_SEED0 = 1_000_000
 HELDOUT_SEED0 = 0
 
@@ -184,6 +188,13 @@ class TaskStream:
 
     def get(self, k: int) -> dict:
         return self.samples(k // self.chunk)[k % self.chunk]
+
+
+def caption_sample(row: dict) -> dict:
+    cell = SIZES["tile"] // 4  # an image token's square (16 px)
+    shapes = sorted(row["shapes"], key=lambda d: (d["y"] // cell, d["x"] // cell, d["x"]))
+    return dict(row, question="what is there?", kind="caption",
+                answer=" ".join(f"{d['color']} {d['shape']}" for d in shapes))
 
 
 def heldout(task: str, data: str, n: int, frames: int | None) -> list[dict]:
@@ -468,14 +479,14 @@ def main() -> int:
     def parse_batch(spec: str) -> dict:
         return {kv.split("=")[0]: int(kv.split("=")[1]) for kv in spec.split(",")}
     bs, warm_bs = parse_batch(a.batch), parse_batch(a.warm_batch)
-    tasks = [t for t in TASKS if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
+    tasks = [t for t in TASKS + ["caption"] if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
     named = list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
     decay = [p for n, p in named if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(a.warmup, a.total_steps, 0.05))
-    step, pos, t_trained = 0, {t: 0 for t in TASKS}, 0.0
+    step, pos, t_trained = 0, {t: 0 for t in TASKS + ["caption"]}, 0.0
 
     if a.resume or a.export or a.eval_only:
         ck = torch.load(ckpt_path, weights_only=False)
@@ -484,7 +495,7 @@ def main() -> int:
             aux.load_state_dict(ck["aux"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
-        step, pos, t_trained = ck["step"], ck["pos"], ck["seconds"]
+        step, pos, t_trained = ck["step"], {"caption": 0, **ck["pos"]}, ck["seconds"]
         set_rng_state(ck["rng"])
         print(f"resumed at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
 
@@ -501,7 +512,8 @@ def main() -> int:
         print("blank   ", evaluate(model, proc, sets, bs, blank=True))
         return 0
 
-    streams = {t: TaskStream(t, a.data, a.chunk, a.frames) for t in tasks}
+    streams = {t: TaskStream(t, a.data, a.chunk, a.frames) if t != "caption"
+               else TaskStream("attribute", a.data, a.chunk, None, seed0=CAPTION_SEED0) for t in tasks}
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     stop = {"sig": None}
 
@@ -534,6 +546,8 @@ def main() -> int:
         for t in step_tasks:
             tt = time.time()
             rows = [streams[t].get(pos[t] + i) for i in range(step_bs[t])]
+            if t == "caption":
+                rows = [caption_sample(r) for r in rows]
             td = time.time()
             batch = encode(proc, rows)
             tp = time.time()
@@ -554,7 +568,7 @@ def main() -> int:
         t_trained += dt
         rec.update(loss=round(total, 4), grad_norm=round(float(gn), 3), s_step=round(dt, 3), minutes=round(t_trained / 60, 2))
         if step % a.eval_every == 0:
-            rec["heldout"] = evaluate(model, proc, {t: sets[t] for t in step_tasks}, step_bs)
+            rec["heldout"] = evaluate(model, proc, {t: sets[t] for t in step_tasks if t in sets}, step_bs)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % 10 == 0 or "heldout" in rec or step <= 3:

@@ -56,6 +56,19 @@ final class ProcessTests: XCTestCase {
     XCTAssertEqual(r.stderr, "")
   }
 
+  /// `load` with no path, from a folder with neither weights/ nor models/: the binary finds the
+  /// repository's embedded model next to (above) itself and answers a synthetic question with it.
+  func testBareLoadFindsTheEmbeddedModel() throws {
+    let r = try kvlab(["-c", "load; feed synthetic attribute seed=3; synthetic ask"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let lines = r.stdout.split(separator: "\n").map(String.init)
+    XCTAssertEqual(
+      lines.first,
+      "loaded kvlab-shapes: idefics3, 4 layers, vocab 483, 4.35M parameters, weights 16.60 MiB")
+    XCTAssert(lines.contains("question: which shape is green?"), r.stdout)
+    XCTAssert(lines.last?.hasPrefix("expected: cross (") == true, r.stdout)
+  }
+
   /// `-c 'record start F; a; b; record stop'` records a and b: each command of -c is a line.
   func testOneShotRecords() throws {
     let folder = temporaryFolder(self)
