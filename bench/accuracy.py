@@ -134,9 +134,13 @@ def plot(rows: list[dict], path: str) -> None:
                     linestyle="-" if p == "snapkv" else "--")
         if (t, "full") in acc:
             ax.axhline(share(acc[(t, "full")]), color="black", linewidth=1, label="full cache")
-        ax.set_title(t)
+        if (t, "blank image") in acc:
+            ax.axhline(share(acc[(t, "blank image")]), color="gray", linewidth=1, linestyle=":",
+                       label="blank image (control)")
+        ax.set_title(f"{t} (n={acc[(t, 'full')][1]})" if (t, "full") in acc else t)
         ax.set_xscale("log")
         ax.set_xticks([5, 10, 25, 50], ["5", "10", "25", "50"])
+        ax.minorticks_off()
         ax.set_xlabel("budget (% of visual tokens)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)

@@ -76,7 +76,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "Tests", "KVEngineTests", "Fixtures", "vlm", "idefics3", "model")
 OUTDIR = os.path.join(ROOT, "bench", "out")
-MODEL_DIR = os.path.join(OUTDIR, "memory-model")
+# --model PATH measures another model folder instead (e.g. the embedded weights/kvlab-shapes); the
+# environment carries it to the --worker subprocesses.
+MODEL_DIR = os.environ.get("KVLAB_MEMORY_MODEL") or os.path.join(OUTDIR, "memory-model")
 FRAMES_DIR = os.path.join(OUTDIR, "frames")
 FRAME_SIZE = 512
 SEED = 20260604
@@ -91,6 +93,9 @@ TEXT = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_a
             attention_bias=False, mlp_bias=False, tie_word_embeddings=False)
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
 KV_BYTES_PER_TOKEN = TEXT["num_hidden_layers"] * TEXT["num_key_value_heads"] * TEXT["head_dim"] * 2 * 4
+TOKENS_PER_FRAME = 64
+MODEL_DESC = ("random Idefics3 (SmolVLM layout), decoder SmolLM2-135M-shaped (30 layers, 3 KV heads x 64), "
+              "vision SigLIP-like 512x512 / patch 32, hidden 384, 6 layers, scale 2")
 MiB = 1024 * 1024
 
 
@@ -401,9 +406,8 @@ def report(args, runs, blas, loads, elapsed):
     lo, hi = frames[0], frames[-1]
     L = []
     L.append(f"# Peak memory vs frames: kvlab prefill modes vs transformers (+kvpress)\n")
-    L.append(f"Model: random Idefics3 (SmolVLM layout), decoder SmolLM2-135M-shaped (30 layers, 3 KV heads x 64: "
-             f"{KV_BYTES_PER_TOKEN} B of K/V per token), vision SigLIP-like 512x512 / patch 32, hidden 384, "
-             f"6 layers, scale 2: 64 tokens per frame. Budget {args.budget} tokens "
+    L.append(f"Model: {MODEL_DESC}: {KV_BYTES_PER_TOKEN} B of K/V per token, "
+             f"{TOKENS_PER_FRAME} tokens per frame. Budget {args.budget} tokens "
              f"({args.budget * KV_BYTES_PER_TOKEN / MiB:.2f} MiB), policy {args.policy}, block=frame; "
              f"mode full has no budget. {args.threads} threads. kvlab BLAS: {blas}. "
              f"1-min load average before each run: min {min(loads):.2f}, median {statistics.median(loads):.2f}, "
@@ -477,12 +481,13 @@ def report(args, runs, blas, loads, elapsed):
             r = kv[(m, hi)]
             L.append(f"- {m}: KV high-water mark {r['kv_peak_mib']:.2f} MiB = "
                      f"{r['kv_peak_mib'] * MiB / KV_BYTES_PER_TOKEN:.0f} tokens per layer and KV head "
-                     f"(budget {args.budget}; a block=frame block is 64 visual + 3 text tokens).")
+                     f"(budget {args.budget}; a block=frame block is {TOKENS_PER_FRAME} visual + 3 text tokens).")
     if "kvlab full" in verdict:
         d = {n: kv[("full", n)] for n in frames if ("full", n) in kv}
         L.append(f"- full: peak RSS grows {verdict['kvlab full']:.2f}x from {lo} to {hi} frames, "
                  f"{slope([(n, d[n]['rss_peak_mib']) for n in sorted(d)]):.2f} MiB/frame "
-                 f"(K/V alone: 64 tokens x {KV_BYTES_PER_TOKEN} B = {64 * KV_BYTES_PER_TOKEN / MiB:.2f} MiB/frame); "
+                 f"(K/V alone: {TOKENS_PER_FRAME} tokens x {KV_BYTES_PER_TOKEN} B = "
+                 f"{TOKENS_PER_FRAME * KV_BYTES_PER_TOKEN / MiB:.2f} MiB/frame); "
                  f"KV peak slope {slope([(n, d[n]['kv_peak_mib']) for n in sorted(d)]):.2f} MiB/frame.")
     for n in frames:
         if ("capped", n) in kv and ("full", n) in kv:
@@ -573,6 +578,7 @@ def main():
     ap.add_argument("--policy", default="keydiff")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="frames 4,64; modes full,capped")
+    ap.add_argument("--model", default=None, help="a model folder to measure instead of the built SmolLM2-shaped one")
     ap.add_argument("--binary", default=None, help="kvlab binary (default: .build-mem, then .build release)")
     ap.add_argument("--torch-python", default=sys.executable, help="python with transformers (default: this one)")
     ap.add_argument("--kvpress-python", default="/tmp/venv-kvpress-mem/bin/python",
@@ -592,6 +598,17 @@ def main():
     args.frames = sorted(int(x) for x in args.frames.split(","))
     args.modes = [m.strip() for m in args.modes.split(",")]
     torch_frames = args.frames
+    if args.model:
+        global MODEL_DIR, MODEL_DESC, KV_BYTES_PER_TOKEN, TOKENS_PER_FRAME
+        MODEL_DIR = os.environ["KVLAB_MEMORY_MODEL"] = os.path.abspath(args.model)
+        with open(os.path.join(MODEL_DIR, "config.json")) as f:
+            cfg = json.load(f)
+        t, v = cfg["text_config"], cfg["vision_config"]
+        head_dim = t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"]
+        KV_BYTES_PER_TOKEN = t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim * 2 * 4
+        TOKENS_PER_FRAME = (v["image_size"] // v["patch_size"] // cfg.get("scale_factor", 2)) ** 2
+        MODEL_DESC = (f"{os.path.relpath(MODEL_DIR, ROOT)} ({t['num_hidden_layers']} decoder layers, "
+                      f"{t['num_key_value_heads']} KV heads x {head_dim})")
     if args.replot:
         with open(args.replot) as f:
             saved = json.load(f)
@@ -610,7 +627,8 @@ def main():
     kvpress_ok = not args.no_kvpress and os.path.exists(args.kvpress_python)
     if not args.no_kvpress and not kvpress_ok:
         print(f"warning: {args.kvpress_python} not found; skipping kvpress (see --kvpress-python)", file=sys.stderr)
-    build_model()
+    if not args.model:
+        build_model()
     make_frames(args.frames[-1])
     blas = blas_info(binary)
     start = time.perf_counter()

@@ -19,6 +19,11 @@ for pass in 1 2; do
     "$bin/kvlab" notebook run "$nb" --check
   done
 done
+# The embedded model's accuracy, CI subset (bench/accuracy.py): full cache, the blank-image
+# control and SnapKV capped at 25% on the first 24 held-out seeds of each task, against the
+# answers recorded in bench/accuracy-ci.json (at most 1 answer per task and setting may differ).
+swift build -c release -Xswiftc -enable-testing --product kvlab-bench
+python3 bench/accuracy.py --ci
 python3 Tests/pty/test_interactive.py "$bin/kvlab"
 # The Jupyter kernel: notebooks executed through it with nbclient (kernel/README.md).
 KVLAB_BIN="$bin/kvlab" kernel/run_notebook.sh
