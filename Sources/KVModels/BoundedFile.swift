@@ -46,6 +46,21 @@ public enum BoundedFile {
     return bytes
   }
 
+  /// Maps the whole regular file at `path` read-only (opened by `openRegularFile`, the
+  /// descriptor closed again); the caller `munmap`s `(base, size)`. A file shorter than
+  /// `minimumSize` fails with `tooShort(size)` before anything is mapped.
+  public static func mapRegularFile(
+    _ path: String, minimumSize: Int, tooShort: (Int) -> String
+  ) throws -> (base: UnsafeRawPointer, size: Int) {
+    let (fd, size) = try openRegularFile(path)
+    defer { close(fd) }
+    guard size >= minimumSize else { throw Failure(message: tooShort(size)) }
+    guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
+      throw Failure(message: "cannot map: \(String(cString: strerror(errno)))")
+    }
+    return (UnsafeRawPointer(map), size)
+  }
+
   /// Opens `path` for reading and returns the descriptor (the caller closes it) and the file's
   /// size, or fails unless it is a regular file: `open` is non-blocking so that a FIFO cannot
   /// stall it before `fstat` says what it is. A folder fails with `folderMessage`.

@@ -190,22 +190,15 @@ public final class GGUFFile: @unchecked Sendable {
     self.path = path
     func fail(_ message: String) -> GGUFError { GGUFError(path: path, message: message) }
 
-    let fd: CInt
+    let base: UnsafeRawPointer
     let size: Int
     do {
-      (fd, size) = try BoundedFile.openRegularFile(path)
+      (base, size) = try BoundedFile.mapRegularFile(path, minimumSize: Reader.headerSize) {
+        "file too short to be GGUF: \($0) bytes, the header alone is \(Reader.headerSize)"
+      }
     } catch let failure as BoundedFile.Failure {
       throw fail(failure.message)
     }
-    defer { close(fd) }
-    guard size >= Reader.headerSize else {
-      throw fail(
-        "file too short to be GGUF: \(size) bytes, the header alone is \(Reader.headerSize)")
-    }
-    guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
-      throw fail("cannot map: \(String(cString: strerror(errno)))")
-    }
-    let base = UnsafeRawPointer(map)
 
     do {
       var reader = Reader(base: base, count: size)
@@ -218,7 +211,7 @@ public final class GGUFFile: @unchecked Sendable {
       self.alignment = parsed.alignment
       self.dataOffset = parsed.dataOffset
     } catch let failure as Reader.Failure {
-      munmap(map, size)
+      munmap(UnsafeMutableRawPointer(mutating: base), size)
       throw fail(failure.message)
     }
     self.base = base

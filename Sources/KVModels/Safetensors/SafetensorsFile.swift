@@ -86,21 +86,15 @@ public final class SafetensorsFile: @unchecked Sendable {
       SafetensorsError(path: path, message: message)
     }
 
-    let fd: CInt
+    let base: UnsafeRawPointer
     let size: Int
     do {
-      (fd, size) = try BoundedFile.openRegularFile(path)
+      (base, size) = try BoundedFile.mapRegularFile(path, minimumSize: 8) {
+        "file too short to be safetensors: \($0) bytes (the header length alone is 8)"
+      }
     } catch let failure as BoundedFile.Failure {
       throw fail(failure.message)
     }
-    defer { close(fd) }
-    guard size >= 8 else {
-      throw fail("file too short to be safetensors: \(size) bytes (the header length alone is 8)")
-    }
-    guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
-      throw fail("cannot map: \(String(cString: strerror(errno)))")
-    }
-    let base = UnsafeRawPointer(map)
     do {
       let parsed = try Self.parseHeader(UnsafeRawBufferPointer(start: base, count: size))
       self.tensors = parsed.tensors
@@ -108,7 +102,7 @@ public final class SafetensorsFile: @unchecked Sendable {
       self.metadata = parsed.metadata
       self.dataOffset = parsed.dataOffset
     } catch let message as HeaderFailure {
-      munmap(map, size)
+      munmap(UnsafeMutableRawPointer(mutating: base), size)
       throw fail(message.text)
     }
     self.base = base
