@@ -193,7 +193,7 @@ class TaskStream:
 
 
 def caption_sample(row: dict) -> dict:
-    cell = SIZES["tile"] // 4  # an image token's square (16 px)
+    cell = SIZES["tile"] // tokens_per_row()  # an image token's square (16 px)
     shapes = sorted(row["shapes"], key=lambda d: (d["y"] // cell, d["x"] // cell, d["x"]))
     return dict(row, question="what is there?", kind="caption",
                 answer=" ".join(f"{d['color']} {d['shape']}" for d in shapes))
@@ -252,32 +252,33 @@ def encode(proc, samples: list[dict], blank: bool = False) -> dict:
 SHAPE_COLOR = [(s, c) for s in SHAPES for c in COLORS]  # the auxiliary head's 30 classes
 
 
-def aux_views(s: dict) -> int:
-    """Images the processor makes of a sample: tiles + global, frames, or the one tile."""
+def tokens_per_row() -> int:
+    """Image tokens along a tile's side after the connector (4: each covers 16x16 px)."""
+    return SIZES["tile"] // SIZES["vision"]["patch_size"] // SIZES["scale_factor"]
+
+
+def image_views(s: dict) -> list[tuple[int, int, int, list[dict]]]:
+    """The images the processor makes of a sample, in order -- a split image's tiles row by row
+    then the global image, a clip's frames, or the one tile -- each as (x0, y0, side in the
+    sample's pixels, the shapes drawn in it)."""
+    drawn, tile = s["shapes"], SIZES["tile"]
     if s["task"] == "needle-image":
-        return (s["width"] // SIZES["tile"]) ** 2 + 1
-    return s["frames"] if s["task"] == "needle-video" else 1
+        n = s["width"] // tile
+        return [(c * tile, r * tile, tile, drawn) for r in range(n) for c in range(n)] + [(0, 0, s["width"], drawn)]
+    if s["task"] == "needle-video":
+        static = [d for d in drawn if d != s["target"]]
+        return [(0, 0, s["width"], drawn if s["span"][0] <= f <= s["span"][1] else static) for f in range(s["frames"])]
+    return [(0, 0, s["width"], drawn)]
 
 
 def aux_labels(samples: list[dict]) -> torch.Tensor:
     """Per image token, which (shape, color) pairs have their centre in the token's square, in the
-    order the connector emits image features: each sample's images (a split image's tiles row by
-    row, then the global image), each image's tokens row by row (Idefics3 pixel shuffle)."""
-    side = SIZES["tile"] // SIZES["vision"]["patch_size"] // SIZES["scale_factor"]  # tokens per row
+    order the connector emits image features: each sample's `image_views`, each image's tokens row
+    by row (Idefics3 pixel shuffle)."""
+    side = tokens_per_row()
     rows = []
     for s in samples:
-        drawn = s["shapes"]
-        if s["task"] == "needle-image":
-            n = s["width"] // SIZES["tile"]
-            views = [(c * SIZES["tile"], r * SIZES["tile"], SIZES["tile"], drawn) for r in range(n) for c in range(n)]
-            views.append((0, 0, s["width"], drawn))  # the global image
-        elif s["task"] == "needle-video":
-            static = [d for d in drawn if d != s["target"]]
-            views = [(0, 0, s["width"], drawn if s["span"][0] <= f <= s["span"][1] else static)
-                     for f in range(s["frames"])]
-        else:
-            views = [(0, 0, s["width"], drawn)]
-        for x0, y0, w, shapes in views:
+        for x0, y0, w, shapes in image_views(s):
             lab = torch.zeros(side * side, len(SHAPE_COLOR))
             for d in shapes:
                 x, y = d["x"] - x0, d["y"] - y0
@@ -309,7 +310,7 @@ def focus_masks(samples: list[dict], labels: torch.Tensor) -> list[torch.Tensor]
     in a clip only the frames that show the needle."""
     masks, i = [], 0
     for s in samples:
-        n = aux_views(s)
+        n = len(image_views(s))
         t = s["target"]
         cols = ([SHAPE_COLOR.index((t["shape"], c)) for c in COLORS] if s["task"] == "count"
                 else [SHAPE_COLOR.index((t["shape"], t["color"]))])
