@@ -21,7 +21,8 @@ public struct EngineOptions: Sendable {
   public var availableMemory: Int?
 
   public init(
-    threads: Int = 2, prefillChunk: Int = 512, modelDirectories: [String] = ["weights", "models"],
+    threads: Int = 2, prefillChunk: Int = 512,
+    modelDirectories: [String] = EngineOptions.modelFolders,
     defaultModel: String = EngineOptions.embeddedModel, availableMemory: Int? = nil
   ) {
     self.threads = threads
@@ -34,6 +35,9 @@ public struct EngineOptions: Sendable {
   /// The model `load` uses when given no path: kvlab's own vision-language model, trained on the
   /// synthetic tasks and committed under `weights/` (weights/kvlab-shapes/MODEL_CARD.md).
   public static let embeddedModel = "kvlab-shapes"
+  /// The folders models live in, relative to the repository (or the working folder): the
+  /// committed embedded model in `weights/`, what `scripts/setup.sh` fetches in `models/`.
+  public static let modelFolders = ["weights", "models"]
   /// The text model `scripts/setup.sh` fetches into `models/`.
   public static let textModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
 }

@@ -175,11 +175,11 @@ struct KVLab: ParsableCommand {
     if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty {
       dirs.append(env)
     }
-    dirs += ["weights", "models"]
+    dirs += EngineOptions.modelFolders
     var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
       .deletingLastPathComponent()
     for _ in 0..<5 {
-      for name in ["weights", "models"] {
+      for name in EngineOptions.modelFolders {
         let candidate = folder.appendingPathComponent(name).path
         if FileManager.default.fileExists(atPath: candidate) && !dirs.contains(candidate) {
           dirs.append(candidate)
