@@ -102,16 +102,14 @@ final class VisionParityTests: XCTestCase {
     let vocab = decoder.config.vocabularySize
     let mrope = decoder.config.mropeSection != nil
     for c in cases {
-      if let split = c.processor_kwargs?["do_image_splitting"],
-        let idefics = model as? Idefics3Model
-      {
-        idefics.splitter.splitting = split
-      }
-      defer { (model as? Idefics3Model)?.splitter.splitting = true }
+      // The case's processor settings on Idefics3's splitter; the folder's are restored after.
       let idefics = model as? Idefics3Model
-      let longestEdge = idefics?.splitter.longestEdge
+      let folderSplitter = idefics?.splitter
+      if let split = c.processor_kwargs?["do_image_splitting"] {
+        idefics?.splitter.splitting = split
+      }
       if let edge = c.longest_edge { idefics?.splitter.longestEdge = edge }
-      defer { idefics?.splitter.longestEdge = longestEdge }
+      defer { if let folderSplitter { idefics?.splitter = folderSplitter } }
       let segments = try Self.segments(model, c, imageDir: modelFolder == nil ? Self.dir : base)
       XCTAssertEqual(segments.flatMap(\.tokens), c.input_ids, "\(family)/\(c.name): token ids")
       guard segments.flatMap(\.tokens) == c.input_ids else { continue }
