@@ -199,6 +199,48 @@ def caption_sample(row: dict) -> dict:
                 answer=" ".join(f"{d['color']} {d['shape']}" for d in shapes))
 
 
+def question_for(task: str, kind: str, shape: str, color: str) -> str:
+    """The template text of `kvlab synthetic vocab` for (task, question kind)."""
+    plural = PLURALS[SHAPES.index(shape)]
+    return {("needle-image", "color"): f"what color is the {shape}?", ("needle-image", "region"): f"where is the {shape}?",
+            ("needle-image", "shape"): "which shape appears once?", ("needle-video", "shape"): "what appeared?",
+            ("needle-video", "time"): f"when did the {shape} appear?", ("needle-video", "color"): f"what color was the {shape}?",
+            ("count", "count"): f"how many {plural} are there?", ("attribute", "color"): f"what color is the {shape}?",
+            ("attribute", "shape"): f"which shape is {color}?"}[(task, kind)]
+
+
+def turns(s: dict, attribute_kinds: tuple[str, ...] = ("color", "shape")) -> list[tuple[str, str]]:
+    """Training only (`--turns`): the sample's own question, then more questions about the same
+    image as further chat turns -- several answers' gradient for one image's cost. No turn's text
+    gives away a later answer: an attribute tile asks about each shape once (its colour or its
+    shape, never both); a needle's "which shape appears once?" / "what appeared?" comes first
+    or not at all, since the other questions name the needle's shape. `attribute_kinds`: what
+    an attribute tile's further turns may ask (("color",): only "what color is the {shape}?",
+    the look-up by shape, which is learnt long after the look-up by colour)."""
+    own = [(s["question"], s["answer"])]
+    if s.get("kind") == "caption":
+        return own
+    rnd = random.Random(f"{s['task']}-{s['seed']}")
+    t = s["target"]
+    if s["task"] == "attribute":
+        more = []
+        for d in s["shapes"]:
+            if (d["shape"], d["color"]) == (t["shape"], t["color"]):
+                continue
+            kind = rnd.choice(list(attribute_kinds))
+            more.append((question_for("attribute", kind, d["shape"], d["color"]), d[kind]))
+    elif s["task"] == "count":
+        kinds = sorted({d["shape"] for d in s["shapes"]} - {t["shape"]})
+        n = {k: sum(d["shape"] == k for d in s["shapes"]) for k in kinds}
+        more = [(question_for("count", "count", k, ""), COUNTS[n[k] - 1]) for k in kinds]
+    else:
+        answer = {"color": t["color"], "shape": t["shape"], "region": s.get("region"), "time": s.get("time")}
+        kinds = ["color", "region"] if s["task"] == "needle-image" else ["time", "color"]
+        more = [(question_for(s["task"], k, t["shape"], t["color"]), answer[k]) for k in kinds if k != s["kind"]]
+    rnd.shuffle(more)
+    return own + more
+
+
 def heldout(task: str, data: str, n: int, frames: int | None) -> list[dict]:
     f = os.path.join(data, "heldout", f"{task}-{n}")
     if not os.path.exists(os.path.join(f, "samples.jsonl")):
@@ -212,8 +254,10 @@ def heldout(task: str, data: str, n: int, frames: int | None) -> list[dict]:
     return rows
 
 
-def encode(proc, samples: list[dict], blank: bool = False) -> dict:
-    """Processor inputs for a batch of one task, labels on the answer tokens only."""
+def encode(proc, samples: list[dict], blank: bool = False, multi: bool = False,
+           attribute_kinds: tuple[str, ...] = ("color", "shape")) -> dict:
+    """Processor inputs for a batch of one task, labels on the answer tokens only; with `multi`,
+    each sample's `turns` follow as chat turns (the first prompt is the same either way)."""
     tok = proc.tokenizer
     texts, images = [], []
     for s in samples:
@@ -225,18 +269,32 @@ def encode(proc, samples: list[dict], blank: bool = False) -> dict:
     split = samples[0]["task"] == "needle-image"
     enc = proc(text=texts, images=images, do_image_splitting=split, return_tensors="pt", padding=True)
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    targets = [tok(" " + s["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for s in samples]
-    L = ids.shape[1] + max(len(t) for t in targets)
+    def ids_of(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+    # Per sample, the token pieces after the prompt as (ids, is answer): " ANSWER<eou>", then per
+    # further turn "\nUser: QUESTION<eou>\nAssistant:" and its answer, as the chat template has it.
+    tails = []
+    for s in samples:
+        qa = turns(s, attribute_kinds) if multi else [(s["question"], s["answer"])]
+        tail = [(ids_of(" " + qa[0][1]) + [tok.eos_token_id], True)]
+        for q, a in qa[1:]:
+            tail += [(ids_of("\nUser: " + q + "<end_of_utterance>\nAssistant:"), False),
+                     (ids_of(" " + a) + [tok.eos_token_id], True)]
+        tails.append(tail)
+    L = ids.shape[1] + max(sum(len(p) for p, _ in t) for t in tails)
     pad = tok.pad_token_id
     new_ids = torch.full((len(samples), L), pad, dtype=torch.long)
     new_mask = torch.zeros((len(samples), L), dtype=torch.long)
     labels = torch.full((len(samples), L), -100, dtype=torch.long)
-    for i, t in enumerate(targets):
+    for i, tail in enumerate(tails):
         n = int(mask[i].sum())  # right padding: the prompt is ids[i, :n]
         new_ids[i, :n] = ids[i, :n]
-        new_ids[i, n:n + len(t)] = torch.tensor(t)
-        new_mask[i, :n + len(t)] = 1
-        labels[i, n:n + len(t)] = torch.tensor(t)
+        for piece, is_answer in tail:
+            new_ids[i, n:n + len(piece)] = torch.tensor(piece)
+            if is_answer:
+                labels[i, n:n + len(piece)] = torch.tensor(piece)
+            n += len(piece)
+        new_mask[i, :n] = 1
     subject_at = []  # where the question's subject word is in each prompt (-1: none)
     for i, s in enumerate(samples):
         word = subject_word(s)
@@ -293,15 +351,30 @@ class AuxHead(torch.nn.Module):
     predicts `aux_labels`. Its dense loss teaches the from-scratch vision tower what and where the
     shapes are far sooner than the answer token's gradient alone does."""
 
-    def __init__(self, model):
+    def __init__(self, model, tied: float = 0.0, word_ids: list[int] | None = None):
         super().__init__()
         self.proj = torch.nn.Linear(model.config.text_config.hidden_size, len(SHAPE_COLOR))
         self.seen: dict[str, torch.Tensor] = {}
         model.model.connector.register_forward_hook(lambda _m, _i, out: self.seen.__setitem__("features", out))
+        # `tied` > 0: also score each token against the decoder's input embeddings of the shape and
+        # colour words (no parameters of its own), so that an image token showing a red circle
+        # lies near the words " red" and " circle": the question's words then find it.
+        self.tied = tied
+        self.words = lambda: model.model.text_model.embed_tokens.weight[word_ids]  # not a submodule
 
     def loss(self, labels: torch.Tensor) -> torch.Tensor:
-        logits = self.proj(self.seen.pop("features"))
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / labels.shape[0] / labels.shape[1]
+        features = self.seen.pop("features")
+        logits = self.proj(features)
+        per = labels.shape[0] * labels.shape[1]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / per
+        if self.tied > 0:
+            words = self.words()  # [SHAPES + COLORS, hidden]
+            scores = features @ words.T / words.shape[1] ** 0.5
+            joint = labels.view(*labels.shape[:2], len(SHAPES), len(COLORS))
+            present = torch.cat([joint.amax(dim=3), joint.amax(dim=2)], dim=2)
+            loss = loss + self.tied * torch.nn.functional.binary_cross_entropy_with_logits(
+                scores, present, reduction="sum") / per
+        return loss
 
 
 def focus_masks(samples: list[dict], labels: torch.Tensor) -> list[torch.Tensor]:
@@ -443,6 +516,12 @@ def main() -> int:
                     help="weight of the attention-supervision loss (see loss_and_correct; 0 turns it off)")
     ap.add_argument("--aux-weight", type=float, default=1.0,
                     help="weight of the auxiliary per-token shape/colour loss (AuxHead; 0 turns it off)")
+    ap.add_argument("--aux-tied", type=float, default=0.0,
+                    help="weight of the auxiliary loss against the shape/colour words' embeddings (see AuxHead)")
+    ap.add_argument("--turns", action="store_true",
+                    help="train each image with several questions as chat turns (see `turns`)")
+    ap.add_argument("--attribute-turns", default="color,shape",
+                    help="with --turns: the question kinds an attribute tile's further turns ask (color,shape or color)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", default="needle-image=1,needle-video=2,count=16,attribute=16",
                     help="per-task micro-batch; one optimizer step takes one of each (0 skips the task)")
@@ -475,7 +554,8 @@ def main() -> int:
     model.config._attn_implementation = "sdpa"
     if a.focus_weight > 0:  # the focus loss reads the decoder's attention weights
         model.model.text_model.config._attn_implementation = "eager"
-    aux = AuxHead(model) if a.aux_weight > 0 else None
+    word_ids = [tok.convert_tokens_to_ids(tok.tokenize(" " + w))[0] for w in SHAPES + COLORS]
+    aux = AuxHead(model, a.aux_tied, word_ids) if a.aux_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
 
@@ -515,8 +595,9 @@ def main() -> int:
         print("blank   ", evaluate(model, proc, sets, bs, blank=True))
         return 0
 
-    streams = {t: TaskStream(t, a.data, a.chunk, a.frames) if t != "caption"
-               else TaskStream("attribute", a.data, a.chunk, None, seed0=CAPTION_SEED0) for t in tasks}
+    streams = {t: TaskStream(t, a.data, a.chunk, a.frames) for t in tasks if t in TASKS}
+    if "caption" in tasks:
+        streams["caption"] = TaskStream("attribute", a.data, a.chunk, None, seed0=CAPTION_SEED0)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     stop = {"sig": None}
 
@@ -552,7 +633,7 @@ def main() -> int:
             if t == "caption":
                 rows = [caption_sample(r) for r in rows]
             td = time.time()
-            batch = encode(proc, rows)
+            batch = encode(proc, rows, multi=a.turns, attribute_kinds=tuple(a.attribute_turns.split(",")))
             tp = time.time()
             loss, ok, aux_loss, focus_loss = loss_and_correct(model, batch, aux, focus=a.focus_weight > 0)
             total_loss = loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if a.focus_weight > 0 else 0)
