@@ -93,10 +93,12 @@ SIZES = dict(
 
 def corpus_lines() -> list[str]:
     qs = []
-    for s, p in zip(SHAPES, PLURALS):
-        qs += [f"what color is the {s}?", f"where is the {s}?", f"when did the {s} appear?",
-               f"what color was the {s}?", f"how many {p} are there?"]
-    qs += ["which shape appears once?", "what appeared?"] + [f"which shape is {c}?" for c in COLORS]
+    for s in SHAPES:
+        qs += [question_for(t, k, shape=s) for t, k in [("needle-image", "color"), ("needle-image", "region"),
+                                                        ("needle-video", "time"), ("needle-video", "color"),
+                                                        ("count", "count")]]
+    qs += [question_for("needle-image", "shape"), question_for("needle-video", "shape")]
+    qs += [question_for("attribute", "shape", color=c) for c in COLORS]
     answers = COLORS + SHAPES + REGIONS + TIMES + COUNTS
     lines = [f"User:{q}" for q in qs] + [f"Assistant: {a}" for a in answers]
     lines += [" ".join(answers), " ".join(PLURALS), " ".join(qs)]
@@ -199,14 +201,15 @@ def caption_sample(row: dict) -> dict:
                 answer=" ".join(f"{d['color']} {d['shape']}" for d in shapes))
 
 
-def question_for(task: str, kind: str, shape: str, color: str) -> str:
-    """The template text of `kvlab synthetic vocab` for (task, question kind)."""
-    plural = PLURALS[SHAPES.index(shape)]
-    return {("needle-image", "color"): f"what color is the {shape}?", ("needle-image", "region"): f"where is the {shape}?",
-            ("needle-image", "shape"): "which shape appears once?", ("needle-video", "shape"): "what appeared?",
-            ("needle-video", "time"): f"when did the {shape} appear?", ("needle-video", "color"): f"what color was the {shape}?",
-            ("count", "count"): f"how many {plural} are there?", ("attribute", "color"): f"what color is the {shape}?",
-            ("attribute", "shape"): f"which shape is {color}?"}[(task, kind)]
+def question_for(task: str, kind: str, shape: str = "", color: str = "") -> str:
+    """The template text of `kvlab synthetic vocab` for (task, question kind), filled in."""
+    template = {("needle-image", "color"): "what color is the {shape}?", ("needle-image", "region"): "where is the {shape}?",
+                ("needle-image", "shape"): "which shape appears once?", ("needle-video", "shape"): "what appeared?",
+                ("needle-video", "time"): "when did the {shape} appear?", ("needle-video", "color"): "what color was the {shape}?",
+                ("count", "count"): "how many {shapes} are there?", ("attribute", "color"): "what color is the {shape}?",
+                ("attribute", "shape"): "which shape is {color}?"}[(task, kind)]
+    plural = PLURALS[SHAPES.index(shape)] if shape else ""
+    return template.replace("{shapes}", plural).replace("{shape}", shape).replace("{color}", color)
 
 
 def turns(s: dict, attribute_kinds: tuple[str, ...] = ("color", "shape")) -> list[tuple[str, str]]:
@@ -232,13 +235,22 @@ def turns(s: dict, attribute_kinds: tuple[str, ...] = ("color", "shape")) -> lis
     elif s["task"] == "count":
         kinds = sorted({d["shape"] for d in s["shapes"]} - {t["shape"]})
         n = {k: sum(d["shape"] == k for d in s["shapes"]) for k in kinds}
-        more = [(question_for("count", "count", k, ""), COUNTS[n[k] - 1]) for k in kinds]
+        more = [(question_for("count", "count", shape=k), COUNTS[n[k] - 1]) for k in kinds]
     else:
         answer = {"color": t["color"], "shape": t["shape"], "region": s.get("region"), "time": s.get("time")}
         kinds = ["color", "region"] if s["task"] == "needle-image" else ["time", "color"]
         more = [(question_for(s["task"], k, t["shape"], t["color"]), answer[k]) for k in kinds if k != s["kind"]]
     rnd.shuffle(more)
     return own + more
+
+
+def check_vocabulary() -> None:
+    """Stops if the words of these templates and answers are not `kvlab synthetic vocab`'s."""
+    theirs = set(subprocess.run([KVLAB, "-c", "synthetic vocab"], check=True, capture_output=True, text=True).stdout.split())
+    lines = corpus_lines()
+    ours = {w for ln in lines for w in ln.removeprefix("User:").removeprefix("Assistant:").replace("?", " ? ").split()}
+    if ours != theirs:
+        raise SystemExit(f"{KVLAB} synthetic vocab differs: only here {sorted(ours - theirs)}, only there {sorted(theirs - ours)}")
 
 
 def heldout(task: str, data: str, n: int, frames: int | None) -> list[dict]:
@@ -589,6 +601,7 @@ def main() -> int:
         print(f"exported to {a.export}")
         return 0
 
+    check_vocabulary()
     sets = {t: heldout(t, a.data, a.eval_n, None) for t in TASKS}
     if a.eval_only:
         print("held-out", evaluate(model, proc, sets, bs))
