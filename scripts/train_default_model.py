@@ -310,7 +310,8 @@ def encode(proc, samples: list[dict], blank: bool = False, multi: bool = False,
     subject_at = []  # where the question's subject word is in each prompt (-1: none)
     for i, s in enumerate(samples):
         word = subject_word(s)
-        hits = (new_ids[i] == tok.convert_tokens_to_ids(tok.tokenize(" " + word))[0]).nonzero() if word else []
+        prompt = new_ids[i, :int(mask[i].sum())]  # the first question's, not a later turn's
+        hits = (prompt == tok.convert_tokens_to_ids(tok.tokenize(" " + word))[0]).nonzero() if word else []
         subject_at.append(int(hits[-1]) if len(hits) else -1)
     out = dict(input_ids=new_ids, attention_mask=new_mask, pixel_values=enc["pixel_values"], labels=labels,
                aux_labels=aux_labels(samples), samples=samples, subject_at=subject_at)
