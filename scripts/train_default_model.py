@@ -136,6 +136,11 @@ def build_config(tok) -> Idefics3Config:
         pad_token_id=ids["<|im_end|>"])
 
 
+def word_id(tok, word: str) -> int:
+    """The token of " WORD" (every vocabulary word but the regions is one token)."""
+    return tok.convert_tokens_to_ids(tok.tokenize(" " + word))[0]
+
+
 def tokenizer_report(tok) -> dict:
     words = COLORS + SHAPES + PLURALS + REGIONS + TIMES + COUNTS + [
         "what", "color", "is", "the", "where", "when", "did", "appear", "appeared", "appears", "was",
@@ -298,8 +303,9 @@ def encode(proc, samples: list[dict], blank: bool = False, multi: bool = False,
     new_ids = torch.full((len(samples), L), pad, dtype=torch.long)
     new_mask = torch.zeros((len(samples), L), dtype=torch.long)
     labels = torch.full((len(samples), L), -100, dtype=torch.long)
+    prompt_len = [int(m) for m in mask.sum(dim=1)]  # right padding: a prompt is ids[i, :prompt_len[i]]
     for i, tail in enumerate(tails):
-        n = int(mask[i].sum())  # right padding: the prompt is ids[i, :n]
+        n = prompt_len[i]
         new_ids[i, :n] = ids[i, :n]
         for piece, is_answer in tail:
             new_ids[i, n:n + len(piece)] = torch.tensor(piece)
@@ -310,8 +316,8 @@ def encode(proc, samples: list[dict], blank: bool = False, multi: bool = False,
     subject_at = []  # where the question's subject word is in each prompt (-1: none)
     for i, s in enumerate(samples):
         word = subject_word(s)
-        prompt = new_ids[i, :int(mask[i].sum())]  # the first question's, not a later turn's
-        hits = (prompt == tok.convert_tokens_to_ids(tok.tokenize(" " + word))[0]).nonzero() if word else []
+        prompt = new_ids[i, :prompt_len[i]]  # the first question's, not a later turn's
+        hits = (prompt == word_id(tok, word)).nonzero() if word else []
         subject_at.append(int(hits[-1]) if len(hits) else -1)
     out = dict(input_ids=new_ids, attention_mask=new_mask, pixel_values=enc["pixel_values"], labels=labels,
                aux_labels=aux_labels(samples), samples=samples, subject_at=subject_at)
@@ -533,7 +539,7 @@ def main() -> int:
                     help="weight of the auxiliary loss against the shape/colour words' embeddings (see AuxHead)")
     ap.add_argument("--turns", action="store_true",
                     help="train each image with several questions as chat turns (see `turns`)")
-    ap.add_argument("--attribute-turns", default="color,shape",
+    ap.add_argument("--attribute-turns", default="color,shape", choices=["color,shape", "color"],
                     help="with --turns: the question kinds an attribute tile's further turns ask (color,shape or color)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", default="needle-image=1,needle-video=2,count=16,attribute=16",
@@ -567,14 +573,14 @@ def main() -> int:
     model.config._attn_implementation = "sdpa"
     if a.focus_weight > 0:  # the focus loss reads the decoder's attention weights
         model.model.text_model.config._attn_implementation = "eager"
-    word_ids = [tok.convert_tokens_to_ids(tok.tokenize(" " + w))[0] for w in SHAPES + COLORS]
-    aux = AuxHead(model, a.aux_tied, word_ids) if a.aux_weight > 0 else None
+    aux = AuxHead(model, a.aux_tied, [word_id(tok, w) for w in SHAPES + COLORS]) if a.aux_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
 
     def parse_batch(spec: str) -> dict:
         return {kv.split("=")[0]: int(kv.split("=")[1]) for kv in spec.split(",")}
     bs, warm_bs = parse_batch(a.batch), parse_batch(a.warm_batch)
+    attribute_kinds = tuple(a.attribute_turns.split(","))
     tasks = [t for t in TASKS + ["caption"] if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
     named = list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
     decay = [p for n, p in named if p.dim() >= 2 and "embed" not in n]
@@ -609,9 +615,8 @@ def main() -> int:
         print("blank   ", evaluate(model, proc, sets, bs, blank=True))
         return 0
 
-    streams = {t: TaskStream(t, a.data, a.chunk, a.frames) for t in tasks if t in TASKS}
-    if "caption" in tasks:
-        streams["caption"] = TaskStream("attribute", a.data, a.chunk, None, seed0=CAPTION_SEED0)
+    streams = {t: TaskStream(t, a.data, a.chunk, a.frames) if t != "caption"
+               else TaskStream("attribute", a.data, a.chunk, None, seed0=CAPTION_SEED0) for t in tasks}
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     stop = {"sig": None}
 
@@ -647,7 +652,7 @@ def main() -> int:
             if t == "caption":
                 rows = [caption_sample(r) for r in rows]
             td = time.time()
-            batch = encode(proc, rows, multi=a.turns, attribute_kinds=tuple(a.attribute_turns.split(",")))
+            batch = encode(proc, rows, multi=a.turns, attribute_kinds=attribute_kinds)
             tp = time.time()
             loss, ok, aux_loss, focus_loss = loss_and_correct(model, batch, aux, focus=a.focus_weight > 0)
             total_loss = loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if a.focus_weight > 0 else 0)
