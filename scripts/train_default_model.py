@@ -225,10 +225,10 @@ def turns(s: dict, attribute_kinds: tuple[str, ...] = ("color", "shape")) -> lis
     gives away a later answer: an attribute tile asks about each shape once (its colour or its
     shape, never both); a needle's "which shape appears once?" / "what appeared?" comes first
     or not at all, since the other questions name the needle's shape. `attribute_kinds`: what
-    an attribute tile's further turns may ask (("color",): only "what color is the {shape}?",
-    the look-up by shape, which is learnt long after the look-up by colour; (): none, since a
-    tile's colours are all different, so a later turn can be answered by elimination -- "the
-    colour on the tile not yet said" -- without the look-up, which run 5 showed the model does)."""
+    an attribute tile's further turns may ask (("color",): only "what color is the {shape}?";
+    (): none. A tile's colours are all different, so with further turns a later colour can be
+    answered by elimination -- "the tile's colour not yet said" -- without looking the shape up,
+    and runs 4 and 5 showed the model learns exactly that: scripts/README-training.md, run 5)."""
     own = [(s["question"], s["answer"])]
     if s.get("kind") == "caption":
         return own
