@@ -60,7 +60,7 @@ public final class InterruptRouter: @unchecked Sendable {
     switch state {
     case .prompt:
       promptInterrupted = true
-      pthread_kill(mainThread, SIGUSR1)
+      kickPrompt()
     case .running(let flag, let presses):
       flag.set()
       state = .running(flag, presses: presses + 1)
@@ -75,6 +75,19 @@ public final class InterruptRouter: @unchecked Sendable {
         fflush(stdout)
         _exit(130)
       }
+    }
+  }
+
+  /// Called with `lock` held. A kick that lands while libedit is not in read(2) (say, redrawing
+  /// the line after a Tab's list) interrupts nothing, and its next read would wait with the
+  /// Ctrl-C unseen: so kick again every 20 ms until the prompt has returned.
+  private func kickPrompt() {
+    pthread_kill(mainThread, SIGUSR1)
+    queue.asyncAfter(deadline: .now() + .milliseconds(20)) { [weak self] in
+      guard let self else { return }
+      self.lock.lock()
+      defer { self.lock.unlock() }
+      if case .prompt = self.state, self.promptInterrupted { self.kickPrompt() }
     }
   }
 
