@@ -34,19 +34,18 @@ def main() -> None:
     model.model.text_model.config._attn_implementation = "eager"
     model.eval()
     rows = T.heldout("attribute", a.data, 4 * a.n, None)
-    image_id, side = model.config.image_token_id, T.tokens_per_row()
+    image_id = model.config.image_token_id
     for kind in ("color", "shape"):
         of = [r for r in rows if r["kind"] == kind][:a.n]
         b = T.encode(proc, of)
         with torch.no_grad():
-            out = model(**{k: v for k, v in b.items() if k not in ("labels", "aux_labels", "samples", "subject_at")},
-                        output_attentions=True)
+            out = model(**T.model_inputs(b), output_attentions=True)
         target = T.focus_masks(of, b["aux_labels"])
         layers = len(out.attentions)
         on_target, on_shapes = torch.zeros(layers, out.attentions[0].shape[1]), torch.zeros(layers, out.attentions[0].shape[1])
         right, lines = 0, []
         for i, s in enumerate(of):
-            q = int((b["labels"][i] != -100).nonzero()[0]) - 1  # the position that predicts the answer
+            q = T.answer_position(b["labels"][i])
             pos = (b["input_ids"][i] == image_id).nonzero().squeeze(1)
             shapes = (b["aux_labels"][i].amax(-1) > 0).float()
             said = tok.decode([int(out.logits[i, q].argmax())]).strip()
@@ -55,8 +54,7 @@ def main() -> None:
                 att = out.attentions[layer][i, :, q, pos]  # heads x image tokens
                 on_target[layer] += (att * target[i]).sum(-1) / len(of)
                 on_shapes[layer] += (att * shapes).sum(-1) / len(of)
-            drawn = {(d["y"] * side // s["width"]) * side + d["x"] * side // s["width"]: f"{d['color']} {d['shape']}"
-                     for d in s["shapes"]}
+            drawn = {int(tk): f"{T.SHAPE_COLOR[c][1]} {T.SHAPE_COLOR[c][0]}" for tk, c in b["aux_labels"][i].nonzero()}
             last = out.attentions[-1][i, :2, q, pos].mean(0)
             top = int(last.argmax())
             lines.append(f"  {s['question']} {s['answer']} -> {said} | last layer's top token: "

@@ -429,6 +429,16 @@ def subject_word(s: dict) -> str | None:
     return t["shape"] if f" {t['shape']}" in q else None
 
 
+def model_inputs(batch: dict) -> dict:
+    """What of an `encode` batch the model takes (the rest is for the losses)."""
+    return {k: v for k, v in batch.items() if k not in ("labels", "aux_labels", "samples", "subject_at")}
+
+
+def answer_position(labels_row: torch.Tensor) -> int:
+    """The position whose logits give a sample's (first) answer token."""
+    return int((labels_row != -100).nonzero()[0]) - 1
+
+
 def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool = False):
     """(answer loss, per-sample whole-answer correctness, auxiliary loss or None, focus loss or
     None). The focus loss (attention supervision): at the position that predicts the answer,
@@ -437,8 +447,7 @@ def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool
     which the answer's gradient alone teaches very slowly. (One layer's heads, not the best of
     all: twelve heads fixed on twelve places would cover any target of a 16-token tile.)"""
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "aux_labels", "samples", "subject_at")}
-    out = model(**inputs, output_attentions=focus)
+    out = model(**model_inputs(batch), output_attentions=focus)
     logits = out.logits[:, :-1]
     tgt = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
@@ -452,7 +461,7 @@ def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool
         image_id = model.config.image_token_id
         terms = []
         for b, mask in enumerate(focus_masks(batch["samples"], batch["aux_labels"])):
-            q = int((labels[b] != -100).nonzero()[0]) - 1  # the position whose logits give the answer
+            q = answer_position(labels[b])
             pos = (batch["input_ids"][b] == image_id).nonzero().squeeze(1)
             if mask.sum() == 0:
                 continue
