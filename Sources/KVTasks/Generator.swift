@@ -3,9 +3,11 @@ import KVModels
 /// Makes samples: the same (task, seed, size, question kind) gives the same pixels and text,
 /// byte for byte, on every machine.
 ///
-/// Shapes are placed in distinct cells of a grid (32-px cells in the needle image, a 4×4 grid
+/// Shapes are placed in distinct cells of a grid (16-px cells in the needle image, a 4×4 grid
 /// on a tile), each shape wholly inside its cell: shapes never touch, so counts are exact, and
-/// since quadrant and tile borders are cell borders, no shape straddles one.
+/// since quadrant and tile borders are cell borders, no shape straddles one. At the default
+/// sizes every cell is 16 px, the square one visual token of the embedded model covers, so a
+/// shape looks the same to it in every task.
 public enum SyntheticGenerator {
   /// - Parameters:
   ///   - size: nil = the task's default; `frames` is used by clips only.
@@ -67,11 +69,11 @@ public enum SyntheticGenerator {
   )
     -> SyntheticSample
   {
-    let cell = 32
+    let cell = 16
     let side = size.side / cell
     let cells = side * side
-    // 40–80 distractors at 512 px (256 cells), the same density at other sizes.
-    let distractors = rng.int(in: max(3, cells * 40 / 256)...max(4, cells * 80 / 256))
+    // 40–80 distractors at 512 px (1,024 cells), the same density at other sizes.
+    let distractors = rng.int(in: max(3, cells * 40 / 1024)...max(4, cells * 80 / 1024))
     let needleKind = rng.pick(ShapeKind.allCases)
     let others = ShapeKind.allCases.filter { $0 != needleKind }
     let order = rng.shuffled(Array(0..<cells))

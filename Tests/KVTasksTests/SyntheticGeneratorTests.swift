@@ -23,7 +23,7 @@ final class SyntheticGeneratorTests: XCTestCase {
   func testDeterministicAndPinned() throws {
     let pinned: [(SyntheticTask, String, String, String)] = [
       (
-        .needleImage, "1f127ddd4078960c2cc521680f05c4318515421194c5f09acc8be6ab7322ebf4",
+        .needleImage, "526c6c498af4adc0407fdd4ede41aed9dde3a75635145a63523bcd4934651148",
         "where is the cross?", "top-right"
       ),
       (
@@ -115,12 +115,15 @@ final class SyntheticGeneratorTests: XCTestCase {
       XCTAssertEqual(s.images[0].height, 512)
       XCTAssertEqual(s.shapes.filter { $0.kind == s.target.kind }.count, 1, "seed \(seed)")
       XCTAssertTrue((41...81).contains(s.shapes.count), "seed \(seed): \(s.shapes.count)")
-      // The needle lies wholly inside its quadrant, with a margin.
+      // The needle lies wholly inside its quadrant (pixels 0–255 or 256–511 on each axis), in
+      // one 16-px cell: the square one visual token of the embedded model covers.
       let t = s.target
-      let left = t.x + t.radius < 256 - 1
-      let right = t.x - t.radius > 256
-      let top = t.y + t.radius < 256 - 1
-      let bottom = t.y - t.radius > 256
+      let left = t.x + t.radius <= 255
+      let right = t.x - t.radius >= 256
+      let top = t.y + t.radius <= 255
+      let bottom = t.y - t.radius >= 256
+      XCTAssertEqual((t.x - t.radius) / 16, (t.x + t.radius) / 16, "seed \(seed): \(t)")
+      XCTAssertEqual((t.y - t.radius) / 16, (t.y + t.radius) / 16, "seed \(seed): \(t)")
       XCTAssertTrue(left != right && top != bottom, "seed \(seed): \(t)")
       let expected = (top ? "top-" : "bottom-") + (left ? "left" : "right")
       XCTAssertEqual(s.answer, expected)
