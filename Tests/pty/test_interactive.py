@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import tempfile
+import termios
 import time
 import unittest
 
@@ -46,9 +47,20 @@ class Interactive(unittest.TestCase):
         p.expect_exact(PROMPT)
         return p
 
+    def wait_for_raw_mode(self, p, timeout=15):
+        """Waits until libedit has put the terminal in raw mode (ICANON off). libedit prints the
+        prompt first and switches to raw mode only at its first read, so on a loaded machine a
+        key sent as soon as the prompt shows can still meet the cooked line discipline, which
+        swallows a Ctrl-D. tcgetattr on a pty's master gives the slave's modes (Linux)."""
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(p.child_fd)[3] & termios.ICANON:
+            if time.monotonic() > deadline:
+                self.fail("the terminal never left canonical mode")
+            time.sleep(0.01)
+
     def finish(self, p):
-        """Ctrl-D at an empty prompt (the caller has seen the prompt: a Ctrl-D typed ahead,
-        while the terminal is still in cooked mode, is swallowed by the line discipline)."""
+        """Ctrl-D at an empty prompt (the caller has seen the prompt)."""
+        self.wait_for_raw_mode(p)
         p.sendcontrol("d")
         p.expect(pexpect.EOF)
         p.close()
