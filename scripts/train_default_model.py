@@ -97,8 +97,7 @@ def corpus_lines() -> list[str]:
         qs += [question_for(t, k, shape=s) for t, k in [("needle-image", "color"), ("needle-image", "region"),
                                                         ("needle-video", "time"), ("needle-video", "color"),
                                                         ("count", "count")]]
-    qs += [question_for("needle-image", "shape"), question_for("needle-video", "shape")]
-    qs += [question_for("attribute", "shape", color=c) for c in COLORS]
+    qs += [question_for(t, "shape", color=c) for c in COLORS for t in ("needle-image", "needle-video", "attribute")]
     answers = COLORS + SHAPES + REGIONS + TIMES + COUNTS
     lines = [f"User:{q}" for q in qs] + [f"Assistant: {a}" for a in answers]
     lines += [" ".join(answers), " ".join(PLURALS), " ".join(qs)]
@@ -143,8 +142,8 @@ def word_id(tok, word: str) -> int:
 
 def tokenizer_report(tok) -> dict:
     words = COLORS + SHAPES + PLURALS + REGIONS + TIMES + COUNTS + [
-        "what", "color", "is", "the", "where", "when", "did", "appear", "appeared", "appears", "was",
-        "how", "many", "are", "there", "which", "shape", "once"]
+        "what", "color", "is", "the", "where", "when", "did", "appear", "appeared", "was",
+        "how", "many", "are", "there", "which", "shape"]
     multi = {w: tok.tokenize(" " + w) for w in words if len(tok.tokenize(" " + w)) != 1}
     return multi
 
@@ -211,7 +210,7 @@ def caption_sample(row: dict, shape_first: bool = False) -> dict:
 def question_for(task: str, kind: str, shape: str = "", color: str = "") -> str:
     """The template text of `kvlab synthetic vocab` for (task, question kind), filled in."""
     template = {("needle-image", "color"): "what color is the {shape}?", ("needle-image", "region"): "where is the {shape}?",
-                ("needle-image", "shape"): "which shape appears once?", ("needle-video", "shape"): "what appeared?",
+                ("needle-image", "shape"): "which shape is {color}?", ("needle-video", "shape"): "what {color} shape appeared?",
                 ("needle-video", "time"): "when did the {shape} appear?", ("needle-video", "color"): "what color was the {shape}?",
                 ("count", "count"): "how many {shapes} are there?", ("attribute", "color"): "what color is the {shape}?",
                 ("attribute", "shape"): "which shape is {color}?"}[(task, kind)]
@@ -223,8 +222,8 @@ def turns(s: dict, attribute_kinds: tuple[str, ...] = ("color", "shape")) -> lis
     """Training only (`--turns`): the sample's own question, then more questions about the same
     image as further chat turns -- several answers' gradient for one image's cost. No turn's text
     gives away a later answer: an attribute tile asks about each shape once (its colour or its
-    shape, never both); a needle's "which shape appears once?" / "what appeared?" comes first
-    or not at all, since the other questions name the needle's shape. `attribute_kinds`: what
+    shape, never both); a needle's "which shape is {color}?" / "what {color} shape appeared?"
+    comes first or not at all, since the other questions name the needle's shape. `attribute_kinds`: what
     an attribute tile's further turns may ask (("color",): only "what color is the {shape}?";
     (): none. A tile's colours are all different, so with further turns a later colour can be
     answered by elimination -- "the tile's colour not yet said" -- without looking the shape up,
@@ -324,7 +323,8 @@ def encode(proc, samples: list[dict], blank: bool = False, multi: bool = False,
         hits = (prompt == word_id(tok, word)).nonzero() if word else []
         subject_at.append(int(hits[-1]) if len(hits) else -1)
     out = dict(input_ids=new_ids, attention_mask=new_mask, pixel_values=enc["pixel_values"], labels=labels,
-               aux_labels=aux_labels(samples), samples=samples, subject_at=subject_at)
+               aux_labels=aux_labels(samples), place_labels=place_labels(samples), samples=samples,
+               subject_at=subject_at)
     if "pixel_attention_mask" in enc:
         out["pixel_attention_mask"] = enc["pixel_attention_mask"]
     return out
@@ -400,6 +400,56 @@ class AuxHead(torch.nn.Module):
         return loss
 
 
+def place_labels(samples: list[dict]) -> torch.Tensor:
+    """Per image token (as `aux_labels`), where in the input it lies: in a needle image the
+    quadrant of the token's centre (index of REGIONS), in a clip the third of its frame (index of
+    TIMES, `TimeThird.frames`'s split); -100 elsewhere. A split image's tiles and a clip's frames
+    are encoded one by one, so no image feature can know this: only the decoder can, from the
+    tiles' <row_i_col_j> markers or a frame's position in the sequence."""
+    side = tokens_per_row()
+    rows = []
+    for s in samples:
+        views = image_views(s)
+        for f, (x0, y0, w, _) in enumerate(views):
+            lab = torch.full((side * side,), -100, dtype=torch.long)
+            for k in range(side * side):
+                if s["task"] == "needle-image":
+                    x = x0 + (k % side + 0.5) * w / side
+                    y = y0 + (k // side + 0.5) * w / side
+                    half = s["width"] / 2
+                    lab[k] = 2 * (y >= half) + (x >= half)
+                elif s["task"] == "needle-video":
+                    n = len(views)
+                    lab[k] = max(i for i in range(3) if i * n // 3 <= f)
+            rows.append(lab)
+    return torch.stack(rows)
+
+
+class PlaceHead(torch.nn.Module):
+    """Training only (never exported): a linear probe on the decoder's hidden states after layer
+    `layer` at the image tokens, predicting `place_labels`. "where is the {shape}?" and "when did
+    the {shape} appear?" need the needle token to carry its place by the time the answer looks it
+    up; the answer's gradient alone had not taught that in runs 4-6 (both at chance)."""
+
+    def __init__(self, model, layer: int):
+        super().__init__()
+        hidden = model.config.text_config.hidden_size
+        self.region = torch.nn.Linear(hidden, len(REGIONS))
+        self.time = torch.nn.Linear(hidden, len(TIMES))
+        self.seen: dict[str, torch.Tensor] = {}
+        model.model.text_model.layers[layer].register_forward_hook(
+            lambda _m, _i, out: self.seen.__setitem__("hidden", out[0] if isinstance(out, tuple) else out))
+
+    def loss(self, batch: dict, image_id: int) -> torch.Tensor:
+        hidden = self.seen.pop("hidden")
+        labels = batch["place_labels"].reshape(-1)
+        if bool((labels == -100).all()):
+            return hidden.new_zeros(())
+        at = hidden[batch["input_ids"] == image_id]  # row-major over the batch = the labels' order
+        head = self.region if batch["samples"][0]["task"] == "needle-image" else self.time
+        return torch.nn.functional.cross_entropy(head(at), labels, ignore_index=-100)
+
+
 def focus_masks(samples: list[dict], labels: torch.Tensor) -> list[torch.Tensor]:
     """Per sample, which of its image tokens show what the question is about (from
     `aux_labels`): the target's (shape, colour) -- for count, every colour of the counted shape;
@@ -424,14 +474,14 @@ def subject_word(s: dict) -> str | None:
     t, q = s["target"], s["question"]
     if s["task"] == "count":
         return PLURALS[SHAPES.index(t["shape"])]
-    if q.startswith("which shape is"):
+    if s.get("kind") == "shape" and s["task"] != "count":  # "which shape is {color}?", ...
         return t["color"]
     return t["shape"] if f" {t['shape']}" in q else None
 
 
 def model_inputs(batch: dict) -> dict:
     """What of an `encode` batch the model takes (the rest is for the losses)."""
-    return {k: v for k, v in batch.items() if k not in ("labels", "aux_labels", "samples", "subject_at")}
+    return {k: v for k, v in batch.items() if k not in ("labels", "aux_labels", "place_labels", "samples", "subject_at")}
 
 
 def answer_position(labels_row: torch.Tensor) -> int:
@@ -439,9 +489,10 @@ def answer_position(labels_row: torch.Tensor) -> int:
     return int((labels_row != -100).nonzero()[0]) - 1
 
 
-def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool = False):
+def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool = False,
+                     place: "PlaceHead | None" = None):
     """(answer loss, per-sample whole-answer correctness, auxiliary loss or None, focus loss or
-    None). The focus loss (attention supervision): at the position that predicts the answer,
+    None, place loss or None). The focus loss (attention supervision): at the position that predicts the answer,
     -log of the attention mass the heads of layer FOCUS_LAYER (mean over heads) put on the image
     tokens that show the question's subject. It teaches the decoder the look-up the tasks need,
     which the answer's gradient alone teaches very slowly. (One layer's heads, not the best of
@@ -471,7 +522,8 @@ def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool
                 hop = out.attentions[SUBJECT_LAYER][b, :, q, at].mean()  # the first hop
                 terms.append(-torch.log(hop + 1e-6))
         focus_loss = torch.stack(terms).mean() if terms else logits.new_zeros(())
-    return loss, right.all(dim=1), aux_loss, focus_loss
+    place_loss = place.loss(batch, model.config.image_token_id) if place is not None else None
+    return loss, right.all(dim=1), aux_loss, focus_loss, place_loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +606,9 @@ def main() -> int:
                     help="weight of the auxiliary per-token shape/colour loss (AuxHead; 0 turns it off)")
     ap.add_argument("--aux-tied", type=float, default=0.0,
                     help="weight of the auxiliary loss against the shape/colour words' embeddings (see AuxHead)")
+    ap.add_argument("--place-weight", type=float, default=0.0,
+                    help="weight of the place probe's loss (PlaceHead: needle image quadrant, clip third per image token)")
+    ap.add_argument("--place-layer", type=int, default=1, help="the decoder layer whose output the place probe reads")
     ap.add_argument("--turns", action="store_true",
                     help="train each image with several questions as chat turns (see `turns`)")
     ap.add_argument("--attribute-turns", default="color,shape", choices=["color,shape", "color", "none"],
@@ -593,6 +648,7 @@ def main() -> int:
     if a.focus_weight > 0:  # the focus loss reads the decoder's attention weights
         model.model.text_model.config._attn_implementation = "eager"
     aux = AuxHead(model, a.aux_tied, [word_id(tok, w) for w in SHAPES + COLORS]) if a.aux_weight > 0 else None
+    place = PlaceHead(model, a.place_layer) if a.place_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
 
@@ -601,7 +657,8 @@ def main() -> int:
     bs, warm_bs = parse_batch(a.batch), parse_batch(a.warm_batch)
     attribute_kinds = () if a.attribute_turns == "none" else tuple(a.attribute_turns.split(","))
     tasks = [t for t in TASKS + ["caption"] if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
-    named = list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
+    named = (list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
+             + (list(place.named_parameters(prefix="place")) if place else []))
     decay = [p for n, p in named if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
@@ -614,6 +671,8 @@ def main() -> int:
         model.load_state_dict(ck["model"])
         if aux is not None and "aux" in ck:
             aux.load_state_dict(ck["aux"])
+        if place is not None and ck.get("place"):
+            place.load_state_dict(ck["place"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         step, pos, t_trained = ck["step"], {"caption": 0, **ck["pos"]}, ck["seconds"]
@@ -645,7 +704,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     def checkpoint(why: str) -> None:
-        save_ckpt(ckpt_path, dict(model=model.state_dict(), aux=aux.state_dict() if aux else None, opt=opt.state_dict(), sched=sched.state_dict(),
+        save_ckpt(ckpt_path, dict(model=model.state_dict(), aux=aux.state_dict() if aux else None,
+                                  place=place.state_dict() if place else None, opt=opt.state_dict(), sched=sched.state_dict(),
                                   step=step, pos=pos, seconds=t_trained, rng=rng_state(), args=vars(a)))
         print(f"checkpoint at step {step} ({why})", flush=True)
 
@@ -673,14 +733,16 @@ def main() -> int:
             td = time.time()
             batch = encode(proc, rows, multi=a.turns, attribute_kinds=attribute_kinds)
             tp = time.time()
-            loss, ok, aux_loss, focus_loss = loss_and_correct(model, batch, aux, focus=a.focus_weight > 0)
-            total_loss = loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if a.focus_weight > 0 else 0)
+            loss, ok, aux_loss, focus_loss, place_loss = loss_and_correct(model, batch, aux, a.focus_weight > 0, place)
+            total_loss = (loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if a.focus_weight > 0 else 0)
+                          + (a.place_weight * place_loss if place else 0))
             (total_loss / len(step_tasks)).backward()
             te = time.time()
             pos[t] += step_bs[t]
             total += float(loss.detach()) / len(step_tasks)
             rec[t] = dict(loss=round(float(loss.detach()), 4), aux=round(float(aux_loss.detach()), 4) if aux else None,
-                          focus=round(float(focus_loss.detach()), 4) if focus_loss is not None else None, acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
+                          focus=round(float(focus_loss.detach()), 4) if focus_loss is not None else None,
+                          place=round(float(place_loss.detach()), 4) if place_loss is not None else None, acc=float(ok.float().mean()), tokens=int(batch["input_ids"].numel()),
                           s_data=round(td - tt, 3), s_proc=round(tp - td, 3), s_fwdbwd=round(te - tp, 3))
         gn = torch.nn.utils.clip_grad_norm_([p for _, p in named], a.clip)
         opt.step()
@@ -694,7 +756,8 @@ def main() -> int:
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % 10 == 0 or "heldout" in rec or step <= 3:
-            per = " ".join(f"{t}={rec[t]['loss']:.3f}" + (f"+aux {rec[t]['aux']:.3f}" if aux else "") + f"/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
+            per = " ".join(f"{t}={rec[t]['loss']:.3f}" + (f"+aux {rec[t]['aux']:.3f}" if aux else "")
+                           + (f"+place {rec[t]['place']:.3f}" if place and t.startswith("needle") else "") + f"/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
             print(f"step {step} loss {total:.4f} lr {rec['lr']:.2e} gn {rec['grad_norm']:.2f} {dt:.2f}s/step [{per}]"
                   + (f" heldout {rec['heldout']}" if "heldout" in rec else ""), flush=True)
         if time.time() - last_ck >= a.ckpt_minutes * 60:

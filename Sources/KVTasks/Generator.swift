@@ -75,16 +75,20 @@ public enum SyntheticGenerator {
     // 40–80 distractors at 512 px (1,024 cells), the same density at other sizes.
     let distractors = rng.int(in: max(3, cells * 40 / 1024)...max(4, cells * 80 / 1024))
     let needleKind = rng.pick(ShapeKind.allCases)
+    let needleColor = rng.pick(ShapeColor.allCases)
+    // The needle is the only shape of its kind and the only one of its colour, so either names
+    // it: "what color is the {shape}?" and "which shape is {color}?" each have one answer.
     let others = ShapeKind.allCases.filter { $0 != needleKind }
+    let otherColors = ShapeColor.allCases.filter { $0 != needleColor }
     let order = rng.shuffled(Array(0..<cells))
     let needle = place(
-      needleKind, rng.pick(ShapeColor.allCases), column: order[0] % side, row: order[0] / side,
+      needleKind, needleColor, column: order[0] % side, row: order[0] / side,
       cell: cell, radii: radii(cell: cell), rng: &rng)
     var shapes = [needle]
     for c in order[1...distractors] {
       shapes.append(
         place(
-          rng.pick(others), rng.pick(ShapeColor.allCases), column: c % side, row: c / side,
+          rng.pick(others), rng.pick(otherColors), column: c % side, row: c / side,
           cell: cell, radii: radii(cell: cell), rng: &rng))
     }
     var raster = Raster(width: size.side, height: size.side, seed: seed)
@@ -112,17 +116,20 @@ public enum SyntheticGenerator {
   {
     let cell = size.side / 4
     let needleKind = rng.pick(ShapeKind.allCases)
+    let needleColor = rng.pick(ShapeColor.allCases)
     let others = ShapeKind.allCases.filter { $0 != needleKind }
+    let otherColors = ShapeColor.allCases.filter { $0 != needleColor }
     let order = rng.shuffled(Array(0..<16))
     let needle = place(
-      needleKind, rng.pick(ShapeColor.allCases), column: order[0] % 4, row: order[0] / 4,
+      needleKind, needleColor, column: order[0] % 4, row: order[0] / 4,
       cell: cell, radii: radii(cell: cell), rng: &rng)
-    // A few static distractors, none of the needle's kind, so "what appeared" has one answer.
+    // A few static distractors, none of the needle's kind or colour, so "what {color} shape
+    // appeared?" and "when did the {shape} appear?" name the needle alone.
     var shapes = [needle]
     for c in order[1...rng.int(in: 2...3)] {
       shapes.append(
         place(
-          rng.pick(others), rng.pick(ShapeColor.allCases), column: c % 4, row: c / 4, cell: cell,
+          rng.pick(others), rng.pick(otherColors), column: c % 4, row: c / 4, cell: cell,
           radii: radii(cell: cell), rng: &rng))
     }
     let time = rng.pick(TimeThird.allCases)

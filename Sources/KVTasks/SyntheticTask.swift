@@ -146,8 +146,8 @@ public enum SyntheticVocabulary {
   public static let templates: [(task: SyntheticTask, kind: QuestionKind, text: String)] = [
     (.needleImage, .color, "what color is the {shape}?"),
     (.needleImage, .region, "where is the {shape}?"),
-    (.needleImage, .shape, "which shape appears once?"),
-    (.needleVideo, .shape, "what appeared?"),
+    (.needleImage, .shape, "which shape is {color}?"),
+    (.needleVideo, .shape, "what {color} shape appeared?"),
     (.needleVideo, .time, "when did the {shape} appear?"),
     (.needleVideo, .color, "what color was the {shape}?"),
     (.count, .count, "how many {shapes} are there?"),

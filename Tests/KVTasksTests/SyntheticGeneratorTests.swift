@@ -23,12 +23,12 @@ final class SyntheticGeneratorTests: XCTestCase {
   func testDeterministicAndPinned() throws {
     let pinned: [(SyntheticTask, String, String, String)] = [
       (
-        .needleImage, "526c6c498af4adc0407fdd4ede41aed9dde3a75635145a63523bcd4934651148",
-        "where is the cross?", "top-right"
+        .needleImage, "35c6fd1551c0ef90ec0ea42bb52b5fb3dc256b4ce8703fd634b40212070486c4",
+        "where is the cross?", "bottom-right"
       ),
       (
-        .needleVideo, "5947fc68a441e09d98759a72d85f3e763c7406e1df1a6bec5bbbd25a4d662f61",
-        "what appeared?", "diamond"
+        .needleVideo, "fea7195adf9563dc00b25a9cdff22607d4cd675cf4cb7fae94d69d50a2743a41",
+        "what yellow shape appeared?", "diamond"
       ),
       (
         .count, "c3c071dda3daa9f9f758edd1c904fd8155138d31c1e211ffd54adf1046e3a440",
@@ -114,6 +114,7 @@ final class SyntheticGeneratorTests: XCTestCase {
       XCTAssertEqual(s.images[0].width, 512)
       XCTAssertEqual(s.images[0].height, 512)
       XCTAssertEqual(s.shapes.filter { $0.kind == s.target.kind }.count, 1, "seed \(seed)")
+      XCTAssertEqual(s.shapes.filter { $0.color == s.target.color }.count, 1, "seed \(seed)")
       XCTAssertTrue((41...81).contains(s.shapes.count), "seed \(seed): \(s.shapes.count)")
       // The needle lies wholly inside its quadrant (pixels 0–255 or 256–511 on each axis), in
       // one 16-px cell: the square one visual token of the embedded model covers.
@@ -132,7 +133,7 @@ final class SyntheticGeneratorTests: XCTestCase {
       XCTAssertEqual(try sample(.needleImage, seed, question: .color).answer, t.color.rawValue)
       let shape = try sample(.needleImage, seed, question: .shape)
       XCTAssertEqual(shape.answer, t.kind.rawValue)
-      XCTAssertEqual(shape.question, "which shape appears once?")
+      XCTAssertEqual(shape.question, "which shape is \(t.color.rawValue)?")
     }
     XCTAssertEqual(regions.count, 4)
   }
@@ -149,6 +150,10 @@ final class SyntheticGeneratorTests: XCTestCase {
         third.contains(span.lowerBound) && third.contains(span.upperBound), "seed \(seed)")
       XCTAssertEqual(s.answer, s.time!.rawValue)
       XCTAssertEqual(s.shapes.filter { $0.kind == s.target.kind }.count, 1)
+      XCTAssertEqual(s.shapes.filter { $0.color == s.target.color }.count, 1)
+      let shape = try sample(.needleVideo, seed, question: .shape)
+      XCTAssertEqual(shape.question, "what \(s.target.color.rawValue) shape appeared?")
+      XCTAssertEqual(shape.answer, s.target.kind.rawValue)
       // The needle's centre shows its colour in the span's frames only.
       let shown = s.images.indices.filter {
         s.images[$0][s.target.x, s.target.y] == s.target.color.rgb
