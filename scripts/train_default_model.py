@@ -431,7 +431,7 @@ class PlaceHead(torch.nn.Module):
     the {shape} appear?" need the needle token to carry its place by the time the answer looks it
     up; the answer's gradient alone had not taught that in runs 4-6 (both at chance)."""
 
-    def __init__(self, model, layer: int):
+    def __init__(self, model, layer: int, tied: float = 0.0, tok=None):
         super().__init__()
         hidden = model.config.text_config.hidden_size
         self.region = torch.nn.Linear(hidden, len(REGIONS))
@@ -439,6 +439,18 @@ class PlaceHead(torch.nn.Module):
         self.seen: dict[str, torch.Tensor] = {}
         model.model.text_model.layers[layer].register_forward_hook(
             lambda _m, _i, out: self.seen.__setitem__("hidden", out[0] if isinstance(out, tuple) else out))
+        # `tied` > 0: also score each token against the output embeddings (lm_head rows) of the
+        # answer's tokens -- " top"/" bottom", "left"/"right" (of " top-left"), " beginning"/
+        # " middle"/" end" -- so that a head copying the needle's token to the answer position
+        # yields the answer's logits as it stands. Without it (run 7 to step 1,370) the probe
+        # was learnt (loss 0.001) and the answers stayed at chance.
+        self.tied = tied
+        if tied > 0:
+            first = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+            self.vertical = [first(" top-left")[0], first(" bottom-left")[0]]
+            self.horizontal = [first(" top-left")[-1], first(" top-right")[-1]]
+            self.thirds = [first(" " + t)[0] for t in TIMES]
+            self.out = lambda ids: model.lm_head.weight[ids]  # not a submodule
 
     def loss(self, batch: dict, image_id: int) -> torch.Tensor:
         hidden = self.seen.pop("hidden")
@@ -446,8 +458,17 @@ class PlaceHead(torch.nn.Module):
         if bool((labels == -100).all()):
             return hidden.new_zeros(())
         at = hidden[batch["input_ids"] == image_id]  # row-major over the batch = the labels' order
-        head = self.region if batch["samples"][0]["task"] == "needle-image" else self.time
-        return torch.nn.functional.cross_entropy(head(at), labels, ignore_index=-100)
+        ce = torch.nn.functional.cross_entropy
+        if batch["samples"][0]["task"] == "needle-image":
+            loss = ce(self.region(at), labels, ignore_index=-100)
+            if self.tied > 0:
+                loss = loss + self.tied * (ce(at @ self.out(self.vertical).T, labels // 2)
+                                           + ce(at @ self.out(self.horizontal).T, labels % 2))
+        else:
+            loss = ce(self.time(at), labels, ignore_index=-100)
+            if self.tied > 0:
+                loss = loss + self.tied * ce(at @ self.out(self.thirds).T, labels)
+        return loss
 
 
 def focus_masks(samples: list[dict], labels: torch.Tensor) -> list[torch.Tensor]:
@@ -609,6 +630,8 @@ def main() -> int:
     ap.add_argument("--place-weight", type=float, default=0.0,
                     help="weight of the place probe's loss (PlaceHead: needle image quadrant, clip third per image token)")
     ap.add_argument("--place-layer", type=int, default=1, help="the decoder layer whose output the place probe reads")
+    ap.add_argument("--place-tied", type=float, default=0.0,
+                    help="weight of the place probe's scores against the answer words' output embeddings")
     ap.add_argument("--turns", action="store_true",
                     help="train each image with several questions as chat turns (see `turns`)")
     ap.add_argument("--attribute-turns", default="color,shape", choices=["color,shape", "color", "none"],
@@ -648,7 +671,7 @@ def main() -> int:
     if a.focus_weight > 0:  # the focus loss reads the decoder's attention weights
         model.model.text_model.config._attn_implementation = "eager"
     aux = AuxHead(model, a.aux_tied, [word_id(tok, w) for w in SHAPES + COLORS]) if a.aux_weight > 0 else None
-    place = PlaceHead(model, a.place_layer) if a.place_weight > 0 else None
+    place = PlaceHead(model, a.place_layer, a.place_tied, tok) if a.place_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB fp32), vocab {len(tok)}")
 
@@ -673,8 +696,9 @@ def main() -> int:
             aux.load_state_dict(ck["aux"])
         if place is not None and ck.get("place"):
             place.load_state_dict(ck["place"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
+        if a.resume:  # (an export or eval may be run without the training-only heads)
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
         step, pos, t_trained = ck["step"], {"caption": 0, **ck["pos"]}, ck["seconds"]
         set_rng_state(ck["rng"])
         print(f"resumed at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
