@@ -73,12 +73,13 @@ def run(model: str, experiment: str, count: int, extra: list[str], threads: int,
     return rows
 
 
-def accuracy(rows: list[dict]) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(task, setting) -> (right, total, errors), settings in first-seen order. A sample the
-    setting could not run (kvlab refused the budget for it) counts as wrong and as an error."""
+def accuracy(rows: list[dict], column=lambda r: r["task"]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(task -- or `column` of the row --, setting) -> (right, total, errors), settings in
+    first-seen order. A sample the setting could not run (kvlab refused the budget for it)
+    counts as wrong and as an error."""
     acc: dict[tuple[str, str], list[int]] = {}
     for r in rows:
-        a = acc.setdefault((r["task"], r["setting"]), [0, 0, 0])
+        a = acc.setdefault((column(r), r["setting"]), [0, 0, 0])
         a[0] += int(r["correct"])
         a[1] += 1
         a[2] += int(r.get("error") is not None)
@@ -89,12 +90,17 @@ def share(a: tuple[int, int, int]) -> float:
     return 100 * a[0] / a[1]
 
 
-def table(rows: list[dict], title: str) -> str:
-    acc = accuracy(rows)
-    tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
+def by_kind(r: dict) -> str:
+    return f"{r['task']}: {r['question_kind']}"
+
+
+def table(rows: list[dict], title: str, column=None) -> str:
+    """Settings down, tasks across (or the distinct values of `column`, sorted)."""
+    acc = accuracy(rows, column) if column else accuracy(rows)
+    tasks = [t for t in TASKS if any(k[0] == t for k in acc)] if column is None else sorted({k[0] for k in acc})
     settings = list(dict.fromkeys(k[1] for k in acc))
     n = {t: max(v[1] for k, v in acc.items() if k[0] == t) for t in tasks}
-    lines = [f"**{title}** (accuracy in %, n = held-out questions per task)", "",
+    lines = [f"**{title}** (accuracy in %, n = held-out questions per column)", "",
              "| setting | " + " | ".join(f"{t} (n={n[t]})" for t in tasks) + " | mean |",
              "|---|" + "---:|" * (len(tasks) + 1)]
     for s in settings:
@@ -204,11 +210,11 @@ def main() -> int:
         else:
             rows = run(a.model, e, a.count, [], a.threads, a.needle_count)
         sections.append(table(rows, e))
-        # The needles' colour questions alone: the look-up the model has learnt, where a
-        # setting's cost shows on long inputs (their other questions are at chance).
-        colour = [r for r in rows if r["task"].startswith("needle") and r["question_kind"] == "color"]
-        if colour:
-            sections.append(table(colour, f"{e}, the needles' colour questions only"))
+        # The needles by question kind: what a setting costs the look-up by a word (colour,
+        # shape) and the place of what was found (where, when) separately.
+        needles = [r for r in rows if r["task"].startswith("needle")]
+        if needles:
+            sections.append(table(needles, f"{e}, the needle questions by kind", column=by_kind))
         if e == "main":
             plot(rows, os.path.join(ROOT, "docs/accuracy-vs-budget.png"))
     with open(os.path.join(ROOT, "bench/accuracy.md"), "w") as f:
