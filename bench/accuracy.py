@@ -55,8 +55,9 @@ def bench_binary() -> str:
 
 
 def run(model: str, experiment: str, count: int, extra: list[str], threads: int,
-        needle_count: int | None = None) -> list[dict]:
-    """Every task on `count` seeds, or with `needle_count` the two needle tasks on that many."""
+        needle_count: int | None = None, saved_as: str | None = None) -> list[dict]:
+    """Every task on `count` seeds, or with `needle_count` the two needle tasks on that many.
+    The answers are kept in OUT/`saved_as` (default: the experiment's name).jsonl."""
     groups = [(TASKS, count)] if needle_count is None else [(TASKS[:2], needle_count), (TASKS[2:], count)]
     rows = []
     for tasks, n in groups:
@@ -68,12 +69,20 @@ def run(model: str, experiment: str, count: int, extra: list[str], threads: int,
             sys.exit(f"accuracy.py: kvlab-bench failed: {proc.stderr.strip()}")
         rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, f"{experiment}.jsonl"), "w") as f:
+    with open(os.path.join(OUT, f"{saved_as or experiment}.jsonl"), "w") as f:
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
     return rows
 
 
-def accuracy(rows: list[dict], column=lambda r: r["task"]) -> dict[tuple[str, str], tuple[int, int, int]]:
+def by_task(r: dict) -> str:
+    return r["task"]
+
+
+def by_kind(r: dict) -> str:
+    return f"{r['task']}: {r['question_kind']}"
+
+
+def accuracy(rows: list[dict], column=by_task) -> dict[tuple[str, str], tuple[int, int, int]]:
     """(task -- or `column` of the row --, setting) -> (right, total, errors), settings in
     first-seen order. A sample the setting could not run (kvlab refused the budget for it)
     counts as wrong and as an error."""
@@ -90,14 +99,10 @@ def share(a: tuple[int, int, int]) -> float:
     return 100 * a[0] / a[1]
 
 
-def by_kind(r: dict) -> str:
-    return f"{r['task']}: {r['question_kind']}"
-
-
-def table(rows: list[dict], title: str, column=None) -> str:
-    """Settings down, tasks across (or the distinct values of `column`, sorted)."""
-    acc = accuracy(rows, column) if column else accuracy(rows)
-    tasks = [t for t in TASKS if any(k[0] == t for k in acc)] if column is None else sorted({k[0] for k in acc})
+def table(rows: list[dict], title: str, column=by_task) -> str:
+    """Settings down, tasks across in TASKS order (or the distinct values of `column`, sorted)."""
+    acc = accuracy(rows, column)
+    tasks = [t for t in TASKS if any(k[0] == t for k in acc)] if column is by_task else sorted({k[0] for k in acc})
     settings = list(dict.fromkeys(k[1] for k in acc))
     n = {t: max(v[1] for k, v in acc.items() if k[0] == t) for t in tasks}
     lines = [f"**{title}** (accuracy in %, n = held-out questions per column)", "",
@@ -158,7 +163,8 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def ci(model: str, update: bool, threads: int) -> int:
-    rows = run(model, "main", CI_COUNT, CI_ARGS, threads)
+    # Saved apart: the CI subset must not replace a full run's answers that --tables-only reads.
+    rows = run(model, "main", CI_COUNT, CI_ARGS, threads, saved_as="ci")
     got = {f"{r['task']} | {r['setting']} | {r['seed']}": r["correct"] for r in rows}
     if update:
         acc = accuracy(rows)
