@@ -411,17 +411,15 @@ def place_labels(samples: list[dict]) -> torch.Tensor:
     for s in samples:
         views = image_views(s)
         for f, (x0, y0, w, _) in enumerate(views):
-            lab = torch.full((side * side,), -100, dtype=torch.long)
-            for k in range(side * side):
-                if s["task"] == "needle-image":
-                    x = x0 + (k % side + 0.5) * w / side
-                    y = y0 + (k // side + 0.5) * w / side
-                    half = s["width"] / 2
-                    lab[k] = 2 * (y >= half) + (x >= half)
-                elif s["task"] == "needle-video":
-                    n = len(views)
-                    lab[k] = max(i for i in range(3) if i * n // 3 <= f)
-            rows.append(lab)
+            if s["task"] == "needle-image":
+                half = s["width"] / 2
+                centre = [((k % side + 0.5) * w / side + x0, (k // side + 0.5) * w / side + y0) for k in range(side * side)]
+                rows.append(torch.tensor([2 * (y >= half) + (x >= half) for x, y in centre]))
+            elif s["task"] == "needle-video":
+                third = max(i for i in range(len(TIMES)) if i * len(views) // len(TIMES) <= f)
+                rows.append(torch.full((side * side,), third))
+            else:
+                rows.append(torch.full((side * side,), -100))
     return torch.stack(rows)
 
 
@@ -495,7 +493,7 @@ def subject_word(s: dict) -> str | None:
     t, q = s["target"], s["question"]
     if s["task"] == "count":
         return PLURALS[SHAPES.index(t["shape"])]
-    if s.get("kind") == "shape" and s["task"] != "count":  # "which shape is {color}?", ...
+    if s.get("kind") == "shape":  # "which shape is {color}?", "what {color} shape appeared?"
         return t["color"]
     return t["shape"] if f" {t['shape']}" in q else None
 
@@ -513,8 +511,8 @@ def answer_position(labels_row: torch.Tensor) -> int:
 def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool = False,
                      place: "PlaceHead | None" = None):
     """(answer loss, per-sample whole-answer correctness, auxiliary loss or None, focus loss or
-    None, place loss or None). The focus loss (attention supervision): at the position that predicts the answer,
-    -log of the attention mass the heads of layer FOCUS_LAYER (mean over heads) put on the image
+    None, place loss or None). The focus loss (attention supervision): at the position that
+    predicts the answer, -log of the attention mass the heads of layer FOCUS_LAYER (mean over heads) put on the image
     tokens that show the question's subject. It teaches the decoder the look-up the tasks need,
     which the answer's gradient alone teaches very slowly. (One layer's heads, not the best of
     all: twelve heads fixed on twelve places would cover any target of a 16-token tile.)"""
