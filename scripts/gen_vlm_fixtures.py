@@ -79,7 +79,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer
 
 import transformers
 from transformers import (
@@ -99,6 +99,8 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 from transformers.utils import is_torchvision_available
+
+from vlm_common import SMOLVLM_TEMPLATE, byte_level_bpe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "KVEngineTests", "Fixtures", "vlm")
@@ -168,14 +170,8 @@ Is there a bird in the picture? Yes, there is a small bird on the branch of the 
 
 
 def train_base_tokenizer() -> Tokenizer:
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=360, min_frequency=2, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     lines = [ln for ln in CORPUS.splitlines() if ln]
-    tok.train_from_iterator(lines * 4, trainer=trainer)
-    return tok
+    return byte_level_bpe(lines * 4, vocab_size=360, min_frequency=2)
 
 
 def family_tokenizer(base: Tokenizer, specials: list[str], **named) -> PreTrainedTokenizerFast:
@@ -184,15 +180,8 @@ def family_tokenizer(base: Tokenizer, specials: list[str], **named) -> PreTraine
     return PreTrainedTokenizerFast(tokenizer_object=tok, **named)
 
 
-# Modelled on the published templates (HuggingFaceTB/SmolVLM-256M-Instruct, llava-hf/llava-1.5-7b-hf,
-# Qwen/Qwen2-VL-2B-Instruct).
-SMOLVLM_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
-    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
+# Modelled on the published templates (llava-hf/llava-1.5-7b-hf, Qwen/Qwen2-VL-2B-Instruct; SmolVLM's
+# is in vlm_common.py).
 LLAVA_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
     "{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"

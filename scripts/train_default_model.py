@@ -43,11 +43,13 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken
 from transformers import (GenerationConfig, Idefics3Config, Idefics3ForConditionalGeneration,
                           Idefics3Processor, PreTrainedTokenizerFast)
 from transformers.image_utils import PILImageResampling as R
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+from vlm_common import SMOLVLM_TEMPLATE, byte_level_bpe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KVLAB = os.environ.get("KVLAB", os.path.join(ROOT, ".build/release/kvlab"))  # or set KVLAB=path
@@ -67,13 +69,6 @@ REGIONS = ["top-left", "top-right", "bottom-left", "bottom-right"]
 TIMES = ["beginning", "middle", "end"]
 COUNTS = ["one", "two", "three", "four", "five"]
 
-SMOLVLM_TEMPLATE = (  # as scripts/gen_vlm_fixtures.py (modelled on SmolVLM-256M-Instruct's)
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
-    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
 GRID = 8  # 512 / 64: the row/col marker tokens needed
 SPECIALS = (["<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>", "<global-img>",
              "<end_of_utterance>"] + [f"<row_{r}_col_{c}>" for r in range(1, GRID + 1) for c in range(1, GRID + 1)])
@@ -105,12 +100,7 @@ def corpus_lines() -> list[str]:
 
 
 def train_tokenizer() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, min_frequency=1, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus_lines() * 8, trainer=trainer)
+    tok = byte_level_bpe(corpus_lines() * 8, vocab_size=512, min_frequency=1)
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
                                    eos_token="<end_of_utterance>", pad_token="<|im_end|>")
