@@ -24,37 +24,25 @@ extension SyntheticSample {
   /// then region | span [first, last] and time | count, as the task has them, and last `shapes`:
   /// every shape drawn, in drawing order (the training script's per-token auxiliary labels).
   public var jsonLine: String {
-    func str(_ s: String) -> String {
-      var out = "\""
-      for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-        default: out.unicodeScalars.append(u)
-        }
-      }
-      return out + "\""
-    }
     func shapeJSON(_ s: PlacedShape) -> String {
-      "{\"shape\":\(str(s.kind.rawValue)),\"color\":\(str(s.color.rawValue)),\"x\":\(s.x),\"y\":\(s.y),\"radius\":\(s.radius)}"
+      "{\"shape\":\(s.kind.rawValue.jsonQuoted),\"color\":\(s.color.rawValue.jsonQuoted),\"x\":\(s.x),\"y\":\(s.y),\"radius\":\(s.radius)}"
     }
     var fields: [(String, String)] = [
-      ("task", str(task.rawValue)), ("seed", String(seed)),
-      ("images", "[" + imagePaths.map(str).joined(separator: ",") + "]"),
-      ("question", str(question)), ("answer", str(answer)), ("kind", str(questionKind.rawValue)),
+      ("task", task.rawValue.jsonQuoted), ("seed", String(seed)),
+      ("images", "[" + imagePaths.map(\.jsonQuoted).joined(separator: ",") + "]"),
+      ("question", question.jsonQuoted), ("answer", answer.jsonQuoted),
+      ("kind", questionKind.rawValue.jsonQuoted),
       ("width", String(size.side)), ("height", String(size.side)),
       ("frames", String(images.count)),
       ("target", shapeJSON(target)),
     ]
-    if let region { fields.append(("region", str(region.rawValue))) }
+    if let region { fields.append(("region", region.rawValue.jsonQuoted)) }
     if let frameSpan {
       fields.append(("span", "[\(frameSpan.lowerBound),\(frameSpan.upperBound)]"))
     }
-    if let time { fields.append(("time", str(time.rawValue))) }
+    if let time { fields.append(("time", time.rawValue.jsonQuoted)) }
     if let count { fields.append(("count", String(count))) }
     fields.append(("shapes", "[" + shapes.map(shapeJSON).joined(separator: ",") + "]"))
-    return "{" + fields.map { "\(str($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+    return "{" + fields.map { "\($0.0.jsonQuoted):\($0.1)" }.joined(separator: ",") + "}"
   }
 }

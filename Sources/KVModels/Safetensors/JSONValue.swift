@@ -143,3 +143,27 @@ public enum JSONValue: Equatable, Sendable, Codable {
     return s.count > 60 ? String(s.prefix(57)) + "..." : s
   }
 }
+
+extension String {
+  /// This string as a JSON string literal, as Python's `json.dumps(s, ensure_ascii=False)`
+  /// writes it: `"`, `\` and the control characters escaped (`\n`, `\r`, `\t`, `\b`, `\f`,
+  /// the rest as `\u00XX`), everything else as is. Shared by every JSON kvlab writes by hand
+  /// (notebooks, the synthetic datasets' samples.jsonl).
+  public var jsonQuoted: String {
+    var out = "\""
+    for u in unicodeScalars {
+      switch u {
+      case "\"": out += "\\\""
+      case "\\": out += "\\\\"
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      case "\u{08}": out += "\\b"
+      case "\u{0C}": out += "\\f"
+      case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+      default: out.unicodeScalars.append(u)
+      }
+    }
+    return out + "\""
+  }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import KVModels
 
 /// A JSON value as a notebook file holds it (`==` ignores the order of an object's keys). Numbers keep the text they were written with, so
 /// reading and writing a file never changes a number in metadata the REPL does not know.
@@ -313,7 +314,7 @@ public enum JSONWriter {
     case .null: out += "null"
     case .bool(let b): out += b ? "true" : "false"
     case .number(let n): out += n
-    case .string(let s): writeString(s, into: &out)
+    case .string(let s): out += s.jsonQuoted
     case .array(let items):
       guard !items.isEmpty else {
         out += "[]"
@@ -337,30 +338,12 @@ public enum JSONWriter {
       out += "{\n"
       for (k, (key, item)) in sorted.enumerated() {
         out += String(repeating: " ", count: indent + 1)
-        writeString(key, into: &out)
+        out += key.jsonQuoted
         out += ": "
         write(item, indent: indent + 1, into: &out)
         out += k == sorted.count - 1 ? "\n" : ",\n"
       }
       out += String(repeating: " ", count: indent) + "}"
     }
-  }
-
-  private static func writeString(_ s: String, into out: inout String) {
-    out += "\""
-    for u in s.unicodeScalars {
-      switch u {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case "\u{08}": out += "\\b"
-      case "\u{0C}": out += "\\f"
-      case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-      default: out.unicodeScalars.append(u)
-      }
-    }
-    out += "\""
   }
 }
