@@ -12,6 +12,8 @@ experiment (raw lines kept in bench/out/accuracy/EXPERIMENT.jsonl), then writes 
 tables (bench/accuracy.md, pasted into the README) and the plot docs/accuracy-vs-budget.png.
 
 Experiments (seeds 0..count-1 of each task: the training script never sees seeds < 1,000,000):
+  control     full cache and the blank-image control only, on --count questions for every task
+              (the needle tasks too: --needle-count does not apply)
   main        full cache, the blank-image control (every image flat gray: the question alone,
               near chance if the model reads the pixels), then each policy x mode at
               5/10/25/50% of the sample's visual tokens
@@ -39,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench/out/accuracy")
 CI_FILE = os.path.join(ROOT, "bench/accuracy-ci.json")
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
-EXPERIMENTS = ["main", "blocks", "bulk", "schedule", "resolution"]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution"]
 # The CI subset: full cache and one policy at one budget, on the first CI_COUNT seeds per task.
 CI_COUNT = 24
 CI_ARGS = ["--fractions", "0.25", "--policies", "snapkv", "--modes", "capped"]
@@ -213,6 +215,9 @@ def main() -> int:
         path = os.path.join(OUT, f"{e}.jsonl")
         if a.tables_only:
             rows = [json.loads(line) for line in open(path)]
+        elif e == "control":
+            # main's first two settings without its grid: cheap enough for --count needles.
+            rows = run(a.model, "main", a.count, ["--policies", ""], a.threads, saved_as=e)
         else:
             rows = run(a.model, e, a.count, [], a.threads, a.needle_count)
         sections.append(table(rows, e))
