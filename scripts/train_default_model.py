@@ -603,6 +603,10 @@ def main() -> int:
     ap.add_argument("--data", default=os.path.join(ROOT, ".cache-train/data"))
     ap.add_argument("--minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", metavar="FOLDER",
+                    help="start from an exported model instead of from scratch: its weights, step, data positions and "
+                         "minutes (training.json); the optimizer and the training-only heads start fresh, with --warmup "
+                         "steps of warm-up again")
     ap.add_argument("--export", metavar="FOLDER", help="write the Hugging Face folder from --out/ckpt.pt and exit")
     ap.add_argument("--total-steps", type=int, default=3000, help="length of the cosine schedule")
     ap.add_argument("--warmup", type=int, default=100)
@@ -674,7 +678,7 @@ def main() -> int:
     no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(a.warmup, a.total_steps, 0.05))
+    schedule = lr_lambda_factory(a.warmup, a.total_steps, 0.05)
     step, pos, t_trained = 0, {t: 0 for t in TASKS + ["caption"]}, 0.0
 
     if a.resume or a.export or a.eval_only:
@@ -686,10 +690,20 @@ def main() -> int:
             place.load_state_dict(ck["place"])
         if a.resume:  # (an export or eval may be run without the training-only heads)
             opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
         step, pos, t_trained = ck["step"], {"caption": 0, **ck["pos"]}, ck["seconds"]
         set_rng_state(ck["rng"])
         print(f"resumed at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
+    elif a.init:
+        meta = json.load(open(os.path.join(a.init, "training.json")))
+        model.load_state_dict(Idefics3ForConditionalGeneration.from_pretrained(a.init).state_dict())
+        step, pos, t_trained = meta["step"], {"caption": 0, **meta["positions"]}, meta["seconds"]
+        print(f"initialised from {a.init} at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
+    init_step = step if a.init else None
+
+    def lr_at(step: int) -> float:
+        """The schedule at a global step (a resumed run continues it); after --init, warmed up again."""
+        rewarm = min(1.0, (step - init_step + 1) / a.warmup) if init_step is not None else 1.0
+        return a.lr * schedule(step) * rewarm
 
     if a.export:
         model.config._attn_implementation = "eager"
@@ -717,7 +731,7 @@ def main() -> int:
 
     def checkpoint(why: str) -> None:
         save_ckpt(ckpt_path, dict(model=model.state_dict(), aux=aux.state_dict() if aux else None,
-                                  place=place.state_dict() if place else None, opt=opt.state_dict(), sched=sched.state_dict(),
+                                  place=place.state_dict() if place else None, opt=opt.state_dict(),
                                   step=step, pos=pos, seconds=t_trained, rng=rng_state(), args=vars(a)))
         print(f"checkpoint at step {step} ({why})", flush=True)
 
@@ -733,7 +747,9 @@ def main() -> int:
             break
         ts = time.time()
         opt.zero_grad(set_to_none=True)
-        rec = dict(step=step, lr=sched.get_last_lr()[0])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        rec = dict(step=step, lr=lr_at(step))
         total = 0.0
         step_bs = warm_bs if step < a.warm_steps else bs
         step_tasks = [t for t in tasks if step_bs.get(t, 0) > 0]
@@ -758,7 +774,6 @@ def main() -> int:
                           s_data=round(td - tt, 3), s_proc=round(tp - td, 3), s_fwdbwd=round(te - tp, 3))
         gn = torch.nn.utils.clip_grad_norm_([p for _, p in named], a.clip)
         opt.step()
-        sched.step()
         step += 1
         dt = time.time() - ts
         t_trained += dt
