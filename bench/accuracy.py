@@ -9,7 +9,8 @@
 kvlab-bench --accuracy (bench/Sources/kvlab-bench/AccuracyBench.swift) answers every sample under
 every setting of an experiment and prints one JSON line per answer; this script runs it per
 experiment (raw lines kept in bench/out/accuracy/EXPERIMENT.jsonl), then writes the markdown
-tables (bench/accuracy.md, pasted into the README) and the plot docs/accuracy-vs-budget.png.
+tables (bench/accuracy.md, one section per experiment, kept when others are re-run; pasted into
+the README) and the plot docs/accuracy-vs-budget.png.
 
 Experiments (seeds 0..count-1 of each task: the training script never sees seeds < 1,000,000):
   control     full cache and the blank-image control only, on --count questions for every task
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -210,7 +212,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.ci:
         return ci(a.model, a.update, a.threads)
-    sections = []
+    sections = {}
     for e in a.experiments.split(","):
         path = os.path.join(OUT, f"{e}.jsonl")
         if a.tables_only:
@@ -220,18 +222,29 @@ def main() -> int:
             rows = run(a.model, "main", a.count, ["--policies", ""], a.threads, saved_as=e)
         else:
             rows = run(a.model, e, a.count, [], a.threads, a.needle_count)
-        sections.append(table(rows, e))
+        parts = [table(rows, e)]
         # The needles by question kind: what a setting costs the look-up by a word (colour,
         # shape) and the place of what was found (where, when) separately.
         needles = [r for r in rows if r["task"].startswith("needle")]
         if needles:
-            sections.append(table(needles, f"{e}, the needle questions by kind", column=by_kind))
+            parts.append(table(needles, f"{e}, the needle questions by kind", column=by_kind))
+        sections[e] = "\n".join(parts)
         if e == "main":
             plot(rows, os.path.join(ROOT, "docs/accuracy-vs-budget.png"))
-    with open(os.path.join(ROOT, "bench/accuracy.md"), "w") as f:
-        f.write("\n".join(sections))
-    print("\n".join(sections))
+    write_report(sections)
+    print("\n".join(sections.values()))
     return 0
+
+
+def write_report(sections: dict[str, str]) -> None:
+    """bench/accuracy.md holds one section per experiment, in EXPERIMENTS order: those just run
+    replace theirs and the others are kept, since experiments are run apart (with different
+    --count) and each run must not drop the tables of the others."""
+    path = os.path.join(ROOT, "bench/accuracy.md")
+    parts = re.split(r"^<!-- experiment: (\S+) -->\n", open(path).read() if os.path.exists(path) else "", flags=re.M)
+    merged = {**dict(zip(parts[1::2], parts[2::2])), **{e: s + "\n" for e, s in sections.items()}}
+    with open(path, "w") as f:
+        f.write("".join(f"<!-- experiment: {e} -->\n{merged[e]}" for e in EXPERIMENTS if e in merged))
 
 
 if __name__ == "__main__":
