@@ -698,7 +698,7 @@ def main() -> int:
         model.load_state_dict(Idefics3ForConditionalGeneration.from_pretrained(a.init).state_dict())
         step, pos, t_trained = meta["step"], {"caption": 0, **meta["positions"]}, meta["seconds"]
         print(f"initialised from {a.init} at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
-    init_step = step if a.init else None
+    init_step = step if a.init and not a.resume else None  # (a resumed --init run is past its warm-up)
 
     def lr_at(step: int) -> float:
         """The schedule at a global step (a resumed run continues it); after --init, warmed up again."""
