@@ -434,10 +434,10 @@ class PlaceHead(torch.nn.Module):
         # was learnt (loss 0.001) and the answers stayed at chance.
         self.tied = tied
         if tied > 0:
-            first = lambda text: tok(text, add_special_tokens=False)["input_ids"]
-            self.vertical = [first(" top-left")[0], first(" bottom-left")[0]]
-            self.horizontal = [first(" top-left")[-1], first(" top-right")[-1]]
-            self.thirds = [first(" " + t)[0] for t in TIMES]
+            last = lambda word: tok(" " + word, add_special_tokens=False)["input_ids"][-1]
+            self.vertical = [word_id(tok, "top-left"), word_id(tok, "bottom-left")]
+            self.horizontal = [last("top-left"), last("top-right")]
+            self.thirds = [word_id(tok, t) for t in TIMES]
             self.out = lambda ids: model.lm_head.weight[ids]  # not a submodule
 
     def loss(self, batch: dict, image_id: int) -> torch.Tensor:
@@ -574,7 +574,8 @@ def evaluate(model, proc, sets: dict, bs: dict, blank: bool = False) -> dict:
     return acc
 
 
-def lr_lambda_factory(warmup: int, total: int, floor: float):
+def cosine_schedule(warmup: int, total: int, floor: float):
+    """The learning rate's factor at a step: linear warm-up, then a cosine down to `floor` at `total`."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -678,7 +679,7 @@ def main() -> int:
     no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
-    schedule = lr_lambda_factory(a.warmup, a.total_steps, 0.05)
+    schedule = cosine_schedule(a.warmup, a.total_steps, 0.05)
     step, pos, t_trained = 0, {t: 0 for t in TASKS + ["caption"]}, 0.0
 
     if a.resume or a.export or a.eval_only:
@@ -747,9 +748,10 @@ def main() -> int:
             break
         ts = time.time()
         opt.zero_grad(set_to_none=True)
+        lr = lr_at(step)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        rec = dict(step=step, lr=lr_at(step))
+            g["lr"] = lr
+        rec = dict(step=step, lr=lr)
         total = 0.0
         step_bs = warm_bs if step < a.warm_steps else bs
         step_tasks = [t for t in tasks if step_bs.get(t, 0) > 0]
