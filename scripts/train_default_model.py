@@ -99,9 +99,15 @@ def corpus_lines() -> list[str]:
     return lines
 
 
-def train_tokenizer() -> PreTrainedTokenizerFast:
+def train_tokenizer(region_tokens: bool = False) -> PreTrainedTokenizerFast:
+    """`region_tokens`: " top-left" and the other three regions become one token each (added
+    tokens, matched in the raw text as Hugging Face does), so that "where is the {shape}?" is
+    answered at one position. As BPE words they are three (" top", "-", "left"): the column came
+    one position after the row, and no run learnt that second look-up (runs 7 and 8)."""
     tok = byte_level_bpe(corpus_lines() * 8, vocab_size=512, min_frequency=1)
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    if region_tokens:
+        tok.add_tokens([AddedToken(" " + r, special=False, normalized=False) for r in REGIONS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
                                    eos_token="<end_of_utterance>", pad_token="<|im_end|>")
 
@@ -126,7 +132,8 @@ def build_config(tok) -> Idefics3Config:
 
 
 def word_id(tok, word: str) -> int:
-    """The token of " WORD" (every vocabulary word but the regions is one token)."""
+    """The (first) token of " WORD" (every vocabulary word is one token, but the regions without
+    --region-tokens)."""
     return tok.convert_tokens_to_ids(tok.tokenize(" " + word))[0]
 
 
@@ -428,13 +435,14 @@ class PlaceHead(torch.nn.Module):
         model.model.text_model.layers[layer].register_forward_hook(
             lambda _m, _i, out: self.seen.__setitem__("hidden", out[0] if isinstance(out, tuple) else out))
         # `tied` > 0: also score each token against the output embeddings (lm_head rows) of the
-        # answer's tokens -- " top"/" bottom", "left"/"right" (of " top-left"), " beginning"/
-        # " middle"/" end" -- so that a head copying the needle's token to the answer position
+        # answer's tokens -- " top"/" bottom" and "left"/"right" (of " top-left"; with
+        # --region-tokens the four regions' own tokens), " beginning"/" middle"/" end" -- so that a head copying the needle's token to the answer position
         # yields the answer's logits as it stands. Without it (run 7 to step 1,370) the probe
         # was learnt (loss 0.001) and the answers stayed at chance.
         self.tied = tied
         if tied > 0:
             last = lambda word: tok(" " + word, add_special_tokens=False)["input_ids"][-1]
+            self.quadrants = [word_id(tok, r) for r in REGIONS] if len(tok.tokenize(" top-left")) == 1 else None
             self.vertical = [word_id(tok, "top-left"), word_id(tok, "bottom-left")]
             self.horizontal = [last("top-left"), last("top-right")]
             self.thirds = [word_id(tok, t) for t in TIMES]
@@ -449,7 +457,9 @@ class PlaceHead(torch.nn.Module):
         ce = torch.nn.functional.cross_entropy
         if batch["samples"][0]["task"] == "needle-image":
             loss = ce(self.region(at), labels, ignore_index=-100)
-            if self.tied > 0:
+            if self.tied > 0 and self.quadrants is not None:  # --region-tokens: one answer token
+                loss = loss + self.tied * ce(at @ self.out(self.quadrants).T, labels)
+            elif self.tied > 0:
                 loss = loss + self.tied * (ce(at @ self.out(self.vertical).T, labels // 2)
                                            + ce(at @ self.out(self.horizontal).T, labels % 2))
         else:
@@ -574,6 +584,28 @@ def evaluate(model, proc, sets: dict, bs: dict, blank: bool = False) -> dict:
     return acc
 
 
+def load_grown(model, state: dict) -> None:
+    """Loads an exported model's weights into `model`, whose vocabulary may have grown by the
+    region tokens (--region-tokens). Such a token's input embedding starts as its first BPE piece's
+    (" top"), its output row as the sum of the rows of the two answers it replaces (" top" +
+    "left"), so that a state that gave the row and the column at their two positions scores the
+    region at once."""
+    own = model.state_dict()
+    bpe = train_tokenizer(region_tokens=False)
+    for name, old in list(state.items()):
+        new = own[name]
+        if old.shape == new.shape:
+            continue
+        if old.shape[1:] != new.shape[1:] or old.shape[0] != len(bpe) or new.shape[0] != len(bpe) + len(REGIONS):
+            raise SystemExit(f"--init: {name} is {tuple(old.shape)}, this model's is {tuple(new.shape)}")
+        rows = [old]
+        for r in REGIONS:
+            first, _, last = bpe(" " + r, add_special_tokens=False)["input_ids"]  # " top", "-", "left"
+            rows.append((old[first] if "embed" in name else old[first] + old[last]).unsqueeze(0))
+        state[name] = torch.cat(rows)
+    model.load_state_dict(state)
+
+
 def cosine_schedule(warmup: int, total: int, floor: float):
     """The learning rate's factor at a step: linear warm-up, then a cosine down to `floor` at `total`."""
     def f(step: int) -> float:
@@ -608,6 +640,9 @@ def main() -> int:
                     help="start from an exported model instead of from scratch: its weights, step, data positions and "
                          "minutes (training.json); the optimizer and the training-only heads start fresh, with --warmup "
                          "steps of warm-up again")
+    ap.add_argument("--region-tokens", action="store_true",
+                    help="the four region answers are one token each (see train_tokenizer); with --init from a model "
+                         "without them, the vocabulary grows by four rows (see load_grown)")
     ap.add_argument("--export", metavar="FOLDER", help="write the Hugging Face folder from --out/ckpt.pt and exit")
     ap.add_argument("--total-steps", type=int, default=3000, help="length of the cosine schedule")
     ap.add_argument("--warmup", type=int, default=100)
@@ -654,7 +689,7 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     ckpt_path = os.path.join(a.out, "ckpt.pt")
 
-    tok = train_tokenizer()
+    tok = train_tokenizer(a.region_tokens)
     if multi := tokenizer_report(tok):
         print("multi-token words:", {w: t for w, t in multi.items()})
     proc = build_processor(tok)
@@ -682,7 +717,7 @@ def main() -> int:
     schedule = cosine_schedule(a.warmup, a.total_steps, 0.05)
     step, pos, t_trained = 0, {t: 0 for t in TASKS + ["caption"]}, 0.0
 
-    if a.resume or a.export or a.eval_only:
+    if a.resume or a.export or (a.eval_only and not a.init):
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
         if aux is not None and "aux" in ck:
@@ -696,7 +731,7 @@ def main() -> int:
         print(f"resumed at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
     elif a.init:
         meta = json.load(open(os.path.join(a.init, "training.json")))
-        model.load_state_dict(Idefics3ForConditionalGeneration.from_pretrained(a.init).state_dict())
+        load_grown(model, Idefics3ForConditionalGeneration.from_pretrained(a.init).state_dict())
         step, pos, t_trained = meta["step"], {"caption": 0, **meta["positions"]}, meta["seconds"]
         print(f"initialised from {a.init} at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
     init_step = step if a.init and not a.resume else None  # (a resumed --init run is past its warm-up)
