@@ -509,11 +509,11 @@ def answer_position(labels_row: torch.Tensor) -> int:
 
 
 def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool = False,
-                     place: "PlaceHead | None" = None):
+                     place: "PlaceHead | None" = None, focus_layer: int = FOCUS_LAYER, focus_max: bool = False):
     """(answer loss, per-sample whole-answer correctness, auxiliary loss or None, focus loss or
     None, place loss or None). The focus loss (attention supervision): at the position that
-    predicts the answer, -log of the attention mass the heads of layer FOCUS_LAYER (mean over heads) put on the image
-    tokens that show the question's subject. It teaches the decoder the look-up the tasks need,
+    predicts the answer, -log of the attention mass the heads of `focus_layer` (mean over heads,
+    or the best head with `focus_max`) put on the image tokens that show the question's subject. It teaches the decoder the look-up the tasks need,
     which the answer's gradient alone teaches very slowly. (One layer's heads, not the best of
     all: twelve heads fixed on twelve places would cover any target of a 16-token tile.)"""
     labels = batch["labels"]
@@ -527,7 +527,7 @@ def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool
     aux_loss = aux.loss(batch["aux_labels"]) if aux is not None else None
     focus_loss = None
     if focus:
-        att = out.attentions[FOCUS_LAYER]  # [batch, heads, seq, seq]
+        att = out.attentions[focus_layer]  # [batch, heads, seq, seq]
         image_id = model.config.image_token_id
         terms = []
         for b, mask in enumerate(focus_masks(batch["samples"], batch["aux_labels"])):
@@ -535,7 +535,8 @@ def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool
             pos = (batch["input_ids"][b] == image_id).nonzero().squeeze(1)
             if mask.sum() == 0:
                 continue
-            mass = (att[b, :, q, pos] * mask).sum(-1).mean()  # over the heads
+            per_head = (att[b, :, q, pos] * mask).sum(-1)
+            mass = per_head.max() if focus_max else per_head.mean()
             terms.append(-torch.log(mass + 1e-6))
             if (at := batch["subject_at"][b]) >= 0:
                 hop = out.attentions[SUBJECT_LAYER][b, :, q, at].mean()  # the first hop
@@ -651,6 +652,13 @@ def main() -> int:
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--focus-weight", type=float, default=0.0,
                     help="weight of the attention-supervision loss (see loss_and_correct; 0 turns it off)")
+    ap.add_argument("--focus-tasks", default=",".join(TASKS + ["caption"]),
+                    help="the tasks the focus loss applies to (comma-separated)")
+    ap.add_argument("--focus-layer", type=int, default=FOCUS_LAYER,
+                    help="the decoder layer whose attention the focus loss supervises")
+    ap.add_argument("--focus-max", action="store_true",
+                    help="the focus loss takes the head with the most mass on the subject instead of the heads' mean: "
+                         "one head may learn the look-up while the others keep theirs (see loss_and_correct)")
     ap.add_argument("--aux-weight", type=float, default=1.0,
                     help="weight of the auxiliary per-token shape/colour loss (AuxHead; 0 turns it off)")
     ap.add_argument("--aux-tied", type=float, default=0.0,
@@ -798,8 +806,10 @@ def main() -> int:
             td = time.time()
             batch = encode(proc, rows, multi=a.turns, attribute_kinds=attribute_kinds)
             tp = time.time()
-            loss, ok, aux_loss, focus_loss, place_loss = loss_and_correct(model, batch, aux, a.focus_weight > 0, place)
-            total_loss = (loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if a.focus_weight > 0 else 0)
+            focus = a.focus_weight > 0 and t in a.focus_tasks.split(",")
+            loss, ok, aux_loss, focus_loss, place_loss = loss_and_correct(model, batch, aux, focus, place,
+                                                                          a.focus_layer, a.focus_max)
+            total_loss = (loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if focus else 0)
                           + (a.place_weight * place_loss if place else 0))
             (total_loss / len(step_tasks)).backward()
             te = time.time()
@@ -821,7 +831,7 @@ def main() -> int:
         log.flush()
         if step % 10 == 0 or "heldout" in rec or step <= 3:
             per = " ".join(f"{t}={rec[t]['loss']:.3f}" + (f"+aux {rec[t]['aux']:.3f}" if aux else "")
-                           + (f"+place {rec[t]['place']:.3f}" if place and t.startswith("needle") else "") + f"/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
+                           + (f"+place {rec[t]['place']:.3f}" if place and t.startswith("needle") else "") + (f"+focus {rec[t]['focus']:.3f}" if rec[t]["focus"] is not None else "") + f"/{rec[t]['s_proc'] + rec[t]['s_fwdbwd']:.2f}s" for t in step_tasks)
             print(f"step {step} loss {total:.4f} lr {rec['lr']:.2e} gn {rec['grad_norm']:.2f} {dt:.2f}s/step [{per}]"
                   + (f" heldout {rec['heldout']}" if "heldout" in rec else ""), flush=True)
         if time.time() - last_ck >= a.ckpt_minutes * 60:
