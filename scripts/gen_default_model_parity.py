@@ -9,7 +9,8 @@ Run with the reference venv from the repository root after exporting new weights
 Writes Tests/KVEngineTests/Fixtures/kvlab-shapes/: the case images (made by `kvlab synthetic
 write`, so the pixels are the benchmark's), cases.json and per case the logits of every prompt
 position, pixel_values, vision and connector outputs (float32 .npy), in the layout of
-scripts/gen_vlm_fixtures.py, whose helpers this reuses.
+scripts/gen_vlm_fixtures.py, whose helpers this reuses; and the tokenizer's ids for a few answer
+texts (`tokenization`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ KVLAB = os.environ.get("KVLAB", os.path.join(ROOT, ".build", "release", "kvlab")
 CASES = [
     ("attribute_tile", "attribute", 3, None, {"do_image_splitting": False}, None),
     ("needle_split", "needle-image", 5, 128, {}, 128),
+]
+
+TOKENIZATION = [
+    "Assistant: top-left<end_of_utterance>",
+    "Assistant: bottom-right<end_of_utterance>\nUser: where is the star?",
+    " top-right bottom-left middle end beginning red squares",
+    "top-left",
+    "x top-leftx",
 ]
 
 
@@ -84,8 +93,11 @@ def main() -> int:
                           input_ids=ids.tolist(), seq_len=len(ids), files=files,
                           argmax=logits_np.argmax(axis=1).tolist(), greedy=cont))
         print(f"{name}: {len(ids)} tokens, answer {sample['answer']!r}, model says {answer!r}")
+    # The tokenizer alone, on the answers: the regions are added tokens (one id each), matched in
+    # the raw text before the byte-level pre-tokenizer, also inside other text.
+    tokenization = [dict(text=t, ids=tok(t, add_special_tokens=False)["input_ids"]) for t in TOKENIZATION]
     manifest = dict(transformers=transformers.__version__, torch=torch.__version__, family="idefics3",
-                    model=os.path.relpath(MODEL, ROOT), cases=cases)
+                    model=os.path.relpath(MODEL, ROOT), cases=cases, tokenization=tokenization)
     with open(os.path.join(OUT, "cases.json"), "w") as f:
         f.write(G.dumps(manifest) + "\n")
     total = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(OUT) for n in ns)

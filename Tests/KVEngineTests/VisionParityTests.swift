@@ -43,6 +43,23 @@ final class VisionParityTests: XCTestCase {
       modelFolder: TestPaths.root + "/weights/kvlab-shapes")
   }
 
+  /// The embedded model's tokenizer on answer texts, against transformers' ids: the region
+  /// answers (" top-left", …) are added tokens of one id each, found inside other text too.
+  func testEmbeddedTokenizerMatchesTransformers() throws {
+    struct Tokenization: Decodable { let text: String; let ids: [Int] }
+    struct Manifest: Decodable { let tokenization: [Tokenization] }
+    let data = try Data(
+      contentsOf: URL(fileURLWithPath: TestPaths.fixtures + "/kvlab-shapes/cases.json"))
+    let manifest = try JSONDecoder().decode(Manifest.self, from: data)
+    let tokenizer = try BPETokenizer(
+      tokenizerJSON: TestPaths.root + "/weights/kvlab-shapes/tokenizer.json")
+    XCTAssertFalse(manifest.tokenization.isEmpty)
+    for t in manifest.tokenization {
+      XCTAssertEqual(tokenizer.encode(t.text), t.ids, "encode \(t.text.debugDescription)")
+      XCTAssertEqual(tokenizer.decode(t.ids), t.text, "decode \(t.ids)")
+    }
+  }
+
   /// A prompt laid out by the model: text pieces around the placeholders, images and clips in
   /// order, each visual piece by the model's own `layout`.
   static func segments(
