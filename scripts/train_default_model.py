@@ -585,12 +585,13 @@ def evaluate(model, proc, sets: dict, bs: dict, blank: bool = False) -> dict:
     return acc
 
 
-def load_grown(model, state: dict) -> None:
+def load_grown(model, state: dict, last_piece: bool = False) -> None:
     """Loads an exported model's weights into `model`, whose vocabulary may have grown by the
     region tokens (--region-tokens). Such a token's input embedding starts as its first BPE piece's
     (" top"), its output row as the sum of the rows of the two answers it replaces (" top" +
     "left"), so that a state that gave the row and the column at their two positions scores the
-    region at once."""
+    region at once. `last_piece`: the input row starts as the last piece's ("left"), after which
+    the model ends the answer."""
     own = model.state_dict()
     bpe = train_tokenizer(region_tokens=False)
     for name, old in list(state.items()):
@@ -602,24 +603,30 @@ def load_grown(model, state: dict) -> None:
         rows = [old]
         for r in REGIONS:
             first, _, last = bpe(" " + r, add_special_tokens=False)["input_ids"]  # " top", "-", "left"
-            rows.append((old[first] if "embed" in name else old[first] + old[last]).unsqueeze(0))
+            row = (old[last] if last_piece else old[first]) if "embed" in name else old[first] + old[last]
+            rows.append(row.unsqueeze(0))
         state[name] = torch.cat(rows)
     model.load_state_dict(state)
 
 
-def freeze_all_but_region_rows(model, tok) -> None:
+def freeze_all_but_region_rows(model, tok, output_only: bool = False) -> None:
     """--region-rows-only: every weight frozen but the region tokens' rows of the input embeddings
     and of the output head (the other rows' gradients are zeroed, and no weight decay applies), so
     that the one-token region answer is read out of what the model already computes. Linear probes
     on run 7's states found the column at the answer position after layer 2 (0.81 on held-out
     needles) although its three-token answer never gave it; the rest of the model (and every other
-    answer) is unchanged but for the region tokens' competition for the answer."""
+    answer) is unchanged but for the region tokens' competition for the answer.
+
+    `output_only`: the input rows are frozen too (as `load_grown(last_piece=True)` set them: the
+    region's last BPE piece, after which the model already ends the answer); then the loss's
+    gradient reaches nothing but the output head, and a step costs about a forward pass."""
     ids = torch.tensor([word_id(tok, r) for r in REGIONS])
     keep = torch.zeros(len(tok), 1)
     keep[ids] = 1.0
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in (model.model.text_model.embed_tokens.weight, model.lm_head.weight):
+    trained = [model.lm_head.weight] + ([] if output_only else [model.model.text_model.embed_tokens.weight])
+    for p in trained:
         p.requires_grad_(True)
         p.register_hook(lambda g: g * keep)
 
@@ -661,9 +668,10 @@ def main() -> int:
     ap.add_argument("--region-tokens", action="store_true",
                     help="the four region answers are one token each (see train_tokenizer); with --init from a model "
                          "without them, the vocabulary grows by four rows (see load_grown)")
-    ap.add_argument("--region-rows-only", action="store_true",
-                    help="with --region-tokens: train only the region tokens' input and output rows, everything else frozen "
-                         "(see freeze_all_but_region_rows)")
+    ap.add_argument("--region-rows-only", nargs="?", const="both", choices=["both", "output"],
+                    help="with --region-tokens: train only the region tokens' rows, everything else frozen: their input and "
+                         "output rows (both), or the output rows alone, no backward pass through the model (output; see "
+                         "freeze_all_but_region_rows)")
     ap.add_argument("--export", metavar="FOLDER", help="write the Hugging Face folder from --out/ckpt.pt and exit")
     ap.add_argument("--total-steps", type=int, default=3000, help="length of the cosine schedule")
     ap.add_argument("--warmup", type=int, default=100)
@@ -737,7 +745,7 @@ def main() -> int:
     attribute_kinds = () if a.attribute_turns == "none" else tuple(a.attribute_turns.split(","))
     tasks = [t for t in TASKS + ["caption"] if bs.get(t, 0) > 0 or (a.warm_steps and warm_bs.get(t, 0) > 0)]
     if a.region_rows_only:
-        freeze_all_but_region_rows(model, tok)
+        freeze_all_but_region_rows(model, tok, output_only=a.region_rows_only == "output")
     named = (list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
              + (list(place.named_parameters(prefix="place")) if place else []))
     named = [(n, p) for n, p in named if p.requires_grad]
@@ -762,7 +770,8 @@ def main() -> int:
         print(f"resumed at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
     elif a.init:
         meta = json.load(open(os.path.join(a.init, "training.json")))
-        load_grown(model, Idefics3ForConditionalGeneration.from_pretrained(a.init).state_dict())
+        load_grown(model, Idefics3ForConditionalGeneration.from_pretrained(a.init).state_dict(),
+                   last_piece=a.region_rows_only == "output")
         step, pos, t_trained = meta["step"], {"caption": 0, **meta["positions"]}, meta["seconds"]
         print(f"initialised from {a.init} at step {step} ({t_trained / 60:.1f} min trained), data positions {pos}")
     init_step = step if a.init and not a.resume else None  # (a resumed --init run is past its warm-up)
