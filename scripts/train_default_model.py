@@ -436,8 +436,9 @@ class PlaceHead(torch.nn.Module):
             lambda _m, _i, out: self.seen.__setitem__("hidden", out[0] if isinstance(out, tuple) else out))
         # `tied` > 0: also score each token against the output embeddings (lm_head rows) of the
         # answer's tokens -- " top"/" bottom" and "left"/"right" (of " top-left"; with
-        # --region-tokens the four regions' own tokens), " beginning"/" middle"/" end" -- so that a head copying the needle's token to the answer position
-        # yields the answer's logits as it stands. Without it (run 7 to step 1,370) the probe
+        # --region-tokens the four regions' own tokens), " beginning"/" middle"/" end" -- so
+        # that a head copying the needle's token to the answer position yields the answer's
+        # logits as it stands. Without it (run 7 to step 1,370) the probe
         # was learnt (loss 0.001) and the answers stayed at chance.
         self.tied = tied
         if tied > 0:
