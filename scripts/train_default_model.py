@@ -514,9 +514,10 @@ def loss_and_correct(model, batch: dict, aux: AuxHead | None = None, focus: bool
     """(answer loss, per-sample whole-answer correctness, auxiliary loss or None, focus loss or
     None, place loss or None). The focus loss (attention supervision): at the position that
     predicts the answer, -log of the attention mass the heads of `focus_layer` (mean over heads,
-    or the best head with `focus_max`) put on the image tokens that show the question's subject. It teaches the decoder the look-up the tasks need,
-    which the answer's gradient alone teaches very slowly. (One layer's heads, not the best of
-    all: twelve heads fixed on twelve places would cover any target of a 16-token tile.)"""
+    or the best head with `focus_max`) put on the image tokens that show the question's subject.
+    It teaches the decoder the look-up the tasks need, which the answer's gradient alone teaches
+    very slowly. (One layer's heads, not the best of all layers': twelve heads fixed on twelve
+    places would cover any target of a 16-token tile.)"""
     labels = batch["labels"]
     out = model(**model_inputs(batch), output_attentions=focus)
     logits = out.logits[:, :-1]
@@ -718,6 +719,9 @@ def main() -> int:
     ap.add_argument("--eval-only", action="store_true", help="evaluate --out/ckpt.pt (and the blank control)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    if a.region_rows_only and not a.region_tokens:
+        ap.error("--region-rows-only needs --region-tokens (the rows it trains are the region tokens')")
+    focus_tasks = set(a.focus_tasks.split(","))
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -750,8 +754,10 @@ def main() -> int:
     named = (list(model.named_parameters()) + (list(aux.named_parameters(prefix="aux")) if aux else [])
              + (list(place.named_parameters(prefix="place")) if place else []))
     named = [(n, p) for n, p in named if p.requires_grad]
-    decay = [p for n, p in named if p.dim() >= 2 and "embed" not in n and not a.region_rows_only]
-    no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n and not a.region_rows_only)]
+    def decays(n: str, p: torch.Tensor) -> bool:  # (the region rows alone: no decay, see freeze_all_but_region_rows)
+        return p.dim() >= 2 and "embed" not in n and not a.region_rows_only
+    decay = [p for n, p in named if decays(n, p)]
+    no_decay = [p for n, p in named if not decays(n, p)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=a.weight_decay), dict(params=no_decay, weight_decay=0.0)],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     schedule = cosine_schedule(a.warmup, a.total_steps, 0.05)
@@ -839,7 +845,7 @@ def main() -> int:
             td = time.time()
             batch = encode(proc, rows, multi=a.turns, attribute_kinds=attribute_kinds)
             tp = time.time()
-            focus = a.focus_weight > 0 and t in a.focus_tasks.split(",")
+            focus = a.focus_weight > 0 and t in focus_tasks
             loss, ok, aux_loss, focus_loss, place_loss = loss_and_correct(model, batch, aux, focus, place,
                                                                           a.focus_layer, a.focus_max)
             total_loss = (loss + (a.aux_weight * aux_loss if aux else 0) + (a.focus_weight * focus_loss if focus else 0)
