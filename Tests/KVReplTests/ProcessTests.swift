@@ -64,7 +64,7 @@ final class ProcessTests: XCTestCase {
     let lines = r.stdout.split(separator: "\n").map(String.init)
     XCTAssertEqual(
       lines.first,
-      "loaded kvlab-shapes: idefics3, 4 layers, vocab 479, 4.35M parameters, weights 16.60 MiB")
+      "loaded kvlab-shapes: idefics3, 4 layers, vocab 483, 4.35M parameters, weights 16.60 MiB")
     XCTAssert(lines.contains("question: which shape is green?"), r.stdout)
     XCTAssert(lines.last?.hasPrefix("expected: cross (") == true, r.stdout)
   }
