@@ -194,6 +194,11 @@ class TaskStream:
     def get(self, k: int) -> dict:
         return self.samples(k // self.chunk)[k % self.chunk]
 
+    def close(self) -> None:
+        """Waits for the chunks still being written in the background."""
+        for p in self.bg.values():
+            p.wait()
+
 
 def caption_sample(row: dict, shape_first: bool = False) -> dict:
     """`shape_first` ("circle red square blue"): each colour is said after its shape's name, so
@@ -689,15 +694,18 @@ def fit_region_rows(model, proc, tok, streams: dict, pos: dict, counts: dict, dr
     rows = head[region_ids[0]:].detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([rows], max_iter=500, history_size=20, line_search_fn="strong_wolfe")
 
+    def logits() -> torch.Tensor:  # over the whole vocabulary, the region rows last
+        return torch.cat([fixed, h @ rows.T], 1)
+
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(torch.cat([fixed, h @ rows.T], 1), y) + l2 * rows.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(logits(), y) + l2 * rows.pow(2).sum()
         loss.backward()
         return loss
     opt.step(closure)
     with torch.no_grad():
         head[region_ids[0]:] = rows
-        right = torch.cat([fixed, h @ rows.T], 1).argmax(1) == y
+        right = logits().argmax(1) == y
     print(f"fit: {len(y)} answer positions, {float(right.float().mean()):.3f} right after the fit", flush=True)
     model.train()
 
@@ -904,8 +912,8 @@ def main() -> int:
                         parse_batch(a.fit_drop) if a.fit_drop else {}, a.fit_l2, a.seed)
         t_trained += time.time() - t0
         checkpoint(f"region rows fitted in {time.time() - t0:.0f} s")
-        for p in [p for s in fit_streams.values() for p in s.bg.values()]:
-            p.wait()
+        for s in fit_streams.values():
+            s.close()
         print("held-out", evaluate(model, proc, sets, bs))
         return 0
 
@@ -968,8 +976,7 @@ def main() -> int:
             checkpoint("periodic")
             last_ck = time.time()
     for s in streams.values():
-        for p in s.bg.values():
-            p.wait()
+        s.close()
     return 0
 
 
