@@ -25,20 +25,29 @@ let package = Package(
     .systemLibrary(
       name: "CImageCodecs", pkgConfig: "libpng",
       providers: [.apt(["libpng-dev", "libturbojpeg0-dev"])]),
-    .target(name: "KVTensor", dependencies: ["COpenBLAS"]),
+    // The weight kernels (portable, AVX2, AVX-512, chosen at run time): C, since Swift cannot
+    // name an instruction set per function. No fused multiply-add where a kernel promises
+    // ggml's reference values bit for bit.
+    .target(
+      name: "CKVKernels",
+      cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
+    .target(name: "KVTensor", dependencies: ["COpenBLAS", "CKVKernels"]),
     .target(name: "KVModels", dependencies: ["KVTensor", "CImageCodecs"]),
     .target(name: "KVCache", dependencies: ["KVTensor", "KVModels"]),
     .target(name: "KVTasks", dependencies: ["KVModels"]),
     .target(name: "KVEngine", dependencies: ["KVTensor", "KVModels", "KVCache", "KVTasks"]),
-    .target(name: "KVRepl", dependencies: ["KVEngine", "KVTasks", "CEditLine"]),
+    .target(
+      name: "KVRepl",
+      dependencies: ["KVTensor", "KVModels", "KVCache", "KVEngine", "KVTasks", "CEditLine"]),
     .executableTarget(
       name: "kvlab",
       dependencies: [
-        "KVRepl",
+        "KVTensor", "KVEngine", "KVRepl",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     .executableTarget(
-      name: "kvlab-bench", dependencies: ["KVEngine", "KVTasks"], path: "bench/Sources/kvlab-bench"),
+      name: "kvlab-bench", dependencies: ["KVTensor", "KVModels", "KVCache", "KVEngine", "KVTasks"],
+      path: "bench/Sources/kvlab-bench"),
     .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"]),
     .testTarget(name: "KVTasksTests", dependencies: ["KVTasks"]),
     .testTarget(

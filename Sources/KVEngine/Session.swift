@@ -50,7 +50,11 @@ public struct LoadReport: Sendable {
   public var layers: Int
   public var vocabulary: Int
   public var kvBytesPerToken: Int
+  /// Weights resident on the heap, and read in place from the model file's mapping.
   public var weightBytes: Int
+  public var mappedWeightBytes: Int
+  /// The matrices' stored formats ("Q4_1+Q8_0", "F32").
+  public var weightFormat: String
   public var seconds: Double
 }
 
@@ -169,7 +173,8 @@ public final class Session {
 
   /// Loads a GGUF decoder, or a Hugging Face folder (config.json + safetensors): a
   /// vision-language model (Idefics3/SmolVLM, LLaVA, Qwen2-VL) or a llama/qwen2 decoder.
-  public func load(_ path: String?) throws -> LoadReport {
+  /// `precision` applies to GGUF files: `.f32` dequantizes every matrix (the reference path).
+  public func load(_ path: String?, precision: WeightPrecision = .stored) throws -> LoadReport {
     if path?.isEmpty == true { throw EngineError.invalid("empty model path") }
     guard let path = path ?? defaultModelPath() else {
       throw EngineError.invalid(
@@ -227,7 +232,8 @@ public final class Session {
       try checkFits(path: path, bytes: 4 * config.weightElementCount)
       let tokenizer = try BPETokenizer(gguf: gguf)
       install(
-        model: try LlamaModel.load(gguf: gguf, meter: meter), tokenizer: tokenizer,
+        model: try LlamaModel.load(gguf: gguf, precision: precision, meter: meter),
+        tokenizer: tokenizer,
         chat: ChatLayout(ChatTemplate(gguf: gguf) ?? .chatML))
       name = gguf.metadata["general.name"]?.string ?? (path as NSString).lastPathComponent
     }
@@ -247,7 +253,33 @@ public final class Session {
       architecture: vision?.family ?? c.architecture,
       parameters: model.parameterCount + visionParameters, layers: c.layers,
       vocabulary: c.vocabularySize, kvBytesPerToken: c.kvBytesPerToken,
-      weightBytes: meter.reading(.weights).current, seconds: Date().timeIntervalSince(start))
+      weightBytes: meter.reading(.weights).current,
+      mappedWeightBytes: meter.reading(.mapped).current, weightFormat: model.weightFormat,
+      seconds: Date().timeIntervalSince(start))
+  }
+
+  /// Measures the loaded GGUF model (matrices at their stored precision) against its float32
+  /// reference: the same file loaded again dequantized for the measurement (not charged to
+  /// the session's meter), then dropped. The session itself is unchanged.
+  public func fidelity(steps: Int) throws -> FidelityReport {
+    guard let model, let tokenizer, let path = modelPath else { throw EngineError.noModel }
+    var isDirectory: ObjCBool = false
+    guard vision == nil, FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
+      !isDirectory.boolValue
+    else {
+      throw EngineError.invalid(
+        "fidelity compares a GGUF model with its float32 reference; this model is float32 already")
+    }
+    guard model.weightFormat != "F32" else {
+      throw EngineError.invalid(
+        "the loaded model is float32 already (precision=f32): load it with precision=stored")
+    }
+    let gguf = try GGUFFile(path: path)
+    try checkFits(path: path, bytes: 4 * model.config.weightElementCount)
+    let reference = try LlamaModel.load(gguf: gguf, precision: .f32, meter: nil)
+    return try Fidelity.measure(
+      fast: model, reference: reference, tokenizer: tokenizer, steps: steps,
+      cancellation: cancellation)
   }
 
   /// Bytes that may be allocated now (`EngineOptions.availableMemory`, else the system's).

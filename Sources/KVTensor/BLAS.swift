@@ -54,6 +54,35 @@ public enum BLASCore {
     return preferredCore()
   }
 
+  /// What OpenBLAS's x86-64 kernels need from the CPU (/proc/cpuinfo flags), for the cores a
+  /// user may force; a core the CPU cannot run would die of SIGILL in the first sgemm.
+  public static let requirements: [String: [String]] = [
+    "Prescott": ["sse3"], "Core2": ["ssse3"], "Nehalem": ["sse4_2"],
+    "Sandybridge": ["avx"], "Haswell": ["avx2", "fma"], "Zen": ["avx2", "fma"],
+    "SkylakeX": ["avx512f", "avx512bw", "avx512vl"],
+    "Cooperlake": ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"],
+    "SapphireRapids": ["avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile"],
+  ]
+
+  /// Throws unless `core` is a kernel OpenBLAS knows and this CPU has the flags it needs.
+  public static func checkForced(_ core: String, cpuinfo: String? = nil) throws {
+    guard let needs = requirements[core] else {
+      throw KernelPathError(
+        message: "unknown OpenBLAS kernel '\(core)' (auto, keep, "
+          + requirements.keys.sorted().joined(separator: ", ") + ")")
+    }
+    let text = cpuinfo ?? (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+    let flags = Set(
+      text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })?
+        .split(separator: " ").map(String.init) ?? [])
+    let missing = needs.filter { !flags.contains($0) }
+    guard missing.isEmpty else {
+      throw KernelPathError(
+        message: "OpenBLAS kernel \(core) needs \(missing.joined(separator: ", ")), "
+          + "which this CPU does not have")
+    }
+  }
+
   /// Set in the re-executed child so that it never re-executes again.
   public static let reexecGuard = "KVLAB_BLAS_REEXEC"
 }

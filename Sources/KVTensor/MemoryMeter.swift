@@ -2,8 +2,10 @@ import Foundation
 
 /// What an allocation is for. Every byte the engine allocates is attributed to one category,
 /// so `mem` can say where the memory went and the budget tests can read the KV high-water mark.
+/// Weights are counted where they are resident: `weights` on the heap, `mapped` read in place
+/// from the model file's mapping (resident once touched, shared with the page cache).
 public enum MemoryCategory: String, CaseIterable, Sendable {
-  case weights, kv, activations, vision
+  case weights, mapped, kv, activations, vision
 }
 
 /// Current and high-water bytes per category. One meter belongs to one engine session and is

@@ -61,9 +61,15 @@ struct KVLab: ParsableCommand {
   @ArgumentParser.Option(
     name: .customLong("blas-core"),
     help: ArgumentHelp(
-      "auto: when OpenBLAS fell back to a generic kernel, re-execute once with OPENBLAS_CORETYPE chosen from the CPU's flags (SkylakeX for AVX-512, Haswell for AVX2); an OPENBLAS_CORETYPE already set is respected. keep: leave OpenBLAS's choice.",
-      valueName: "auto|keep"))
-  var blasCore: String = "keep"
+      "auto (the default): when OpenBLAS fell back to a generic kernel (Debian's 0.3.21 does on CPUs newer than it), re-execute once with OPENBLAS_CORETYPE chosen from the CPU's flags (SkylakeX for AVX-512, Haswell for AVX2); an OPENBLAS_CORETYPE already set is respected. keep: leave OpenBLAS's choice. A kernel name (Haswell, SkylakeX, Cooperlake, Prescott, ...) forces it, after checking the CPU has what it needs.",
+      valueName: "auto|keep|CORE"))
+  var blasCore: String = "auto"
+
+  @ArgumentParser.Option(
+    help: ArgumentHelp(
+      "kvlab's own weight kernels: auto (the widest this CPU runs), avx512, avx2 or portable. A path the CPU lacks is refused.",
+      valueName: "auto|avx512|avx2|portable"))
+  var kernels: String = "auto"
 
   @ArgumentParser.Option(
     help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
@@ -79,8 +85,11 @@ struct KVLab: ParsableCommand {
   var serve: String?
 
   mutating func validate() throws {
-    guard ["auto", "keep"].contains(blasCore) else {
-      throw ValidationError("--blas-core must be auto or keep, got '\(blasCore)'")
+    if !["auto", "keep"].contains(blasCore) {
+      do { try BLASCore.checkForced(blasCore) } catch { throw ValidationError("--blas-core: \(error)") }
+    }
+    do { try KernelPath.select(KernelPath.parse(kernels)) } catch {
+      throw ValidationError("--kernels: \(error)")
     }
     guard (1...256).contains(threads) else {
       throw ValidationError("--threads must be a whole number in 1...256, got \(threads)")
@@ -130,7 +139,11 @@ struct KVLab: ParsableCommand {
   }
 
   func run() throws {
-    if blasCore == "auto" { reexecWithBetterBLASCore() }
+    if blasCore == "auto" {
+      reexecWithBetterBLASCore()
+    } else if blasCore != "keep" {
+      reexec(withBLASCore: blasCore)
+    }
     ProcessMemory.returnLargeFreesToTheSystem()
     let session = Session(
       options: EngineOptions(threads: threads, modelDirectories: Self.modelDirectories()))
@@ -199,6 +212,13 @@ struct KVLab: ParsableCommand {
     guard let core = BLASCore.reexecTarget(environment: env, currentCore: BLAS.coreName) else {
       return
     }
+    reexec(withBLASCore: core)
+  }
+
+  /// Runs the program again with OPENBLAS_CORETYPE=core (once: the guard variable marks the
+  /// child), or goes on with the kernel it has when that fails.
+  func reexec(withBLASCore core: String) {
+    if ProcessInfo.processInfo.environment[BLASCore.reexecGuard] != nil { return }
     setenv("OPENBLAS_CORETYPE", core, 1)
     setenv(BLASCore.reexecGuard, BLAS.coreName, 1)
     fflush(stdout)
@@ -209,7 +229,7 @@ struct KVLab: ParsableCommand {
     // Only reached when exec failed: go on with the kernel we have.
     let reason = String(cString: strerror(errno))
     fputs(
-      "kvlab: --blas-core auto: could not re-execute (\(reason)); keeping \(BLAS.coreName)\n",
+      "kvlab: --blas-core \(core): could not re-execute (\(reason)); keeping \(BLAS.coreName)\n",
       stderr)
     unsetenv("OPENBLAS_CORETYPE")
   }

@@ -21,13 +21,30 @@ final class DecoderParityTests: XCTestCase {
 
   static let tolerance: Float = 1e-3
 
-  func testLogitsArgmaxAndGreedyMatchTransformers() throws {
+  /// The float32 reference path (the GGUF dequantized, as transformers loads it).
+  func testReferencePathMatchesTransformers() throws {
+    try checkAgainstTransformers(.f32)
+  }
+
+  /// The Q4_1/Q8_0 matrices read in place, on every kernel path this CPU runs: the same
+  /// bounds (prefill's sgemm sees bitwise the reference's weights; decode sums in another
+  /// order).
+  func testStoredPathOnEveryKernelPathMatchesTransformers() throws {
+    let saved = KernelPath.current
+    defer { try? KernelPath.select(saved) }
+    for path in KernelPath.allCases where path.isSupported {
+      try KernelPath.select(path)
+      try checkAgainstTransformers(.stored)
+    }
+  }
+
+  func checkAgainstTransformers(_ precision: WeightPrecision) throws {
     let path = try TestPaths.requireModel()
     let dir = TestPaths.fixtures + "/parity"
     let manifest = try JSONDecoder().decode(
       Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/manifest.json")))
     let meter = MemoryMeter()
-    let model = try LlamaModel.load(gguf: GGUFFile(path: path), meter: meter)
+    let model = try LlamaModel.load(gguf: GGUFFile(path: path), precision: precision, meter: meter)
     let vocab = model.config.vocabularySize
     XCTAssertGreaterThanOrEqual(manifest.prompts.map(\.ids.count).reduce(0, +), 100)
     XCTAssertTrue(manifest.prompts.contains { $0.ids.count > 300 })
@@ -70,7 +87,7 @@ final class DecoderParityTests: XCTestCase {
         start += chunk.count
       }
       XCTAssertLessThanOrEqual(worst, Self.tolerance, "\(prompt.name): max |Δlogit| \(worst)")
-      print("parity \(prompt.name): \(n) tokens, max |Δlogit| = \(worst)\(full != nil ? " (all columns)" : "")")
+      print("parity \(precision) \(KernelPath.current) \(prompt.name): \(n) tokens, max |Δlogit| = \(worst)\(full != nil ? " (all columns)" : "")")
 
       // 32 greedy tokens continue the cache one position at a time.
       var next = prompt.argmax[n - 1]

@@ -60,9 +60,19 @@ final class SessionTests: XCTestCase {
   func testMeterChargesWeightsAndKV() throws {
     let session = try makeSession()
     _ = try session.load(nil)
-    let weights = session.meter.reading(.weights).current
-    // 134.5M float32 parameters (the tied embedding counted once).
-    XCTAssertEqual(weights, 134_515_008 * 4, accuracy: 1_000_000)
+    // The matrices stay Q4_1/Q8_0, read in place from the file (the tied embedding once); the
+    // heap holds the norms and the llama Q/K rows put back in rotate-half order.
+    let heap = session.meter.reading(.weights).current
+    let mapped = session.meter.reading(.mapped).current
+    let tensorBytes = 96_576_768  // the GGUF's tensor data (gguf.GGUFReader: Σ n_bytes)
+    XCTAssertEqual(heap + mapped, tensorBytes, accuracy: 64 * 1024)
+    XCTAssertLessThanOrEqual(Double(heap + mapped), 1.15 * Double(tensorBytes))
+    XCTAssertGreaterThan(mapped, heap)
+    // The float32 reference path holds 134.5M float32 parameters.
+    let reference = try makeSession()
+    _ = try reference.load(nil, precision: .f32)
+    XCTAssertEqual(reference.meter.reading(.weights).current, 134_515_008 * 4, accuracy: 1_000_000)
+    XCTAssertEqual(reference.meter.reading(.mapped).current, 0)
     // More tokens than the dense cache's first allocation (256), so that it grows.
     _ = try session.feedText(String(repeating: "hello world ", count: 200), raw: true)
     XCTAssertGreaterThan(session.context.count, 256)

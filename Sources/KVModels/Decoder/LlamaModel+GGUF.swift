@@ -62,9 +62,37 @@ extension DecoderConfig {
   }
 }
 
+/// How a model's matrices are held once loaded.
+public enum WeightPrecision: String, CaseIterable, Sendable {
+  /// As the file stores them (a GGUF's quant types, read in place from its mapping).
+  case stored
+  /// Dequantized to float32: the reference path, whose numerics match transformers'.
+  case f32
+}
+
+extension WeightFormat {
+  /// The format a ggml type stays in, or nil for a type kvlab cannot read.
+  public init?(ggml: GGMLType) {
+    switch ggml {
+    case .f32: self = .f32
+    case .f16: self = .f16
+    case .bf16: self = .bf16
+    case .q8_0: self = .q8_0
+    case .q4_0: self = .q4_0
+    case .q4_1: self = .q4_1
+    case .q4_K: self = .q4_K
+    case .q6_K: self = .q6_K
+    default: return nil
+    }
+  }
+}
+
 extension LlamaModel {
-  /// Loads and dequantizes a llama/qwen2 GGUF to float32, charging the weights to `meter`.
-  public static func load(gguf: GGUFFile, meter: MemoryMeter?) throws -> LlamaModel {
+  /// Loads a llama/qwen2 GGUF: its matrices in place in the file's mapping (`.stored`), or
+  /// dequantized to float32 (`.f32`); norms and biases always float32. Charges `meter`.
+  public static func load(
+    gguf: GGUFFile, precision: WeightPrecision = .stored, meter: MemoryMeter?
+  ) throws -> LlamaModel {
     let config = try DecoderConfig(gguf: gguf)
     let c = config
     let qDim = c.heads * c.headDim
@@ -89,47 +117,84 @@ extension LlamaModel {
       try check(name, rows: rows, cols: cols)
       try gguf.dequantize(name, into: dst, count: rows * cols)
     }
-    func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
-      try check(name, rows: rows, cols: cols)
-      let m = Matrix(rows: rows, cols: cols, category: .weights, meter: meter)
-      try fill(name, rows: rows, cols: cols, into: m.pointer)
-      return m
-    }
     func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
       try check(name, rows: 1, cols: count)
       let b = FloatBuffer(count: count, category: .weights, meter: meter)
       try fill(name, rows: 1, cols: count, into: b.pointer)
       return b
     }
+    // llama.cpp's converter interleaves the rotary halves of llama's Q and K rows (its RoPE
+    // rotates adjacent pairs); those are put back in the Hugging Face rotate-half layout, so
+    // every decoder uses one RoPE.
+    let permuted = c.architecture == "llama"
+    /// The tensors `names` (each `rows` × `cols`) stacked into one matrix; `heads` > 0 marks a
+    /// Q or K part whose rows are un-permuted (a heap copy; the other parts stay mapped).
+    func matrix(_ names: [(name: String, rows: Int, heads: Int)], cols: Int) throws -> WeightMatrix {
+      for n in names { try check(n.name, rows: n.rows, cols: cols) }
+      let total = names.reduce(0) { $0 + $1.rows }
+      if precision == .f32 {
+        let m = Matrix(rows: total, cols: cols, category: .weights, meter: meter)
+        var row = 0
+        for n in names {
+          try fill(n.name, rows: n.rows, cols: cols, into: m.row(row))
+          if permuted && n.heads > 0 {
+            unpermuteRotary(
+              UnsafeMutableRawPointer(m.row(row)), heads: n.heads, headDim: c.headDim,
+              rowBytes: cols * MemoryLayout<Float>.stride)
+          }
+          row += n.rows
+        }
+        return WeightMatrix(m)
+      }
+      var parts: [WeightMatrix.Part] = []
+      var mapped: [Bool] = []
+      var owners: [AnyObject] = [gguf]
+      for n in names {
+        let info = try gguf.tensor(n.name)
+        let data = try gguf.tensorData(n.name)  // refuses a type kvlab cannot read
+        guard let format = WeightFormat(ggml: info.type) else {
+          preconditionFailure("every dequantizable ggml type has a WeightFormat")
+        }
+        if permuted && n.heads > 0 {
+          let copy = WeightBytes(count: info.byteCount, meter: meter)
+          copy.pointer.copyMemory(from: data, byteCount: info.byteCount)
+          unpermuteRotary(
+            copy.pointer, heads: n.heads, headDim: c.headDim, rowBytes: format.rowBytes(cols: cols))
+          parts.append(WeightMatrix.Part(format: format, bytes: copy.pointer, rows: n.rows))
+          mapped.append(false)
+          owners.append(copy)
+        } else {
+          parts.append(WeightMatrix.Part(format: format, bytes: data, rows: n.rows))
+          mapped.append(true)
+        }
+      }
+      return WeightMatrix(cols: cols, parts: parts, mapped: mapped, owners: owners, meter: meter)
+    }
 
-    let embedding = try matrix("token_embd.weight", rows: c.vocabularySize, cols: c.hiddenSize)
+    let embedding = try matrix(
+      [("token_embd.weight", c.vocabularySize, 0)], cols: c.hiddenSize)
     var layers: [LlamaLayer] = []
     for i in 0..<c.layers {
       let p = "blk.\(i)."
-      try check(p + "attn_q.weight", rows: qDim, cols: c.hiddenSize)
-      try check(p + "attn_k.weight", rows: kvDim, cols: c.hiddenSize)
-      try check(p + "attn_v.weight", rows: kvDim, cols: c.hiddenSize)
-      try check(p + "ffn_gate.weight", rows: c.intermediateSize, cols: c.hiddenSize)
-      try check(p + "ffn_up.weight", rows: c.intermediateSize, cols: c.hiddenSize)
-      let qkv = Matrix(rows: qDim + 2 * kvDim, cols: c.hiddenSize, category: .weights, meter: meter)
-      try fill(p + "attn_q.weight", rows: qDim, cols: c.hiddenSize, into: qkv.pointer)
-      try fill(p + "attn_k.weight", rows: kvDim, cols: c.hiddenSize, into: qkv.row(qDim))
-      try fill(p + "attn_v.weight", rows: kvDim, cols: c.hiddenSize, into: qkv.row(qDim + kvDim))
-      if c.architecture == "llama" {
-        // llama.cpp's converter interleaves the rotary halves of Q and K rows (its RoPE rotates
-        // adjacent pairs); undo that so every decoder uses the Hugging Face rotate-half layout.
-        unpermuteRotary(qkv.pointer, heads: c.heads, headDim: c.headDim, cols: c.hiddenSize)
-        unpermuteRotary(qkv.row(qDim), heads: c.kvHeads, headDim: c.headDim, cols: c.hiddenSize)
-      }
+      let qkv = try matrix(
+        [
+          (p + "attn_q.weight", qDim, c.heads), (p + "attn_k.weight", kvDim, c.kvHeads),
+          (p + "attn_v.weight", kvDim, 0),
+        ], cols: c.hiddenSize)
       var bias: FloatBuffer?
       if c.attentionBias {
         let b = FloatBuffer(count: qDim + 2 * kvDim, category: .weights, meter: meter)
         try fill(p + "attn_q.bias", rows: 1, cols: qDim, into: b.pointer)
         try fill(p + "attn_k.bias", rows: 1, cols: kvDim, into: b.pointer + qDim)
         try fill(p + "attn_v.bias", rows: 1, cols: kvDim, into: b.pointer + qDim + kvDim)
-        if c.architecture == "llama" {
-          unpermuteRotary(b.pointer, heads: c.heads, headDim: c.headDim, cols: 1)
-          unpermuteRotary(b.pointer + qDim, heads: c.kvHeads, headDim: c.headDim, cols: 1)
+        if permuted {
+          let floatBytes = MemoryLayout<Float>.stride
+          unpermuteRotary(
+            UnsafeMutableRawPointer(b.pointer), heads: c.heads, headDim: c.headDim,
+            rowBytes: floatBytes)
+          unpermuteRotary(
+            UnsafeMutableRawPointer(b.pointer + qDim), heads: c.kvHeads, headDim: c.headDim,
+            rowBytes: floatBytes)
         }
         bias = b
       }
@@ -137,47 +202,46 @@ extension LlamaModel {
       let outputBias =
         gguf.tensors[p + "attn_output.bias"] != nil
         ? try vector(p + "attn_output.bias", c.hiddenSize) : nil
-      let gateUp = Matrix(
-        rows: 2 * c.intermediateSize, cols: c.hiddenSize, category: .weights, meter: meter)
-      try fill(
-        p + "ffn_gate.weight", rows: c.intermediateSize, cols: c.hiddenSize, into: gateUp.pointer)
-      try fill(
-        p + "ffn_up.weight", rows: c.intermediateSize, cols: c.hiddenSize,
-        into: gateUp.row(c.intermediateSize))
+      let gateUp = try matrix(
+        [(p + "ffn_gate.weight", c.intermediateSize, 0), (p + "ffn_up.weight", c.intermediateSize, 0)],
+        cols: c.hiddenSize)
       layers.append(
         LlamaLayer(
           attentionNorm: try vector(p + "attn_norm.weight", c.hiddenSize),
           qkv: qkv, qkvBias: bias,
-          attentionOutput: try matrix(p + "attn_output.weight", rows: c.hiddenSize, cols: qDim),
+          attentionOutput: try matrix([(p + "attn_output.weight", c.hiddenSize, 0)], cols: qDim),
           attentionOutputBias: outputBias,
           ffnNorm: try vector(p + "ffn_norm.weight", c.hiddenSize),
           gateUp: gateUp,
-          down: try matrix(p + "ffn_down.weight", rows: c.hiddenSize, cols: c.intermediateSize)))
+          down: try matrix(
+            [(p + "ffn_down.weight", c.hiddenSize, 0)], cols: c.intermediateSize)))
     }
     let outputNorm = try vector("output_norm.weight", c.hiddenSize)
     let output =
       c.tiedEmbeddings
-      ? embedding : try matrix("output.weight", rows: c.vocabularySize, cols: c.hiddenSize)
+      ? embedding : try matrix([("output.weight", c.vocabularySize, 0)], cols: c.hiddenSize)
     return LlamaModel(
       config: config, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
   }
 
-  /// Within each head, GGUF row 2i+half holds Hugging Face row half·(d/2)+i. Rows are `cols` long.
+  /// Within each head, GGUF row 2i+half holds Hugging Face row half·(d/2)+i. Rows are
+  /// `rowBytes` long (any storage format: a row is permuted whole).
   static func unpermuteRotary(
-    _ rows: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, cols: Int
+    _ rows: UnsafeMutableRawPointer, heads: Int, headDim: Int, rowBytes: Int
   ) {
     let half = headDim / 2
-    var tmp = [Float](repeating: 0, count: headDim * cols)
+    var tmp = [UInt8](repeating: 0, count: headDim * rowBytes)
     for h in 0..<heads {
-      let head = rows + h * headDim * cols
-      for i in 0..<half {
-        for part in 0..<2 {
-          let src = head + (2 * i + part) * cols
-          let dstRow = part * half + i
-          for x in 0..<cols { tmp[dstRow * cols + x] = src[x] }
+      let head = rows + h * headDim * rowBytes
+      tmp.withUnsafeMutableBytes { tmp in
+        for i in 0..<half {
+          for part in 0..<2 {
+            (tmp.baseAddress! + (part * half + i) * rowBytes).copyMemory(
+              from: head + (2 * i + part) * rowBytes, byteCount: rowBytes)
+          }
         }
+        head.copyMemory(from: tmp.baseAddress!, byteCount: headDim * rowBytes)
       }
-      tmp.withUnsafeBufferPointer { head.update(from: $0.baseAddress!, count: headDim * cols) }
     }
   }
 }

@@ -99,7 +99,8 @@ extension LlamaModel {
     let qDim = c.heads * c.headDim
     let kvDim = c.kvHeads * c.headDim
 
-    let embedding = try w.matrix(prefix + "embed_tokens.weight", rows: c.vocabularySize, cols: d)
+    let embedding = WeightMatrix(
+      try w.matrix(prefix + "embed_tokens.weight", rows: c.vocabularySize, cols: d))
     var layers: [LlamaLayer] = []
     for i in 0..<c.layers {
       let p = "\(prefix)layers.\(i)."
@@ -135,19 +136,21 @@ extension LlamaModel {
       layers.append(
         LlamaLayer(
           attentionNorm: try w.vector(p + "input_layernorm.weight", d),
-          qkv: qkv, qkvBias: qkvBias,
-          attentionOutput: try w.matrix(p + "self_attn.o_proj.weight", rows: d, cols: qDim),
+          qkv: WeightMatrix(qkv), qkvBias: qkvBias,
+          attentionOutput: WeightMatrix(
+            try w.matrix(p + "self_attn.o_proj.weight", rows: d, cols: qDim)),
           attentionOutputBias: w.has(p + "self_attn.o_proj.bias")
             ? try w.vector(p + "self_attn.o_proj.bias", d) : nil,
           ffnNorm: try w.vector(p + "post_attention_layernorm.weight", d),
-          gateUp: gateUp,
-          down: try w.matrix(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize)))
+          gateUp: WeightMatrix(gateUp),
+          down: WeightMatrix(
+            try w.matrix(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize))))
     }
     let outputNorm = try w.vector(prefix + "norm.weight", d)
     let head = ["lm_head.weight", "language_model.lm_head.weight"].first(where: w.has)
-    let output: Matrix
+    let output: WeightMatrix
     if let head, !c.tiedEmbeddings {
-      output = try w.matrix(head, rows: c.vocabularySize, cols: d)
+      output = WeightMatrix(try w.matrix(head, rows: c.vocabularySize, cols: d))
     } else if c.tiedEmbeddings {
       output = embedding
     } else {

@@ -10,30 +10,35 @@ public enum LogitRows: Sendable {
 /// projection is a single large matmul.
 struct LlamaLayer {
   var attentionNorm: FloatBuffer
-  var qkv: Matrix  // [(heads + 2·kvHeads)·headDim][hidden]
+  var qkv: WeightMatrix  // [(heads + 2·kvHeads)·headDim][hidden]
   var qkvBias: FloatBuffer?
-  var attentionOutput: Matrix  // [hidden][heads·headDim]
+  var attentionOutput: WeightMatrix  // [hidden][heads·headDim]
   var attentionOutputBias: FloatBuffer? = nil  // [hidden]: llama attention_bias's o_proj bias
   var ffnNorm: FloatBuffer
-  var gateUp: Matrix  // [2·intermediate][hidden]: gate rows first, then up
-  var down: Matrix  // [hidden][intermediate]
+  var gateUp: WeightMatrix  // [2·intermediate][hidden]: gate rows first, then up
+  var down: WeightMatrix  // [hidden][intermediate]
+
+  var matrices: [WeightMatrix] { [qkv, attentionOutput, gateUp, down] }
 }
 
-/// A llama-style decoder (llama, qwen2) in float32: RMSNorm → GQA attention with RoPE →
-/// RMSNorm → SwiGLU MLP, residuals around both. Knows nothing of budgets: it reads and feeds a
+/// A llama-style decoder (llama, qwen2): RMSNorm → GQA attention with RoPE → RMSNorm → SwiGLU
+/// MLP, residuals around both. Activations are float32; the matrices stay in the precision they
+/// were loaded in (`WeightMatrix`). Knows nothing of budgets: it reads and feeds a
 /// `KeyValueCache`.
 public final class LlamaModel: @unchecked Sendable {
   public let config: DecoderConfig
-  let embedding: Matrix  // [vocab][hidden]
+  let embedding: WeightMatrix  // [vocab][hidden]
   let layers: [LlamaLayer]
   let outputNorm: FloatBuffer
-  let output: Matrix  // [vocab][hidden]; the embedding itself when tied
+  let output: WeightMatrix  // [vocab][hidden]; the embedding itself when tied
   let rope: RotaryEmbedding
   let attention: TiledAttention
+  /// Floats of dequantization scratch a prefill block needs (0 when every matrix is float32).
+  let weightTileFloats: Int
 
   init(
-    config: DecoderConfig, embedding: Matrix, layers: [LlamaLayer], outputNorm: FloatBuffer,
-    output: Matrix
+    config: DecoderConfig, embedding: WeightMatrix, layers: [LlamaLayer], outputNorm: FloatBuffer,
+    output: WeightMatrix
   ) {
     self.config = config
     self.embedding = embedding
@@ -42,11 +47,23 @@ public final class LlamaModel: @unchecked Sendable {
     self.output = output
     rope = RotaryEmbedding(dimension: config.headDim, base: config.ropeTheta)
     attention = TiledAttention(heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
+    weightTileFloats = (layers.flatMap(\.matrices) + [output]).map(\.tileFloats).max() ?? 0
+  }
+
+  /// The stored formats of the matrices ("Q4_1+Q8_0", "F32").
+  public var weightFormat: String {
+    var names: [String] = []
+    for m in [embedding] + layers.flatMap(\.matrices) + [output] {
+      for n in m.formatName.split(separator: "+").map(String.init) where !names.contains(n) {
+        names.append(n)
+      }
+    }
+    return names.joined(separator: "+")
   }
 
   public var parameterCount: Int {
     var n = embedding.rows * embedding.cols + outputNorm.count
-    if output.storage !== embedding.storage { n += output.rows * output.cols }
+    if output !== embedding { n += output.rows * output.cols }
     for l in layers {
       n += l.attentionNorm.count + l.ffnNorm.count
       n += (l.qkvBias?.count ?? 0) + (l.attentionOutputBias?.count ?? 0)
@@ -60,16 +77,14 @@ public final class LlamaModel: @unchecked Sendable {
   public func embed(_ tokens: [Int], meter: MemoryMeter?) -> Matrix {
     let d = config.hiddenSize
     let x = Matrix(rows: tokens.count, cols: d, category: .activations, meter: meter)
-    for (i, t) in tokens.enumerated() {
-      x.row(i).update(from: embedding.row(t), count: d)
-    }
+    for (i, t) in tokens.enumerated() { embedding.dequantizeRow(t, into: x.row(i)) }
     return x
   }
 
   /// Writes the embeddings of `tokens` into rows `row ..< row + tokens.count` of `x`.
   public func embed(_ tokens: [Int], into x: Matrix, at row: Int) {
     let d = config.hiddenSize
-    for (i, t) in tokens.enumerated() { x.row(row + i).update(from: embedding.row(t), count: d) }
+    for (i, t) in tokens.enumerated() { embedding.dequantizeRow(t, into: x.row(row + i)) }
   }
 
   /// Runs one block of `x.rows` positions through every layer, attending to what `cache` holds
@@ -104,6 +119,11 @@ public final class LlamaModel: @unchecked Sendable {
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .activations,
       meter: meter)
+    // Dequantized weight tiles for the sgemm of a block (decode reads the stored weights).
+    let tiles =
+      all > WeightMatrix.matvecRows && weightTileFloats > 0
+      ? FloatBuffer(uninitializedCount: weightTileFloats, category: .activations, meter: meter)
+      : nil
     let scale = 1 / Float(c.headDim).squareRoot()
     // cos/sin once per block, for every layer. A model with M-RoPE given 1-D positions (text
     // only) uses them on every axis, which is what M-RoPE reduces to.
@@ -116,7 +136,7 @@ public final class LlamaModel: @unchecked Sendable {
       Kernels.rmsNorm(
         x.pointer, weight: layer.attentionNorm.pointer, eps: c.rmsNormEps, rows: all, cols: d,
         out: h.pointer)
-      Linear.apply(h, layer.qkv, into: qkv)
+      layer.qkv.apply(h, into: qkv, scratch: tiles)
       if let bias = layer.qkvBias {
         Kernels.addBias(qkv.pointer, bias: bias.pointer, rows: all, cols: qkvDim)
       }
@@ -148,7 +168,7 @@ public final class LlamaModel: @unchecked Sendable {
         block.proxyCount = proxyRows
       }
       try cache.commit(layer: index, block: block)
-      Linear.apply(attended, layer.attentionOutput, beta: 1, into: x)
+      layer.attentionOutput.apply(attended, beta: 1, into: x, scratch: tiles)
       if let bias = layer.attentionOutputBias {
         Kernels.addBias(x.pointer, bias: bias.pointer, rows: all, cols: d)
       }
@@ -157,9 +177,9 @@ public final class LlamaModel: @unchecked Sendable {
       Kernels.rmsNorm(
         x.pointer, weight: layer.ffnNorm.pointer, eps: c.rmsNormEps, rows: all, cols: d,
         out: h.pointer)
-      Linear.apply(h, layer.gateUp, into: gateUp)
+      layer.gateUp.apply(h, into: gateUp, scratch: tiles)
       Kernels.siluGate(gateUp.pointer, rows: all, cols: ff, out: act.pointer)
-      Linear.apply(act, layer.down, beta: 1, into: x)
+      layer.down.apply(act, beta: 1, into: x, scratch: tiles)
     }
     try cache.finishBlock()
 
@@ -175,9 +195,8 @@ public final class LlamaModel: @unchecked Sendable {
       out: h.pointer)
     let out = Matrix(
       uninitializedRows: rows, cols: c.vocabularySize, category: .activations, meter: meter)
-    Linear.apply(
-      h.pointer, rows: rows, ldx: d, weight: output.pointer, outFeatures: c.vocabularySize,
-      inFeatures: d, out: out.pointer, ldo: c.vocabularySize)
+    output.apply(
+      h.pointer, rows: rows, ldx: d, out: out.pointer, ldo: c.vocabularySize, scratch: tiles)
     return out
   }
 }

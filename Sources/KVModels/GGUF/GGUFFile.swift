@@ -273,6 +273,12 @@ public final class GGUFFile: @unchecked Sendable {
       to: dst, blockCount: rows.count * blocksPerRow)
   }
 
+  /// The tensor's bytes in the mapping, valid while this file lives (a weight that reads them
+  /// in place keeps the file as an owner).
+  public func tensorData(_ name: String) throws -> UnsafeRawPointer {
+    base + (try dequantizableTensor(name)).offset
+  }
+
   /// The whole tensor as a new metered FloatBuffer.
   public func dequantized(_ name: String, category: MemoryCategory, meter: MemoryMeter?) throws
     -> FloatBuffer

@@ -8,7 +8,8 @@ public enum MemoryCommands {
   static let mem = Command(
     "mem", summary: "memory by category: current and peak",
     help: """
-      Prints the bytes the engine holds per category (weights, kv, activations, vision) and \
+      Prints the bytes the engine holds per category (weights on the heap, weights mapped from \
+      the model file, kv, activations, vision) and \
       their high-water marks since the start or the last `mem reset`, as counted by the \
       session's meter (exact and repeatable), then the process's resident set size and its \
       peak (VmRSS, VmHWM), which vary between runs and so print as ~values (in MiB unless a \

@@ -57,8 +57,11 @@ public enum ReplCommands {
     help: """
       Shows the number of threads, the OpenBLAS kernel (openblas_get_corename(); varies by \
       machine, so printed as ~NAME) and how it was chosen: ~(detected) by OpenBLAS itself, \
-      ~(OPENBLAS_CORETYPE) from the environment, or ~(auto) by `kvlab --blas-core auto`; then \
-      the loaded model and how many tokens the context and cache hold.
+      ~(OPENBLAS_CORETYPE) from the environment, or ~(auto) by `kvlab --blas-core auto`; the \
+      path of kvlab's own weight kernels (portable, avx2, avx512: the widest this CPU runs, \
+      unless `kvlab --kernels` chose one) with the CPU's vector features; then the loaded \
+      model, its weights' formats and where they are resident, and how many tokens the context \
+      and cache hold. What depends on the machine prints as ~values.
       """
   ) { ctx in
     let env = ProcessInfo.processInfo.environment
@@ -67,6 +70,10 @@ public enum ReplCommands {
       ? "detected" : env[BLASCore.reexecGuard] != nil ? "auto" : "OPENBLAS_CORETYPE"
     ctx.print("threads: \(ctx.session.options.threads)")
     ctx.print("blas: OpenBLAS, kernel ~\(BLAS.coreName) ~(\(source))")
+    let path = KernelPath.current
+    let features = KernelPath.cpuFeatures.joined(separator: " ")
+    ctx.print(
+      "kernels: ~\(path.rawValue) ~(\(path == KernelPath.best ? "widest this CPU runs" : "chosen by --kernels")); cpu ~(\(features.isEmpty ? "no avx2" : features))")
     guard let m = ctx.repl.loaded, ctx.session.modelPath != nil else {
       ctx.print("model: none (use 'load')")
       return
@@ -74,6 +81,8 @@ public enum ReplCommands {
     ctx.print(
       "model: \(m.name) (\(m.architecture), \(m.layers) layers, vocab \(m.vocabulary), \(Format.count(m.parameters)) parameters) from \((m.path as NSString).lastPathComponent)"
     )
+    ctx.print(
+      "weights: \(m.weightFormat); \(Format.bytes(m.weightBytes)) on the heap, \(Format.bytes(m.mappedWeightBytes)) mapped from the file")
     var context = "context: \(ctx.session.context.count) tokens"
     if let c = ctx.session.cacheSummary {
       context += "; cache \(c.tokens) tokens, \(Format.bytes(c.bytes))"

@@ -1,9 +1,13 @@
 import Foundation
 import KVEngine
+import KVModels
+import KVTensor
 
 /// The engine session's commands: load, feed, ask, generate, tokenize, logits, reset.
 public enum SessionCommands {
-  public static var all: [Command] { [load, feedText, ask, generate, tokenize, logits, reset] }
+  public static var all: [Command] {
+    [load, feedText, ask, generate, tokenize, logits, fidelity, reset]
+  }
 
   static let timing = Option(
     "timing", .toggle, default: "off", help: "also print times and rates (as ~values)")
@@ -15,21 +19,70 @@ public enum SessionCommands {
       model folder (a llama/qwen2 decoder, or an Idefics3/SmolVLM, LLaVA or Qwen2-VL \
       vision-language model). Without PATH, loads the embedded default model, \
       \(EngineOptions.embeddedModel) (kvlab's own small vision-language model, in weights/). \
-      Replaces any loaded model and empties the context.
+      Replaces any loaded model and empties the context. A GGUF's matrices stay in the \
+      precision the file stores them in, read in place from the file (precision=stored); \
+      precision=f32 dequantizes them to float32, the reference path whose numerics match \
+      transformers' (`fidelity` measures the distance between the two).
       """,
     positionals: [
       Positional(
         "PATH", .path(extensions: []), optional: true, help: "a .gguf file or a model folder")
     ],
-    options: [timing]
+    options: [
+      Option(
+        "precision", .choice(["stored", "f32"]), default: "stored",
+        help: "GGUF matrices as stored (quantized, mapped) or dequantized to float32"),
+      timing,
+    ]
   ) { ctx in
     let typed = ctx.args.positional("PATH")
-    let report = try ctx.session.load(typed.map { ctx.resolve($0) })
+    let precision = WeightPrecision(rawValue: ctx.args.string("precision") ?? "stored") ?? .stored
+    let report = try ctx.session.load(typed.map { ctx.resolve($0) }, precision: precision)
     ctx.repl.loaded = report
+    var weights = Format.bytes(report.weightBytes + report.mappedWeightBytes)
+    if report.mappedWeightBytes > 0 {
+      weights += " (\(report.weightFormat), \(Format.bytes(report.mappedWeightBytes)) mapped)"
+    }
     var line =
-      "loaded \(report.name): \(report.architecture), \(report.layers) layers, vocab \(report.vocabulary), \(Format.count(report.parameters)) parameters, weights \(Format.bytes(report.weightBytes))"
+      "loaded \(report.name): \(report.architecture), \(report.layers) layers, vocab \(report.vocabulary), \(Format.count(report.parameters)) parameters, weights \(weights)"
     if ctx.args.toggle("timing") { line += ", \(Mask.seconds(report.seconds))" }
     ctx.print(line)
+  }
+
+  static let fidelity = Command(
+    "fidelity", summary: "the fast path's distance from the float32 reference",
+    help: """
+      Loads the model's GGUF a second time dequantized to float32 (the reference path, whose \
+      numerics match transformers') and runs both on the parity prompts: the largest |Δ| over \
+      every logit of every position, how many positions have the same argmax, whether each \
+      prompt's greedy continuation of STEPS tokens is the same, and the perplexity of the \
+      longest prompt under both. The context and cache are left as they are. Values that \
+      depend on the kernel path print as ~values.
+      """,
+    options: [
+      Option("steps", .int(1...256), default: "16", help: "greedy tokens per prompt")
+    ]
+  ) { ctx in
+    let steps = ctx.args.int("steps")
+    let r = try ctx.session.fidelity(steps: steps)
+    let m = ctx.repl.loaded
+    ctx.print(
+      "fidelity: \(m?.weightFormat ?? "stored") on ~\(KernelPath.current.rawValue) against float32 (the same file dequantized), \(r.prompts) prompts"
+    )
+    func e(_ v: Float) -> String { "~" + String(format: "%.2e", v) }
+    ctx.print(
+      "logits: max |Δ| \(e(r.prefillMaxAbsDiff)) over \(r.positions) prompt positions, \(e(r.decodeMaxAbsDiff)) over the greedy steps (largest |logit| \(String(format: "%.1f", r.maxAbsLogit))); argmax equal at \(r.argmaxAgreements)/\(r.positions)"
+    )
+    var greedy = "greedy \(steps) tokens: \(r.greedyIdentical)/\(r.prompts) prompts identical"
+    if !r.greedyDivergence.isEmpty {
+      greedy +=
+        " (" + r.greedyDivergence.map { "\($0.0) differs from token \($0.1 + 1)" }.joined(separator: ", ") + ")"
+    }
+    ctx.print(greedy)
+    let change = 100 * (r.perplexity / r.referencePerplexity - 1)
+    ctx.print(
+      "perplexity (\(Fidelity.prompts.last!.name), \(r.textTokens) tokens): ~\(String(format: "%.4f", r.perplexity)) against ~\(String(format: "%.4f", r.referencePerplexity)) (~\(String(format: "%+.3f", change))%)"
+    )
   }
 
   static let feedText = Command(

@@ -40,6 +40,10 @@ struct Arguments {
   var fractions = [0.05, 0.10, 0.25, 0.50]
   var policies = ["snapkv", "keydiff"]
   var modes: [PrefillMode] = [.post, .sequential, .capped]
+  /// --precision stored|f32: the matrices as the GGUF stores them, or the float32 reference.
+  var precision = WeightPrecision.stored
+  /// --kernel-path auto|portable|avx2|avx512: the weight kernels' instruction set.
+  var kernelPath = KernelPath.best
 
   init(_ argv: [String]) throws {
     var it = argv.dropFirst().makeIterator()
@@ -65,6 +69,10 @@ struct Arguments {
       case "--fractions": fractions = try list(v, a) { Double($0) }
       case "--policies": policies = v.split(separator: ",").map(String.init)
       case "--modes": modes = try list(v, a) { PrefillMode(rawValue: $0) }
+      case "--precision":
+        guard let p = WeightPrecision(rawValue: v) else { throw Failure("--precision: stored or f32") }
+        precision = p
+      case "--kernel-path": kernelPath = try KernelPath.parse(v)
       default: throw Failure("unknown option \(a)")
       }
     }
@@ -180,6 +188,7 @@ func benchmarkIDs(count: Int, vocabulary: Int) -> [Int] {
 do {
   let args = try Arguments(CommandLine.arguments)
   BLAS.setThreads(args.threads)
+  try KernelPath.select(args.kernelPath)
   ProcessMemory.returnLargeFreesToTheSystem()  // as kvlab does: large frees leave the RSS
   if args.kernels {
     KernelBench.run(threads: args.threads, repeats: args.repeats)
@@ -199,7 +208,7 @@ do {
   }
   let meter = MemoryMeter()
   let gguf = try GGUFFile(path: args.model)
-  let model = try LlamaModel.load(gguf: gguf, meter: meter)
+  let model = try LlamaModel.load(gguf: gguf, precision: args.precision, meter: meter)
   let c = model.config
   if let dir = args.parityDirectory {
     try checkParity(model: model, directory: dir, chunk: args.chunk, meter: meter)
@@ -233,6 +242,8 @@ do {
   }
   let common: [String: Any] = [
     "engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads,
+    "kernel_path": KernelPath.current.rawValue, "weights": model.weightFormat,
+    "cpu_features": KernelPath.cpuFeatures.joined(separator: " "),
   ]
   if args.serve {
     emit(common.merging(["kind": "ready"]) { a, _ in a })

@@ -1,0 +1,64 @@
+// Weight kernels at the weights' stored precision: dequantizing rows into float32 (for the
+// prefill's sgemm) and fused matrix-vector products (for decode), each in a portable form and,
+// where the CPU has them, AVX2 and AVX-512 forms chosen at run time. They know nothing of
+// models: a weight is `rows` rows of `cols` elements in one of the formats below, rows stored
+// one after another, blocks laid out as ggml lays them out.
+#ifndef KVKERNELS_H
+#define KVKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Storage formats (block layouts as in ggml-common.h).
+typedef enum {
+  KVK_F32 = 0,
+  KVK_F16 = 1,
+  KVK_BF16 = 2,
+  KVK_Q8_0 = 3,
+  KVK_Q4_0 = 4,
+  KVK_Q4_1 = 5,
+  KVK_Q4_K = 6,
+  KVK_Q6_K = 7,
+  KVK_FORMAT_COUNT = 8
+} kvk_format;
+
+/// Instruction-set paths.
+typedef enum { KVK_SCALAR = 0, KVK_AVX2 = 1, KVK_AVX512 = 2 } kvk_isa;
+
+/// CPU features, as bits of `kvk_cpu_features()`: what CPUID reports and the OS has enabled
+/// (XGETBV), so a bit is set only when the instructions can run.
+#define KVK_FEATURE_AVX2 1         // with FMA and F16C
+#define KVK_FEATURE_AVX512 2       // F, BW, VL, DQ
+#define KVK_FEATURE_AVX512_VNNI 4
+#define KVK_FEATURE_AVX512_BF16 8
+#define KVK_FEATURE_AMX 16         // AMX-TILE with AMX-BF16 and AMX-INT8
+
+unsigned kvk_cpu_features(void);
+/// Whether `isa` can run on this CPU.
+int kvk_isa_supported(kvk_isa isa);
+
+/// Elements per block and bytes per block of `format`.
+int kvk_block_elements(kvk_format format);
+int kvk_block_bytes(kvk_format format);
+
+/// Dequantizes `rows` rows of `cols` elements (a multiple of the block size) from `src` into
+/// `dst` (row stride `ldd` floats). Every path computes ggml's reference values bit for bit
+/// (same products, same order, no fused multiply-add).
+void kvk_dequantize_rows(kvk_isa isa, kvk_format format, const void *src, size_t rows,
+                         size_t cols, float *dst, size_t ldd);
+
+/// y[r] = Σ_c w[r][c]·x[c] + beta·y[r] for `rows` rows (the float32 dot of each dequantized row
+/// with x, accumulated in float32; the order of the sum depends on the path, not on threads).
+/// `scratch` holds at least `kvk_matvec_scratch(format, cols)` floats.
+void kvk_matvec(kvk_isa isa, kvk_format format, const void *w, size_t rows, size_t cols,
+                const float *x, float beta, float *y, float *scratch);
+size_t kvk_matvec_scratch(kvk_format format, size_t cols);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

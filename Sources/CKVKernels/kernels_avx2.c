@@ -1,0 +1,199 @@
+// AVX2 forms (with FMA and F16C), compiled for that instruction set by the function attribute
+// alone and called only after `kvk_isa_supported(KVK_AVX2)`.
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define TARGET __attribute__((target("avx2,fma,f16c")))
+
+static inline uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+TARGET static inline float half(const uint8_t *p) { return _cvtsh_ss(load16(p)); }
+
+TARGET static inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+/// 16 bytes (low or high nibbles, or int8) as two vectors of 8 floats.
+TARGET static inline void widen_u8(__m128i v, __m256 out[2]) {
+  out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+}
+
+TARGET static inline void widen_i8(__m128i v, __m256 out[2]) {
+  out[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+  out[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8)));
+}
+
+/// The 32 elements of a Q8_0/Q4_0/Q4_1 block as four vectors of 8 unscaled values (Q4_0 less 8).
+TARGET static inline void block_values(kvk_format f, const uint8_t *qs, __m256 v[4]) {
+  if (f == KVK_Q8_0) {
+    widen_i8(_mm_loadu_si128((const __m128i *)qs), v);
+    widen_i8(_mm_loadu_si128((const __m128i *)(qs + 16)), v + 2);
+    return;
+  }
+  const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  widen_u8(_mm_and_si128(q, mask), v);
+  widen_u8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), v + 2);
+  if (f == KVK_Q4_0) {
+    const __m256 eight = _mm256_set1_ps(8);
+    for (int j = 0; j < 4; j++) v[j] = _mm256_sub_ps(v[j], eight);
+  }
+}
+
+TARGET static inline __m256 bf16x8(const uint8_t *p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+TARGET static inline __m256 f16x8(const uint8_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static size_t block_header(kvk_format f) { return f == KVK_Q4_1 ? 4 : 2; }
+
+TARGET void kvk_dequantize_rows_avx2(kvk_format f, const void *src, size_t rows, size_t cols,
+                                     float *dst, size_t ldd) {
+  const size_t rb = kvk_row_bytes(f, cols), nb = cols / 32;
+  for (size_t r = 0; r < rows; r++) {
+    const uint8_t *s = (const uint8_t *)src + r * rb;
+    float *y = dst + r * ldd;
+    size_t i = 0;
+    switch (f) {
+      case KVK_F16:
+      case KVK_BF16:
+        for (; i + 8 <= cols; i += 8)
+          _mm256_storeu_ps(y + i, f == KVK_F16 ? f16x8(s + 2 * i) : bf16x8(s + 2 * i));
+        if (i < cols) kvk_dequantize_row_portable(f, s + 2 * i, cols - i, y + i);
+        break;
+      case KVK_Q8_0:
+      case KVK_Q4_0:
+      case KVK_Q4_1: {
+        const size_t bytes = (size_t)kvk_block_bytes(f);
+        for (size_t b = 0; b < nb; b++, s += bytes, y += 32) {
+          const __m256 d = _mm256_set1_ps(half(s));
+          __m256 v[4];
+          block_values(f, s + block_header(f), v);
+          if (f == KVK_Q4_1) {
+            const __m256 m = _mm256_set1_ps(half(s + 2));
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(y + 8 * j, _mm256_add_ps(_mm256_mul_ps(v[j], d), m));
+          } else {
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(v[j], d));
+          }
+        }
+        break;
+      }
+      default:
+        kvk_dequantize_row_portable(f, s, cols, y);
+        break;
+    }
+  }
+}
+
+TARGET static inline float dot_f32(const float *a, const float *x, size_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), acc0);
+  float dot = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; i++) dot += a[i] * x[i];
+  return dot;
+}
+
+/// The dots of `nr` (1-4) consecutive Q8_0/Q4_0/Q4_1 rows with x, interleaved block by block
+/// (x loaded once for all of them); `xsum` (Q4_1 only) holds each block's Σx.
+TARGET __attribute__((always_inline)) static inline void dot_block_rows(
+    kvk_format f, const uint8_t *s, size_t rb, int nr, size_t nb, const float *x,
+    const float *xsum, float *out) {
+  __m256 acc[4];
+  float mins[4];
+  for (int i = 0; i < nr; i++) { acc[i] = _mm256_setzero_ps(); mins[i] = 0; }
+  const size_t bytes = (size_t)kvk_block_bytes(f), header = block_header(f);
+  for (size_t b = 0; b < nb; b++) {
+    const float *xb = x + 32 * b;
+    const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8),
+                 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *blk = s + i * rb + b * bytes;
+      __m256 v[4];
+      block_values(f, blk + header, v);
+      __m256 t = _mm256_mul_ps(v[0], x0);
+      t = _mm256_fmadd_ps(v[1], x1, t);
+      t = _mm256_fmadd_ps(v[2], x2, t);
+      t = _mm256_fmadd_ps(v[3], x3, t);
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(half(blk)), t, acc[i]);
+      if (f == KVK_Q4_1) mins[i] += half(blk + 2) * xsum[b];
+    }
+  }
+  for (int i = 0; i < nr; i++) out[i] = hsum(acc[i]) + mins[i];
+}
+
+TARGET __attribute__((always_inline)) static inline void dot_block_matrix(
+    kvk_format f, const uint8_t *w, size_t rows, size_t rb, size_t nb, const float *x,
+    const float *xsum, float *dots) {
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) dot_block_rows(f, w + r * rb, rb, 4, nb, x, xsum, dots + r);
+  for (; r < rows; r++) dot_block_rows(f, w + r * rb, rb, 1, nb, x, xsum, dots + r);
+}
+
+TARGET void kvk_matvec_avx2(kvk_format f, const void *w, size_t rows, size_t cols, const float *x,
+                            float beta, float *y, float *scratch) {
+  const size_t rb = kvk_row_bytes(f, cols), nb = cols / 32;
+  if (f == KVK_Q8_0 || f == KVK_Q4_0 || f == KVK_Q4_1) {
+    float *xsum = scratch + cols;
+    if (f == KVK_Q4_1)
+      for (size_t b = 0; b < nb; b++) {
+        const float *xb = x + 32 * b;
+        xsum[b] = hsum(_mm256_add_ps(
+            _mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+            _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+      }
+    for (size_t done = 0; done < rows; done += cols) {
+      const size_t n = rows - done < cols ? rows - done : cols;
+      const uint8_t *base = (const uint8_t *)w + done * rb;
+      if (f == KVK_Q8_0) dot_block_matrix(KVK_Q8_0, base, n, rb, nb, x, xsum, scratch);
+      else if (f == KVK_Q4_0) dot_block_matrix(KVK_Q4_0, base, n, rb, nb, x, xsum, scratch);
+      else dot_block_matrix(KVK_Q4_1, base, n, rb, nb, x, xsum, scratch);
+      for (size_t r = 0; r < n; r++)
+        y[done + r] = beta == 0 ? scratch[r] : scratch[r] + beta * y[done + r];
+    }
+    return;
+  }
+  for (size_t r = 0; r < rows; r++) {
+    const uint8_t *s = (const uint8_t *)w + r * rb;
+    float dot;
+    switch (f) {
+      case KVK_F32:
+        dot = dot_f32((const float *)s, x, cols);
+        break;
+      case KVK_F16:
+      case KVK_BF16: {
+        __m256 acc = _mm256_setzero_ps();
+        size_t i = 0;
+        for (; i + 8 <= cols; i += 8)
+          acc = _mm256_fmadd_ps(f == KVK_F16 ? f16x8(s + 2 * i) : bf16x8(s + 2 * i),
+                                _mm256_loadu_ps(x + i), acc);
+        dot = hsum(acc);
+        if (i < cols) {
+          kvk_dequantize_row_portable(f, s + 2 * i, cols - i, scratch);
+          for (size_t j = 0; j < cols - i; j++) dot += scratch[j] * x[i + j];
+        }
+        break;
+      }
+      default:
+        kvk_dequantize_row_portable(f, s, cols, scratch);
+        dot = dot_f32(scratch, x, cols);
+        break;
+    }
+    y[r] = beta == 0 ? dot : dot + beta * y[r];
+  }
+}
+#endif

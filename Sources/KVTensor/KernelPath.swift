@@ -1,0 +1,76 @@
+import CKVKernels
+
+/// Which instruction set the weight kernels (CKVKernels) run on. The best one this CPU has is
+/// chosen at start; another can be forced (to compare paths, or to measure the AVX2 path on an
+/// AVX-512 machine), but never one the CPU lacks: that is an error, not SIGILL.
+public enum KernelPath: String, CaseIterable, Sendable {
+  case portable, avx2, avx512
+
+  var isa: kvk_isa {
+    switch self {
+    case .portable: return KVK_SCALAR
+    case .avx2: return KVK_AVX2
+    case .avx512: return KVK_AVX512
+    }
+  }
+
+  public var isSupported: Bool { kvk_isa_supported(isa) != 0 }
+
+  /// The widest path this CPU runs.
+  public static var best: KernelPath {
+    allCases.last(where: \.isSupported) ?? .portable
+  }
+
+  /// The path every weight kernel takes now (process-wide, like the BLAS thread count).
+  public static var current: KernelPath { state.current }
+
+  /// Makes `path` the current one, or fails naming what the CPU lacks.
+  public static func select(_ path: KernelPath) throws {
+    guard path.isSupported else {
+      throw KernelPathError(
+        message: "kernel path '\(path.rawValue)' needs \(path.requirement), which this CPU "
+          + "does not have (it has: \(cpuFeatures.isEmpty ? "none of them" : cpuFeatures.joined(separator: ", ")))")
+    }
+    state.current = path
+  }
+
+  /// What the path needs from the CPU, in /proc/cpuinfo's words.
+  public var requirement: String {
+    switch self {
+    case .portable: return "nothing"
+    case .avx2: return "avx2, fma and f16c"
+    case .avx512: return "avx512f, avx512bw, avx512vl and avx512dq"
+    }
+  }
+
+  /// The vector features this CPU offers the kernels (those the OS has enabled too).
+  public static var cpuFeatures: [String] {
+    let f = kvk_cpu_features()
+    let names: [(UInt32, String)] = [
+      (UInt32(KVK_FEATURE_AVX2), "avx2"), (UInt32(KVK_FEATURE_AVX512), "avx512"),
+      (UInt32(KVK_FEATURE_AVX512_VNNI), "avx512_vnni"), (UInt32(KVK_FEATURE_AVX512_BF16), "avx512_bf16"),
+      (UInt32(KVK_FEATURE_AMX), "amx"),
+    ]
+    return names.filter { f & $0.0 != 0 }.map(\.1)
+  }
+
+  /// Parses `portable`, `avx2`, `avx512` or `auto` (the best path).
+  public static func parse(_ text: String) throws -> KernelPath {
+    if text == "auto" { return best }
+    guard let path = KernelPath(rawValue: text) else {
+      throw KernelPathError(
+        message: "unknown kernel path '\(text)' (auto, \(allCases.map(\.rawValue).joined(separator: ", ")))")
+    }
+    return path
+  }
+
+  private final class State: @unchecked Sendable {
+    var current: KernelPath = KernelPath.best
+  }
+  private static let state = State()
+}
+
+public struct KernelPathError: Error, CustomStringConvertible, Sendable {
+  public let message: String
+  public var description: String { message }
+}

@@ -1,0 +1,235 @@
+import CKVKernels
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// The precisions a weight stays in once loaded (ggml's block layouts for the quantized ones).
+public enum WeightFormat: Int, CaseIterable, Sendable {
+  case f32 = 0, f16, bf16, q8_0, q4_0, q4_1, q4_K, q6_K
+
+  var kernelFormat: kvk_format { kvk_format(rawValue: UInt32(rawValue)) }
+  public var blockElements: Int { Int(kvk_block_elements(kernelFormat)) }
+  public var blockBytes: Int { Int(kvk_block_bytes(kernelFormat)) }
+  /// Bytes of one row of `cols` elements (`cols` a multiple of `blockElements`).
+  public func rowBytes(cols: Int) -> Int { cols / blockElements * blockBytes }
+  /// ggml's spelling: F32, Q4_1, …
+  public var name: String { String(describing: self).uppercased() }
+}
+
+/// Bytes on the heap that a weight owns (a copy it had to make), charged to the meter.
+public final class WeightBytes: @unchecked Sendable {
+  public let pointer: UnsafeMutableRawPointer
+  public let count: Int
+  private let meter: MemoryMeter?
+
+  public init(count: Int, meter: MemoryMeter?) {
+    pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 64)
+    self.count = count
+    self.meter = meter
+    meter?.allocated(count, as: .weights)
+  }
+
+  deinit {
+    pointer.deallocate()
+    meter?.released(count, as: .weights)
+  }
+}
+
+/// A weight matrix W (`rows × cols`, row-major, out = x·Wᵀ) at the precision it is stored in:
+/// float32 (a `Matrix`), or a stack of parts each in a `WeightFormat`, read where they lie (a
+/// mapped file, or heap bytes the loader had to rearrange). Fused projections (Q|K|V, gate|up)
+/// are one matrix whose parts may differ in format.
+///
+/// One row of x (decode) runs the fused matrix-vector kernels on the stored bytes. Several rows
+/// (prefill) dequantize a tile of W into a scratch of float32 and hand it to sgemm: the scratch
+/// holds at most `tileFloats`, whatever the matrix.
+public final class WeightMatrix: @unchecked Sendable {
+  public struct Part: @unchecked Sendable {
+    public let format: WeightFormat
+    public let bytes: UnsafeRawPointer
+    public let rows: Int
+    public init(format: WeightFormat, bytes: UnsafeRawPointer, rows: Int) {
+      self.format = format
+      self.bytes = bytes
+      self.rows = rows
+    }
+  }
+
+  public let rows: Int
+  public let cols: Int
+  /// The float32 storage of a dense matrix (the reference path), else nil.
+  public let dense: Matrix?
+  public let parts: [Part]
+  /// Bytes read from a file mapping, and bytes on the heap.
+  public let mappedBytes: Int
+  public let heapBytes: Int
+  /// Keep the storage alive (a mapped file, heap copies); the meter is charged by their owner
+  /// for heap bytes and here for mapped ones.
+  private let owners: [AnyObject]
+  private let meter: MemoryMeter?
+
+  /// A float32 matrix.
+  public init(_ matrix: Matrix) {
+    rows = matrix.rows
+    cols = matrix.cols
+    dense = matrix
+    parts = []
+    mappedBytes = 0
+    heapBytes = matrix.rows * matrix.cols * MemoryLayout<Float>.stride
+    owners = []
+    meter = nil
+  }
+
+  /// Parts stacked row-wise; `mapped` says which of them lie in a file mapping (charged to
+  /// `meter` as `.mapped` while this matrix lives). `owners` keep every part's bytes alive.
+  public init(cols: Int, parts: [Part], mapped: [Bool], owners: [AnyObject], meter: MemoryMeter?) {
+    precondition(parts.count == mapped.count && !parts.isEmpty)
+    precondition(parts.allSatisfy { cols % $0.format.blockElements == 0 })
+    self.cols = cols
+    self.parts = parts
+    rows = parts.reduce(0) { $0 + $1.rows }
+    dense = nil
+    var mappedBytes = 0
+    var heapBytes = 0
+    for (p, m) in zip(parts, mapped) {
+      let n = p.rows * p.format.rowBytes(cols: cols)
+      if m { mappedBytes += n } else { heapBytes += n }
+    }
+    self.mappedBytes = mappedBytes
+    self.heapBytes = heapBytes
+    self.owners = owners
+    self.meter = meter
+    meter?.allocated(mappedBytes, as: .mapped)
+  }
+
+  deinit {
+    meter?.released(mappedBytes, as: .mapped)
+  }
+
+  /// The formats of the parts ("Q4_1", "F32", "Q4_1+Q8_0").
+  public var formatName: String {
+    guard dense == nil else { return "F32" }
+    var names: [String] = []
+    for p in parts where !names.contains(p.format.name) { names.append(p.format.name) }
+    return names.joined(separator: "+")
+  }
+
+  /// Floats of dequantization scratch that `apply` with several rows can use for this matrix.
+  public var tileFloats: Int { dense == nil ? min(rows * cols, Self.maxTileFloats) : 0 }
+
+  /// The scratch a prefill tile may take at most (8 MiB).
+  public static let maxTileFloats = 1 << 21
+
+  /// Row `r` of W as float32 into `dst` (`cols` floats): an embedding lookup.
+  public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
+    if let dense {
+      dst.update(from: dense.row(r), count: cols)
+      return
+    }
+    var first = 0
+    for p in parts {
+      if r < first + p.rows {
+        kvk_dequantize_rows(
+          KernelPath.current.isa, p.format.kernelFormat,
+          p.bytes + (r - first) * p.format.rowBytes(cols: cols), 1, cols, dst, cols)
+        return
+      }
+      first += p.rows
+    }
+    preconditionFailure("row \(r) out of 0..<\(rows)")
+  }
+
+  /// Rows `range` of W as float32 into `dst` (row stride `ld`), on `threads` threads.
+  public func dequantizeRows(
+    _ range: Range<Int>, into dst: UnsafeMutablePointer<Float>, ld: Int, threads: Int = BLAS.threads
+  ) {
+    if let dense {
+      for r in range { (dst + (r - range.lowerBound) * ld).update(from: dense.row(r), count: cols) }
+      return
+    }
+    let isa = KernelPath.current.isa
+    var first = 0
+    for p in parts {
+      let lo = max(range.lowerBound, first)
+      let hi = min(range.upperBound, first + p.rows)
+      if lo < hi {
+        let rowBytes = p.format.rowBytes(cols: cols)
+        let base = p.bytes + (lo - first) * rowBytes
+        let out = dst + (lo - range.lowerBound) * ld
+        let cols = self.cols
+        Parallel.rows(hi - lo, grain: 16, threads: threads) { chunk in
+          kvk_dequantize_rows(
+            isa, p.format.kernelFormat, base + chunk.lowerBound * rowBytes, chunk.count, cols,
+            out + chunk.lowerBound * ld, ld)
+        }
+      }
+      first += p.rows
+    }
+  }
+
+  /// out = x·Wᵀ + beta·out for `m` rows of x (leading dimension `ldx`) into `m` rows of out
+  /// (leading dimension `ldo`). `scratch` (at least `tileFloats`, needed only when m > 2)
+  /// receives dequantized tiles of W.
+  public func apply(
+    _ x: UnsafePointer<Float>, rows m: Int, ldx: Int, beta: Float = 0,
+    out: UnsafeMutablePointer<Float>, ldo: Int, scratch: FloatBuffer?
+  ) {
+    if let dense {
+      Linear.apply(
+        x, rows: m, ldx: ldx, weight: dense.pointer, outFeatures: rows, inFeatures: cols,
+        beta: beta, out: out, ldo: ldo)
+      return
+    }
+    if m <= Self.matvecRows || scratch == nil {
+      for i in 0..<m { matvec(x + i * ldx, beta: beta, out: out + i * ldo) }
+      return
+    }
+    let scratch = scratch!
+    let tileRows = max(1, min(rows, scratch.count / cols))
+    var first = 0
+    while first < rows {
+      let n = min(tileRows, rows - first)
+      dequantizeRows(first..<(first + n), into: scratch.pointer, ld: cols)
+      BLAS.sgemm(
+        transB: true, m: m, n: n, k: cols, a: x, lda: ldx, b: scratch.pointer, ldb: cols,
+        beta: beta, c: out + first, ldc: ldo)
+      first += n
+    }
+  }
+
+  /// Up to this many rows of x go through the matrix-vector kernels one by one.
+  public static let matvecRows = 2
+
+  /// The same with x and out as whole matrices.
+  public func apply(_ x: Matrix, beta: Float = 0, into out: Matrix, scratch: FloatBuffer?) {
+    precondition(x.cols == cols && out.cols == rows && out.rows >= x.rows)
+    apply(
+      x.pointer, rows: x.rows, ldx: x.cols, beta: beta, out: out.pointer, ldo: out.cols,
+      scratch: scratch)
+  }
+
+  /// y = W·x + beta·y for one vector, the rows split across the BLAS thread count (each row's
+  /// dot by one thread, so the result does not depend on the split).
+  private func matvec(_ x: UnsafePointer<Float>, beta: Float, out: UnsafeMutablePointer<Float>) {
+    let isa = KernelPath.current.isa
+    let cols = self.cols
+    var first = 0
+    for p in parts {
+      let rowBytes = p.format.rowBytes(cols: cols)
+      let format = p.format.kernelFormat
+      let scratchCount = kvk_matvec_scratch(format, cols)
+      let y = out + first
+      Parallel.rows(p.rows, grain: 64) { chunk in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchCount) { scratch in
+          kvk_matvec(
+            isa, format, p.bytes + chunk.lowerBound * rowBytes, chunk.count, cols, x, beta,
+            y + chunk.lowerBound, scratch.baseAddress!)
+        }
+      }
+      first += p.rows
+    }
+  }
+}

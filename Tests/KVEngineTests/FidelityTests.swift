@@ -1,0 +1,64 @@
+import Foundation
+import KVEngine
+import KVModels
+import KVTensor
+import XCTest
+
+/// `fidelity`: the stored-precision path against the float32 reference on SmolLM2-135M (Q4_1),
+/// on every kernel path this CPU runs, with bounds; and the prompts it uses are the parity
+/// fixtures' (scripts/gen_parity_fixtures.py).
+final class FidelityTests: XCTestCase {
+  private func session() throws -> Session {
+    _ = try TestPaths.requireModel()
+    return Session(
+      options: EngineOptions(
+        threads: 2, modelDirectories: [TestPaths.root + "/models"],
+        defaultModel: EngineOptions.textModelFile))
+  }
+
+  func testPromptsAreTheParityFixtures() throws {
+    struct Manifest: Decodable {
+      struct Prompt: Decodable { let name: String; let text: String }
+      let prompts: [Prompt]
+    }
+    let manifest = try JSONDecoder().decode(
+      Manifest.self,
+      from: Data(contentsOf: URL(fileURLWithPath: TestPaths.fixtures + "/parity/manifest.json")))
+    XCTAssertEqual(manifest.prompts.map(\.name), Fidelity.prompts.map(\.name))
+    XCTAssertEqual(manifest.prompts.map(\.text), Fidelity.prompts.map(\.text))
+  }
+
+  func testStoredPathIsCloseToTheReferenceOnEveryKernelPath() throws {
+    let s = try session()
+    _ = try s.load(nil)
+    let saved = KernelPath.current
+    defer { try? KernelPath.select(saved) }
+    for path in KernelPath.allCases where path.isSupported {
+      try KernelPath.select(path)
+      let r = try s.fidelity(steps: 16)
+      XCTAssertEqual(r.prompts, 3)
+      XCTAssertEqual(r.positions, 37 + 56 + 343, "\(path)")
+      // Prefill feeds sgemm the reference's own float32 values (dequantized bit for bit);
+      // decode sums each row in the kernels' order.
+      XCTAssertLessThan(r.prefillMaxAbsDiff, 1e-4, "\(path): prefill max |Δlogit|")
+      XCTAssertLessThan(r.decodeMaxAbsDiff, 1e-3, "\(path): decode max |Δlogit|")
+      XCTAssertGreaterThan(r.decodeMaxAbsDiff, 0, "\(path): the decode steps were compared")
+      XCTAssertGreaterThan(r.maxAbsLogit, 10)
+      XCTAssertEqual(r.argmaxAgreements, r.positions, "\(path)")
+      XCTAssertEqual(r.greedyIdentical, 3, "\(path): \(r.greedyDivergence)")
+      XCTAssertEqual(r.textTokens, 343)
+      XCTAssertEqual(r.perplexity, r.referencePerplexity, accuracy: 1e-4 * r.referencePerplexity)
+      XCTAssertGreaterThan(r.referencePerplexity, 1)
+    }
+    // The session is as it was: nothing fed.
+    XCTAssertEqual(s.context.count, 0)
+  }
+
+  func testFloat32ModelHasNothingToCompare() throws {
+    let s = try session()
+    _ = try s.load(nil, precision: .f32)
+    XCTAssertThrowsError(try s.fidelity(steps: 4)) {
+      XCTAssertTrue("\($0)".contains("float32 already"), "\($0)")
+    }
+  }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import XCTest
+
+@testable import KVTensor
+
+/// `WeightMatrix` on every kernel path this CPU runs: the matrix-vector kernels (decode) and
+/// the dequantized tiles fed to sgemm (prefill) against a double-precision product, on random
+/// weights of every format and odd shapes; results independent of the thread count.
+final class WeightMatrixTests: XCTestCase {
+  /// Random bytes of `rows` rows in `format`, with finite scales (the f16 fields of each block
+  /// set to small random halves) so every element is a real number.
+  static func randomWeights(_ format: WeightFormat, rows: Int, cols: Int, seed: UInt64) -> WeightBytes {
+    let bytes = WeightBytes(count: rows * format.rowBytes(cols: cols), meter: nil)
+    var s = seed &* 0x9E37_79B9_7F4A_7C15 &+ 7
+    func next() -> UInt64 {
+      s = s &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+      return s >> 16
+    }
+    func half(_ v: Float) -> UInt16 { Float16(v).bitPattern }
+    let p = bytes.pointer
+    for i in 0..<bytes.count { p.storeBytes(of: UInt8(truncatingIfNeeded: next()), toByteOffset: i, as: UInt8.self) }
+    func small() -> Float { Float(Int(next() % 2001) - 1000) / 40_000 }
+    let blocks = rows * cols / format.blockElements
+    for b in 0..<blocks {
+      let block = p + b * format.blockBytes
+      switch format {
+      case .f32: block.storeBytes(of: small() * 20, as: Float.self)
+      case .f16: block.storeBytes(of: half(small() * 20), as: UInt16.self)
+      case .bf16: block.storeBytes(of: UInt16((small() * 20).bitPattern >> 16), as: UInt16.self)
+      case .q8_0, .q4_0: block.storeBytes(of: half(small()), as: UInt16.self)
+      case .q4_1, .q4_K:
+        block.storeBytes(of: half(small()), as: UInt16.self)
+        block.storeBytes(of: half(small()), toByteOffset: 2, as: UInt16.self)
+      case .q6_K: block.storeBytes(of: half(small() / 8), toByteOffset: 208, as: UInt16.self)
+      }
+    }
+    return bytes
+  }
+
+  private func withPath<R>(_ path: KernelPath, _ body: () throws -> R) throws -> R {
+    let saved = KernelPath.current
+    try KernelPath.select(path)
+    defer { try? KernelPath.select(saved) }
+    return try body()
+  }
+
+  /// A matrix stacked from one part per format in `formats` (`rows` rows each).
+  private func matrix(_ formats: [WeightFormat], rows: Int, cols: Int, seed: UInt64)
+    -> (WeightMatrix, [Float])
+  {
+    let owned = formats.enumerated().map {
+      Self.randomWeights($0.element, rows: rows, cols: cols, seed: seed + UInt64($0.offset))
+    }
+    let w = WeightMatrix(
+      cols: cols,
+      parts: zip(formats, owned).map { .init(format: $0, bytes: $1.pointer, rows: rows) },
+      mapped: formats.map { _ in false }, owners: owned, meter: nil)
+    // The reference values: the portable path's dequantization (checked against ggml's Python
+    // reference bit for bit in WeightKernelTests).
+    var values = [Float](repeating: 0, count: w.rows * cols)
+    try! withPath(.portable) { w.dequantizeRows(0..<w.rows, into: &values, ld: cols) }
+    return (w, values)
+  }
+
+  private func check(
+    _ w: WeightMatrix, _ values: [Float], m: Int, scratchFloats: Int, beta: Float, label: String
+  ) {
+    let cols = w.cols
+    let x = randomFloats(m * cols, seed: 99)
+    let start = randomFloats(m * w.rows, seed: 5)
+    var out = start
+    let scratch = FloatBuffer(count: scratchFloats, category: .activations, meter: nil)
+    w.apply(x, rows: m, ldx: cols, beta: beta, out: &out, ldo: w.rows, scratch: scratch)
+    for i in 0..<m {
+      for r in 0..<w.rows {
+        var exact = Double(beta) * Double(start[i * w.rows + r])
+        var magnitude = 0.0
+        for c in 0..<cols {
+          let p = Double(values[r * cols + c]) * Double(x[i * cols + c])
+          exact += p
+          magnitude += abs(p)
+        }
+        let got = Double(out[i * w.rows + r])
+        if abs(got - exact) > 1e-5 * max(magnitude, 1) {
+          XCTFail("\(label) m=\(m) row \(i) col \(r): \(got) vs \(exact)")
+          return
+        }
+      }
+    }
+  }
+
+  func testEveryFormatAndPathAgainstDoublePrecision() throws {
+    let shapes: [WeightFormat: [Int]] = [
+      .f32: [1, 7, 33, 100], .f16: [1, 17, 33, 100], .bf16: [3, 16, 47],
+      .q8_0: [32, 96, 544], .q4_0: [32, 160], .q4_1: [32, 96, 576], .q4_K: [256, 512],
+      .q6_K: [256, 768],
+    ]
+    for path in KernelPath.allCases where path.isSupported {
+      try withPath(path) {
+        for (format, widths) in shapes {
+          for cols in widths {
+            for rows in [1, 3, 5, 67] {
+              let (w, values) = matrix([format], rows: rows, cols: cols, seed: UInt64(rows * cols))
+              for m in [1, 2, 5] {
+                for beta: Float in [0, 1] {
+                  check(
+                    w, values, m: m, scratchFloats: max(cols, 2 * cols), beta: beta,
+                    label: "\(path) \(format.name) \(rows)x\(cols)")
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  func testStackedPartsOfDifferentFormatsAndSmallTiles() throws {
+    for path in KernelPath.allCases where path.isSupported {
+      try withPath(path) {
+        let (w, values) = matrix([.q4_1, .q8_0, .f16, .q4_0], rows: 9, cols: 64, seed: 3)
+        XCTAssertEqual(w.rows, 36)
+        XCTAssertEqual(w.formatName, "Q4_1+Q8_0+F16+Q4_0")
+        // Tiles of 1, 5 and all rows: tile edges inside and across parts.
+        for tile in [1, 5, 36] {
+          check(w, values, m: 4, scratchFloats: tile * 64, beta: 1, label: "\(path) tile \(tile)")
+        }
+        check(w, values, m: 1, scratchFloats: 0, beta: 0, label: "\(path) matvec")
+      }
+    }
+  }
+
+  func testResultsDoNotDependOnTheThreadCount() throws {
+    for path in KernelPath.allCases where path.isSupported {
+      try withPath(path) {
+        let (w, _) = matrix([.q4_1, .q8_0], rows: 301, cols: 576, seed: 11)
+        let x = randomFloats(3 * 576, seed: 4)
+        func run(_ m: Int, threads: Int) -> [UInt32] {
+          withBLASThreads(threads) {
+            var out = [Float](repeating: 0, count: m * w.rows)
+            let scratch = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
+            w.apply(x, rows: m, ldx: 576, out: &out, ldo: w.rows, scratch: scratch)
+            return out.map(\.bitPattern)
+          }
+        }
+        for m in [1, 3] {
+          XCTAssertEqual(run(m, threads: 1), run(m, threads: 2), "\(path) m=\(m)")
+          XCTAssertEqual(run(m, threads: 2), run(m, threads: 2), "\(path) m=\(m) repeated")
+        }
+      }
+    }
+  }
+
+  func testDenseMatrixKeepsTheFloat32Path() {
+    let m = Matrix(rows: 3, cols: 4, category: .weights, meter: nil)
+    for i in 0..<12 { m.pointer[i] = Float(i) }
+    let w = WeightMatrix(m)
+    XCTAssertEqual(w.formatName, "F32")
+    XCTAssertEqual(w.tileFloats, 0)
+    var out = [Float](repeating: 0, count: 3)
+    w.apply([1, 1, 1, 1], rows: 1, ldx: 4, out: &out, ldo: 3, scratch: nil)
+    XCTAssertEqual(out, [6, 22, 38])
+  }
+
+  func testKernelPathSelection() throws {
+    XCTAssertTrue(KernelPath.portable.isSupported)
+    XCTAssertEqual(try KernelPath.parse("auto"), KernelPath.best)
+    XCTAssertThrowsError(try KernelPath.parse("sse9")) {
+      XCTAssertEqual("\($0)", "unknown kernel path 'sse9' (auto, portable, avx2, avx512)")
+    }
+    for path in KernelPath.allCases where !path.isSupported {
+      XCTAssertThrowsError(try KernelPath.select(path)) {
+        XCTAssertTrue("\($0)".contains("which this CPU does not have"), "\($0)")
+      }
+    }
+    // The widest path includes the narrower ones.
+    if KernelPath.avx512.isSupported { XCTAssertTrue(KernelPath.avx2.isSupported) }
+  }
+}
