@@ -3,7 +3,7 @@ import KVTensor
 
 /// The uncompressed cache: every token is kept. Storage per layer is `[kvHead][capacity][headDim]`
 /// for keys and for values, so each head's keys are one contiguous matrix for the attention
-/// matmuls. Capacity grows by 50% when full (re-allocated and copied), which the meter sees as KV.
+/// matmuls. Capacity grows by 25% when full (re-allocated and copied), which the meter sees as KV.
 public final class DenseKVCache: KeyValueCache {
   public let layers: Int
   public let kvHeads: Int
@@ -47,7 +47,7 @@ public final class DenseKVCache: KeyValueCache {
 
   public func commit(layer: Int, block: KVBlock) throws {
     let needed = counts[layer] + block.count
-    if needed > capacity { grow(to: max(needed, capacity + capacity / 2)) }
+    if needed > capacity { grow(to: max(needed, capacity + capacity / 4)) }
     let base = counts[layer]
     for g in 0..<kvHeads {
       let kDst = keys[layer].pointer + g * capacity * headDim + base * headDim

@@ -120,8 +120,9 @@ public final class WeightMatrix: @unchecked Sendable {
   /// Floats of dequantization scratch that `apply` with several rows can use for this matrix.
   public var tileFloats: Int { dense == nil ? min(rows * cols, Self.maxTileFloats) : 0 }
 
-  /// The scratch a prefill tile may take at most (8 MiB).
-  public static let maxTileFloats = 1 << 21
+  /// The scratch a prefill tile may take at most (2 MiB: a quarter of SmolLM2's gate|up, whose
+  /// sgemm is no slower in four tiles than in one).
+  public static let maxTileFloats = 1 << 19
 
   /// Row `r` of W as float32 into `dst` (`cols` floats): an embedding lookup.
   public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
