@@ -74,3 +74,41 @@ public struct KernelPathError: Error, CustomStringConvertible, Sendable {
   public let message: String
   public var description: String { message }
 }
+
+/// How a prefill block multiplies by the weights: OpenBLAS's float32 sgemm on dequantized
+/// tiles (the reference's values exactly), or kvlab's bfloat16 kernel (AVX512-BF16: weights and
+/// activations rounded to bfloat16, sums in float32; twice the multiply-adds per instruction).
+public enum PrefillKernel: String, CaseIterable, Sendable {
+  case sgemm, bf16
+
+  public var isSupported: Bool {
+    switch self {
+    case .sgemm: return true
+    case .bf16: return kvk_cpu_features() & UInt32(KVK_FEATURE_AVX512_BF16) != 0
+    }
+  }
+
+  public static var current: PrefillKernel { state.current }
+
+  public static func select(_ kernel: PrefillKernel) throws {
+    guard kernel.isSupported else {
+      throw KernelPathError(
+        message: "prefill kernel '\(kernel.rawValue)' needs avx512_bf16, which this CPU does not have")
+    }
+    state.current = kernel
+  }
+
+  /// `auto`, `sgemm` or `bf16`; auto is sgemm (the exact path).
+  public static func parse(_ text: String) throws -> PrefillKernel {
+    if text == "auto" { return .sgemm }
+    guard let kernel = PrefillKernel(rawValue: text) else {
+      throw KernelPathError(message: "unknown prefill kernel '\(text)' (auto, sgemm, bf16)")
+    }
+    return kernel
+  }
+
+  private final class State: @unchecked Sendable {
+    var current: PrefillKernel = .sgemm
+  }
+  private static let state = State()
+}

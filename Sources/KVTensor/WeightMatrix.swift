@@ -189,6 +189,10 @@ public final class WeightMatrix: @unchecked Sendable {
       return
     }
     let scratch = scratch!
+    if PrefillKernel.current == .bf16 {
+      applyBF16(x, rows: m, ldx: ldx, beta: beta, out: out, ldo: ldo, scratch: scratch)
+      return
+    }
     let tileRows = max(1, min(rows, scratch.count / cols))
     var first = 0
     while first < rows {
@@ -198,6 +202,54 @@ public final class WeightMatrix: @unchecked Sendable {
         transB: true, m: m, n: n, k: cols, a: x, lda: ldx, b: scratch.pointer, ldb: cols,
         beta: beta, c: out + first, ldc: ldo)
       first += n
+    }
+  }
+
+  /// The bfloat16 product: x rounded once, W packed tile by tile (whole panels of 32 rows of
+  /// one part) into `scratch`, panels split across threads.
+  private func applyBF16(
+    _ x: UnsafePointer<Float>, rows m: Int, ldx: Int, beta: Float,
+    out: UnsafeMutablePointer<Float>, ldo: Int, scratch: FloatBuffer
+  ) {
+    let cols = self.cols
+    let panel = 32
+    let activations = UnsafeMutablePointer<UInt16>.allocate(
+      capacity: kvk_bf16_activation_count(m, cols))
+    defer { activations.deallocate() }
+    Parallel.rows(m, grain: 16) { chunk in
+      kvk_bf16_pack_activations(
+        x + chunk.lowerBound * ldx, chunk.count, cols, ldx,
+        activations + chunk.lowerBound * ((cols + 1) / 2 * 2))
+    }
+    let packed = UnsafeMutableRawPointer(scratch.pointer).assumingMemoryBound(to: UInt16.self)
+    let panelCount16 = kvk_bf16_packed_count(panel, cols)
+    let tileRows = max(panel, (2 * scratch.count / panelCount16) * panel)
+    var first = 0
+    for p in parts {
+      let rowBytes = p.format.rowBytes(cols: cols)
+      let format = p.format.kernelFormat
+      var done = 0
+      while done < p.rows {
+        let n = min(tileRows, p.rows - done)
+        let panels = (n + panel - 1) / panel
+        let base = p.bytes + done * rowBytes
+        Parallel.rows(panels, grain: 1) { chunk in
+          let r0 = chunk.lowerBound * panel
+          let r1 = min(n, chunk.upperBound * panel)
+          withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { row in
+            kvk_bf16_pack_weights(
+              format, base + r0 * rowBytes, r1 - r0, cols, packed + chunk.lowerBound * panelCount16,
+              row.baseAddress!)
+          }
+        }
+        let c = out + first + done
+        Parallel.rows(panels, grain: 1) { chunk in
+          kvk_bf16_gemm(
+            activations, m, cols, packed, n, chunk.lowerBound, chunk.count, beta, c, ldo)
+        }
+        done += n
+      }
+      first += p.rows
     }
   }
 

@@ -72,6 +72,13 @@ struct KVLab: ParsableCommand {
   var kernels: String = "auto"
 
   @ArgumentParser.Option(
+    name: .customLong("prefill-kernel"),
+    help: ArgumentHelp(
+      "How prefill blocks multiply by the weights: sgemm (OpenBLAS float32 on dequantized tiles, the default) or bf16 (kvlab's AVX512-BF16 kernel: bfloat16 products, float32 sums; see `fidelity`).",
+      valueName: "auto|sgemm|bf16"))
+  var prefillKernel: String = "auto"
+
+  @ArgumentParser.Option(
     help: ArgumentHelp("Load this model first (as 'load PATH').", valueName: "PATH"))
   var model: String?
 
@@ -90,6 +97,9 @@ struct KVLab: ParsableCommand {
     }
     do { try KernelPath.select(KernelPath.parse(kernels)) } catch {
       throw ValidationError("--kernels: \(error)")
+    }
+    do { try PrefillKernel.select(PrefillKernel.parse(prefillKernel)) } catch {
+      throw ValidationError("--prefill-kernel: \(error)")
     }
     guard (1...256).contains(threads) else {
       throw ValidationError("--threads must be a whole number in 1...256, got \(threads)")

@@ -62,8 +62,11 @@ final class WeightMatrixTests: XCTestCase {
     return (w, values)
   }
 
+  /// `relative`: the bound on |out − exact| as a share of Σ|w·x| (float32 sums: 1e-5; bfloat16
+  /// products: each factor rounded to 8 significant bits, 2·2⁻⁸ per product, plus the sums).
   private func check(
-    _ w: WeightMatrix, _ values: [Float], m: Int, scratchFloats: Int, beta: Float, label: String
+    _ w: WeightMatrix, _ values: [Float], m: Int, scratchFloats: Int, beta: Float, label: String,
+    relative: Double = 1e-5
   ) {
     let cols = w.cols
     let x = randomFloats(m * cols, seed: 99)
@@ -81,7 +84,7 @@ final class WeightMatrixTests: XCTestCase {
           magnitude += abs(p)
         }
         let got = Double(out[i * w.rows + r])
-        if abs(got - exact) > 1e-5 * max(magnitude, 1) {
+        if abs(got - exact) > relative * max(magnitude, 1) {
           XCTFail("\(label) m=\(m) row \(i) col \(r): \(got) vs \(exact)")
           return
         }
@@ -127,6 +130,42 @@ final class WeightMatrixTests: XCTestCase {
         }
         check(w, values, m: 1, scratchFloats: 0, beta: 0, label: "\(path) matvec")
       }
+    }
+  }
+
+  func testBFloat16PrefillKernelAgainstDoublePrecision() throws {
+    guard PrefillKernel.bf16.isSupported else {
+      XCTAssertThrowsError(try PrefillKernel.select(.bf16))
+      throw XCTSkip("this CPU has no avx512_bf16")
+    }
+    defer { try? PrefillKernel.select(.sgemm) }
+    try PrefillKernel.select(.bf16)
+    let bound = 2.0 / 256 + 1e-5
+    // Panels cut short (n not a multiple of 32), odd k, row counts around the 8-row block,
+    // tiles of one panel and of several, parts of different formats, beta 0 and 1.
+    for (formats, rows, cols) in [
+      ([WeightFormat.q4_1], 67, 96), ([.q8_0, .q4_0], 40, 64), ([.f32], 5, 33), ([.f16, .bf16], 33, 17),
+      ([.q4_K], 32, 256), ([.q6_K, .q4_1], 19, 256),
+    ] {
+      let (w, values) = matrix(formats, rows: rows, cols: cols, seed: UInt64(rows + cols))
+      for m in [3, 8, 9, 21] {
+        for scratch in [32 * ((cols + 1) / 2), w.rows * cols + 64 * cols] {
+          check(
+            w, values, m: m, scratchFloats: scratch, beta: Float(m % 2),
+            label: "bf16 \(w.formatName) \(w.rows)x\(cols) scratch \(scratch)", relative: bound)
+        }
+      }
+      // The same products on 1 and 2 threads, bit for bit.
+      let x = randomFloats(9 * cols, seed: 8)
+      func run(_ threads: Int) -> [UInt32] {
+        withBLASThreads(threads) {
+          var out = [Float](repeating: 0, count: 9 * w.rows)
+          let scratch = FloatBuffer(count: 32 * ((cols + 1) / 2), category: .activations, meter: nil)
+          w.apply(x, rows: 9, ldx: cols, out: &out, ldo: w.rows, scratch: scratch)
+          return out.map(\.bitPattern)
+        }
+      }
+      XCTAssertEqual(run(1), run(2), "bf16 \(w.formatName): threads")
     }
   }
 

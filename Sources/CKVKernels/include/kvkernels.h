@@ -58,6 +58,20 @@ void kvk_matvec(kvk_isa isa, kvk_format format, const void *w, size_t rows, size
                 const float *x, float beta, float *y, float *scratch);
 size_t kvk_matvec_scratch(kvk_format format, size_t cols);
 
+/// The bfloat16 product of the prefill (needs KVK_FEATURE_AVX512_BF16): out = A·Wᵀ (+ beta·out)
+/// with W packed by `kvk_bf16_pack_weights` (n rows of k, any format; `row` holds k floats) into
+/// `kvk_bf16_packed_count(n, k)` bfloat16 and A (m rows of k floats, stride lda) rounded by
+/// `kvk_bf16_pack_activations` into `kvk_bf16_activation_count(m, k)`. The product runs over the
+/// panels (32 output features each) `panel_first ..< panel_first + panel_count`, so threads
+/// can split them; each output is one float32 sum in k order, whatever the split.
+size_t kvk_bf16_packed_count(size_t n, size_t k);
+size_t kvk_bf16_activation_count(size_t m, size_t k);
+void kvk_bf16_pack_weights(kvk_format format, const void *w, size_t n, size_t k,
+                           uint16_t *packed, float *row);
+void kvk_bf16_pack_activations(const float *a, size_t m, size_t k, size_t lda, uint16_t *out);
+void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed, size_t n,
+                   size_t panel_first, size_t panel_count, float beta, float *c, size_t ldc);
+
 #ifdef __cplusplus
 }
 #endif

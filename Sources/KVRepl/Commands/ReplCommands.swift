@@ -73,7 +73,7 @@ public enum ReplCommands {
     let path = KernelPath.current
     let features = KernelPath.cpuFeatures.joined(separator: " ")
     ctx.print(
-      "kernels: ~\(path.rawValue) ~(\(path == KernelPath.best ? "widest this CPU runs" : "chosen by --kernels")); cpu ~(\(features.isEmpty ? "no avx2" : features))")
+      "kernels: ~\(path.rawValue) ~(\(path == KernelPath.best ? "widest this CPU runs" : "chosen by --kernels")), prefill \(PrefillKernel.current.rawValue); cpu ~(\(features.isEmpty ? "no avx2" : features))")
     guard let m = ctx.repl.loaded, ctx.session.modelPath != nil else {
       ctx.print("model: none (use 'load')")
       return

@@ -67,7 +67,7 @@ public enum SessionCommands {
     let r = try ctx.session.fidelity(steps: steps)
     let m = ctx.repl.loaded
     ctx.print(
-      "fidelity: \(m?.weightFormat ?? "stored") on ~\(KernelPath.current.rawValue) against float32 (the same file dequantized), \(r.prompts) prompts"
+      "fidelity: \(m?.weightFormat ?? "stored") on ~\(KernelPath.current.rawValue), prefill \(PrefillKernel.current.rawValue), against float32 (the same file dequantized), \(r.prompts) prompts"
     )
     func e(_ v: Float) -> String { "~" + String(format: "%.2e", v) }
     ctx.print(

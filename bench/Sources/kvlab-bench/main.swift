@@ -44,6 +44,8 @@ struct Arguments {
   var precision = WeightPrecision.stored
   /// --kernel-path auto|portable|avx2|avx512: the weight kernels' instruction set.
   var kernelPath = KernelPath.best
+  /// --prefill-kernel auto|sgemm|bf16: how prefill blocks multiply by the weights.
+  var prefillKernel = PrefillKernel.sgemm
 
   init(_ argv: [String]) throws {
     var it = argv.dropFirst().makeIterator()
@@ -73,6 +75,7 @@ struct Arguments {
         guard let p = WeightPrecision(rawValue: v) else { throw Failure("--precision: stored or f32") }
         precision = p
       case "--kernel-path": kernelPath = try KernelPath.parse(v)
+      case "--prefill-kernel": prefillKernel = try PrefillKernel.parse(v)
       default: throw Failure("unknown option \(a)")
       }
     }
@@ -189,6 +192,7 @@ do {
   let args = try Arguments(CommandLine.arguments)
   BLAS.setThreads(args.threads)
   try KernelPath.select(args.kernelPath)
+  try PrefillKernel.select(args.prefillKernel)
   ProcessMemory.returnLargeFreesToTheSystem()  // as kvlab does: large frees leave the RSS
   if args.kernels {
     KernelBench.run(threads: args.threads, repeats: args.repeats)
@@ -243,6 +247,7 @@ do {
   let common: [String: Any] = [
     "engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads,
     "kernel_path": KernelPath.current.rawValue, "weights": model.weightFormat,
+    "prefill_kernel": PrefillKernel.current.rawValue,
     "cpu_features": KernelPath.cpuFeatures.joined(separator: " "),
   ]
   if args.serve {

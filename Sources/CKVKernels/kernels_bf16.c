@@ -1,0 +1,109 @@
+// The bfloat16 matrix product of the prefill (AVX512-BF16: vdpbf16ps multiplies pairs of
+// bfloat16 and accumulates in float32, twice the multiply-adds of a float32 FMA per
+// instruction). Weights are packed, tile by tile, into panels of 32 output features whose
+// k-pairs are interleaved lane by lane; activations are rounded to bfloat16 once per product.
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
+
+enum { NR = 32, MR = 8 };
+
+size_t kvk_bf16_packed_count(size_t n, size_t k) {
+  return (n + NR - 1) / NR * NR * ((k + 1) / 2 * 2);
+}
+
+size_t kvk_bf16_activation_count(size_t m, size_t k) { return m * ((k + 1) / 2 * 2); }
+
+/// float32 → bfloat16, rounding to nearest even (NaN kept a NaN), as vcvtneps2bf16 does.
+static inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+TARGET void kvk_bf16_pack_weights(kvk_format f, const void *w, size_t n, size_t k,
+                                  uint16_t *packed, float *row) {
+  const size_t pairs = (k + 1) / 2, rb = kvk_row_bytes(f, k);
+  const size_t panels = (n + NR - 1) / NR;
+  memset(packed, 0, panels * NR * pairs * 2 * sizeof(uint16_t));
+  for (size_t r = 0; r < n; r++) {
+    kvk_dequantize_rows(KVK_AVX512, f, (const uint8_t *)w + r * rb, 1, k, row, k);
+    uint16_t *dst = packed + (r / NR) * NR * pairs * 2 + (r % NR) * 2;
+    for (size_t c = 0; c < k; c++) dst[(c / 2) * NR * 2 + (c & 1)] = to_bf16(row[c]);
+  }
+}
+
+TARGET void kvk_bf16_pack_activations(const float *a, size_t m, size_t k, size_t lda,
+                                      uint16_t *out) {
+  const size_t kp = (k + 1) / 2 * 2;
+  for (size_t i = 0; i < m; i++) {
+    const float *src = a + i * lda;
+    uint16_t *dst = out + i * kp;
+    size_t c = 0;
+    for (; c + 32 <= k; c += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + c + 16), _mm512_loadu_ps(src + c));
+      _mm512_storeu_si512((void *)(dst + c), (__m512i)v);
+    }
+    for (; c < k; c++) dst[c] = to_bf16(src[c]);
+    if (k & 1) dst[k] = 0;
+  }
+}
+
+/// C[i][0..nr) (+)= Σ_p A[i][p]·B[p][lane] for `mr` rows (≤ MR) of one panel.
+TARGET __attribute__((always_inline)) static inline void micro(
+    int mr, const uint32_t *a, size_t pairs, const uint16_t *panel, float *c, size_t ldc,
+    size_t nr, float beta) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (size_t p = 0; p < pairs; p++) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(panel + p * NR * 2));
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(panel + p * NR * 2 + 32));
+    for (int i = 0; i < mr; i++) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[i * pairs + p]);
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
+    }
+  }
+  const __mmask16 k0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+  const __mmask16 k1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+  for (int i = 0; i < mr; i++) {
+    float *row = c + i * ldc;
+    __m512 v0 = acc[i][0], v1 = acc[i][1];
+    if (beta != 0) {
+      v0 = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(k0, row), v0);
+      v1 = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(k1, row + 16), v1);
+    }
+    _mm512_mask_storeu_ps(row, k0, v0);
+    _mm512_mask_storeu_ps(row + 16, k1, v1);
+  }
+}
+
+TARGET void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed,
+                          size_t n, size_t panel_first, size_t panel_count, float beta, float *c,
+                          size_t ldc) {
+  const size_t pairs = (k + 1) / 2;
+  const uint32_t *a32 = (const uint32_t *)a;
+  for (size_t pi = panel_first; pi < panel_first + panel_count; pi++) {
+    const uint16_t *panel = packed + pi * NR * pairs * 2;
+    const size_t col = pi * NR, nr = n - col < NR ? n - col : NR;
+    size_t i = 0;
+    for (; i + MR <= m; i += MR)
+      micro(MR, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta);
+    switch (m - i) {
+      case 7: micro(7, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      case 6: micro(6, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      case 5: micro(5, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      case 4: micro(4, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      case 3: micro(3, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      case 2: micro(2, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      case 1: micro(1, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
+      default: break;
+    }
+  }
+}
+#endif
