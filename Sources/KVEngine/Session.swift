@@ -1001,7 +1001,10 @@ extension Session {
   /// Makes `settings` current. A budgeted cache of the same mode and block size is changed in
   /// place (policy, options, budget); any other change builds the new cache and re-prefills the
   /// context into it (exact: same tokens, origins and positions), so what is held always follows
-  /// the settings. The old cache is kept until the new one is complete: on error it is restored.
+  /// the settings. With a context to re-prefill, the old cache is kept until the new one is
+  /// complete: on error it is restored. With nothing fed, the old cache goes before the new one
+  /// is built, so configuring never holds two caches' storage (on error an empty cache of the
+  /// old settings is made again).
   func apply(_ settings: CacheSettings) throws {
     if case .tokens(let b)? = settings.block, b < 1 {
       throw EngineError.invalid("block must be at least 1 token, got \(b)")
@@ -1055,7 +1058,11 @@ extension Session {
       return
     }
     // Rebuild: a new kind of cache (dense ↔ budgeted, or another mode / block size).
-    let saved = (cache, budgeted, cacheSettings, lastLogits)
+    let nothingFed = context.isEmpty && segments.isEmpty
+    // Only a cache with something in it is kept for a restore; an empty one is released now.
+    let savedCaches = nothingFed ? nil : (cache, budgeted)
+    let savedSettings = cacheSettings
+    let savedLogits = lastLogits
     let tokens = context
     let origins = contextOrigins
     let fed = segments
@@ -1070,7 +1077,21 @@ extension Session {
       }
       try refill(fed)
     } catch {
-      (cache, budgeted, cacheSettings, lastLogits) = saved
+      cache = nil
+      budgeted = nil
+      cacheSettings = savedSettings
+      lastLogits = savedLogits
+      if let savedCaches {
+        (cache, budgeted) = savedCaches
+      } else {
+        // The old cache was empty: an empty one of the old settings replaces it.
+        budgeted = try? makeBudgetedCache(for: c)
+        if budgeted == nil {
+          if cacheSettings.isBudgeted { cacheSettings.mode = .full }
+          cache = DenseKVCache(
+            layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+        }
+      }
       context = tokens
       contextOrigins = origins
       segments = fed
