@@ -339,15 +339,39 @@ public final class Session {
     guard tokenizer != nil else { throw EngineError.noModel }
     let start = Date()
     let input = feeds
+    let was = turnState
     var piece = raw ? "" : openUserTurn()
     piece += text
     let segment = try textSegment(piece, input: input)
-    try prefill([segment])
+    try restoringTurnOnRefusal(was) { try prefill([segment]) }
     feeds += 1
     lastFedVisual = false
     return FeedReport(
       tokens: segment.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start),
       waitingBlocks: pendingBlocks.count)
+  }
+
+  /// The chat's turn state and the next rotary position: what laying out input changes before
+  /// anything is prefilled.
+  private var turnState: (userTurnOpen: Bool, lastFedVisual: Bool, nextRopePosition: Int) {
+    (userTurnOpen, lastFedVisual, nextRopePosition)
+  }
+
+  /// Runs a prefill; when it fails with nothing of it prefilled or queued (a refusal: the
+  /// context limit, a budget that cannot hold what must stay), the turn state goes back to
+  /// `was`, so the session is as it was before the input was laid out.
+  private func restoringTurnOnRefusal(
+    _ was: (userTurnOpen: Bool, lastFedVisual: Bool, nextRopePosition: Int),
+    _ body: () throws -> Void
+  ) throws {
+    let fed = context.count
+    let waiting = pendingBlocks.count
+    do { try body() } catch {
+      if context.count == fed && pendingBlocks.count == waiting {
+        (userTurnOpen, lastFedVisual, nextRopePosition) = was
+      }
+      throw error
+    }
   }
 
   /// What goes before fed content in the user turn: the turn's opening (with the system
@@ -466,7 +490,7 @@ public final class Session {
     }
     nextRopePosition = laid.nextPosition
     let all = (opening.count > 0 ? [opening] : []) + laid.segments
-    try prefill(all)
+    try restoringTurnOnRefusal(was) { try prefill(all) }
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
@@ -481,7 +505,17 @@ public final class Session {
   /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
   /// blocks are queued instead, for `prefillStep`.
   private func prefill(_ new: [PromptSegment], proxy: Bool = true) throws {
-    guard model != nil, activeCache != nil else { throw EngineError.noModel }
+    guard let model, activeCache != nil else { throw EngineError.noModel }
+    // The context limit is checked for the whole input before any block runs or is queued (each
+    // block's forward checks it again), so a refused input leaves the context as it was rather
+    // than the blocks that fitted. Proxy rows, when there are, follow the last block.
+    let total = new.reduce(0) { $0 + $1.count }
+    let waiting = pendingBlocks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
+    let end = context.count + waiting + total + (proxy && total > 0 ? proxyTokens().count : 0)
+    if end > model.config.contextLength {
+      throw EngineError.invalid(
+        "context would hold \(end) tokens; the model's limit is \(model.config.contextLength)")
+    }
     let blocks = scheduler.blocks(new)
     budgeted?.reserveBlock(blocks.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0)
     if stepping {
@@ -489,7 +523,6 @@ public final class Session {
       return
     }
     try requireNothingPending()
-    let total = new.reduce(0) { $0 + $1.count }
     var done = 0
     for block in blocks {
       if cancellation.isSet {
@@ -684,6 +717,9 @@ public final class Session {
     let wasStepping = stepping
     stepping = false
     defer { stepping = wasStepping }
+    let was = turnState
+    let wasAsk = lastAsk
+    let fed = context.count
     lastAsk = AskPoint(
       question: question, options: options, segments: segments,
       nextRopePosition: nextRopePosition, feeds: feeds, visualInputs: visualInputs,
@@ -694,7 +730,13 @@ public final class Session {
     userTurnOpen = false
     lastFedVisual = false
     let prompt = try textSegment(piece, input: input)
-    try prefill([prompt], proxy: false)  // the question itself is the query now
+    do {
+      // The question itself is the query now.
+      try restoringTurnOnRefusal(was) { try prefill([prompt], proxy: false) }
+    } catch {
+      if context.count == fed { lastAsk = wasAsk }
+      throw error
+    }
     feeds += 1
     let prefillSeconds = Date().timeIntervalSince(start)
     var report = try generate(options: options, onText: onText)
