@@ -802,24 +802,31 @@ public final class Session {
     let c = model.config
     let scratch = DenseKVCache(
       layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
-    var writer: NPYWriter
+    // The writer fills a temporary file and renames it into place at the end: on any error
+    // (a write refused, the file size limit, Ctrl-C) it is removed and `path` is untouched.
+    let writer: NPYWriter
     do {
       writer = try NPYWriter(path: path, shape: [context.count, c.vocabularySize])
     } catch let failure as NPYWriter.Failure {
       throw EngineError.invalid(failure.description)
     }
-    var done = 0
-    for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
-      if cancellation.isSet {
-        throw EngineError.cancelled("logits stopped after \(done) positions")
+    defer { writer.abandon() }
+    do {
+      var done = 0
+      for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
+        if cancellation.isSet {
+          throw EngineError.cancelled("logits stopped after \(done) positions")
+        }
+        guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else {
+          break
+        }
+        try writer.append(UnsafeBufferPointer(out.storage.buffer))
+        done += out.rows
       }
-      guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else {
-        break
-      }
-      try writer.append(UnsafeBufferPointer(out.storage.buffer))
-      done += out.rows
+      try writer.close()
+    } catch let failure as NPYWriter.Failure {
+      throw EngineError.invalid(failure.description)
     }
-    try writer.close()
     return (context.count, c.vocabularySize)
   }
 
