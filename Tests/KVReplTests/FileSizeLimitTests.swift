@@ -135,6 +135,19 @@ final class FileSizeLimitTests: XCTestCase {
     XCTAssertLessThan(recorded.utf8.count, 80_000)
   }
 
+  func testDatasetPastTheLimitIsAnErrorAndLeavesNoPartialPNG() throws {
+    try checkTheLimitKills()
+    // A 2048-px needle image is about 500 KB of PNG.
+    let r = try limited(
+      binary, ["--keep-going", "-c", "synthetic write ds needle-image count=2 size=2048; echo after"])
+    XCTAssertFalse(r.killed, "kvlab was killed by a signal:\n\(r.stderr)")
+    XCTAssertEqual(
+      r.stderr, "error: synthetic write: ds/needle-image-0.png: cannot write it: file too large\n")
+    XCTAssertEqual(r.stdout, "after\n")
+    XCTAssertEqual(
+      (try? FileManager.default.contentsOfDirectory(atPath: folder + "/ds")) ?? ["?"], [])
+  }
+
   func testServeSurvivesTheLimit() throws {
     try checkTheLimitKills()
     let nonce = "fsize-N0nce_0123"
