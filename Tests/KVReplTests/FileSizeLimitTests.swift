@@ -21,6 +21,11 @@ final class FileSizeLimitTests: XCTestCase {
 
   var folder = ""
 
+  /// What the reading thread hands back (read after the semaphore it signals).
+  final class Collected: @unchecked Sendable {
+    var data = Data()
+  }
+
   /// The limit, in the shell's `ulimit -f` blocks (512 bytes for dash, 1024 for bash): 32 to
   /// 64 KiB, far below a logits table of the embedded model on a needle image (2.3 MB) and what the recording
   /// test writes (over 80 KB), far above the model's reads (limits apply to writes only).
@@ -56,24 +61,17 @@ final class FileSizeLimitTests: XCTestCase {
     try p.run()
     input.fileHandleForWriting.write(Data(stdin.utf8))
     try input.fileHandleForWriting.close()
-    let lock = NSLock()
-    var outData = Data()
-    let reader = Thread {
-      let d = out.fileHandleForReading.readDataToEndOfFile()
-      lock.lock()
-      outData = d
-      lock.unlock()
-    }
-    reader.start()
+    // stdout is read on another thread while stderr is read here, so neither pipe fills.
+    let collected = Collected()
+    let done = DispatchSemaphore(value: 0)
+    Thread {
+      collected.data = out.fileHandleForReading.readDataToEndOfFile()
+      done.signal()
+    }.start()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
+    done.wait()
     p.waitUntilExit()
-    while true {
-      lock.lock()
-      let done = reader.isFinished
-      lock.unlock()
-      if done { break }
-      usleep(10_000)
-    }
+    let outData = collected.data
     return Outcome(
       status: p.terminationStatus, killed: p.terminationReason == .uncaughtSignal,
       stdout: String(decoding: outData, as: UTF8.self),
