@@ -617,6 +617,12 @@ public final class BudgetedCache: KeyValueCache {
   private func reallocate(_ store: LayerStore, to newCapacity: Int) {
     guard newCapacity != store.capacity else { return }
     precondition(newCapacity >= store.count)
+    if store.count == 0 {
+      // Nothing to move (a budget or block change before anything is fed): the old storage
+      // goes before the new is allocated, so the two never coexist.
+      store.keys = FloatBuffer(count: 0, category: .kv, meter: meter)
+      store.values = FloatBuffer(count: 0, category: .kv, meter: meter)
+    }
     func moved(_ old: FloatBuffer) -> FloatBuffer {
       let fresh = FloatBuffer(count: kvHeads * newCapacity * headDim, category: .kv, meter: meter)
       for g in 0..<kvHeads {

@@ -3,7 +3,10 @@ import KVTensor
 
 /// The uncompressed cache: every token is kept. Storage per layer is `[kvHead][capacity][headDim]`
 /// for keys and for values, so each head's keys are one contiguous matrix for the attention
-/// matmuls. Capacity grows by 25% when full (re-allocated and copied), which the meter sees as KV.
+/// matmuls. Nothing is allocated until the first block comes (then `initialCapacity` tokens, or
+/// the block), so an empty cache holds no storage: replacing it (a budget set before anything
+/// is fed) never holds two caches' storage at once. Capacity grows by 25% when full
+/// (re-allocated and copied), which the meter sees as KV.
 public final class DenseKVCache: KeyValueCache {
   public let layers: Int
   public let kvHeads: Int
@@ -12,6 +15,8 @@ public final class DenseKVCache: KeyValueCache {
   private var keys: [FloatBuffer]
   private var values: [FloatBuffer]
   private var capacity: Int
+  /// Rows per head the first block allocates at least.
+  private let initialCapacity: Int
   /// Entries per layer (equal across layers once a block has gone through every layer).
   private var counts: [Int]
   /// Original position and origin of each cached entry (the same for every layer here).
@@ -25,13 +30,11 @@ public final class DenseKVCache: KeyValueCache {
     self.kvHeads = kvHeads
     self.headDim = headDim
     self.meter = meter
-    capacity = max(1, initialCapacity)
-    keys = (0..<layers).map { _ in
-      FloatBuffer(count: kvHeads * max(1, initialCapacity) * headDim, category: .kv, meter: meter)
-    }
-    values = (0..<layers).map { _ in
-      FloatBuffer(count: kvHeads * max(1, initialCapacity) * headDim, category: .kv, meter: meter)
-    }
+    self.initialCapacity = max(1, initialCapacity)
+    capacity = 0
+    // No storage yet (empty buffers charge nothing): the first commit allocates it.
+    keys = (0..<layers).map { _ in FloatBuffer(count: 0, category: .kv, meter: meter) }
+    values = (0..<layers).map { _ in FloatBuffer(count: 0, category: .kv, meter: meter) }
     counts = Array(repeating: 0, count: layers)
   }
 
@@ -47,7 +50,9 @@ public final class DenseKVCache: KeyValueCache {
 
   public func commit(layer: Int, block: KVBlock) throws {
     let needed = counts[layer] + block.count
-    if needed > capacity { grow(to: max(needed, capacity + capacity / 4)) }
+    if needed > capacity {
+      grow(to: max(needed, capacity == 0 ? initialCapacity : capacity + capacity / 4))
+    }
     let base = counts[layer]
     for g in 0..<kvHeads {
       let kDst = keys[layer].pointer + g * capacity * headDim + base * headDim
@@ -68,6 +73,11 @@ public final class DenseKVCache: KeyValueCache {
 
   private func grow(to newCapacity: Int) {
     for layer in 0..<layers {
+      if counts[layer] == 0 {
+        // Nothing to copy: the old storage goes before the new is allocated.
+        keys[layer] = FloatBuffer(count: 0, category: .kv, meter: meter)
+        values[layer] = FloatBuffer(count: 0, category: .kv, meter: meter)
+      }
       let used = counts[layer]
       let nk = FloatBuffer(count: kvHeads * newCapacity * headDim, category: .kv, meter: meter)
       let nv = FloatBuffer(count: kvHeads * newCapacity * headDim, category: .kv, meter: meter)

@@ -371,15 +371,39 @@ public final class Session {
     guard tokenizer != nil else { throw EngineError.noModel }
     let start = Date()
     let input = feeds
+    let was = turnState
     var piece = raw ? "" : openUserTurn()
     piece += text
     let segment = try textSegment(piece, input: input)
-    try prefill([segment])
+    try restoringTurnOnRefusal(was) { try prefill([segment]) }
     feeds += 1
     lastFedVisual = false
     return FeedReport(
       tokens: segment.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start),
       waitingBlocks: pendingBlocks.count)
+  }
+
+  /// The chat's turn state and the next rotary position: what laying out input changes before
+  /// anything is prefilled.
+  private var turnState: (userTurnOpen: Bool, lastFedVisual: Bool, nextRopePosition: Int) {
+    (userTurnOpen, lastFedVisual, nextRopePosition)
+  }
+
+  /// Runs a prefill; when it fails with nothing of it prefilled or queued (a refusal: the
+  /// context limit, a budget that cannot hold what must stay), the turn state goes back to
+  /// `was`, so the session is as it was before the input was laid out.
+  private func restoringTurnOnRefusal(
+    _ was: (userTurnOpen: Bool, lastFedVisual: Bool, nextRopePosition: Int),
+    _ body: () throws -> Void
+  ) throws {
+    let fed = context.count
+    let waiting = pendingBlocks.count
+    do { try body() } catch {
+      if context.count == fed && pendingBlocks.count == waiting {
+        (userTurnOpen, lastFedVisual, nextRopePosition) = was
+      }
+      throw error
+    }
   }
 
   /// What goes before fed content in the user turn: the turn's opening (with the system
@@ -498,7 +522,7 @@ public final class Session {
     }
     nextRopePosition = laid.nextPosition
     let all = (opening.count > 0 ? [opening] : []) + laid.segments
-    try prefill(all)
+    try restoringTurnOnRefusal(was) { try prefill(all) }
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
@@ -513,7 +537,17 @@ public final class Session {
   /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
   /// blocks are queued instead, for `prefillStep`.
   private func prefill(_ new: [PromptSegment], proxy: Bool = true) throws {
-    guard model != nil, activeCache != nil else { throw EngineError.noModel }
+    guard let model, activeCache != nil else { throw EngineError.noModel }
+    // The context limit is checked for the whole input before any block runs or is queued (each
+    // block's forward checks it again), so a refused input leaves the context as it was rather
+    // than the blocks that fitted. Proxy rows, when there are, follow the last block.
+    let total = new.reduce(0) { $0 + $1.count }
+    let waiting = pendingBlocks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
+    let end = context.count + waiting + total + (proxy && total > 0 ? proxyTokens().count : 0)
+    if end > model.config.contextLength {
+      throw EngineError.invalid(
+        "context would hold \(end) tokens; the model's limit is \(model.config.contextLength)")
+    }
     let blocks = scheduler.blocks(new)
     budgeted?.reserveBlock(blocks.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0)
     if stepping {
@@ -521,7 +555,6 @@ public final class Session {
       return
     }
     try requireNothingPending()
-    let total = new.reduce(0) { $0 + $1.count }
     var done = 0
     for block in blocks {
       if cancellation.isSet {
@@ -716,6 +749,9 @@ public final class Session {
     let wasStepping = stepping
     stepping = false
     defer { stepping = wasStepping }
+    let was = turnState
+    let wasAsk = lastAsk
+    let fed = context.count
     lastAsk = AskPoint(
       question: question, options: options, segments: segments,
       nextRopePosition: nextRopePosition, feeds: feeds, visualInputs: visualInputs,
@@ -726,7 +762,13 @@ public final class Session {
     userTurnOpen = false
     lastFedVisual = false
     let prompt = try textSegment(piece, input: input)
-    try prefill([prompt], proxy: false)  // the question itself is the query now
+    do {
+      // The question itself is the query now.
+      try restoringTurnOnRefusal(was) { try prefill([prompt], proxy: false) }
+    } catch {
+      if context.count == fed { lastAsk = wasAsk }
+      throw error
+    }
     feeds += 1
     let prefillSeconds = Date().timeIntervalSince(start)
     var report = try generate(options: options, onText: onText)
@@ -792,24 +834,31 @@ public final class Session {
     let c = model.config
     let scratch = DenseKVCache(
       layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
-    var writer: NPYWriter
+    // The writer fills a temporary file and renames it into place at the end: on any error
+    // (a write refused, the file size limit, Ctrl-C) it is removed and `path` is untouched.
+    let writer: NPYWriter
     do {
       writer = try NPYWriter(path: path, shape: [context.count, c.vocabularySize])
     } catch let failure as NPYWriter.Failure {
       throw EngineError.invalid(failure.description)
     }
-    var done = 0
-    for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
-      if cancellation.isSet {
-        throw EngineError.cancelled("logits stopped after \(done) positions")
+    defer { writer.abandon() }
+    do {
+      var done = 0
+      for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
+        if cancellation.isSet {
+          throw EngineError.cancelled("logits stopped after \(done) positions")
+        }
+        guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else {
+          break
+        }
+        try writer.append(UnsafeBufferPointer(out.storage.buffer))
+        done += out.rows
       }
-      guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else {
-        break
-      }
-      try writer.append(UnsafeBufferPointer(out.storage.buffer))
-      done += out.rows
+      try writer.close()
+    } catch let failure as NPYWriter.Failure {
+      throw EngineError.invalid(failure.description)
     }
-    try writer.close()
     return (context.count, c.vocabularySize)
   }
 
@@ -1033,7 +1082,10 @@ extension Session {
   /// Makes `settings` current. A budgeted cache of the same mode and block size is changed in
   /// place (policy, options, budget); any other change builds the new cache and re-prefills the
   /// context into it (exact: same tokens, origins and positions), so what is held always follows
-  /// the settings. The old cache is kept until the new one is complete: on error it is restored.
+  /// the settings. With a context to re-prefill, the old cache is kept until the new one is
+  /// complete: on error it is restored. With nothing fed, the old cache goes before the new one
+  /// is built, so configuring never holds two caches' storage (on error an empty cache of the
+  /// old settings is made again).
   func apply(_ settings: CacheSettings) throws {
     if case .tokens(let b)? = settings.block, b < 1 {
       throw EngineError.invalid("block must be at least 1 token, got \(b)")
@@ -1087,7 +1139,11 @@ extension Session {
       return
     }
     // Rebuild: a new kind of cache (dense ↔ budgeted, or another mode / block size).
-    let saved = (cache, budgeted, cacheSettings, lastLogits)
+    let nothingFed = context.isEmpty && segments.isEmpty
+    // Only a cache with something in it is kept for a restore; an empty one is released now.
+    let savedCaches = nothingFed ? nil : (cache, budgeted)
+    let savedSettings = cacheSettings
+    let savedLogits = lastLogits
     let tokens = context
     let origins = contextOrigins
     let fed = segments
@@ -1102,7 +1158,21 @@ extension Session {
       }
       try refill(fed)
     } catch {
-      (cache, budgeted, cacheSettings, lastLogits) = saved
+      cache = nil
+      budgeted = nil
+      cacheSettings = savedSettings
+      lastLogits = savedLogits
+      if let savedCaches {
+        (cache, budgeted) = savedCaches
+      } else {
+        // The old cache was empty: an empty one of the old settings replaces it.
+        budgeted = try? makeBudgetedCache(for: c)
+        if budgeted == nil {
+          if cacheSettings.isBudgeted { cacheSettings.mode = .full }
+          cache = DenseKVCache(
+            layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+        }
+      }
       context = tokens
       contextOrigins = origins
       segments = fed

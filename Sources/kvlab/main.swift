@@ -149,6 +149,8 @@ struct KVLab: ParsableCommand {
   }
 
   func run() throws {
+    // A write past `ulimit -f` fails with EFBIG (each writer's error) instead of killing kvlab.
+    FileSizeLimit.reportAsErrors()
     if blasCore == "auto" {
       reexecWithBetterBLASCore()
     } else if blasCore != "keep" {

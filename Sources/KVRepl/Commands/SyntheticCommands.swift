@@ -146,8 +146,12 @@ public enum SyntheticCommands {
           try fm.createDirectory(
             atPath: (full as NSString).deletingLastPathComponent,
             withIntermediateDirectories: true)
-          try png.write(to: URL(fileURLWithPath: full))
         } catch { throw fail("\(typed)/\(path): cannot write", error) }
+        // Through a temporary file: a write that fails (a full disk, the file size limit)
+        // says why and leaves no half-written PNG.
+        try AtomicFile.replace(
+          full, with: [UInt8](png), command: ctx.command.name, displayPath: "\(typed)/\(path)",
+          sync: false)
       }
       files += paths.count
       lines.append(sample.jsonLine)

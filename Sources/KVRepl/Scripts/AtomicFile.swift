@@ -6,10 +6,13 @@ import Foundation
 /// system). The new file keeps the original's permission bits. On any failure the temporary
 /// file is removed and the original is left as it was.
 public enum AtomicFile {
-  /// Writes `bytes` to `path`. Errors are `ReplError(command, "DISPLAY: what went wrong")`.
-  /// A symbolic link stays a link: the file it points to is replaced.
+  /// Writes `bytes` to `path`. Errors are `ReplError(command, "DISPLAY: what went wrong")`
+  /// (`cannot write it: file too large` past the file size limit, `no space left on device`).
+  /// A symbolic link stays a link: the file it points to is replaced. `sync: false` skips the
+  /// fsyncs (many files written in a row, none of which alone marks the work complete): a crash
+  /// may then lose the new contents, but a failed write still leaves no partial file.
   public static func replace(
-    _ path: String, with bytes: [UInt8], command: String, displayPath: String
+    _ path: String, with bytes: [UInt8], command: String, displayPath: String, sync: Bool = true
   ) throws {
     func failure(_ what: String, _ code: Int32) -> ReplError {
       ReplError(command, "\(displayPath): cannot \(what): \(Format.systemError(code))")
@@ -42,10 +45,11 @@ public enum AtomicFile {
         }
         offset += n
       }
-      guard fsync(fd) == 0 else { throw failure("write it (fsync)", errno) }
+      guard !sync || fsync(fd) == 0 else { throw failure("write it (fsync)", errno) }
     }
     guard rename(temporary, path) == 0 else { throw failure("replace it", errno) }
     renamed = true
+    guard sync else { return }
     // The rename itself is made durable by syncing the folder; a failure here loses nothing.
     let dfd = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if dfd >= 0 {

@@ -100,7 +100,11 @@ public final class Repl {
   public func write(_ text: String, to channel: OutputChannel = .output) {
     clearProgress()
     output.write(text, to: channel)
+    if !text.isEmpty { atLineStart = text.hasSuffix("\n") }
   }
+
+  /// Whether the last text written ended its line (a streamed answer cut short does not).
+  private(set) var atLineStart = true
 
   public func print(_ line: String = "") { write(line + "\n") }
 
@@ -108,6 +112,9 @@ public final class Repl {
   /// script) and its detail lines.
   func report(_ error: ReplError) {
     guard !error.silent else { return }
+    // A partial line (a generation that failed half way) is ended first, so that the error
+    // and what follows start lines of their own.
+    if !atLineStart { write("\n") }
     let location = frames.last.flatMap { $0.locate && !$0.expectsError ? $0.location : nil }
     write(error.line(location: location) + "\n", to: .error)
     for d in error.detail { write(d + "\n", to: .error) }

@@ -73,6 +73,8 @@ extension Repl {
   /// Serves `next()`'s lines over `sink` (see `ServeSink`): `ready`, then each line followed by
   /// its `done` record. Returns the exit status: 0 at EOF, or `quit`'s code.
   public func serve(_ sink: ServeSink, next: () -> String?) -> Int32 {
+    // A driver's file size limit must fail a command (EFBIG), never end the served session.
+    FileSizeLimit.reportAsErrors()
     sink.record("ready")
     let completeRequest = sink.recordPrefix + "complete "
     while let line = next() {

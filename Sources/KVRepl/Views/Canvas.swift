@@ -28,9 +28,16 @@ struct Canvas {
     pixels[i + 2] = c.b
   }
 
+  /// Fills the part of the rectangle that lies on the canvas: a rectangle partly or wholly off
+  /// the canvas (or of no size) draws what is on it, which may be nothing.
   mutating func fill(x: Int, y: Int, w: Int, h: Int, _ c: Color) {
-    for yy in max(0, y)..<min(height, y + h) {
-      for xx in max(0, x)..<min(width, x + w) { set(xx, yy, c) }
+    let x0 = max(0, x)
+    let x1 = min(width, x + w)
+    let y0 = max(0, y)
+    let y1 = min(height, y + h)
+    guard x0 < x1, y0 < y1 else { return }
+    for yy in y0..<y1 {
+      for xx in x0..<x1 { set(xx, yy, c) }
     }
   }
 

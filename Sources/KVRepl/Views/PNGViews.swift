@@ -75,11 +75,58 @@ enum PNGViews {
     s.total == 0 ? empty : Canvas.viridis(Double(s.held) / Double(s.total))
   }
 
-  /// A labelled grid of cells (`shares[row][col]`), each `cell` pixels square.
-  static func grid(_ label: String, _ shares: [[Share]], cell: Int) -> Panel {
+  /// The widest a panel may be: the canvas less its margins (the flow wraps before any panel
+  /// that would pass the right margin, so one this wide always fits a row of its own).
+  static var maxPanelWidth: Int { width - 2 * margin }
+
+  /// `shares` fitted into at most `limit` cells a side at `cell` pixels each: smaller cells
+  /// (down to one pixel) first, then neighbouring rows or columns merged into one cell. Returns
+  /// the grid to draw and its cell size.
+  static func fit(_ shares: [[Share]], cell: Int, limit: Int) -> (shares: [[Share]], cell: Int) {
     let rows = shares.count
-    let cols = shares.first?.count ?? 0
-    let w = max(cols * cell + 2, Canvas.textWidth(label))
+    let cols = shares.map(\.count).max() ?? 0
+    let side = max(rows, cols, 1)
+    let cell = max(1, min(cell, limit / side))
+    let maxCells = max(1, limit / cell)
+    let perRow = (rows + maxCells - 1) / maxCells
+    let perCol = (cols + maxCells - 1) / maxCells
+    guard perRow > 1 || perCol > 1 else { return (shares, cell) }
+    let merged = stride(from: 0, to: rows, by: max(1, perRow)).map { r0 in
+      stride(from: 0, to: cols, by: max(1, perCol)).map { c0 in
+        var s = Share(held: 0, total: 0)
+        for r in r0..<min(rows, r0 + perRow) {
+          for k in c0..<min(shares[r].count, c0 + perCol) { s = s + shares[r][k] }
+        }
+        return s
+      }
+    }
+    return (merged, cell)
+  }
+
+  /// A run of cells wrapped into rows of a panel's width, at most `maxRows` rows: beyond that,
+  /// neighbouring shares are merged, `per` to a cell. The last row is padded with "no token".
+  static func wrap(_ shares: [Share], cell: Int, maxRows: Int) -> (rows: [[Share]], per: Int) {
+    let perRow = max(1, (maxPanelWidth - 2) / cell)
+    let per = max(1, (shares.count + maxRows * perRow - 1) / (maxRows * perRow))
+    let cells = stride(from: 0, to: shares.count, by: per).map {
+      shares[$0..<min(shares.count, $0 + per)].reduce(Share(held: 0, total: 0), +)
+    }
+    var rows = stride(from: 0, to: cells.count, by: perRow).map {
+      Array(cells[$0..<min(cells.count, $0 + perRow)])
+    }
+    if rows.count > 1, let last = rows.last, last.count < perRow {
+      rows[rows.count - 1] = last + Array(repeating: Share(held: 0, total: 0), count: perRow - last.count)
+    }
+    return (rows, per)
+  }
+
+  /// A labelled grid of cells (`shares[row][col]`), each `cell` pixels square; a grid too big
+  /// for the canvas gets smaller cells, then merged ones (`fit`).
+  static func grid(_ label: String, _ shares: [[Share]], cell: Int) -> Panel {
+    let (shares, cell) = fit(shares, cell: cell, limit: maxPanelWidth - 2)
+    let rows = shares.count
+    let cols = shares.map(\.count).max() ?? 0
+    let w = min(maxPanelWidth, max(cols * cell + 2, Canvas.textWidth(label)))
     return Panel(width: w, height: Canvas.lineHeight + rows * cell + 2) { c, x, y in
       c.text(label, x: x, y: y, grey)
       let top = y + Canvas.lineHeight
@@ -176,7 +223,9 @@ enum PNGViews {
       panels.append(grid("\(video ? "frame" : "tile") \(k)", shares, cell: cell))
     }
     if !loose.isEmpty {
-      panels.append(grid("other", [loose.map { view.share([$0]) }], cell: 8))
+      // One cell per token, wrapped at the canvas width (8 rows at most, then merged).
+      let (rows, per) = wrap(loose.map { view.share([$0]) }, cell: 8, maxRows: 8)
+      panels.append(grid(per == 1 ? "other" : "other, \(per) per cell", rows, cell: 8))
     }
     return panels
   }

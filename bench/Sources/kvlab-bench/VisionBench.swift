@@ -102,7 +102,7 @@ enum VisionBench {
         let vision = try model.visionHiddenStates(tile, meter: meter)
         let features = try model.encode([tile], meter: meter)
         for (suffix, m) in [("vision", vision), ("features", features)] {
-          var w = try NPYWriter(path: "\(words[2]).\(suffix).npy", shape: [m.rows, m.cols])
+          let w = try NPYWriter(path: "\(words[2]).\(suffix).npy", shape: [m.rows, m.cols])
           try w.append(UnsafeBufferPointer(start: m.pointer, count: m.rows * m.cols))
           try w.close()
         }

@@ -1,0 +1,138 @@
+import Foundation
+import KVCache
+import KVEngine
+import KVTasks
+import XCTest
+
+@testable import KVRepl
+
+/// The K/V high-water mark while the cache is configured: for random orders of `budget`,
+/// `policy`, `prefill mode=/block=`, `protect` and `quota` (after a first `budget`), then feeds,
+/// on the embedded model, no command's peak exceeds the storage of the cache it leaves or the
+/// one it replaces: replacing a cache (before anything is fed) never holds two caches' storage,
+/// and an empty cache holds none. In `capped` mode that storage is the budget, so the peak from
+/// `budget` on never passes the largest budget set; `sequential` adds its block room. (`post`
+/// grows with the input by design and is left out.)
+final class ConfigurePeakPropertyTests: XCTestCase {
+  /// The storage the cache's settings document: the budget (capped), the budget and the block
+  /// room (sequential), what the full cache has allocated.
+  func documentedStorage(_ session: Session) -> Int {
+    guard let b = session.budgetedCache else { return session.cacheSummary?.bytes ?? 0 }
+    switch b.mode {
+    case .capped: return b.budgetBytes
+    case .sequential: return (b.budget + b.blockCapacity) * b.bytesPerToken
+    default: return b.bytesHeld
+    }
+  }
+
+  func randomConfiguration(_ rng: inout SplitMix64) -> String {
+    switch rng.below(6) {
+    case 0: return "budget \(rng.pick([48, 64, 96, 128, 256])) tokens"
+    case 1:
+      return rng.pick([
+        "policy keydiff", "policy snapkv", "policy h2o", "policy streaming", "policy knorm",
+        "policy random", "policy snapkv window=8",
+      ])
+    case 2:
+      let mode = rng.pick(["capped", "sequential"])
+      let block = rng.pick(["", " block=16", " block=64", " block=tile", " block=frame"])
+      return "prefill mode=\(mode)\(block)"
+    case 3: return "prefill" + rng.pick([" block=16", " block=tile", " block=frame", " block=100"])
+    case 4: return "protect " + rng.pick(["text=on", "text=off", "system=on", "system=off"])
+    default: return "quota " + rng.pick(["frame=2", "tile=1", "image=4", "off"])
+    }
+  }
+
+  func randomFeed(_ rng: inout SplitMix64) -> String {
+    let seed = rng.below(1000)
+    return rng.pick([
+      "feed synthetic count seed=\(seed)", "feed synthetic attribute seed=\(seed)",
+      "feed synthetic needle-image seed=\(seed)",
+      "feed synthetic needle-video frames=12 seed=\(seed)",
+      #"feed text "a square and a circle, side by side""#,
+    ])
+  }
+
+  func testPeakNeverHoldsTwoCachesForRandomConfigurationOrders() throws {
+    var rng = SplitMix64(seed: 20_251_206)
+    for trial in 0..<16 {
+      let capture = CaptureSink()
+      let session = Session(
+        options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
+      let repl = Repl(session: session, output: capture)
+      XCTAssertEqual(repl.run(line: "load"), .ok, capture.text)
+      // Loading allocates no K/V: the full cache takes storage with its first block.
+      XCTAssertEqual(session.meter.reading(.kv).current, 0, "an empty full cache holds nothing")
+      var lines = ["budget \(rng.pick([48, 64, 128, 256])) tokens"]
+      lines += (0..<(1 + rng.below(7))).map { _ in randomConfiguration(&rng) }
+      let configurations = lines.count
+      lines += (0..<(1 + rng.below(2))).map { _ in randomFeed(&rng) }
+
+      var largest = 0
+      var allCapped = true
+      var before = documentedStorage(session)
+      for (i, line) in lines.enumerated() {
+        session.meter.resetHighWater()
+        let wasFilled = (session.budgetedCache?.count ?? 0) > 0
+        let result = repl.run(line: line)
+        let peak = session.meter.reading(.kv).highWater
+        let after = documentedStorage(session)
+        let what = "trial \(trial), \(lines.prefix(i + 1).joined(separator: "; ")) (\(result))"
+        if let b = session.budgetedCache {
+          XCTAssertEqual(b.bytesHeld, after, "storage as documented: \(what)")
+          if b.mode != .capped { allCapped = false }
+        } else {
+          allCapped = false
+        }
+        // Sequential mode may grow its block room over a filled cache one buffer at a time
+        // (one layer's keys or values at the new size on top, as `setBudget` documents).
+        let layers = session.model!.config.layers
+        let transient = wasFilled && after > before ? after / (2 * layers) : 0
+        XCTAssertLessThanOrEqual(
+          peak, max(before, after) + transient,
+          "peak \(peak) B over the cache replaced (\(before) B) and the new (\(after) B): \(what)\n\(capture.text.suffix(600))"
+        )
+        largest = max(largest, max(before, after) + transient)
+        if i < configurations {
+          XCTAssertEqual(session.context.count, 0, "nothing fed while configuring: \(what)")
+        }
+        before = after
+      }
+      if allCapped, let perToken = session.budgetedCache?.bytesPerToken {
+        // Capped throughout: from `budget` on, the peak never passed the largest budget set.
+        XCTAssertLessThanOrEqual(
+          largest, lines.compactMap { budgetTokens($0) }.max()! * perToken, "trial \(trial)")
+      }
+    }
+  }
+
+  func budgetTokens(_ line: String) -> Int? {
+    guard line.hasPrefix("budget ") else { return nil }
+    return Int(line.split(separator: " ")[1])
+  }
+
+  /// The report that found it: `budget` then `mem` before anything is fed shows the budget, not
+  /// the full cache's storage on top of it (300%), nor a second budgeted cache (500%).
+  func testBudgetBeforeAnyFeedPeaksAtTheBudget() throws {
+    for setup in [
+      ["budget 128 tokens"], ["budget 128 tokens", "prefill block=frame"],
+      ["prefill block=frame", "budget 128 tokens", "prefill mode=capped block=tile"],
+      ["budget 256 tokens", "budget 128 tokens", "policy keydiff", "budget 128 tokens"],
+    ] {
+      let capture = CaptureSink()
+      let session = Session(
+        options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
+      let repl = Repl(session: session, output: capture)
+      for line in ["load"] + setup + ["mem rss=off"] {
+        XCTAssertEqual(repl.run(line: line), .ok, capture.text)
+      }
+      let peak = capture.lines.last ?? ""
+      XCTAssertTrue(peak.hasPrefix("kv peak "), capture.text)
+      if setup.contains("budget 256 tokens") {
+        XCTAssertTrue(peak.hasSuffix("= 128 tokens (200.0%)"), "the 256-token budget came first: \(peak)")
+      } else {
+        XCTAssertTrue(peak.hasSuffix("= 128 tokens (100.0%)"), "\(setup): \(peak)")
+      }
+    }
+  }
+}
