@@ -54,10 +54,11 @@ let package = Package(
       name: "KVModelsTests", dependencies: ["KVModels"],
       resources: [.copy("Fixtures")]),
     .testTarget(
-      name: "KVEngineTests", dependencies: ["KVEngine"],
+      name: "KVEngineTests", dependencies: ["KVTensor", "KVModels", "KVCache", "KVEngine"],
       resources: [.copy("Fixtures")]),
     .testTarget(
-      name: "KVReplTests", dependencies: ["KVRepl"],
+      name: "KVReplTests",
+      dependencies: ["KVTensor", "KVModels", "KVCache", "KVEngine", "KVTasks", "KVRepl"],
       resources: [.copy("Fixtures")]),
     .testTarget(name: "KVCacheTests", dependencies: ["KVCache"], resources: [.copy("Fixtures")]),
   ],

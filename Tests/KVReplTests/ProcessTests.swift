@@ -1,4 +1,5 @@
 import Foundation
+import KVTensor
 import XCTest
 
 /// The `kvlab` executable end to end: exit statuses, -c, scripts, stdin, a recorder that
@@ -171,7 +172,23 @@ final class ProcessTests: XCTestCase {
     XCTAssertTrue(r.stderr.contains("--check compares a script's output"), r.stderr)
     let b = try kvlab(["--blas-core", "fast", "-c", "info"])
     XCTAssertEqual(b.status, 64)
-    XCTAssertTrue(b.stderr.contains("--blas-core must be auto or keep, got 'fast'"), b.stderr)
+    XCTAssertTrue(
+      b.stderr.contains("--blas-core: unknown OpenBLAS kernel 'fast' (auto, keep, Cooperlake,"),
+      b.stderr)
+    let k = try kvlab(["--kernels", "sse9", "-c", "info"])
+    XCTAssertEqual(k.status, 64)
+    XCTAssertTrue(
+      k.stderr.contains("--kernels: unknown kernel path 'sse9' (auto, portable, avx2, avx512"),
+      k.stderr)
+    let p = try kvlab(["--prefill-kernel", "int4", "-c", "info"])
+    XCTAssertEqual(p.status, 64)
+    XCTAssertTrue(p.stderr.contains("--prefill-kernel: unknown prefill kernel 'int4'"), p.stderr)
+    // Every path this CPU runs is accepted and named by `info`.
+    for path in KernelPath.allCases where path.isSupported {
+      let r = try kvlab(["--kernels", path.rawValue, "-c", "info"])
+      XCTAssertEqual(r.status, 0, r.stderr)
+      XCTAssertTrue(r.stdout.contains("kernels: ~\(path.rawValue) "), r.stdout)
+    }
   }
 
   func testRecordingSurvivesSIGKILL() throws {

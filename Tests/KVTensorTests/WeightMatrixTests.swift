@@ -212,6 +212,13 @@ final class WeightMatrixTests: XCTestCase {
         XCTAssertTrue("\($0)".contains("which this CPU does not have"), "\($0)")
       }
     }
+    // A forced OpenBLAS kernel the CPU cannot run is refused before it could raise SIGILL.
+    XCTAssertThrowsError(try BLASCore.checkForced("SkylakeX", cpuinfo: "flags\t: sse3 avx avx2 fma")) {
+      XCTAssertEqual(
+        "\($0)", "OpenBLAS kernel SkylakeX needs avx512f, avx512bw, avx512vl, which this CPU does not have")
+    }
+    XCTAssertNoThrow(try BLASCore.checkForced("Haswell", cpuinfo: "flags\t: sse3 avx avx2 fma"))
+    XCTAssertThrowsError(try BLASCore.checkForced("Skylake", cpuinfo: "flags\t: avx2"))
     // The widest path includes the narrower ones.
     if KernelPath.avx512.isSupported { XCTAssertTrue(KernelPath.avx2.isSupported) }
   }
