@@ -58,6 +58,9 @@ int kvk_isa_supported(kvk_isa isa) {
     case KVK_SCALAR: return 1;
     case KVK_AVX2: return (kvk_cpu_features() & KVK_FEATURE_AVX2) != 0;
     case KVK_AVX512: return (kvk_cpu_features() & KVK_FEATURE_AVX512) != 0;
+    case KVK_AVX512_VNNI:
+      return (kvk_cpu_features() & (KVK_FEATURE_AVX512 | KVK_FEATURE_AVX512_VNNI)) ==
+             (KVK_FEATURE_AVX512 | KVK_FEATURE_AVX512_VNNI);
   }
   return 0;
 }
@@ -242,6 +245,62 @@ static void matvec_scalar(kvk_format f, const void *w, size_t rows, size_t cols,
   }
 }
 
+// MARK: - Integer matrix-vector reference (x quantized to int8 blocks)
+
+/// x/dx rounded to the nearest integer, ties to even (|v| < 2^22: adding and removing 1.5·2^23
+/// rounds in the default mode, as CVTPS2DQ does), so every path quantizes x identically.
+static inline int32_t round_even(float v) { return (int32_t)((v + 0x1.8p23f) - 0x1.8p23f); }
+
+static kvk_xq quantize_x_scalar(const float *x, size_t cols, float *scratch) {
+  const kvk_xq q = kvk_xq_layout(scratch, cols);
+  for (size_t b = 0; b < q.nb; b++) {
+    const float *xb = x + 32 * b;
+    float amax = 0;
+    for (int j = 0; j < 32; j++) {
+      const float a = xb[j] < 0 ? -xb[j] : xb[j];
+      if (a > amax) amax = a;
+    }
+    const float dx = amax / 127.0f;
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) {
+      const int32_t v = dx != 0 ? round_even(xb[j] / dx) : 0;
+      q.xq[32 * b + j] = (int8_t)v;
+      s += v;
+    }
+    kvk_xq_store_block(q, b, dx, s);
+  }
+  kvk_xq_pad(q);
+  return q;
+}
+
+static void matvec_int8_scalar(kvk_format f, const void *w, size_t rows, size_t cols,
+                               const float *x, float beta, float *y, float *scratch) {
+  const kvk_xq q = quantize_x_scalar(x, cols, scratch);
+  const size_t rb = kvk_row_bytes(f, cols), bytes = (size_t)kvk_block_bytes(f);
+  for (size_t r = 0; r < rows; r++) {
+    const uint8_t *blk = (const uint8_t *)w + r * rb;
+    float dot = 0;
+    for (size_t b = 0; b < q.nb; b++, blk += bytes) {
+      const int8_t *xq = q.xq + 32 * b;
+      const float d = kvk_half_to_float(load16(blk)), dx = q.dx[8 * b];
+      const int32_t sx = -q.ns[8 * b];
+      int32_t isum = 0;
+      if (f == KVK_Q8_0) {
+        const int8_t *qs = (const int8_t *)(blk + 2);
+        for (int j = 0; j < 32; j++) isum += (int32_t)qs[j] * xq[j];
+      } else {
+        const uint8_t *qs = blk + (f == KVK_Q4_1 ? 4 : 2);
+        for (int j = 0; j < 16; j++)
+          isum += (int32_t)(qs[j] & 0x0F) * xq[j] + (int32_t)(qs[j] >> 4) * xq[j + 16];
+        if (f == KVK_Q4_0) isum -= 8 * sx;
+      }
+      dot += (float)isum * (d * dx);
+      if (f == KVK_Q4_1) dot += kvk_half_to_float(load16(blk + 2)) * (dx * (float)sx);
+    }
+    y[r] = beta == 0 ? dot : dot + beta * y[r];
+  }
+}
+
 void kvk_dequantize_row_portable(kvk_format f, const void *src, size_t cols, float *y) {
   dequantize_row_scalar(f, (const uint8_t *)src, cols, y);
 }
@@ -251,7 +310,7 @@ void kvk_dequantize_row_portable(kvk_format f, const void *src, size_t cols, flo
 void kvk_dequantize_rows(kvk_isa isa, kvk_format f, const void *src, size_t rows, size_t cols,
                          float *dst, size_t ldd) {
 #if defined(__x86_64__)
-  if (isa == KVK_AVX512 && kvk_isa_supported(KVK_AVX512)) {
+  if (isa >= KVK_AVX512 && kvk_isa_supported(KVK_AVX512)) {
     kvk_dequantize_rows_avx512(f, src, rows, cols, dst, ldd);
     return;
   }
@@ -266,13 +325,13 @@ void kvk_dequantize_rows(kvk_isa isa, kvk_format f, const void *src, size_t rows
 
 size_t kvk_matvec_scratch(kvk_format f, size_t cols) {
   (void)f;
-  return cols + cols / 32 + 16;
+  return cols + cols / 32 + 16 + kvk_xq_floats(cols);
 }
 
 void kvk_matvec(kvk_isa isa, kvk_format f, const void *w, size_t rows, size_t cols,
                 const float *x, float beta, float *y, float *scratch) {
 #if defined(__x86_64__)
-  if (isa == KVK_AVX512 && kvk_isa_supported(KVK_AVX512)) {
+  if (isa >= KVK_AVX512 && kvk_isa_supported(KVK_AVX512)) {
     kvk_matvec_avx512(f, w, rows, cols, x, beta, y, scratch);
     return;
   }
@@ -283,4 +342,26 @@ void kvk_matvec(kvk_isa isa, kvk_format f, const void *w, size_t rows, size_t co
 #endif
   (void)isa;
   matvec_scalar(f, w, rows, cols, x, beta, y, scratch);
+}
+
+void kvk_matvec_int8(kvk_isa isa, kvk_format f, const void *w, size_t rows, size_t cols,
+                     const float *x, float beta, float *y, float *scratch) {
+  if (f != KVK_Q8_0 && f != KVK_Q4_0 && f != KVK_Q4_1) {
+    kvk_matvec(isa, f, w, rows, cols, x, beta, y, scratch);
+    return;
+  }
+  // After the float kernels' part of the scratch, so both fit in kvk_matvec_scratch.
+  float *xs = scratch + cols + cols / 32 + 16;
+#if defined(__x86_64__)
+  if (isa == KVK_AVX512_VNNI && kvk_isa_supported(KVK_AVX512_VNNI)) {
+    kvk_matvec_int8_vnni(f, w, rows, cols, x, beta, y, xs);
+    return;
+  }
+  if (isa >= KVK_AVX2 && kvk_isa_supported(KVK_AVX2)) {
+    kvk_matvec_int8_avx2(f, w, rows, cols, x, beta, y, xs);
+    return;
+  }
+#endif
+  (void)isa;
+  matvec_int8_scalar(f, w, rows, cols, x, beta, y, xs);
 }

@@ -196,4 +196,109 @@ TARGET void kvk_matvec_avx2(kvk_format f, const void *w, size_t rows, size_t col
     y[r] = beta == 0 ? dot : dot + beta * y[r];
   }
 }
+
+// MARK: - Integer matrix-vector (x quantized to int8 blocks; see kvk_matvec_int8)
+
+TARGET static inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+/// x quantized as the portable reference does it: the same amax (exact), the same dx = amax/127
+/// and the same correctly rounded x/dx, rounded to nearest even by CVTPS2DQ.
+TARGET static kvk_xq quantize_x(const float *x, size_t cols, float *scratch) {
+  const kvk_xq q = kvk_xq_layout(scratch, cols);
+  const __m256 signbit = _mm256_set1_ps(-0.0f);
+  for (size_t b = 0; b < q.nb; b++) {
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+      v[k] = _mm256_loadu_ps(x + 32 * b + 8 * k);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(signbit, v[k]));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float dx = _mm_cvtss_f32(h) / 127.0f;
+    __m256i i[4];
+    for (int k = 0; k < 4; k++)
+      i[k] = dx != 0 ? _mm256_cvtps_epi32(_mm256_div_ps(v[k], _mm256_set1_ps(dx)))
+                     : _mm256_setzero_si256();
+    const int32_t s = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]),
+                                                _mm256_add_epi32(i[2], i[3])));
+    // Packing interleaves 128-bit lanes; the permutation restores the order.
+    const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
+                                           _mm256_packs_epi32(i[2], i[3]));
+    _mm256_storeu_si256((__m256i *)(q.xq + 32 * b),
+                        _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    kvk_xq_store_block(q, b, dx, s);
+  }
+  kvk_xq_pad(q);
+  return q;
+}
+
+/// Eight int32 lanes summing to Σ q·xq over one block (Q4_0: Σ (q-8)·xq). VPMADDUBSW's pairs
+/// cannot saturate: nibbles give 2·15·127, and Q8_0 goes as |w| (≤ 128, w = -128 included)
+/// times xq with w's sign, 2·128·127 = 32512 < 32767.
+TARGET static inline __m256i block_dot_i32(kvk_format f, const uint8_t *blk, __m256i xq,
+                                           __m256i ns) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if (f == KVK_Q8_0) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w));
+    return _mm256_madd_epi16(p, ones);
+  }
+  const __m128i q = _mm_loadu_si128((const __m128i *)(blk + (f == KVK_Q4_1 ? 4 : 2)));
+  const __m256i n = _mm256_and_si256(
+      _mm256_insertf128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+      _mm256_set1_epi8(0x0F));
+  const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(n, xq), ones);
+  return f == KVK_Q4_0 ? _mm256_add_epi32(s, ns) : s;
+}
+
+/// `nr` (1-4) rows side by side, sharing each block's xq and patterns.
+TARGET __attribute__((always_inline)) static inline void int8_rows(
+    kvk_format f, const uint8_t *s, size_t rb, int nr, kvk_xq q, float *out) {
+  __m256 acc[4];
+  for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
+  const size_t bytes = f == KVK_Q8_0 ? 34 : f == KVK_Q4_0 ? 18 : 20;
+  for (size_t b = 0; b < q.nb; b++) {
+    const __m256i xq = _mm256_loadu_si256((const __m256i *)(q.xq + 32 * b));
+    const __m256i ns = _mm256_loadu_si256((const __m256i *)(q.ns + 8 * b));
+    const __m256 dx = _mm256_loadu_ps(q.dx + 8 * b);
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *blk = s + i * rb + b * bytes;
+      const __m256 dot = _mm256_cvtepi32_ps(block_dot_i32(f, blk, xq, ns));
+      acc[i] = _mm256_fmadd_ps(dot, _mm256_mul_ps(_mm256_set1_ps(half(blk)), dx), acc[i]);
+      if (f == KVK_Q4_1)
+        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(half(blk + 2)), _mm256_loadu_ps(q.ms + 8 * b),
+                                 acc[i]);
+    }
+  }
+  for (int i = 0; i < nr; i++) out[i] = hsum(acc[i]);
+}
+
+TARGET __attribute__((always_inline)) static inline void int8_matrix(
+    kvk_format f, const uint8_t *w, size_t rows, size_t rb, kvk_xq q, float beta, float *y) {
+  float dots[4];
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    int8_rows(f, w + r * rb, rb, 4, q, dots);
+    for (int i = 0; i < 4; i++) y[r + i] = beta == 0 ? dots[i] : dots[i] + beta * y[r + i];
+  }
+  for (; r < rows; r++) {
+    int8_rows(f, w + r * rb, rb, 1, q, dots);
+    y[r] = beta == 0 ? dots[0] : dots[0] + beta * y[r];
+  }
+}
+
+TARGET void kvk_matvec_int8_avx2(kvk_format f, const void *w, size_t rows, size_t cols,
+                                 const float *x, float beta, float *y, float *scratch) {
+  const kvk_xq q = quantize_x(x, cols, scratch);
+  const size_t rb = kvk_row_bytes(f, cols);
+  if (f == KVK_Q8_0) int8_matrix(KVK_Q8_0, w, rows, rb, q, beta, y);
+  else if (f == KVK_Q4_0) int8_matrix(KVK_Q4_0, w, rows, rb, q, beta, y);
+  else int8_matrix(KVK_Q4_1, w, rows, rb, q, beta, y);
+}
 #endif

@@ -192,4 +192,117 @@ TARGET void kvk_matvec_avx512(kvk_format f, const void *w, size_t rows, size_t c
     y[r] = beta == 0 ? dot : dot + beta * y[r];
   }
 }
+
+// MARK: - Integer matrix-vector with VPDPBUSD (x quantized to int8 blocks; see kvk_matvec_int8)
+
+#define TARGET_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+/// x quantized as the portable reference does it: the same amax (exact), the same dx = amax/127
+/// and the same correctly rounded x/dx, rounded to nearest even by CVTPS2DQ.
+TARGET_VNNI static kvk_xq quantize_x(const float *x, size_t cols, float *scratch) {
+  const kvk_xq q = kvk_xq_layout(scratch, cols);
+  for (size_t b = 0; b < q.nb; b++) {
+    const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+    const float dx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+    __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512();
+    if (dx != 0) {
+      const __m512 d = _mm512_set1_ps(dx);
+      i0 = _mm512_cvtps_epi32(_mm512_div_ps(v0, d));
+      i1 = _mm512_cvtps_epi32(_mm512_div_ps(v1, d));
+    }
+    _mm_storeu_si128((__m128i *)(q.xq + 32 * b), _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *)(q.xq + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+    kvk_xq_store_block(q, b, dx, _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)));
+  }
+  kvk_xq_pad(q);
+  return q;
+}
+
+/// Blocks b and b+1 of a row (`two` = 0: block b only, the other half zero) as 64 bytes in x's
+/// order: Q4 as [low nibbles b | high nibbles b | low b+1 | high b+1] (unsigned), Q8_0 as its
+/// int8s. `xq` is made Q8_0's signed xq·sign(w) when w goes as |w|.
+TARGET_VNNI static inline __m512i pair_weights(kvk_format f, const uint8_t *b0, const uint8_t *b1,
+                                               int two, __m512i *xq) {
+  if (f == KVK_Q8_0) {
+    __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2)));
+    if (two) w = _mm512_inserti64x4(w, _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+    const __mmask64 neg = _mm512_movepi8_mask(w);
+    *xq = _mm512_mask_sub_epi8(*xq, neg, _mm512_setzero_si512(), *xq);
+    return _mm512_abs_epi8(w);  // -128 becomes 0x80, 128 as unsigned
+  }
+  const size_t h = f == KVK_Q4_1 ? 4 : 2;
+  __m256i q = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + h)));
+  if (two) q = _mm256_inserti128_si256(q, _mm_loadu_si128((const __m128i *)(b1 + h)), 1);
+  // [q0 | q0 | q1 | q1], the odd 128-bit lanes shifted right by 4: their high nibbles.
+  const __m512i qq = _mm512_shuffle_i64x2(_mm512_castsi256_si512(q), _mm512_castsi256_si512(q),
+                                          _MM_SHUFFLE(1, 1, 0, 0));
+  const __m512i n = _mm512_mask_srli_epi16(qq, 0xFF00FF00u, qq, 4);
+  return _mm512_and_si512(n, _mm512_set1_epi8(0x0F));
+}
+
+/// The two blocks' f16 scales d (and Q4_1's m) as 16 lanes: [d_b ×8 | d_b+1 ×8].
+TARGET_VNNI static inline void pair_scales(kvk_format f, const uint8_t *b0, const uint8_t *b1,
+                                           int two, __m512 *d, __m512 *m) {
+  if (f == KVK_Q4_1) {
+    uint32_t h0, h1 = 0;
+    memcpy(&h0, b0, 4);
+    if (two) memcpy(&h1, b1, 4);
+    const __m512 v = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_setr_epi32((int)h0, (int)h1, 0, 0)));
+    *d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), v);
+    *m = _mm512_permutexvar_ps(_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3), v);
+    return;
+  }
+  const uint32_t h = (uint32_t)load16(b0) | (two ? (uint32_t)load16(b1) << 16 : 0);
+  const __m512 v = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)));
+  *d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), v);
+}
+
+/// `nr` (1-4) rows side by side, two blocks per step, sharing xq and the patterns.
+TARGET_VNNI __attribute__((always_inline)) static inline void vnni_rows(
+    kvk_format f, const uint8_t *s, size_t rb, int nr, kvk_xq q, float *out) {
+  __m512 acc[4];
+  for (int i = 0; i < nr; i++) acc[i] = _mm512_setzero_ps();
+  const size_t bytes = f == KVK_Q8_0 ? 34 : f == KVK_Q4_0 ? 18 : 20;
+  for (size_t b = 0; b < q.nb; b += 2) {
+    const int two = b + 1 < q.nb;
+    const __m512i xq = _mm512_loadu_si512(q.xq + 32 * b);
+    const __m512i init = f == KVK_Q4_0 ? _mm512_loadu_si512(q.ns + 8 * b) : _mm512_setzero_si512();
+    const __m512 dx = _mm512_loadu_ps(q.dx + 8 * b);
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *b0 = s + i * rb + b * bytes, *b1 = b0 + bytes;
+      __m512i x = xq;
+      const __m512i w = pair_weights(f, b0, b1, two, &x);
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, w, x));
+      __m512 d, m;
+      pair_scales(f, b0, b1, two, &d, &m);
+      acc[i] = _mm512_fmadd_ps(dot, _mm512_mul_ps(d, dx), acc[i]);
+      if (f == KVK_Q4_1) acc[i] = _mm512_fmadd_ps(m, _mm512_loadu_ps(q.ms + 8 * b), acc[i]);
+    }
+  }
+  for (int i = 0; i < nr; i++) out[i] = _mm512_reduce_add_ps(acc[i]);
+}
+
+TARGET_VNNI __attribute__((always_inline)) static inline void vnni_matrix(
+    kvk_format f, const uint8_t *w, size_t rows, size_t rb, kvk_xq q, float beta, float *y) {
+  float dots[4];
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    vnni_rows(f, w + r * rb, rb, 4, q, dots);
+    for (int i = 0; i < 4; i++) y[r + i] = beta == 0 ? dots[i] : dots[i] + beta * y[r + i];
+  }
+  for (; r < rows; r++) {
+    vnni_rows(f, w + r * rb, rb, 1, q, dots);
+    y[r] = beta == 0 ? dots[0] : dots[0] + beta * y[r];
+  }
+}
+
+TARGET_VNNI void kvk_matvec_int8_vnni(kvk_format f, const void *w, size_t rows, size_t cols,
+                                      const float *x, float beta, float *y, float *scratch) {
+  const kvk_xq q = quantize_x(x, cols, scratch);
+  const size_t rb = kvk_row_bytes(f, cols);
+  if (f == KVK_Q8_0) vnni_matrix(KVK_Q8_0, w, rows, rb, q, beta, y);
+  else if (f == KVK_Q4_0) vnni_matrix(KVK_Q4_0, w, rows, rb, q, beta, y);
+  else vnni_matrix(KVK_Q4_1, w, rows, rb, q, beta, y);
+}
 #endif

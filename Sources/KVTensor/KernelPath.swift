@@ -1,24 +1,47 @@
 import CKVKernels
 
-/// Which instruction set the weight kernels (CKVKernels) run on. The best one this CPU has is
-/// chosen at start; another can be forced (to compare paths, or to measure the AVX2 path on an
-/// AVX-512 machine), but never one the CPU lacks: that is an error, not SIGILL.
+/// Which instruction set the weight kernels (CKVKernels) run on, and how decode multiplies
+/// Q8_0/Q4_0/Q4_1 weights by a vector. The best one this CPU has is chosen at start; another
+/// can be forced (to compare paths, or to measure the AVX2 path on an AVX-512 machine), but
+/// never one the CPU lacks: that is an error, not SIGILL.
+///
+/// Two families, each with a portable reference:
+/// - float (`portable`, `avx2`, `avx512`): each weight block widened to float32 and multiplied
+///   with x in float32 (`kvk_matvec`). The more exact decode path.
+/// - integer (`portable-int8`, `avx2-int8`, `avx512vnni`): x quantized per call into int8 blocks
+///   of 32 and each weight block's integers dotted with them in exact int32, as llama.cpp does
+///   (`kvk_matvec_int8`); `avx512vnni` needs AVX512_VNNI (VPDPBUSD), `avx2-int8` uses
+///   VPMADDUBSW. Formats other than Q8_0/Q4_0/Q4_1 take the float kernels of the same ISA.
+/// Everything else (dequantization for prefill, embedding rows) is the same on both families.
 public enum KernelPath: String, CaseIterable, Sendable {
   case portable, avx2, avx512
+  case portableInt8 = "portable-int8", avx2Int8 = "avx2-int8", avx512vnni
 
   var isa: kvk_isa {
     switch self {
-    case .portable: return KVK_SCALAR
-    case .avx2: return KVK_AVX2
+    case .portable, .portableInt8: return KVK_SCALAR
+    case .avx2, .avx2Int8: return KVK_AVX2
     case .avx512: return KVK_AVX512
+    case .avx512vnni: return KVK_AVX512_VNNI
+    }
+  }
+
+  /// Whether decode's Q8_0/Q4_0/Q4_1 products quantize x to int8 (the integer family).
+  public var quantizesActivations: Bool {
+    switch self {
+    case .portable, .avx2, .avx512: return false
+    case .portableInt8, .avx2Int8, .avx512vnni: return true
     }
   }
 
   public var isSupported: Bool { kvk_isa_supported(isa) != 0 }
 
+  /// The order `best` prefers, widest first.
+  static let preference: [KernelPath] = [.avx512, .avx2, .portable]
+
   /// The widest path this CPU runs.
   public static var best: KernelPath {
-    allCases.last(where: \.isSupported) ?? .portable
+    preference.first(where: \.isSupported) ?? .portable
   }
 
   /// The path every weight kernel takes now (process-wide, like the BLAS thread count).
@@ -37,9 +60,10 @@ public enum KernelPath: String, CaseIterable, Sendable {
   /// What the path needs from the CPU, in /proc/cpuinfo's words.
   public var requirement: String {
     switch self {
-    case .portable: return "nothing"
-    case .avx2: return "avx2, fma and f16c"
+    case .portable, .portableInt8: return "nothing"
+    case .avx2, .avx2Int8: return "avx2, fma and f16c"
     case .avx512: return "avx512f, avx512bw, avx512vl and avx512dq"
+    case .avx512vnni: return "avx512f, avx512bw, avx512vl, avx512dq and avx512_vnni"
     }
   }
 
@@ -54,7 +78,8 @@ public enum KernelPath: String, CaseIterable, Sendable {
     return names.filter { f & $0.0 != 0 }.map(\.1)
   }
 
-  /// Parses `portable`, `avx2`, `avx512` or `auto` (the best path).
+  /// Parses a path's name (`portable`, `avx2`, `avx512`, `portable-int8`, `avx2-int8`,
+  /// `avx512vnni`) or `auto` (the best path).
   public static func parse(_ text: String) throws -> KernelPath {
     if text == "auto" { return best }
     guard let path = KernelPath(rawValue: text) else {

@@ -265,9 +265,12 @@ public final class WeightMatrix: @unchecked Sendable {
   }
 
   /// y = W·x + beta·y for one vector, the rows split across the BLAS thread count (each row's
-  /// dot by one thread, so the result does not depend on the split).
+  /// dot by one thread, so the result does not depend on the split). On an integer kernel path
+  /// each thread quantizes x itself (the same values whatever the split).
   private func matvec(_ x: UnsafePointer<Float>, beta: Float, out: UnsafeMutablePointer<Float>) {
-    let isa = KernelPath.current.isa
+    let path = KernelPath.current
+    let isa = path.isa
+    let kernel = path.quantizesActivations ? kvk_matvec_int8 : kvk_matvec
     let cols = self.cols
     var first = 0
     for p in parts {
@@ -277,7 +280,7 @@ public final class WeightMatrix: @unchecked Sendable {
       let y = out + first
       Parallel.rows(p.rows, grain: 64) { chunk in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchCount) { scratch in
-          kvk_matvec(
+          kernel(
             isa, format, p.bytes + chunk.lowerBound * rowBytes, chunk.count, cols, x, beta,
             y + chunk.lowerBound, scratch.baseAddress!)
         }

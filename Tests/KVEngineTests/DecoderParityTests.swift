@@ -26,13 +26,15 @@ final class DecoderParityTests: XCTestCase {
     try checkAgainstTransformers(.f32)
   }
 
-  /// The Q4_1/Q8_0 matrices read in place, on every kernel path this CPU runs: the same
+  /// The Q4_1/Q8_0 matrices read in place, on every float kernel path this CPU runs: the same
   /// bounds (prefill's sgemm sees bitwise the reference's weights; decode sums in another
   /// order).
   func testStoredPathOnEveryKernelPathMatchesTransformers() throws {
     let saved = KernelPath.current
     defer { try? KernelPath.select(saved) }
-    for path in KernelPath.allCases where path.isSupported {
+    // The float kernel paths; the integer ones (x quantized to int8 in decode) leave the exact
+    // greedy continuation at near ties and are bounded by FidelityTests instead.
+    for path in KernelPath.allCases where path.isSupported && !path.quantizesActivations {
       try KernelPath.select(path)
       try checkAgainstTransformers(.stored)
     }

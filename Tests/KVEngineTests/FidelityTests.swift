@@ -38,14 +38,21 @@ final class FidelityTests: XCTestCase {
       let r = try s.fidelity(steps: 16)
       XCTAssertEqual(r.prompts, 3)
       XCTAssertEqual(r.positions, 37 + 56 + 343, "\(path)")
-      // Prefill feeds sgemm the reference's own float32 values (dequantized bit for bit);
-      // decode sums each row in the kernels' order.
+      // Prefill feeds sgemm the reference's own float32 values (dequantized bit for bit) on
+      // every path; decode sums each row in the kernels' order, and on the integer paths with
+      // x quantized to int8 (|x - x̃| ≤ max|x|/254 per block of 32): measured on SmolLM2 Q4_1
+      // (Zen 4), max |Δlogit| 1.15 (avx512vnni) and 1.20 (avx2-int8) over the greedy steps
+      // with logits up to 44.7, one of the three 16-token greedy runs leaving the reference's
+      // at a near tie (token 10-11). The bounds leave about 2x room and require the
+      // continuations to agree on at least two prompts.
       XCTAssertLessThan(r.prefillMaxAbsDiff, 1e-4, "\(path): prefill max |Δlogit|")
-      XCTAssertLessThan(r.decodeMaxAbsDiff, 1e-3, "\(path): decode max |Δlogit|")
+      XCTAssertLessThan(
+        r.decodeMaxAbsDiff, path.quantizesActivations ? 2.5 : 1e-3, "\(path): decode max |Δlogit|")
       XCTAssertGreaterThan(r.decodeMaxAbsDiff, 0, "\(path): the decode steps were compared")
       XCTAssertGreaterThan(r.maxAbsLogit, 10)
       XCTAssertEqual(r.argmaxAgreements, r.positions, "\(path)")
-      XCTAssertEqual(r.greedyIdentical, 3, "\(path): \(r.greedyDivergence)")
+      XCTAssertGreaterThanOrEqual(
+        r.greedyIdentical, path.quantizesActivations ? 2 : 3, "\(path): \(r.greedyDivergence)")
       XCTAssertEqual(r.textTokens, 343)
       XCTAssertEqual(r.perplexity, r.referencePerplexity, accuracy: 1e-4 * r.referencePerplexity)
       XCTAssertGreaterThan(r.referencePerplexity, 1)

@@ -84,9 +84,118 @@ final class WeightMatrixTests: XCTestCase {
           magnitude += abs(p)
         }
         let got = Double(out[i * w.rows + r])
-        if abs(got - exact) > relative * max(magnitude, 1) {
+        // The integer paths' matrix-vector products see x quantized: on top of float rounding,
+        // at most the activation quantization error (see `Self.int8Bound`).
+        var bound = relative * max(magnitude, 1)
+        if quantizedMatvec(w, m: m, scratchFloats: scratchFloats) {
+          let b = Self.int8Bound(
+            w, row: r, values: values[(r * cols)..<((r + 1) * cols)], x: x[(i * cols)..<((i + 1) * cols)])
+          bound = b.quantization + relative * max(b.terms, 1)
+        }
+        if abs(got - exact) > bound {
           XCTFail("\(label) m=\(m) row \(i) col \(r): \(got) vs \(exact)")
           return
+        }
+      }
+    }
+  }
+
+  /// Whether `apply` with `m` rows of x takes the integer matrix-vector kernels on W.
+  private func quantizedMatvec(_ w: WeightMatrix, m: Int, scratchFloats: Int) -> Bool {
+    KernelPath.current.quantizesActivations && m <= WeightMatrix.matvecRows
+      && w.parts.contains { [.q8_0, .q4_0, .q4_1].contains($0.format) }
+  }
+
+  /// Bounds for the integer path's dot of row `r` (its dequantized `values`) with x, whose
+  /// blocks of 32 go as x̃ = dx·xq with dx = max|x|/127 and |x - x̃| ≤ dx/2 per element:
+  /// - `quantization`: |Σ w·x̃ - Σ w·x| ≤ Σ_blocks dx/2 · Σ|w| (the integer sums are exact, so
+  ///   Σ w·x̃ is what the kernels compute but for float rounding);
+  /// - `terms`: Σ_blocks Σ (|w| + 2|m|)·(|x| + dx/2) ≥ Σ of the magnitudes of the float terms
+  ///   each path rounds and adds (d·q·x̃ and Q4_1's m·x̃ separately, |d·q| ≤ |w| + |m|), which
+  ///   scales their rounding errors.
+  static func int8Bound(
+    _ w: WeightMatrix, row r: Int, values: ArraySlice<Float>, x: ArraySlice<Float>
+  ) -> (quantization: Double, terms: Double) {
+    var first = 0
+    var part = w.parts[0]
+    for p in w.parts {
+      part = p
+      if r < first + p.rows { break }
+      first += p.rows
+    }
+    let v = Array(values), x = Array(x)
+    guard [.q8_0, .q4_0, .q4_1].contains(part.format) else {
+      let t = zip(v, x).reduce(0.0) { $0 + abs(Double($1.0) * Double($1.1)) }
+      return (0, t)
+    }
+    let row = part.bytes + (r - first) * part.format.rowBytes(cols: w.cols)
+    var quantization = 0.0, terms = 0.0
+    for b in 0..<(w.cols / 32) {
+      let dx = Double(x[(32 * b)..<(32 * b + 32)].map { abs($0) }.max()!) / 127
+      let m = part.format == .q4_1
+        ? abs(Double(Float(Float16(bitPattern: row.load(fromByteOffset: b * 20 + 2, as: UInt16.self)))))
+        : 0
+      for j in (32 * b)..<(32 * b + 32) {
+        quantization += dx / 2 * abs(Double(v[j]))
+        terms += (abs(Double(v[j])) + 2 * m) * (abs(Double(x[j])) + dx / 2)
+      }
+    }
+    return (quantization, terms)
+  }
+
+  /// The integer kernels of every path this CPU runs against the portable integer reference:
+  /// the same int32 sums of the same quantized x, so they differ only by the rounding of the
+  /// float scaling and accumulation, (2·blocks + 24)·2⁻²⁴ of the terms' magnitude for each
+  /// (a sum of n terms errs by at most (n-1)·u·Σ|t|; the SIMD paths add 8 lanes per block
+  /// pair per row and reduce 16 lanes). One quantized x value off by one would differ by
+  /// |w|·dx, far more. Odd block counts (the vector kernels' half pair), and Q8_0 rows of
+  /// -128 against x quantized to ±127 (VPMADDUBSW's largest pair sums).
+  func testIntegerKernelsOnEveryPathAgreeWithThePortableReference() throws {
+    let paths = KernelPath.allCases.filter { $0.quantizesActivations && $0.isSupported }
+    XCTAssertTrue(paths.contains(.portableInt8))
+    for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+      for cols in [32, 64, 96, 544, 576, 1536] {
+        for rows in [1, 3, 5, 67] {
+          let (w, unmodified) = matrix([format], rows: rows, cols: cols, seed: UInt64(rows * cols + 1))
+          if format == .q8_0 {
+            // Row 0 all -128; x below has blocks whose largest element is positive.
+            for b in 0..<(cols / 32) {
+              for j in 0..<32 {
+                UnsafeMutableRawPointer(mutating: w.parts[0].bytes).storeBytes(
+                  of: Int8(-128), toByteOffset: b * 34 + 2 + j, as: Int8.self)
+              }
+            }
+          }
+          var values = unmodified
+          try withPath(.portable) { w.dequantizeRows(0..<w.rows, into: &values, ld: cols) }
+          var x = randomFloats(cols, seed: UInt64(cols))
+          for b in stride(from: 0, to: cols, by: 64) { for j in b..<min(b + 32, cols) { x[j] = 0.75 } }
+          if cols >= 96 { for j in 32..<64 { x[j] = 0 } }  // a block of zeros: dx = 0
+          let start = randomFloats(rows, seed: 3)
+          func run(_ path: KernelPath, beta: Float) throws -> [Float] {
+            try withPath(path) {
+              var out = start
+              w.apply(x, rows: 1, ldx: cols, beta: beta, out: &out, ldo: rows, scratch: nil)
+              return out
+            }
+          }
+          for beta: Float in [0, 1] {
+            let reference = try run(.portableInt8, beta: beta)
+            for path in paths where path != .portableInt8 {
+              let got = try run(path, beta: beta)
+              for r in 0..<rows {
+                let b = Self.int8Bound(
+                  w, row: r, values: values[(r * cols)..<((r + 1) * cols)], x: x[...])
+                let blocks = Double(cols / 32)
+                let gamma: Double = 2 * (2 * blocks + 24) * 0x1p-24
+                let bound: Double = gamma * b.terms + Double(beta) * 0x1p-23 * Double(abs(start[r]))
+                let diff: Double = abs(Double(got[r]) - Double(reference[r]))
+                XCTAssertLessThanOrEqual(
+                  diff, bound,
+                  "\(path) \(format.name) \(rows)x\(cols) beta \(beta) row \(r)")
+              }
+            }
+          }
         }
       }
     }
@@ -205,7 +314,7 @@ final class WeightMatrixTests: XCTestCase {
     XCTAssertTrue(KernelPath.portable.isSupported)
     XCTAssertEqual(try KernelPath.parse("auto"), KernelPath.best)
     XCTAssertThrowsError(try KernelPath.parse("sse9")) {
-      XCTAssertEqual("\($0)", "unknown kernel path 'sse9' (auto, portable, avx2, avx512)")
+      XCTAssertEqual("\($0)", "unknown kernel path 'sse9' (auto, portable, avx2, avx512, portable-int8, avx2-int8, avx512vnni)")
     }
     for path in KernelPath.allCases where !path.isSupported {
       XCTAssertThrowsError(try KernelPath.select(path)) {
@@ -221,5 +330,8 @@ final class WeightMatrixTests: XCTestCase {
     XCTAssertThrowsError(try BLASCore.checkForced("Skylake", cpuinfo: "flags\t: avx2"))
     // The widest path includes the narrower ones.
     if KernelPath.avx512.isSupported { XCTAssertTrue(KernelPath.avx2.isSupported) }
+    if KernelPath.avx512vnni.isSupported { XCTAssertTrue(KernelPath.avx512.isSupported) }
+    XCTAssertEqual(try KernelPath.parse("avx2-int8"), .avx2Int8)
+    XCTAssertEqual(KernelPath.allCases.filter(\.quantizesActivations), [.portableInt8, .avx2Int8, .avx512vnni])
   }
 }

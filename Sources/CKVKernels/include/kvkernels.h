@@ -26,8 +26,9 @@ typedef enum {
   KVK_FORMAT_COUNT = 8
 } kvk_format;
 
-/// Instruction-set paths.
-typedef enum { KVK_SCALAR = 0, KVK_AVX2 = 1, KVK_AVX512 = 2 } kvk_isa;
+/// Instruction-set paths. KVK_AVX512_VNNI is KVK_AVX512 plus VPDPBUSD: the float kernels treat
+/// it as KVK_AVX512; `kvk_matvec_int8` uses VPDPBUSD on it.
+typedef enum { KVK_SCALAR = 0, KVK_AVX2 = 1, KVK_AVX512 = 2, KVK_AVX512_VNNI = 3 } kvk_isa;
 
 /// CPU features, as bits of `kvk_cpu_features()`: what CPUID reports and the OS has enabled
 /// (XGETBV), so a bit is set only when the instructions can run.
@@ -56,6 +57,8 @@ void kvk_dequantize_rows(kvk_isa isa, kvk_format format, const void *src, size_t
 /// `scratch` holds at least `kvk_matvec_scratch(format, cols)` floats.
 void kvk_matvec(kvk_isa isa, kvk_format format, const void *w, size_t rows, size_t cols,
                 const float *x, float beta, float *y, float *scratch);
+/// Floats of scratch `kvk_matvec` and `kvk_matvec_int8` need: the float kernels' (a dequantized
+/// row, or dots and block sums) plus the integer kernels' quantized x (`cols` rounded up to 64).
 size_t kvk_matvec_scratch(kvk_format format, size_t cols);
 
 /// The bfloat16 product of the prefill (needs KVK_FEATURE_AVX512_BF16): out = A·Wᵀ (+ beta·out)
@@ -71,6 +74,18 @@ void kvk_bf16_pack_weights(kvk_format format, const void *w, size_t n, size_t k,
 void kvk_bf16_pack_activations(const float *a, size_t m, size_t k, size_t lda, uint16_t *out);
 void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed, size_t n,
                    size_t panel_first, size_t panel_count, float beta, float *c, size_t ldc);
+
+/// The same product with integer arithmetic for Q8_0, Q4_0 and Q4_1 weights (as llama.cpp's
+/// vec_dot_q*_q8_0): x is quantized once per call into blocks of 32 (dx = max|x|/127,
+/// xq = x/dx rounded to nearest even, and Σxq per block), then each weight block contributes
+/// (float)(Σ q·xq)·(d·dx), with Σ q·xq an exact int32 (Q4_0: Σ (q-8)·xq = Σ q·xq - 8·Σxq) and,
+/// for Q4_1, m·(dx·Σxq). Every path computes the same int32 sums; the float scaling and
+/// accumulation order differ. The error against the float product comes from quantizing x:
+/// |x - dx·xq| <= dx/2 per element. Other formats take `kvk_matvec`'s float kernels.
+/// KVK_SCALAR is the reference, KVK_AVX2 (and KVK_AVX512) use VPMADDUBSW, KVK_AVX512_VNNI
+/// VPDPBUSD on two blocks per 512-bit vector.
+void kvk_matvec_int8(kvk_isa isa, kvk_format format, const void *w, size_t rows, size_t cols,
+                     const float *x, float beta, float *y, float *scratch);
 
 #ifdef __cplusplus
 }
