@@ -1,3 +1,4 @@
+import CKVKernels
 import Dispatch
 import Foundation
 
@@ -23,7 +24,7 @@ public enum Parallel {
       return
     }
     let next = ItemCounter()
-    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+    region(workers) { worker in
       while true {
         let i = next.take()
         if i >= count { return }
@@ -42,9 +43,28 @@ public enum Parallel {
       if rows > 0 { body(0..<rows) }
       return
     }
-    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+    region(chunks) { c in
       body((rows * c / chunks)..<(rows * (c + 1) / chunks))
     }
+  }
+
+  /// body(w) for w in 0..<workers at once, on the kernels' thread pool (`kvk_parallel`).
+  static func region(_ workers: Int, _ body: (Int) -> Void) {
+    withoutActuallyEscaping(body) { body in
+      let job = Job(body)
+      withExtendedLifetime(job) {
+        kvk_parallel(
+          workers,
+          { context, worker in
+            Unmanaged<Job>.fromOpaque(context!).takeUnretainedValue().body(worker)
+          }, Unmanaged.passUnretained(job).toOpaque())
+      }
+    }
+  }
+
+  private final class Job {
+    let body: (Int) -> Void
+    init(_ body: @escaping (Int) -> Void) { self.body = body }
   }
 
   /// Runs `body` with OpenBLAS restricted to one thread (so that several of our threads can

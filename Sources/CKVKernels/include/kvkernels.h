@@ -87,6 +87,13 @@ void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed
 void kvk_matvec_int8(kvk_isa isa, kvk_format format, const void *w, size_t rows, size_t cols,
                      const float *x, float beta, float *y, float *scratch);
 
+/// Runs task(context, w) for w in 0..<workers, worker 0 on the calling thread and the others on
+/// helper threads that spin briefly between regions before they sleep. Returns when all are
+/// done. A region opened inside a region (or while another thread holds one) runs its workers
+/// one after another on the calling thread.
+typedef void (*kvk_task)(void *context, long worker);
+void kvk_parallel(long workers, kvk_task task, void *context);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,104 @@
+// The threads the engine's kernels run on: helpers that spin briefly for the next parallel
+// region before they sleep, so that the hundreds of short regions of one decoded token (a
+// matrix-vector product per projection) start in well under a microsecond, where waking a
+// sleeping thread through the kernel costs tens.
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "kvkernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void relax(void) { _mm_pause(); }
+#else
+static inline void relax(void) { sched_yield(); }
+#endif
+
+enum { MAX_HELPERS = 255, SPINS = 1 << 14 };
+
+static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;  // one region at a time
+static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static atomic_ulong generation;
+static atomic_int remaining;
+static int sleepers;  // under sleep_lock
+static int helpers;   // under region_lock
+// The region's job, written before `generation` is released and read after it is acquired.
+static kvk_task job_task;
+static void *job_context;
+static long job_workers;
+static _Thread_local int inside_region;
+// The generation each helper was created in (it takes part from the next one on): read by the
+// helper itself, it could already be the region it was created for, which it would then miss.
+static unsigned long created_in[MAX_HELPERS + 1];
+
+static void *helper_main(void *arg) {
+  const long id = (long)arg;
+  unsigned long seen = created_in[id];
+  for (;;) {
+    unsigned long g;
+    int spins = 0;
+    while ((g = atomic_load_explicit(&generation, memory_order_acquire)) == seen) {
+      if (++spins < SPINS) {
+        relax();
+        continue;
+      }
+      pthread_mutex_lock(&sleep_lock);
+      sleepers++;
+      while ((g = atomic_load_explicit(&generation, memory_order_acquire)) == seen)
+        pthread_cond_wait(&wake, &sleep_lock);
+      sleepers--;
+      pthread_mutex_unlock(&sleep_lock);
+      break;
+    }
+    seen = g;
+    if (id < job_workers) {
+      inside_region = 1;
+      job_task(job_context, id);
+      inside_region = 0;
+      atomic_fetch_sub_explicit(&remaining, 1, memory_order_release);
+    }
+  }
+  return 0;
+}
+
+void kvk_parallel(long workers, kvk_task task, void *context) {
+  // One worker, a region inside a region, or a second caller at once: the calling thread
+  // runs every worker's share itself (the results are the same; each share is independent).
+  if (workers <= 1 || inside_region || pthread_mutex_trylock(&region_lock) != 0) {
+    for (long w = 0; w < workers; w++) task(context, w);
+    return;
+  }
+  if (workers - 1 > MAX_HELPERS) workers = MAX_HELPERS + 1;
+  while (helpers < workers - 1) {
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 8 << 20);
+    created_in[helpers + 1] = atomic_load_explicit(&generation, memory_order_relaxed);
+    const int failed = pthread_create(&thread, &attr, helper_main, (void *)(long)(helpers + 1));
+    pthread_attr_destroy(&attr);
+    if (failed) break;
+    helpers++;
+  }
+  if (helpers < workers - 1) {  // no thread to be had: run the shares here
+    pthread_mutex_unlock(&region_lock);
+    for (long w = 0; w < workers; w++) task(context, w);
+    return;
+  }
+  job_task = task;
+  job_context = context;
+  job_workers = workers;
+  atomic_store_explicit(&remaining, (int)(workers - 1), memory_order_relaxed);
+  atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+  pthread_mutex_lock(&sleep_lock);
+  if (sleepers > 0) pthread_cond_broadcast(&wake);
+  pthread_mutex_unlock(&sleep_lock);
+  inside_region = 1;
+  task(context, 0);
+  inside_region = 0;
+  while (atomic_load_explicit(&remaining, memory_order_acquire) > 0) relax();
+  pthread_mutex_unlock(&region_lock);
+}
