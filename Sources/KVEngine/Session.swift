@@ -229,7 +229,14 @@ public final class Session {
       // Cheapest checks first: an unsupported architecture is reported before the tokenizer or
       // any weight is read.
       let config = try DecoderConfig(gguf: gguf)
-      try checkFits(path: path, bytes: 4 * config.weightElementCount)
+      // As stored, the weights take the file's bytes per element (mapped pages are resident
+      // memory too); float32 takes 4. A file without tensors is counted as float32.
+      let elements = gguf.tensors.values.reduce(0.0) { $0 + Double($1.elementCount) }
+      let stored = gguf.tensors.values.reduce(0.0) { $0 + Double($1.byteCount) }
+      let perElement = precision == .f32 || elements == 0 ? 4 : stored / elements
+      try checkFits(
+        path: path, bytes: perElement * config.weightElementCount,
+        form: precision == .f32 ? "float32" : "as stored")
       let tokenizer = try BPETokenizer(gguf: gguf)
       install(
         model: try LlamaModel.load(gguf: gguf, precision: precision, meter: meter),
@@ -286,12 +293,12 @@ public final class Session {
   func availableMemory() -> Int? { options.availableMemory ?? SystemMemory.available() }
 
   /// Refuses a model whose weights would not fit in the memory available, before any is read.
-  private func checkFits(path: String, bytes: Double) throws {
+  private func checkFits(path: String, bytes: Double, form: String = "float32") throws {
     guard let available = availableMemory(), bytes > Double(available) else { return }
     throw EngineError.file(
       path: path,
       message:
-        "needs \(SystemMemory.describe(bytes)) of memory for its weights (float32), "
+        "needs \(SystemMemory.describe(bytes)) of memory for its weights (\(form)), "
         + "\(SystemMemory.describe(available)) available")
   }
 

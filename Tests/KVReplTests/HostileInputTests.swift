@@ -345,7 +345,7 @@ final class HostileInputTests: XCTestCase {
     c[12] = Case(availableMemory: 8 * gib) {
       try write(llamaMetadata(hidden: 1 << 20, vocab: 1 << 20), $0 + "/huge.gguf")
     }
-    c[13] = Case(availableMemory: 256 * mib, needsDefaultModel: true) {
+    c[13] = Case(availableMemory: 64 * mib, needsDefaultModel: true) {
       try FileManager.default.createSymbolicLink(
         atPath: $0 + "/small.gguf", withDestinationPath: defaultModelPath!)
     }

@@ -155,5 +155,60 @@ enum KernelBench {
       emit(["kind": "kernel", "shape": name, "sgemm_ms": best[0] * 1e3, "sgemv_ms": best[1] * 1e3,
             "sgemv_weight_gb_per_s": bytes / best[1] / 1e9])
     }
+    weightProducts(threads: threads, repeats: repeats)
+  }
+
+  /// The products the decoder runs on Q4_1 weights (SmolLM2's shapes): prefill blocks of 512
+  /// rows through each prefill kernel (dequantized tiles + sgemm, and bfloat16), and one row
+  /// through the matrix-vector kernels of each path; GFLOP/s (2·m·n·k per product) and, for
+  /// one row, the weight bytes read per second. The best prefill figure is the ceiling the
+  /// prefill's share is measured against.
+  static func weightProducts(threads: Int, repeats: Int) {
+    for (name, n, k) in [("gate|up", 3072, 576), ("down", 576, 1536), ("qkv", 960, 576)] {
+      let f = WeightFormat.q4_1
+      let bytes = WeightBytes(count: n * f.rowBytes(cols: k), meter: nil)
+      for i in 0..<bytes.count {
+        // nibbles from a pattern, scales 0.01 and mins -0.05 as f16
+        bytes.pointer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 37 &+ 11), toByteOffset: i, as: UInt8.self)
+      }
+      for b in 0..<(n * k / 32) {
+        bytes.pointer.storeBytes(of: Float16(0.01).bitPattern, toByteOffset: b * 20, as: UInt16.self)
+        bytes.pointer.storeBytes(of: Float16(-0.05).bitPattern, toByteOffset: b * 20 + 2, as: UInt16.self)
+      }
+      let w = WeightMatrix(
+        cols: k, parts: [.init(format: f, bytes: bytes.pointer, rows: n)], mapped: [false],
+        owners: [bytes], meter: nil)
+      let m = 512
+      let x = buffer(m * k, seed: 7)
+      let out = FloatBuffer(count: m * n, category: .activations, meter: nil)
+      let tiles = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
+      let gflop = 2 * Double(m * n * k) / 1e9
+      for kernel in PrefillKernel.allCases where kernel.isSupported {
+        try? PrefillKernel.select(kernel)
+        var best = Double.infinity
+        for _ in 0..<repeats {
+          best = min(best, time {
+            w.apply(x.pointer, rows: m, ldx: k, out: out.pointer, ldo: n, scratch: tiles)
+          })
+        }
+        emit(["kind": "kernel", "shape": "Q4_1 \(name) m=\(m)", "prefill_kernel": kernel.rawValue,
+              "ms": best * 1e3, "gflops": gflop / best, "threads": threads])
+      }
+      try? PrefillKernel.select(.sgemm)
+      let saved = KernelPath.current
+      for path in KernelPath.allCases where path.isSupported {
+        try? KernelPath.select(path)
+        var best = Double.infinity
+        for _ in 0..<(repeats * 20) {
+          best = min(best, time {
+            w.apply(x.pointer, rows: 1, ldx: k, out: out.pointer, ldo: n, scratch: nil)
+          })
+        }
+        emit(["kind": "kernel", "shape": "Q4_1 \(name) m=1", "kernel_path": path.rawValue,
+              "us": best * 1e6, "gflops": 2 * Double(n * k) / best / 1e9,
+              "weight_gb_per_s": Double(bytes.count) / best / 1e9, "threads": threads])
+      }
+      try? KernelPath.select(saved)
+    }
   }
 }
