@@ -10,7 +10,9 @@
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
 
-enum { NR = 32, MR = 8 };
+// NR features per panel, MR rows per register block, KC k-pairs per pass: a pass's panel slice
+// (24 KiB) stays in L1 across all rows, and the rows' slice of A (m·1.5 KiB) in L2 across panels.
+enum { NR = 32, MR = 8, KC = 192 };
 
 size_t kvk_bf16_packed_count(size_t n, size_t k) {
   return (n + NR - 1) / NR * NR * ((k + 1) / 2 * 2);
@@ -54,13 +56,14 @@ TARGET void kvk_bf16_pack_activations(const float *a, size_t m, size_t k, size_t
   }
 }
 
-/// C[i][0..nr) (+)= Σ_p A[i][p]·B[p][lane] for `mr` rows (≤ MR) of one panel.
+/// C[i][0..nr) = beta·C + Σ_p A[i][p]·B[p][lane] for `mr` rows (≤ MR) of one panel, over
+/// `count` k-pairs (A's rows `pairs` apart).
 TARGET __attribute__((always_inline)) static inline void micro(
-    int mr, const uint32_t *a, size_t pairs, const uint16_t *panel, float *c, size_t ldc,
-    size_t nr, float beta) {
+    int mr, const uint32_t *a, size_t pairs, size_t count, const uint16_t *panel, float *c,
+    size_t ldc, size_t nr, float beta) {
   __m512 acc[MR][2];
   for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (size_t p = 0; p < pairs; p++) {
+  for (size_t p = 0; p < count; p++) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(panel + p * NR * 2));
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(panel + p * NR * 2 + 32));
     for (int i = 0; i < mr; i++) {
@@ -87,22 +90,28 @@ TARGET void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t 
                           size_t n, size_t panel_first, size_t panel_count, float beta, float *c,
                           size_t ldc) {
   const size_t pairs = (k + 1) / 2;
-  const uint32_t *a32 = (const uint32_t *)a;
-  for (size_t pi = panel_first; pi < panel_first + panel_count; pi++) {
-    const uint16_t *panel = packed + pi * NR * pairs * 2;
-    const size_t col = pi * NR, nr = n - col < NR ? n - col : NR;
-    size_t i = 0;
-    for (; i + MR <= m; i += MR)
-      micro(MR, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta);
-    switch (m - i) {
-      case 7: micro(7, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      case 6: micro(6, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      case 5: micro(5, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      case 4: micro(4, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      case 3: micro(3, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      case 2: micro(2, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      case 1: micro(1, a32 + i * pairs, pairs, panel, c + i * ldc + col, ldc, nr, beta); break;
-      default: break;
+  for (size_t p0 = 0; p0 < pairs; p0 += KC) {
+    const size_t count = pairs - p0 < KC ? pairs - p0 : KC;
+    const float b = p0 == 0 ? beta : 1;  // later passes add to what the first wrote
+    const uint32_t *a32 = (const uint32_t *)a + p0;
+    for (size_t pi = panel_first; pi < panel_first + panel_count; pi++) {
+      const uint16_t *panel = packed + pi * NR * pairs * 2 + p0 * NR * 2;
+      const size_t col = pi * NR, nr = n - col < NR ? n - col : NR;
+      size_t i = 0;
+      for (; i + MR <= m; i += MR)
+        micro(MR, a32 + i * pairs, pairs, count, panel, c + i * ldc + col, ldc, nr, b);
+#define REST(R) micro(R, a32 + i * pairs, pairs, count, panel, c + i * ldc + col, ldc, nr, b)
+      switch (m - i) {
+        case 7: REST(7); break;
+        case 6: REST(6); break;
+        case 5: REST(5); break;
+        case 4: REST(4); break;
+        case 3: REST(3); break;
+        case 2: REST(2); break;
+        case 1: REST(1); break;
+        default: break;
+      }
+#undef REST
     }
   }
 }

@@ -254,7 +254,7 @@ final class WeightMatrixTests: XCTestCase {
     // tiles of one panel and of several, parts of different formats, beta 0 and 1.
     for (formats, rows, cols) in [
       ([WeightFormat.q4_1], 67, 96), ([.q8_0, .q4_0], 40, 64), ([.f32], 5, 33), ([.f16, .bf16], 33, 17),
-      ([.q4_K], 32, 256), ([.q6_K, .q4_1], 19, 256),
+      ([.q4_K], 32, 256), ([.q6_K, .q4_1], 19, 256), ([.q4_1], 40, 800), ([.f32], 9, 385),
     ] {
       let (w, values) = matrix(formats, rows: rows, cols: cols, seed: UInt64(rows + cols))
       for m in [3, 8, 9, 21] {
