@@ -8,13 +8,7 @@ import XCTest
 /// on every kernel path this CPU runs, with bounds; and the prompts it uses are the parity
 /// fixtures' (scripts/gen_parity_fixtures.py).
 final class FidelityTests: XCTestCase {
-  private func session() throws -> Session {
-    _ = try TestPaths.requireModel()
-    return Session(
-      options: EngineOptions(
-        threads: 2, modelDirectories: [TestPaths.root + "/models"],
-        defaultModel: EngineOptions.textModelFile))
-  }
+  private func session() throws -> Session { try TestPaths.textModelSession() }
 
   func testPromptsAreTheParityFixtures() throws {
     struct Manifest: Decodable {

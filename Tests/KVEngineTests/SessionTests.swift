@@ -5,13 +5,7 @@ import XCTest
 
 /// The session end to end on the real model: what a user does from the REPL.
 final class SessionTests: XCTestCase {
-  func makeSession() throws -> Session {
-    _ = try TestPaths.requireModel()
-    return Session(
-      options: EngineOptions(
-        threads: 2, modelDirectories: [TestPaths.root + "/models"],
-        defaultModel: EngineOptions.textModelFile))
-  }
+  func makeSession() throws -> Session { try TestPaths.textModelSession() }
 
   func testAnswersCapitalOfFranceGreedy() throws {
     let session = try makeSession()

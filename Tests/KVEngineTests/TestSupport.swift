@@ -1,4 +1,5 @@
 import Foundation
+import KVEngine
 import XCTest
 
 /// Paths the tests share: the repository root (from this file's location), the real model
@@ -16,5 +17,13 @@ enum TestPaths {
       throw XCTSkip("model missing")
     }
     return model
+  }
+
+  /// A session whose bare `load` loads the real model, on 2 threads.
+  static func textModelSession() throws -> Session {
+    _ = try requireModel()
+    return Session(
+      options: EngineOptions(
+        threads: 2, modelDirectories: [root + "/models"], defaultModel: EngineOptions.textModelFile))
   }
 }
