@@ -44,6 +44,15 @@ public enum KVBudget: Equatable, Hashable, Sendable, CustomStringConvertible {
     {
       numberEnd = trimmed.index(after: numberEnd)
     }
+    // An exponent (`1e3`, `2.5E+2`) belongs to the number, not to the unit.
+    if numberEnd > trimmed.startIndex, numberEnd < trimmed.endIndex, "eE".contains(trimmed[numberEnd]) {
+      var end = trimmed.index(after: numberEnd)
+      if end < trimmed.endIndex, "+-".contains(trimmed[end]) { end = trimmed.index(after: end) }
+      if end < trimmed.endIndex, trimmed[end].isNumber {
+        while end < trimmed.endIndex, trimmed[end].isNumber { end = trimmed.index(after: end) }
+        numberEnd = end
+      }
+    }
     return (
       String(trimmed[..<numberEnd]), trimmed[numberEnd...].trimmingCharacters(in: .whitespaces)
     )
@@ -69,6 +78,9 @@ public enum KVBudget: Equatable, Hashable, Sendable, CustomStringConvertible {
   public static func parse(_ text: String) throws -> KVBudget {
     let (numberPart, unit) = split(text)
     let numberText = numberPart.replacingOccurrences(of: "_", with: "")
+    if numberText == "0", unit.lowercased().hasPrefix("x") {
+      throw CacheError.invalidBudget("'\(text)' is not a budget: write the number in decimal")
+    }
     guard let value = Double(numberText), value.isFinite else {
       throw CacheError.invalidBudget(
         "'\(text)' is not a budget; expected e.g. '1024 tokens' or '24MiB'")

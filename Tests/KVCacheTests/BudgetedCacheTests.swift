@@ -46,6 +46,19 @@ final class BudgetedCacheTests: XCTestCase {
     XCTAssertEqual(try KVBudget.parse("1.5GiB"), .bytes(3 << 29))
     XCTAssertEqual(try KVBudget.parse("512 KiB"), .bytes(512 << 10))
     XCTAssertEqual(KVBudget.bytes(24 << 20).description, "24MiB")
+    // An exponent is part of the number; hexadecimal is refused as such.
+    XCTAssertEqual(try KVBudget.parse("1e3 tokens"), .tokens(1000))
+    XCTAssertEqual(try KVBudget.parse("2.5E+2"), .tokens(250))
+    XCTAssertEqual(try KVBudget.parse("1e2MiB"), .bytes(100 << 20))
+    for (text, message) in [
+      ("1e30 tokens", "'1e30 tokens' is too large"),
+      ("0x40 tokens", "'0x40 tokens' is not a budget: write the number in decimal"),
+      ("1e400 tokens", "'1e400 tokens' is not a budget; expected e.g. '1024 tokens' or '24MiB'"),
+    ] {
+      XCTAssertThrowsError(try KVBudget.parse(text), text) {
+        XCTAssertEqual("\($0)", message)
+      }
+    }
     for bad in [
       "0", "0 tokens", "-5 tokens", "12 parsecs", "1.5 tokens", "tokens", "", "abc", "-1MiB",
     ] {

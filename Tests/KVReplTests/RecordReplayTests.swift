@@ -134,6 +134,14 @@ final class RecordReplayTests: XCTestCase {
       out2.text)
   }
 
+  func testScriptStartingWithAByteOrderMarkRuns() {
+    let script = recordSession()
+    write("bom.kvl", "\u{FEFF}" + script)
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "replay bom.kvl --check"), .ok, out.text)
+    XCTAssertEqual(out.text, "checked bom.kvl: 4 commands, output matches\n")
+  }
+
   func testEditedExpectedLineFailsWithDiff() {
     let text = recordSession()
     write("s.kvl", text.replacingOccurrences(of: "#> two words", with: "#> two birds"))

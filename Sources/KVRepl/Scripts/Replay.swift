@@ -271,6 +271,7 @@ extension Repl {
     guard let text = String(validating: bytes, as: UTF8.self) else {
       throw ReplError(command, "\(typed): not UTF-8 text")
     }
-    return text
+    // Editors on some systems start UTF-8 files with a byte-order mark: it is not a command.
+    return text.unicodeScalars.first == "\u{FEFF}" ? String(text.unicodeScalars.dropFirst()) : text
   }
 }
