@@ -4,7 +4,6 @@
 #include "kvkernels.h"
 
 size_t kvk_row_bytes(kvk_format f, size_t cols);
-float kvk_half_to_float(uint16_t h);
 void kvk_dequantize_row_portable(kvk_format f, const void *src, size_t cols, float *y);
 
 void kvk_dequantize_rows_avx2(kvk_format f, const void *src, size_t rows, size_t cols,

@@ -33,15 +33,8 @@ public enum BLAS {
 public enum BLASCore {
   /// The kernel this CPU supports best, from /proc/cpuinfo flags, or nil if unknown.
   public static func preferredCore(cpuinfo: String? = nil) -> String? {
-    let text = cpuinfo ?? (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    guard let flagsLine = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
-    else { return nil }
-    let flags = Set(flagsLine.split(separator: " ").map(String.init))
-    if flags.contains("avx512f") && flags.contains("avx512bw") && flags.contains("avx512vl") {
-      return "SkylakeX"
-    }
-    if flags.contains("avx2") && flags.contains("fma") { return "Haswell" }
-    return nil
+    let flags = cpuFlags(cpuinfo: cpuinfo)
+    return ["SkylakeX", "Haswell"].first { requirements[$0]!.allSatisfy(flags.contains) }
   }
 
   /// Whether a re-exec with another kernel would help: OpenBLAS fell back to Prescott (or a
@@ -71,16 +64,20 @@ public enum BLASCore {
         message: "unknown OpenBLAS kernel '\(core)' (auto, keep, "
           + requirements.keys.sorted().joined(separator: ", ") + ")")
     }
-    let text = cpuinfo ?? (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let flags = Set(
-      text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })?
-        .split(separator: " ").map(String.init) ?? [])
+    let flags = cpuFlags(cpuinfo: cpuinfo)
     let missing = needs.filter { !flags.contains($0) }
     guard missing.isEmpty else {
       throw KernelPathError(
         message: "OpenBLAS kernel \(core) needs \(missing.joined(separator: ", ")), "
           + "which this CPU does not have")
     }
+  }
+
+  /// The CPU's flags (the first `flags` line of /proc/cpuinfo, or of `cpuinfo`).
+  static func cpuFlags(cpuinfo: String?) -> Set<String> {
+    let text = cpuinfo ?? (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+    let line = text.split(separator: "\n").first { $0.hasPrefix("flags") }
+    return Set(line?.split(separator: " ").map(String.init) ?? [])
   }
 
   /// Set in the re-executed child so that it never re-executes again.

@@ -89,10 +89,7 @@ public enum KernelPath: String, CaseIterable, Sendable {
     return path
   }
 
-  private final class State: @unchecked Sendable {
-    var current: KernelPath = KernelPath.best
-  }
-  private static let state = State()
+  private static let state = ProcessSetting(KernelPath.best)
 }
 
 public struct KernelPathError: Error, CustomStringConvertible, Sendable {
@@ -109,7 +106,7 @@ public enum PrefillKernel: String, CaseIterable, Sendable {
   public var isSupported: Bool {
     switch self {
     case .sgemm: return true
-    case .bf16: return kvk_cpu_features() & UInt32(KVK_FEATURE_AVX512_BF16) != 0
+    case .bf16: return KernelPath.cpuFeatures.contains("avx512_bf16")
     }
   }
 
@@ -132,8 +129,11 @@ public enum PrefillKernel: String, CaseIterable, Sendable {
     return kernel
   }
 
-  private final class State: @unchecked Sendable {
-    var current: PrefillKernel = .sgemm
-  }
-  private static let state = State()
+  private static let state = ProcessSetting(PrefillKernel.sgemm)
+}
+
+/// A process-wide choice (like the BLAS thread count), set from the command line at start.
+private final class ProcessSetting<Value>: @unchecked Sendable {
+  var current: Value
+  init(_ value: Value) { current = value }
 }

@@ -17,6 +17,15 @@ public enum WeightFormat: Int, CaseIterable, Sendable {
   public func rowBytes(cols: Int) -> Int { cols / blockElements * blockBytes }
   /// ggml's spelling: F32, Q4_1, …
   public var name: String { String(describing: self).uppercased() }
+
+  /// `elements` values (a multiple of `blockElements`) of this format at `src` into `dst`:
+  /// the portable kernels, ggml's reference values bit for bit (NaN payloads included).
+  public func dequantize(_ src: UnsafeRawPointer, elements: Int, into dst: UnsafeMutablePointer<Float>) {
+    kvk_dequantize_rows(KVK_SCALAR, kernelFormat, src, 1, elements, dst, elements)
+  }
+
+  /// IEEE binary16 → binary32, exact for every input (a NaN keeps its payload in place).
+  public static func halfToFloat(_ h: UInt16) -> Float { kvk_half_to_float(h) }
 }
 
 /// Bytes on the heap that a weight owns (a copy it had to make), charged to the meter.

@@ -68,7 +68,7 @@ struct KVLab: ParsableCommand {
   @ArgumentParser.Option(
     help: ArgumentHelp(
       "kvlab's own weight kernels: auto (the widest this CPU runs), avx512, avx2 or portable (float32 decode), avx512vnni, avx2-int8 or portable-int8 (decode with x quantized to int8, as llama.cpp). A path the CPU lacks is refused.",
-      valueName: "auto|avx512|avx2|portable"))
+      valueName: "auto|PATH"))
   var kernels: String = "auto"
 
   @ArgumentParser.Option(

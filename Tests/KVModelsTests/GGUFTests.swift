@@ -199,7 +199,7 @@ final class GGUFTests: XCTestCase {
   /// The f16 converter against the hardware/library conversion for all 65536 inputs.
   func testHalfToFloatIsExactForEveryBitPattern() {
     for bits in 0...UInt16.max {
-      let mine = GGMLQuant.halfToFloat(bits)
+      let mine = WeightFormat.halfToFloat(bits)
       let reference = Float(Float16(bitPattern: bits))
       if reference.isNaN {
         XCTAssertTrue(mine.isNaN)

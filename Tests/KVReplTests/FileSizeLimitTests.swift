@@ -14,10 +14,7 @@ final class FileSizeLimitTests: XCTestCase {
     var stderr: String
   }
 
-  var binary: String {
-    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    return dir.appendingPathComponent("kvlab").path
-  }
+  var binary: String { builtKvlab }
 
   var folder = ""
 

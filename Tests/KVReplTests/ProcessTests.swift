@@ -12,10 +12,7 @@ final class ProcessTests: XCTestCase {
     var stderr: String
   }
 
-  var binary: String {
-    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    return dir.appendingPathComponent("kvlab").path
-  }
+  var binary: String { builtKvlab }
 
   var folder = ""
 

@@ -10,10 +10,7 @@ final class ServeTests: XCTestCase {
   static let nonce = "t3st-N0nce_0123456789"
   static let prefix = "\u{1E}kvlab:\(nonce):"
 
-  var binary: String {
-    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    return dir.appendingPathComponent("kvlab").path
-  }
+  var binary: String { builtKvlab }
 
   override func setUpWithError() throws {
     try XCTSkipUnless(

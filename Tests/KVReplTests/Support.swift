@@ -29,6 +29,10 @@ func runLines(_ repl: Repl, _ lines: String...) -> CommandResult {
   return last
 }
 
+/// The kvlab executable built next to the test bundle (tests that run it skip without it).
+let builtKvlab = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+  .appendingPathComponent("kvlab").path
+
 /// A fresh empty folder, removed at the end of the test.
 func temporaryFolder(_ test: XCTestCase) -> String {
   let path = FileManager.default.temporaryDirectory

@@ -46,6 +46,10 @@ int kvk_isa_supported(kvk_isa isa);
 int kvk_block_elements(kvk_format format);
 int kvk_block_bytes(kvk_format format);
 
+/// IEEE binary16 → binary32, exact for every input (subnormals, ±0, ±inf; a NaN keeps its
+/// payload in place, as numpy does).
+float kvk_half_to_float(uint16_t h);
+
 /// Dequantizes `rows` rows of `cols` elements (a multiple of the block size) from `src` into
 /// `dst` (row stride `ldd` floats). Every path computes ggml's reference values bit for bit
 /// (same products, same order, no fused multiply-add).

@@ -70,23 +70,6 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
   case f32
 }
 
-extension WeightFormat {
-  /// The format a ggml type stays in, or nil for a type kvlab cannot read.
-  public init?(ggml: GGMLType) {
-    switch ggml {
-    case .f32: self = .f32
-    case .f16: self = .f16
-    case .bf16: self = .bf16
-    case .q8_0: self = .q8_0
-    case .q4_0: self = .q4_0
-    case .q4_1: self = .q4_1
-    case .q4_K: self = .q4_K
-    case .q6_K: self = .q6_K
-    default: return nil
-    }
-  }
-}
-
 extension LlamaModel {
   /// Loads a llama/qwen2 GGUF: its matrices in place in the file's mapping (`.stored`), or
   /// dequantized to float32 (`.f32`); norms and biases always float32. Charges `meter`.

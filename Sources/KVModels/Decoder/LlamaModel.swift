@@ -75,15 +75,13 @@ public final class LlamaModel: @unchecked Sendable {
 
   /// Token embeddings, `tokens.count × hidden`.
   public func embed(_ tokens: [Int], meter: MemoryMeter?) -> Matrix {
-    let d = config.hiddenSize
-    let x = Matrix(rows: tokens.count, cols: d, category: .activations, meter: meter)
-    for (i, t) in tokens.enumerated() { embedding.dequantizeRow(t, into: x.row(i)) }
+    let x = Matrix(rows: tokens.count, cols: config.hiddenSize, category: .activations, meter: meter)
+    embed(tokens, into: x, at: 0)
     return x
   }
 
   /// Writes the embeddings of `tokens` into rows `row ..< row + tokens.count` of `x`.
   public func embed(_ tokens: [Int], into x: Matrix, at row: Int) {
-    let d = config.hiddenSize
     for (i, t) in tokens.enumerated() { embedding.dequantizeRow(t, into: x.row(row + i)) }
   }
 

@@ -145,13 +145,9 @@ public final class SafetensorsFile: @unchecked Sendable {
     case .F32:  // unaligned in general: the header length need not be a multiple of 4
       UnsafeMutableRawPointer(dst).copyMemory(from: from, byteCount: 4 * count)
     case .F16:
-      for i in 0..<count {
-        dst[i] = GGMLQuant.halfToFloat(from.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-      }
+      WeightFormat.f16.dequantize(from, elements: count, into: dst)
     case .BF16:
-      for i in 0..<count {
-        dst[i] = GGMLQuant.bf16ToFloat(from.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-      }
+      WeightFormat.bf16.dequantize(from, elements: count, into: dst)
     default:
       preconditionFailure("checked by convertibleTensor")
     }
