@@ -112,7 +112,7 @@ public enum KVBudget: Equatable, Hashable, Sendable, CustomStringConvertible {
   }
 }
 
-/// How a prompt goes into the cache (DESIGN §1 and issue 4, item 3).
+/// How a prompt goes into the cache.
 public enum PrefillMode: String, CaseIterable, Sendable, CustomStringConvertible {
   /// No compression: every token is kept (`DenseKVCache`).
   case full

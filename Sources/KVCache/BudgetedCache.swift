@@ -96,7 +96,7 @@ public struct EvictionRecord: Sendable {
 }
 
 /// A KV cache that holds at most a fixed budget of entries per layer and KV head, evicting with
-/// an `EvictionPolicy` (DESIGN §1, issue 4). Storage is allocated once, charged to the meter as
+/// an `EvictionPolicy`. Storage is allocated once, charged to the meter as
 /// `.kv`: exactly `budget` rows in `capped` mode, `budget + block` in `sequential`, growable in
 /// `post` (compressed to the budget by `compress()`). Each entry keeps its original position and
 /// origin; eviction compacts in place, preserving order. Full (uncompressed) caching is

@@ -1,6 +1,6 @@
 import KVModels
 
-/// The task families of the embedded model's training data and benchmark (DESIGN §6).
+/// The task families of the embedded model's training data and benchmark.
 public enum SyntheticTask: String, CaseIterable, Sendable {
   /// A large multi-tile image full of distractor shapes and one shape of a kind found nowhere
   /// else; asks its colour, its quadrant, or which shape it is.
