@@ -876,7 +876,7 @@ public final class Session {
   }
 }
 
-// MARK: budgeted cache (issue 4)
+// MARK: budgeted cache
 
 /// The queries SnapKV scores a fed block with: the block's own last queries (the paper's
 /// default), the chat template that precedes an answer, or a question known in advance —

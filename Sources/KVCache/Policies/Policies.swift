@@ -2,7 +2,7 @@ import Foundation
 import KVModels
 import KVTensor
 
-// The policies of DESIGN §4. Scores are per candidate of one layer and KV head; the cache keeps
+// The eviction policies. Scores are per candidate of one layer and KV head; the cache keeps
 // the mandatory ones, then the rest in order of preference (by default: score, descending).
 
 /// KeyDiff: `s_i = −cos(k_i, mean_j k_j/‖k_j‖)` over the candidates: keeps the most distinctive

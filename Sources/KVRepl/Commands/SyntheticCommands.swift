@@ -2,7 +2,7 @@ import Foundation
 import KVEngine
 import KVTasks
 
-/// The synthetic tasks of the embedded model (DESIGN §6): `feed synthetic`, `synthetic ask`,
+/// The synthetic tasks of the embedded model: `feed synthetic`, `synthetic ask`,
 /// `synthetic write` (datasets for the training script) and `synthetic vocab`.
 public enum SyntheticCommands {
   public static var all: [Command] { [feedSynthetic, ask, write, vocab] }
