@@ -40,7 +40,8 @@ final class QueryWindow {
   }
 
   /// The block's last queries — or, when the block brings proxy queries, those (at negative
-  /// positions: they are no entry of the cache, so the window protects nothing).
+  /// positions: they are no entry of the cache, so the window protects nothing, and scoring
+  /// lets them see every entry, as they come after the block).
   func append(_ block: KVBlock) {
     if let proxy = block.proxyQueries, block.proxyCount > 0 {
       append(
@@ -121,6 +122,14 @@ public final class BudgetedCache: KeyValueCache {
   public var options: RetentionOptions
   /// Whether to keep the eviction log of the last block (`lastEvictions`).
   public var logEvictions = false
+  /// Capped mode: a block of fewer than this many tokens (a decoded token) that does not fit
+  /// evicts down to leave room for this many, so while decoding, a scoring and compaction runs
+  /// once every `evictEvery` tokens rather than for each one (kvpress's decoding compression
+  /// interval, under the same hard cap). 1 (the default): every token decides alone.
+  public var evictEvery = 1
+  /// The interval a session uses unless asked otherwise: 1/32 of the budget, 1 to 16 tokens,
+  /// so the entries given up for the amortisation are at most 3% of the budget.
+  public static func defaultEvictEvery(budget: Int) -> Int { min(16, max(1, budget / 32)) }
 
   private let meter: MemoryMeter?
   private var stores: [LayerStore]
@@ -350,7 +359,11 @@ public final class BudgetedCache: KeyValueCache {
     switch mode {
     case .capped:
       // The block stays where the model put it; survivors of cache ∪ block are written in place.
-      decide(layer: layer, block: block, blockMeta: blockMeta, keep: layerBudgets[layer])
+      // A small block that overflows frees room for the next few too (`evictEvery`).
+      let reserve = block.count < evictEvery ? evictEvery - block.count : 0
+      decide(
+        layer: layer, block: block, blockMeta: blockMeta, keep: layerBudgets[layer],
+        reserve: min(reserve, layerBudgets[layer] - 1))
     case .sequential:
       // The paper's order: append (storage is budget + block), then evict the excess.
       append(block, blockMeta, to: store)
@@ -535,9 +548,11 @@ public final class BudgetedCache: KeyValueCache {
   /// One eviction decision for every KV head of `layer`: candidates are the stored rows plus,
   /// in capped mode, the block's rows (still in the model's activations). Keeps `keep` of them
   /// per head, compacting in place; stores carried scores. `queries` is the block whose queries
-  /// attention-accumulating policies read (the block itself in capped mode).
+  /// attention-accumulating policies read (the block itself in capped mode). When more than
+  /// `keep` would stay, `reserve` more are evicted, never a mandatory one.
   private func decide(
-    layer: Int, block: KVBlock?, blockMeta: [EntryMeta], keep: Int, queries: KVBlock? = nil
+    layer: Int, block: KVBlock?, blockMeta: [EntryMeta], keep: Int, reserve: Int = 0,
+    queries: KVBlock? = nil
   ) {
     let store = stores[layer]
     let stored = store.count
@@ -563,11 +578,13 @@ public final class BudgetedCache: KeyValueCache {
       var mandatory: [Bool] = []
       if evicting {
         mandatory = Selection.mandatory(policy, list, options)
-        let slots = max(0, keep - mandatory.lazy.filter { $0 }.count)
+        let mandatoryCount = mandatory.lazy.filter { $0 }.count
+        let target = max(keep - reserve, min(keep, mandatoryCount))
+        let slots = max(0, target - mandatoryCount)
         let order = policy.preference(view, scores: scores, slots: slots)
         let groups = options.quota.map { Selection.groups(list.meta, $0.unit) }
         keepMask = Selection.select(
-          budget: keep, mandatory: mandatory, preference: order, groups: groups,
+          budget: target, mandatory: mandatory, preference: order, groups: groups,
           quota: options.quota?.minimum ?? 0)
       }
       // Compact: stored survivors move down (destination ≤ source), block survivors follow.

@@ -550,7 +550,8 @@ public final class Session {
     // than the blocks that fitted. Proxy rows, when there are, follow the last block.
     let total = new.reduce(0) { $0 + $1.count }
     let waiting = pendingBlocks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
-    let end = context.count + waiting + total + (proxy && total > 0 ? proxyTokens().count : 0)
+    let proxyRows = proxy && total > 0 ? proxyTokens(after: new).count : 0
+    let end = context.count + waiting + total + proxyRows
     if end > model.config.contextLength {
       throw EngineError.invalid(
         "context would hold \(end) tokens; the model's limit is \(model.config.contextLength)")
@@ -583,7 +584,8 @@ public final class Session {
     // cancelled prefill still leaves logits that match the cache.
     try mapCacheError {
       lastLogits = try run(
-        block, model: model, cache: cache, logits: .last, proxy: proxy ? proxyTokens() : [])
+        block, model: model, cache: cache, logits: .last,
+        proxy: proxy ? proxyTokens(after: block) : [])
     }
     for segment in block { append(segment) }
     let peaks = meter.takeWindowPeaks()
@@ -716,13 +718,17 @@ public final class Session {
   }
 
   /// The proxy rows for a fed block: none unless a budgeted cache with a query-aware policy
-  /// is on and the proxy is not the block itself.
-  private func proxyTokens() -> [Int] {
+  /// is on and the proxy is not the block itself. A question is framed as `ask` will put it
+  /// after this block: the separator after what the turn holds, the question, the turn's end
+  /// and the answer's opening.
+  private func proxyTokens(after block: [PromptSegment]) -> [Int] {
     guard let budgeted, budgeted.policy.queryWindow > 0, let tokenizer else { return [] }
     switch cacheSettings.proxy {
     case .block: return []
     case .template: return tokenizer.encode(chat.turnEnd + chat.assistantPrefix)
-    case .question(let q): return tokenizer.encode(q + chat.turnEnd + chat.assistantPrefix)
+    case .question(let q):
+      let separator = block.last?.visual != nil ? chat.afterVisual : "\n"
+      return tokenizer.encode(separator + q + chat.turnEnd + chat.assistantPrefix)
     }
   }
 
@@ -911,6 +917,9 @@ public struct CacheSettings: CustomStringConvertible {
   public var bulk = false
   /// What a query-aware policy (SnapKV) looks with while input is fed, before the question.
   public var proxy = QueryProxy.block
+  /// Capped mode: decoded tokens evict once every N (`BudgetedCache.evictEvery`); nil: the
+  /// cache's default for the budget.
+  public var evictEvery: Int?
   public var retention: RetentionOptions
 
   public init(
@@ -932,6 +941,7 @@ public struct CacheSettings: CustomStringConvertible {
       + (schedule == .uniform ? "" : " (\(schedule))") + ", policy \(policy), mode \(mode)"
       + (block.map { ", block \($0)" } ?? "") + (bulk ? ", bulk" : "")
       + (proxy == .block ? "" : ", proxy \(proxy)")
+      + (evictEvery.map { ", evict every \($0)" } ?? "")
   }
 }
 
@@ -978,6 +988,7 @@ extension Session {
       blockSize: initialBlockRoom(settings), meter: meter)
     // The log of the last block's evictions (`cache log`): a few records per layer and head.
     made.logEvictions = true
+    made.evictEvery = settings.evictEvery ?? BudgetedCache.defaultEvictEvery(budget: made.budget)
     return made
   }
 
@@ -1056,6 +1067,14 @@ extension Session {
     s.mode = mode
     if let blockSize { s.block = blockSize }
     if let bulk { s.bulk = bulk }
+    try apply(s)
+  }
+
+  /// `prefill evict_every=N` (nil: the default for the budget).
+  public func configureEvictEvery(_ n: Int?) throws {
+    if let n, n < 1 { throw EngineError.invalid("evict_every must be at least 1 token, got \(n)") }
+    var s = cacheSettings
+    s.evictEvery = n
     try apply(s)
   }
 
@@ -1142,6 +1161,8 @@ extension Session {
         }
       }
       current.options = settings.retention
+      current.evictEvery =
+        settings.evictEvery ?? BudgetedCache.defaultEvictEvery(budget: current.budget)
       cacheSettings = settings
       return
     }

@@ -138,8 +138,8 @@ public struct TiledAttention {
           if needsMask { seen = min(tk, max(0, i0 + r % tq - j0 + 1)) }
           if seen < tk { (s + seen).update(repeating: 0, count: tk - seen) }
           if seen == 0 { continue }
-          let m = Swift.max(rowMax[r], FastMath.max(s, count: seen))
-          let sum = FastMath.expShiftSum(s, count: seen, shift: m)
+          let m = Swift.max(rowMax[r], SoftmaxRow.max(s, count: seen))
+          let sum = SoftmaxRow.expShiftSum(s, count: seen, shift: m)
           if rowMax[r] != -.infinity && rowMax[r] != m {
             // Rescale what was accumulated under the old maximum.
             let correction = FastMath.exp(rowMax[r] - m)

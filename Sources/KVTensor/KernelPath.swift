@@ -92,6 +92,27 @@ public enum KernelPath: String, CaseIterable, Sendable {
   private static let state = ProcessSetting(KernelPath.best)
 }
 
+/// The softmax's passes over a row on the current kernel path's vectors (CKVKernels): every
+/// path computes the same e^x for each element (`FastMath.exp`'s formula, within an ulp of it);
+/// sums alike on the portable and AVX2 paths, in 16 lanes on AVX-512.
+public enum SoftmaxRow {
+  /// The largest of x[0..<count] (count ≥ 1, NaN-free).
+  @inline(__always)
+  public static func max(_ x: UnsafePointer<Float>, count: Int, path: KernelPath = .current)
+    -> Float
+  {
+    kvk_max(path.isa, x, count)
+  }
+
+  /// x[i] = e^(x[i] − shift) for i < count; returns their sum.
+  @inline(__always)
+  public static func expShiftSum(
+    _ x: UnsafeMutablePointer<Float>, count: Int, shift: Float, path: KernelPath = .current
+  ) -> Float {
+    kvk_exp_shift_sum(path.isa, x, count, shift)
+  }
+}
+
 public struct KernelPathError: Error, CustomStringConvertible, Sendable {
   public let message: String
   public var description: String { message }

@@ -121,7 +121,7 @@ public enum Kernels {
     elementwise(x, count: count, threads: threads) { v in v / (1 + FastMath.exp(-1.702 * v)) }
   }
 
-  /// In-place numerically stable softmax over each row (vectorised exp; rows split across
+  /// In-place numerically stable softmax over each row (the kernel path's vectors; rows split across
   /// `threads`).
   public static func softmax(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, threads: Int = BLAS.threads
@@ -130,8 +130,8 @@ public enum Kernels {
     Parallel.rows(rows, grain: 8, threads: threads) { range in
       for r in range {
         let row = x + r * cols
-        let m = FastMath.max(row, count: cols)
-        let inv = 1 / FastMath.expShiftSum(row, count: cols, shift: m)
+        let m = SoftmaxRow.max(row, count: cols)
+        let inv = 1 / SoftmaxRow.expShiftSum(row, count: cols, shift: m)
         for c in 0..<cols { row[c] *= inv }
       }
     }

@@ -276,6 +276,87 @@ final class BudgetedCacheTests: XCTestCase {
     }
   }
 
+  /// `evictEvery`: a decoded token that overflows the capped cache frees room for the next
+  /// N − 1, so a decision (scoring, compaction) runs once every N tokens; the cache never holds
+  /// more than the budget, the window stays, and blocks of N tokens or more fill it exactly.
+  func testEvictEveryBatchesDecodedTokens() throws {
+    let input = makeInput(seed: 9, count: 70)
+    let c = try cache(input, budget: 16, policy: SnapKVPolicy(window: 4, kernel: 3))
+    c.evictEvery = 4
+    try input.feed(0..<40, into: c)
+    XCTAssertEqual(c.count, 16, "a block of 40 fills the budget exactly")
+    var counts: [Int] = []
+    var decisions = 0
+    for t in 40..<60 {
+      let evicted = c.evictedEntries
+      try input.feed(t..<t + 1, into: c)
+      counts.append(c.count)
+      if c.evictedEntries > evicted { decisions += 1 }
+      XCTAssertTrue(Set((t - 3)...t).isSubset(of: c.positions(layer: 1, head: 1)), "step \(t)")
+      XCTAssertLessThanOrEqual(c.capacityTokens, 16)
+    }
+    XCTAssertEqual(counts, Array(repeating: [13, 14, 15, 16], count: 5).flatMap { $0 })
+    XCTAssertEqual(decisions, 5)
+    try input.feed(60..<65, into: c)
+    XCTAssertEqual(c.count, 16, "a block as large as the interval evicts to the budget itself")
+    // One token at a time with the interval at 1 decides at every step, as before.
+    let every = try cache(input, budget: 16, policy: SnapKVPolicy(window: 4, kernel: 3))
+    try input.feed(0..<40, into: every)
+    for t in 40..<44 {
+      try input.feed(t..<t + 1, into: every)
+      XCTAssertEqual(every.count, 16)
+    }
+  }
+
+  /// Proxy queries (a question or template run after the block, never cached) come after every
+  /// entry: SnapKV's scores from them are their softmax attention over all the entries,
+  /// averaged over rows and the GQA group, computed here independently. (They once sat at
+  /// negative positions that masked every entry, so every score was 0 and the ranking fell to
+  /// recency.)
+  func testSnapKVProxyQueriesSeeEveryEntry() throws {
+    let input = makeInput(seed: 12, count: 24, layers: 1, kvHeads: 2, group: 2, headDim: 8)
+    let proxy = makeInput(seed: 13, count: 5, layers: 1, kvHeads: 2, group: 2, headDim: 8)
+    let c = try cache(input, budget: 64, policy: SnapKVPolicy(window: 4, kernel: 1))
+    try input.feed(0..<16, into: c)
+    let block = 16..<24
+    try input.rows[0].withUnsafeBufferPointer { buf in
+      try proxy.rows[0].withUnsafeBufferPointer { pbuf in
+        let base = buf.baseAddress! + block.lowerBound * input.ld
+        var b = KVBlock(
+          keys: base + input.qDim, values: base + input.qDim + input.kvDim, queries: base,
+          ld: input.ld, queryLD: input.ld, count: block.count, positions: Array(block),
+          origins: Array(input.origins[block]))
+        b.proxyQueries = pbuf.baseAddress!
+        b.proxyCount = proxy.count
+        try c.commit(layer: 0, block: b)
+      }
+    }
+    try c.finishBlock()
+    let d = input.headDim
+    for g in 0..<input.kvHeads {
+      let scores = c.currentScores(layer: 0, head: g)
+      XCTAssertEqual(scores.count, 24)
+      var expected = [Double](repeating: 0, count: 24)
+      for h in (g * 2)..<(g * 2 + 2) {
+        for r in (proxy.count - 4)..<proxy.count {  // the window: the last 4 proxy rows
+          let q = proxy.rows[0][(r * proxy.ld + h * d)..<(r * proxy.ld + h * d + d)]
+          let logits = (0..<24).map { j -> Double in
+            let k = input.key(layer: 0, position: j, head: g)
+            return zip(q, k).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } / Double(d).squareRoot()
+          }
+          let m = logits.max()!
+          let e = logits.map { Foundation.exp($0 - m) }
+          let sum = e.reduce(0, +)
+          for j in 0..<24 { expected[j] += e[j] / sum / 4 / 2 }
+        }
+      }
+      for j in 0..<24 {
+        XCTAssertEqual(Double(scores[j]), expected[j], accuracy: 1e-5, "head \(g), entry \(j)")
+      }
+      XCTAssertGreaterThan(scores.max() ?? 0, 0)
+    }
+  }
+
   /// H2O's carried scores are the attention each entry received from every query so far
   /// (causal, averaged over the GQA group): checked against a brute-force attention matrix.
   func testH2OAccumulatesAttentionReceived() throws {

@@ -91,6 +91,13 @@ void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed
 void kvk_matvec_int8(kvk_isa isa, kvk_format format, const void *w, size_t rows, size_t cols,
                      const float *x, float beta, float *y, float *scratch);
 
+/// The softmax's passes over a row: the largest of x[0..<n] (n >= 1, NaN-free), and
+/// x[i] = e^(x[i] - shift) in place, returning their sum. Every path computes each e^x
+/// identically (KVTensor's `FastMath.exp` formula); the portable and AVX2 paths also sum alike
+/// (8 lanes), AVX-512 in 16 lanes folded to 8.
+float kvk_max(kvk_isa isa, const float *x, size_t n);
+float kvk_exp_shift_sum(kvk_isa isa, float *x, size_t n, float shift);
+
 /// Runs task(context, w) for w in 0..<workers, worker 0 on the calling thread and the others on
 /// helper threads that spin briefly between regions before they sleep. Returns when all are
 /// done. A region opened inside a region (or while another thread holds one) runs its workers

@@ -66,6 +66,8 @@ public enum Ranking {
 /// Attention probabilities of queries over the candidates, as the model computed them:
 /// softmax(q·kᵀ/√d) over cache ∪ block, causal by original position (a key whose position is
 /// after the query's is masked). Shared by SnapKV (window queries) and H2O (the block's queries).
+/// A proxy query (negative position: a question or template run after the block, never cached)
+/// comes after every candidate and sees them all.
 enum AttentionMass {
   /// For each query head of the view's GQA group (in order): Σ over the query rows of the
   /// probabilities each candidate receives. `[groupSize][count]`.
@@ -89,7 +91,7 @@ enum AttentionMass {
       mass[slot].withUnsafeMutableBufferPointer { acc in
         for r in 0..<rows {
           let row = logits.pointer + r * n
-          let qp = queries.positions[r]
+          let qp = queries.positions[r] < 0 ? Int.max : queries.positions[r]
           // Candidates are normally in ascending position order, so the visible ones are a
           // prefix; otherwise masked one by one.
           var visible = 0

@@ -261,8 +261,10 @@ public enum CacheCommands {
       one forward (the paper's first step). proxy= sets what SnapKV scores a fed block with: \
       block (its own last queries, the default), template (the chat's end of turn and answer \
       opening, run after each block and never cached), or a question in quotes, known before \
-      the images. A change of mode or token block rebuilds the cache from the context. Without \
-      options, shows the setting.
+      the images. evict_every=N (capped mode): a decoded token that does not fit evicts room \
+      for N, so the scoring runs once every N tokens rather than for each (auto: 1/32 of the \
+      budget, at most 16; 1: every token). A change of mode or token block rebuilds the cache \
+      from the context. Without options, shows the setting.
       """,
     options: [
       Option(
@@ -275,9 +277,21 @@ public enum CacheCommands {
       Option(
         "proxy", .text, placeholder: "block|template|QUESTION",
         help: "what SnapKV scores fed blocks with"),
+      Option(
+        "evict_every", .text, placeholder: "N|auto",
+        help: "capped mode: decoded tokens evict once every N (auto: budget/32, at most 16)"),
     ]
   ) { ctx in
     let s = ctx.session.cacheSettings
+    if let typed = ctx.args.string("evict_every") {
+      if typed.lowercased() == "auto" {
+        try ctx.session.configureEvictEvery(nil)
+      } else if let n = Int(typed), n >= 1, n <= 65536 {
+        try ctx.session.configureEvictEvery(n)
+      } else {
+        throw ctx.error("evict_every must be a number of tokens from 1 to 65536 or auto, got '\(typed)'")
+      }
+    }
     if let typed = ctx.args.string("proxy") {
       switch typed.lowercased() {
       case "block": try ctx.session.configureProxy(.block)
@@ -304,8 +318,16 @@ public enum CacheCommands {
     let block = now.block.map { "\($0)" } ?? "\(ctx.session.options.prefillChunk) (default)"
     ctx.print(
       "prefill mode=\(now.mode) block=\(block)" + (now.bulk ? " bulk=on" : "")
-        + (now.proxy == .block ? "" : " proxy=\(now.proxy)"))
+        + (now.proxy == .block ? "" : " proxy=\(now.proxy)")
+        + evictEveryText(ctx.session))
     ctx.print("  " + modeSummary(now.mode))
+  }
+
+  /// The decode eviction interval, where it applies (a capped cache).
+  static func evictEveryText(_ session: Session) -> String {
+    guard let cache = session.budgetedCache, cache.mode == .capped else { return "" }
+    return " evict_every=\(cache.evictEvery)"
+      + (session.cacheSettings.evictEvery == nil ? " (auto)" : "")
   }
 
   static func modeSummary(_ mode: PrefillMode) -> String {
