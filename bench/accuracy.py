@@ -23,6 +23,8 @@ Experiments (seeds 0..count-1 of each task: the training script never sees seeds
   schedule    SnapKV capped: static budget vs a pyramid schedule (slope 0.5)
   resolution  needle tasks: a lower-resolution input (fewer tiles / frames) vs the full input
               compressed by SnapKV capped to the same token count
+  proxy       SnapKV capped at each budget, scoring fed blocks with their own last queries
+              (proxy=block), the chat template, or the sample's question known in advance
 A budget is the prompt's text tokens (question included; text is protected) plus the share of
 the visual tokens, so "10%" means the cache may keep a tenth of what the image or clip put in.
 SnapKV runs with an 8-query observation window (kernel 5): its default window of 32 is more than
@@ -43,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench/out/accuracy")
 CI_FILE = os.path.join(ROOT, "bench/accuracy-ci.json")
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
-EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution"]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy"]
 # The CI subset: full cache and one policy at one budget, on the first CI_COUNT seeds per task.
 CI_COUNT = 24
 CI_ARGS = ["--fractions", "0.25", "--policies", "snapkv", "--modes", "capped"]
@@ -206,6 +208,8 @@ def main() -> int:
                     help="held-out questions for the two needle tasks, if not --count (they cost ~50x a tile's)")
     ap.add_argument("--experiments", default=",".join(EXPERIMENTS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed0", type=int, default=0,
+                    help="first seed: keep the seeds a setting was chosen on apart from those reported")
     ap.add_argument("--ci", action="store_true", help="run the CI subset and check it against bench/accuracy-ci.json")
     ap.add_argument("--update", action="store_true", help="with --ci: re-record bench/accuracy-ci.json")
     ap.add_argument("--tables-only", action="store_true", help="rebuild the tables and plot from bench/out/accuracy")
@@ -219,9 +223,10 @@ def main() -> int:
             rows = [json.loads(line) for line in open(path)]
         elif e == "control":
             # main's first two settings without its grid: cheap enough for --count needles.
-            rows = run(a.model, "main", a.count, ["--policies", ""], a.threads, saved_as=e)
+            rows = run(a.model, "main", a.count, ["--policies", "", "--seed0", str(a.seed0)],
+                       a.threads, saved_as=e)
         else:
-            rows = run(a.model, e, a.count, [], a.threads, a.needle_count)
+            rows = run(a.model, e, a.count, ["--seed0", str(a.seed0)], a.threads, a.needle_count)
         parts = [table(rows, e)]
         # The needles by question kind: what a setting costs the look-up by a word (colour,
         # shape) and the place of what was found (where, when) separately.

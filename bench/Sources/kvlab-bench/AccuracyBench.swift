@@ -39,6 +39,9 @@ enum AccuracyBench {
     /// The control: every image replaced by flat gray of the same size (full cache), so the
     /// model can answer only from the question: near chance if it reads the pixels.
     var blank = false
+    /// What SnapKV scores fed blocks with: "block", "template", or "question" (the sample's
+    /// own question, known before the images).
+    var proxy = "block"
   }
 
   /// The settings of an experiment for one task.
@@ -78,6 +81,17 @@ enum AccuracyBench {
             var s = budgeted("snapkv", m, f)
             s.bulk = bulk
             s.label = "\(m) \(bulk ? "bulk" : "block")"
+            return s
+          }
+        }
+    case "proxy":
+      // SnapKV capped with each proxy, at every budget: does knowing the question help?
+      return [full]
+        + plan.fractions.flatMap { f in
+          ["block", "question", "template"].map { proxy in
+            var s = budgeted("snapkv", .capped, f)
+            s.proxy = proxy
+            s.label = "proxy=\(proxy) \(percent(f))"
             return s
           }
         }
@@ -207,6 +221,11 @@ enum AccuracyBench {
                 block: s.block, retention: RetentionOptions(protectText: true))
               c.bulk = s.bulk
               c.schedule = s.schedule
+              switch s.proxy {
+              case "question": c.proxy = .question(sample.question)
+              case "template": c.proxy = .template
+              default: c.proxy = .block
+              }
               outcome = try answer(parent, sample, c, resolution: nil)
             }
           } catch {
