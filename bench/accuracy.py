@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The accuracy benchmark of kvlab's embedded model (issue 6, DESIGN §6), on held-out seeds.
+"""The accuracy benchmark of kvlab's embedded model, on held-out seeds.
 
-    bench/accuracy.py                 every experiment, 200 questions per task (README tables/plots)
+    bench/accuracy.py                 every experiment, 200 questions per task (docs/accuracy.md tables, plot)
     bench/accuracy.py --count 50      the same on fewer seeds (--needle-count N: the needle tasks on N)
     bench/accuracy.py --ci            the CI subset: checks bench/accuracy-ci.json (a few minutes)
     bench/accuracy.py --ci --update   re-records bench/accuracy-ci.json
@@ -10,7 +10,7 @@ kvlab-bench --accuracy (bench/Sources/kvlab-bench/AccuracyBench.swift) answers e
 every setting of an experiment and prints one JSON line per answer; this script runs it per
 experiment (raw lines kept in bench/out/accuracy/EXPERIMENT.jsonl), then writes the markdown
 tables (bench/accuracy.md, one section per experiment, kept when others are re-run; pasted into
-the README) and the plot docs/accuracy-vs-budget.png.
+docs/accuracy.md) and the plot docs/accuracy-vs-budget.png.
 
 Experiments (seeds 0..count-1 of each task: the training script never sees seeds < 1,000,000):
   control     full cache and the blank-image control only, on --count questions for every task

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the real photographs used by the image tests and demos (DESIGN.md §3): the files under
+# Fetches the real photographs used by the image tests and demos (docs/design.md, Models): the files under
 # skimage/data/ of the scikit-image 0.26.0 wheel from PyPI (astronaut.png, chelsea.png, coffee.png,
 # motorcycle_left.png, rocket.jpg, ...), into data/images/ (git-ignored; never committed).
 # Idempotent: does nothing when data/images/ already holds the files of this exact wheel.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes kvlab's readers of untrusted input with libFuzzer + AddressSanitizer (fuzz/, issue 7).
+# Fuzzes kvlab's readers of untrusted input with libFuzzer + AddressSanitizer (fuzz/).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]     default: 30 seconds each, every target
 #

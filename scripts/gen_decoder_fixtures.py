@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tiny random qwen2 / llama decoders as GGUF files, with transformers golden logits.
 
-Run with the reference venv (DESIGN.md §3), from the repository root:
+Run with the reference venv (docs/design.md, Models), from the repository root:
 
     .venv-ref/bin/python scripts/gen_decoder_fixtures.py
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates the GGUF reader's test fixtures (Tests/KVModelsTests/Fixtures/gguf/).
 
-Run with the reference venv (DESIGN.md §3), from the repository root:
+Run with the reference venv (docs/design.md, Models), from the repository root:
 
     .venv-ref/bin/python scripts/gen_gguf_fixtures.py
 

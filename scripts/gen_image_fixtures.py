@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates the image decoding / preprocessing fixtures (Tests/KVModelsTests/Fixtures/images/).
 
-Run with the reference venv (DESIGN.md §3), from the repository root:
+Run with the reference venv (docs/design.md, Models), from the repository root:
 
     .venv-ref/bin/python scripts/gen_image_fixtures.py
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden logits for the SmolLM2 parity test, from Hugging Face transformers (fp32).
 
-Run with the reference venv (see README): .venv-ref/bin/python scripts/gen_parity_fixtures.py
+Run with the reference venv (docs/correctness.md): .venv-ref/bin/python scripts/gen_parity_fixtures.py
 transformers loads the same GGUF and dequantizes it to float32, so both sides run the same
 weights. Committed (small): token ids, for every position the argmax, the reference logits at a
 fixed set of 512 vocabulary columns plus the top-16 columns, and the 32-token greedy

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the tokenizer fixtures in Tests/KVModelsTests/Fixtures/tokenizer/.
 
-Run from the repository root with the reference venv (DESIGN.md section 3):
+Run from the repository root with the reference venv (docs/design.md, Models):
 
     .venv-ref/bin/python scripts/gen_tokenizer_fixtures.py [--gguf models/SmolLM2-135M-Instruct.Q4_1.gguf]
 

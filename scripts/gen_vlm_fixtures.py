@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tiny random vision-language models (Idefics3 / LLaVA / Qwen2-VL) with transformers golden outputs.
 
-Run with the reference venv (README), from the repository root (about a minute on 2 cores):
+Run with the reference venv (docs/correctness.md), from the repository root (about a minute on 2 cores):
 
     .venv-ref/bin/python scripts/gen_vlm_fixtures.py
 

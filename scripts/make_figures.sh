@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the README's figures (docs/*.png) with kvlab's own PNG views:
+# Regenerates the figures of docs/ (docs/*.png) with kvlab's own PNG views:
 #   docs/mem-plot.png   SmolLM2-135M, ~5,400 tokens of text under a 512-token capped budget,
 #                       blocks of 256: memory per prefill block (`mem plot`)
 #   docs/cache-map.png  the tiny Idefics3 fixture, a 10-tile image and the 64-frame clip under a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the Swift test suite under a sanitizer (issue 7), multi-threaded kernels on (the tests
+# Runs the Swift test suite under a sanitizer, multi-threaded kernels on (the tests
 # use 2 threads), and replays the examples with the sanitized kvlab:
 #
 #   scripts/sanitize.sh address     AddressSanitizer (heap/stack overflows, use after free)

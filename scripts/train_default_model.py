@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains kvlab's embedded default model (DESIGN §6) from scratch on CPU: an Idefics3 (SmolVLM)
+"""Trains kvlab's embedded default model from scratch on CPU: an Idefics3 (SmolVLM)
 layout VLM -- SigLIP-style ViT on 64-px tiles, pixel-shuffle connector, small llama decoder --
 with its own byte-level BPE tokenizer, on the synthetic tasks that `kvlab synthetic write` makes.
 

@@ -4,7 +4,7 @@ import KVModels
 import KVTensor
 import XCTest
 
-/// The hard-cap property (issue 4): for random budgets, policies, options, block sizes and
+/// The hard-cap property: for random budgets, policies, options, block sizes and
 /// structured inputs (system text, text spans, tiled images, video frames) of random K/V/Q, the
 /// meter's `.kv` high-water mark is exactly the budget in `capped` mode, at most budget + block
 /// in `sequential`, and grows with the input in `full` and `post`. Along the way: every held row

@@ -533,7 +533,7 @@ final class BudgetedCacheTests: XCTestCase {
   }
 }
 
-/// Per-layer budget schedules (issue 4: "per-layer schedules as an option").
+/// Per-layer budget schedules.
 final class BudgetScheduleTests: XCTestCase {
   func testPyramidSpreadsTheSameTotalLinearly() throws {
     XCTAssertEqual(BudgetSchedule.uniform.layerBudgets(mean: 100, layers: 4), [100, 100, 100, 100])

@@ -2,7 +2,7 @@ import Foundation
 import KVEngine
 import XCTest
 
-/// Bad model files given to `load`: each a one-line error naming the file (the README's table).
+/// Bad model files given to `load`: each a one-line error naming the file (docs/bad-input.md).
 final class LoadErrorTests: XCTestCase {
   var folder = ""
 

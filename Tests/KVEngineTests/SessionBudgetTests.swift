@@ -5,7 +5,7 @@ import KVModels
 import KVTensor
 import XCTest
 
-/// The session's budget hook (issue 4): budget / policy / prefill mode configuration.
+/// The session's budget hook: budget / policy / prefill mode configuration.
 final class SessionBudgetTests: XCTestCase {
   static let text = String(repeating: "The lighthouse keeper counted the boats and wrote the number in his notebook. ", count: 6)
 

@@ -226,7 +226,7 @@ final class GGUFRealModelTests: XCTestCase {
 
   private func openModel() throws -> GGUFFile {
     guard FileManager.default.fileExists(atPath: Self.modelPath) else {
-      throw XCTSkip("\(Self.modelPath) is missing; fetch it as DESIGN.md §3 says")
+      throw XCTSkip("\(Self.modelPath) is missing; scripts/setup.sh fetches it")
     }
     return try GGUFFile(path: Self.modelPath)
   }

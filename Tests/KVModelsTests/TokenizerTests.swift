@@ -125,7 +125,7 @@ final class TokenizerSmolLM2Tests: XCTestCase {
   private func tokenizer() throws -> BPETokenizer {
     if let t = Self.shared { return t }
     guard FileManager.default.fileExists(atPath: Self.modelPath) else {
-      throw XCTSkip("\(Self.modelPath) is missing; fetch it as DESIGN.md §3 says")
+      throw XCTSkip("\(Self.modelPath) is missing; scripts/setup.sh fetches it")
     }
     let t = try BPETokenizer(gguf: GGUFFile(path: Self.modelPath))
     Self.shared = t

@@ -328,10 +328,21 @@ final class CacheCommandTests: XCTestCase {
     XCTAssertEqual(
       ok(r, out, "prefill mode=capped"),
       [
-        "prefill mode=capped block=16",
+        "prefill mode=capped block=16 evict_every=2 (auto)",
         "  each block is scored with the cache; never more than the budget",
       ])
     XCTAssertEqual(r.session.budgetedCache?.capacityTokens, 64)
+    XCTAssertEqual(r.session.budgetedCache?.evictEvery, 2)
+    XCTAssertEqual(
+      ok(r, out, "prefill evict_every=5").first, "prefill mode=capped block=16 evict_every=5")
+    XCTAssertEqual(r.session.budgetedCache?.evictEvery, 5)
+    fails(
+      r, out, "prefill evict_every=0",
+      "error: prefill: evict_every must be a number of tokens from 1 to 65536 or auto, got '0'")
+    XCTAssertEqual(r.session.budgetedCache?.evictEvery, 5)
+    XCTAssertEqual(
+      ok(r, out, "prefill evict_every=auto").first,
+      "prefill mode=capped block=16 evict_every=2 (auto)")
     XCTAssertEqual(r.session.context, context)
   }
 

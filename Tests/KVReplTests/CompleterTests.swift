@@ -77,7 +77,8 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("protect text="), ["text=off", "text=on"])
     XCTAssertEqual(complete("protect --"), ["--help", "--system", "--text"])
     XCTAssertEqual(
-      complete("prefill "), ["block=", "bulk=", "mode=", "proxy=", "run", "step", "stepping"])
+      complete("prefill "),
+      ["block=", "bulk=", "evict_every=", "mode=", "proxy=", "run", "step", "stepping"])
     XCTAssertEqual(complete("bu"), ["budget"])
   }
 

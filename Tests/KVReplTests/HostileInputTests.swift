@@ -11,12 +11,12 @@ import XCTest
   import Darwin
 #endif
 
-/// The README's hostile-input table, row by row: each row's file is built here (bytes written
+/// The hostile-input table (docs/bad-input.md), row by row: each row's file is built here (bytes written
 /// to a temporary folder, or a small edit of a fixture), its command runs through a `Repl` as a
 /// user types it, the one line printed must be the table's, and the session must still work
 /// afterwards (the process did not trap, and a model loads and tokenizes).
 ///
-/// The table is read from README.md (between `<!-- hostile-table -->` and
+/// The table is read from docs/bad-input.md (between `<!-- hostile-table -->` and
 /// `<!-- /hostile-table -->`), so it cannot drift from what kvlab says; every row needs a case
 /// here and every case a row.
 final class HostileInputTests: XCTestCase {
@@ -45,10 +45,10 @@ final class HostileInputTests: XCTestCase {
   // MARK: the table
 
   static func readTable() throws -> [Row] {
-    let readme = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+    let readme = try String(contentsOfFile: repositoryRoot + "/docs/bad-input.md", encoding: .utf8)
     guard let start = readme.range(of: "<!-- hostile-table -->"),
       let end = readme.range(of: "<!-- /hostile-table -->")
-    else { throw TableError.message("README.md has no hostile-table markers") }
+    else { throw TableError.message("docs/bad-input.md has no hostile-table markers") }
     var rows: [Row] = []
     for line in readme[start.upperBound..<end.lowerBound].split(separator: "\n") {
       guard line.hasPrefix("| "), line.hasSuffix(" |") else { continue }
@@ -72,7 +72,7 @@ final class HostileInputTests: XCTestCase {
     let rows = try Self.readTable()
     XCTAssertGreaterThanOrEqual(rows.count, 45)
     XCTAssertEqual(rows.map(\.number), Array(1...rows.count), "rows are numbered 1, 2, 3, …")
-    XCTAssertEqual(Set(rows.map(\.number)), Set(cases.keys), "README rows vs cases")
+    XCTAssertEqual(Set(rows.map(\.number)), Set(cases.keys), "table rows vs cases")
   }
 
   /// Every row: the error line, then the session goes on.

@@ -82,7 +82,7 @@ final class NotebookTests: XCTestCase {
     XCTAssertTrue(text.hasSuffix("}\n"))
     // An update changes the code cells' outputs and nothing else.
     var updated = reread
-    updated.setOutput(ofCell: 2, text: "hello\n", executionCount: 1)
+    updated.setOutput(ofCell: 2, parts: [.text("hello\n")], executionCount: 1)
     updated.complete()
     let after = try Notebook(bytes: updated.serialized(), displayName: "nb.ipynb")
     guard case .array(let before)? = original.document["cells"],
@@ -179,6 +179,46 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(readFile(folder + "/nb.ipynb"), once)
     // No temporary file is left behind.
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder), ["nb.ipynb"])
+  }
+
+  /// `cache map` and `mem plot` in a notebook are pictures: --update stores display_data (a
+  /// PNG, with the terminal's text as text/plain) between the text around them; --check
+  /// compares that text.
+  func testViewsAreStoredAsPictures() throws {
+    let cell = #"{"cell_type": "code", "metadata": {}, "execution_count": null, "outputs": [], "source": "#
+    write(
+      "nb.ipynb",
+      #"{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": ["#
+        + cell + #""load \#(repositoryRoot)/weights/kvlab-shapes\nfeed synthetic attribute seed=3"},"#
+        + cell + #""echo before\ncache map\nmem plot\necho after"}]}"#)
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "notebook run nb.ipynb --update"), .ok, out.text)
+    let nb = try Notebook(
+      bytes: Array(readFile(folder + "/nb.ipynb").utf8), displayName: "nb.ipynb")
+    guard case .array(let cells)? = nb.document["cells"],
+      case .array(let outputs)? = cells[1]["outputs"]
+    else { return XCTFail("no outputs") }
+    XCTAssertEqual(
+      outputs.map { $0["output_type"]?.string },
+      ["stream", "display_data", "display_data", "stream"])
+    for (o, first) in zip(outputs[1...2], ["share of the ", "memory plot: "]) {
+      let png = try XCTUnwrap(
+        o["data"]?["image/png"]?.string.flatMap {
+          Data(base64Encoded: $0, options: .ignoreUnknownCharacters)
+        })
+      XCTAssertEqual(Array(png.prefix(4)), [0x89, 0x50, 0x4E, 0x47])
+      XCTAssertTrue(Notebook.text(o["data"]?["text/plain"])?.hasPrefix(first) ?? false, first)
+    }
+    XCTAssertTrue(nb.cells[1].outputText.hasPrefix("before\nshare of the "), nb.cells[1].outputText)
+    XCTAssertTrue(nb.cells[1].outputText.hasSuffix("after\n"))
+    let (r2, out2) = repl()
+    XCTAssertEqual(r2.run(line: "notebook run nb.ipynb --check"), .ok, out2.text)
+    // At a terminal mem plot needs a file, and cache map is text.
+    let (r3, out3) = repl()
+    XCTAssertEqual(r3.run(line: "notebook run nb.ipynb"), .failed)
+    XCTAssertTrue(
+      out3.text.contains("mem plot: out=FILE.png is needed here (a notebook shows the plot inline)"),
+      out3.text)
   }
 
   func testEditedOutputFailsWithDiff() throws {

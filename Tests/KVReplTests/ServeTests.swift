@@ -273,6 +273,45 @@ final class ServeTests: XCTestCase {
     XCTAssertEqual(s.finish(), 0)
   }
 
+  /// `cache map` and `mem plot` come as pictures: a `display` record, the PNG, then the text
+  /// a terminal would show; a help request answers with `help` text; neither is recorded.
+  func testViewsArePicturesAndHelpRequests() throws {
+    let s = try start()
+    let record = temporaryFolder(self) + "/r.kvl"
+    XCTAssertEqual(
+      s.run("record start \(record); load \(repositoryRoot)/weights/kvlab-shapes")?.status, "ok")
+    XCTAssertEqual(s.run("feed synthetic attribute seed=3")?.status, "ok")
+    for (line, first) in [("cache map", "share of the "), ("mem plot", "memory plot: ")] {
+      s.send(line)
+      let header = try XCTUnwrap(s.nextRecord())
+      XCTAssertEqual(header.before, Data(), line)
+      let sizes = header.body.split(separator: " ")
+      XCTAssertEqual(sizes.first, "display", header.body)
+      let png = try XCTUnwrap(s.bytes(Int(sizes[1])!))
+      XCTAssertEqual(Array(png.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], line)
+      let text = String(decoding: try XCTUnwrap(s.bytes(Int(sizes[2])!)), as: UTF8.self)
+      XCTAssertTrue(text.hasPrefix(first), text)
+      XCTAssertEqual(s.reply(), Reply(status: "ok"), line)
+    }
+    for (text, expected) in [("cache map out=x.png", "usage: cache map [out=FILE.png]"), ("nosuch", "")] {
+      s.send("\(Self.prefix)help \(text)")
+      let header = try XCTUnwrap(s.nextRecord())
+      XCTAssertTrue(header.body.hasPrefix("help "), header.body)
+      let help = String(
+        decoding: try XCTUnwrap(Int(header.body.dropFirst(5)).flatMap { s.bytes($0) }),
+        as: UTF8.self)
+      XCTAssertEqual(expected.isEmpty ? help.isEmpty : help.contains(expected), true, help)
+      XCTAssertEqual(s.reply(), Reply(status: "ok"))
+    }
+    XCTAssertEqual(s.run("record stop")?.status, "ok")
+    XCTAssertEqual(s.finish(), 0)
+    // The recording holds the views as text, and no help request.
+    let recorded = try String(contentsOfFile: record, encoding: .utf8)
+    XCTAssertTrue(recorded.contains("#> share of the "), recorded)
+    XCTAssertTrue(recorded.contains("#> memory plot: "), recorded)
+    XCTAssertFalse(recorded.contains("usage:"), recorded)
+  }
+
   func testBadNonceAndConflictingArguments() throws {
     for (args, message) in [
       (

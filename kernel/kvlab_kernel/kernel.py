@@ -14,6 +14,7 @@ forwarded to kvlab, which cancels the running command and stays alive. If kvlab 
 cell fails with "kvlab exited with status N" and the next cell starts a fresh kvlab.
 """
 
+import base64
 import codecs
 import json
 import os
@@ -188,9 +189,10 @@ class Child:
         del self.buf[:n]
         return data
 
-    def run_line(self, line: str, stdout, stderr) -> tuple[str, str]:
+    def run_line(self, line: str, stdout, stderr, display=lambda png, text: None) -> tuple[str, str]:
         """Runs one line; returns (status, error text). status: ok, failed, cancelled, quit CODE.
-        Raises KvlabExited if kvlab ends first."""
+        A view shown as a picture goes to display(png_bytes, text). Raises KvlabExited if
+        kvlab ends first."""
         try:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()
@@ -203,8 +205,28 @@ class Child:
                 text = self._bytes(int(body[4:])).decode("utf-8", "replace")
                 errors += text
                 stderr(text)
+            elif body.startswith("display "):
+                png_len, text_len = (int(n) for n in body[8:].split())
+                png = self._bytes(png_len)
+                display(png, self._bytes(text_len).decode("utf-8", "replace"))
             elif body.startswith("done "):
                 return body[5:], errors
+            else:
+                raise KvlabExited(f"kvlab sent an unknown record {body!r}")
+
+    def help(self, text: str) -> str:
+        """The help of the command text starts with ("" when it names none)."""
+        self.proc.stdin.write(self.prefix + b"help " + text.encode() + b"\n")
+        self.proc.stdin.flush()
+        answer = ""
+        while True:
+            body = self._record(lambda t: None)
+            if body.startswith("help "):
+                answer = self._bytes(int(body[5:])).decode("utf-8", "replace")
+            elif body.startswith("done "):
+                return answer
+            elif body.startswith("err "):
+                self._bytes(int(body[4:]))
             else:
                 raise KvlabExited(f"kvlab sent an unknown record {body!r}")
 
@@ -281,6 +303,15 @@ class KvlabKernel(Kernel):
         if text and not self._silent:
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
+    def _display(self, png: bytes, text: str) -> None:
+        """A view as a picture: image/png, with its text as text/plain for frontends (and
+        checks) that do not show images."""
+        if not self._silent:
+            self.send_response(self.iopub_socket, "display_data", {
+                "data": {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": text},
+                "metadata": {},
+            })
+
     def _error(self, ename: str, evalue: str, traceback: list[str]) -> dict:
         return {
             "status": "error",
@@ -347,7 +378,8 @@ class KvlabKernel(Kernel):
                 break
             try:
                 status, errors = child.run_line(
-                    line, lambda t: self._stream("stdout", t), lambda t: self._stream("stderr", t)
+                    line, lambda t: self._stream("stdout", t), lambda t: self._stream("stderr", t),
+                    self._display,
                 )
             except KvlabExited as e:
                 child.kill()
@@ -393,6 +425,22 @@ class KvlabKernel(Kernel):
             return reply
         reply["matches"] = candidates
         reply["cursor_start"] = cursor_pos - len(word)
+        return reply
+
+    def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
+        """Shift-Tab: the help of the command on the cursor's line, as `help` prints it."""
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        start = code.rfind("\n", 0, cursor_pos) + 1
+        end = code.find("\n", cursor_pos)
+        line = code[start:] if end < 0 else code[start:end]
+        reply = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        try:
+            text = self._ensure_child().help(line.strip())
+        except (KvlabNotFound, KvlabExited, OSError):
+            return reply
+        if text:
+            reply["found"] = True
+            reply["data"] = {"text/plain": text}
         return reply
 
     def do_shutdown(self, restart):

@@ -3,7 +3,8 @@
     python check_notebooks.py [--update] NOTEBOOK...
 
 Each notebook runs in its own folder (as JupyterLab runs it). Every executed code cell's
-outputs must equal the stored ones, compared as `kvlab replay --check` compares (runs of
+outputs must equal the stored ones (a view shown as a picture by its text and by being a
+PNG), compared as `kvlab replay --check` compares (runs of
 blanks as one, and a value marked `~` (a time, an RSS) matching any value: `mask`); consecutive
 pieces of one stream are joined first, as Jupyter shows them. A notebook whose metadata has
 `kvlab_test.expect_error = {"cell": I, "ename": ..., "evalue": ...}` must make nbclient raise
@@ -14,6 +15,7 @@ Exit status 1 on any difference.
 """
 
 import argparse
+import base64
 import difflib
 import json
 import os
@@ -33,6 +35,15 @@ def normalise(outputs) -> list[dict]:
                 out[-1]["text"] += o["text"]
             else:
                 out.append({"output_type": "stream", "name": o["name"], "text": o["text"]})
+        elif kind == "display_data" and "image/png" in o.get("data", {}):
+            # A view shown as a picture compares by its text: the picture is drawn from the
+            # same state (and a memory plot's resident-set curve varies between runs); it
+            # must be a PNG all the same.
+            data = o["data"]
+            png = base64.b64decode("".join(data["image/png"]))
+            text = data.get("text/plain", "")
+            out.append({"output_type": kind, "png": png.startswith(b"\x89PNG\r\n\x1a\n"),
+                        "text": "".join(text) if isinstance(text, list) else text})
         elif kind in ("execute_result", "display_data"):
             out.append({"output_type": kind, "data": dict(o.get("data", {}))})
         elif kind == "error":
@@ -84,6 +95,9 @@ def as_text(outputs: list[dict]) -> list[str]:
     for o in outputs:
         if o["output_type"] == "stream":
             lines.append(f"[{o['name']}]")
+            lines += o["text"].splitlines()
+        elif "png" in o:
+            lines.append("[display: PNG]" if o["png"] else "[display: not a PNG]")
             lines += o["text"].splitlines()
         else:
             lines += json.dumps(o, indent=1, sort_keys=True).splitlines()

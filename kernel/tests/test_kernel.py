@@ -1,9 +1,11 @@
 """The kvlab kernel over jupyter_client, as JupyterLab drives it: interrupt cancels a running
 command and the kernel goes on; kvlab killed during a cell or between cells gives a clear cell
 error (never a hang) and the next cell gets a fresh kvlab; `quit` ends the session cleanly;
-the kernel listens only on the connection file's ports and kvlab holds no sockets. Needs the
+the kernel listens only on the connection file's ports and kvlab holds no sockets; views come
+as pictures (image/png) and Shift-Tab shows a command's help. Needs the
 `kvlab` kernelspec installed (kernel/run_notebook.sh does it). Exit status 1 on a failure."""
 
+import base64
 import os
 import queue
 import signal
@@ -23,8 +25,9 @@ def expect(what: str, got, want) -> None:
         print(f"ok   {what}")
 
 
-def run(kc, code: str, timeout: float = 60, during=None) -> tuple[dict, dict[str, str]]:
-    """Executes code; returns the reply's content and the text of each stream."""
+def run(kc, code: str, timeout: float = 60, during=None, displays=None) -> tuple[dict, dict[str, str]]:
+    """Executes code; returns the reply's content and the text of each stream (display_data
+    contents go to the list displays, when given)."""
     msg_id = kc.execute(code)
     if during:
         during()
@@ -40,6 +43,8 @@ def run(kc, code: str, timeout: float = 60, during=None) -> tuple[dict, dict[str
         kind, content = msg["msg_type"], msg["content"]
         if kind == "stream":
             streams[content["name"]] = streams.get(content["name"], "") + content["text"]
+        elif kind == "display_data" and displays is not None:
+            displays.append(content["data"])
         elif kind == "status" and content["execution_state"] == "idle":
             break
     while True:
@@ -138,6 +143,37 @@ def main() -> int:
         c = reply["content"]
         expect("completion", (c["status"], c["matches"], c["cursor_start"], c["cursor_end"]),
                ("ok", ["window="], 21, 24))
+
+        # Views as pictures: cache map and mem plot send image/png display data, with the
+        # terminal's text as text/plain.
+        shown: list[dict] = []
+        reply, out = run(kc, "load ../../weights/kvlab-shapes\nbudget 64 tokens\n"
+                             "prefill mode=capped block=tile\nfeed synthetic needle-image seed=5\n"
+                             "cache map\nmem plot", timeout=120, displays=shown)
+        expect("views run", reply["status"], "ok")
+        expect("two pictures", len(shown), 2)
+        for data, first in zip(shown, ["share of the ", "memory plot: "]):
+            png = base64.b64decode(data.get("image/png", ""))
+            expect(f"{first.strip()}: a PNG", png[:8], b"\x89PNG\r\n\x1a\n")
+            expect(f"{first.strip()}: its text", data.get("text/plain", "").startswith(first), True)
+        expect("no picture's text on stdout", "share of the " in out.get("stdout", ""), False)
+
+        # Shift-Tab (inspect): the help of the command on the cursor's line.
+        msg_id = kc.inspect("echo x\ncache map out=m.png", 9)
+        while True:
+            reply = kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        c = reply["content"]
+        text = c.get("data", {}).get("text/plain", "")
+        expect("inspect finds the command", (c["status"], c["found"]), ("ok", True))
+        expect("inspect shows its help", text.startswith("usage: cache map"), True)
+        msg_id = kc.inspect("nosuchcommand", 3)
+        while True:
+            reply = kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        expect("inspect of no command", reply["content"]["found"], False)
 
         # The sockets: the kernel listens exactly on the connection file's ports on its IP
         # (127.0.0.1 by default); kvlab has none.

@@ -480,7 +480,8 @@ public enum CacheCommands {
       Each cell shows the share of the (layer, KV head) slots that still hold its tokens: \
       ' ' none, ░ under a third, ▒ under two thirds, ▓ less than all, █ all. Large inputs are \
       bucketed so that every line fits in 80 columns. out=FILE.png writes the same map as a \
-      PNG instead, one cell per patch, token or frame, coloured by share on viridis.
+      PNG instead, one cell per patch, token or frame, coloured by share on viridis; in a \
+      notebook (the Jupyter kernel, `notebook run`) that picture is shown inline.
       """,
     options: [
       Option(
@@ -490,7 +491,12 @@ public enum CacheCommands {
     let c = try shape(ctx.session)
     let view = retention(ctx.session, c)
     guard let typed = ctx.args.string("out") else {
-      for line in CacheViews.map(view) { ctx.print(line) }
+      let lines = CacheViews.map(view)
+      guard !view.origins.isEmpty else { return lines.forEach { ctx.print($0) } }
+      // In a notebook the picture, with this view as its text.
+      try ctx.display(lines: lines) {
+        try PNGViews.png(PNGViews.retentionMap(view), what: "the map", command: "cache map")
+      }
       return
     }
     guard !view.origins.isEmpty else { throw ctx.error("the cache is empty: nothing fed yet") }

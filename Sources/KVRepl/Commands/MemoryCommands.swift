@@ -81,15 +81,19 @@ public enum MemoryCommands {
     help: """
       Writes FILE.png: for every prefill block since the model was loaded (or the last \
       `mem reset`), the K/V bytes held after it, the K/V, activation and vision peaks while it \
-      ran, and the budget as a dashed line; below, the process's resident set after each block.
+      ran, and the budget as a dashed line; below, the process's resident set after each block. \
+      In a notebook (the Jupyter kernel, `notebook run`) without out= the plot is shown inline.
       """,
     options: [
       Option(
-        "out", .path(extensions: ["png"]), required: true, placeholder: "FILE.png",
-        help: "the file to write")
+        "out", .path(extensions: ["png"]), placeholder: "FILE.png",
+        help: "the file to write (needed outside a notebook)")
     ]
   ) { ctx in
-    let typed = ctx.args.string("out")!
+    let typed = ctx.args.string("out")
+    guard typed != nil || ctx.showsImages else {
+      throw ctx.error("out=FILE.png is needed here (a notebook shows the plot inline)")
+    }
     let trace = ctx.session.memoryTrace
     guard !trace.isEmpty else {
       throw ctx.error(
@@ -98,10 +102,16 @@ public enum MemoryCommands {
     }
     let budget = ctx.session.budgetedCache?.budgetBytes
     let canvas = PNGViews.memoryPlot(trace, budgetBytes: budget)
-    try PNGViews.write(canvas, to: ctx.resolve(typed), typed: typed, command: "mem plot")
     let kvPeak = trace.map(\.kvPeak).max()!
-    ctx.print(
-      "wrote \(typed): \(canvas.width)×\(canvas.height) PNG, \(trace.count) blocks, kv peak \(Format.bytes(kvPeak))"
-        + (budget.map { " (budget \(Format.bytes($0)))" } ?? ""))
+    let summary =
+      "\(canvas.width)×\(canvas.height) PNG, \(trace.count) blocks, kv peak \(Format.bytes(kvPeak))"
+      + (budget.map { " (budget \(Format.bytes($0)))" } ?? "")
+    guard let typed else {
+      return try ctx.display(lines: ["memory plot: " + summary]) {
+        try PNGViews.png(canvas, what: "the plot", command: "mem plot")
+      }
+    }
+    try PNGViews.write(canvas, to: ctx.resolve(typed), typed: typed, command: "mem plot")
+    ctx.print("wrote \(typed): " + summary)
   }
 }

@@ -6,7 +6,8 @@ import Foundation
 /// A code cell's source is a script without `#>` lines: one command line per line, blank
 /// lines and `#` comments allowed. Its outputs are `stream` outputs (`stdout`) holding what the
 /// commands printed, error lines (`error: ...`) included, so a cell expected to fail can be
-/// recorded as scripts record it. Markdown and raw cells, metadata and everything else the
+/// recorded as scripts record it, and `display_data` outputs for the views shown as pictures
+/// (PNG, with their text as `text/plain`: what checks compare). Markdown and raw cells, metadata and everything else the
 /// REPL does not know are kept as they are.
 ///
 /// The file is written as nbformat writes it (`json.dumps(nb, sort_keys=True, indent=1,
@@ -108,12 +109,19 @@ public struct Notebook {
             guard case .object = o else {
               throw bad("cell \(number): an output that is \(o.kind), not an object")
             }
-            guard o["output_type"]?.string == "stream" else { continue }
-            guard let t = Self.text(o["text"]) else {
-              throw bad(
-                "cell \(number): a stream output's text must be a string or a list of strings")
+            switch o["output_type"]?.string {
+            case "stream":
+              guard let t = Self.text(o["text"]) else {
+                throw bad(
+                  "cell \(number): a stream output's text must be a string or a list of strings")
+              }
+              outputText += t
+            case "display_data":
+              // A picture counts by the text that stands for it.
+              guard let t = Self.text(o["data"]?["text/plain"]) else { continue }
+              outputText += t
+            default: continue
             }
-            outputText += t
           }
         case let v?: throw bad("cell \(number): outputs must be a list, not \(v.kind)")
         }
@@ -155,23 +163,39 @@ public struct Notebook {
     return .array(lines)
   }
 
-  /// Replaces a code cell's outputs with one `stdout` stream holding `text` (none when it
-  /// is empty) and sets its execution count.
-  public mutating func setOutput(ofCell number: Int, text: String, executionCount: Int) {
+  /// Replaces a code cell's outputs with what a run printed: a `stdout` stream per run of
+  /// text, a `display_data` (PNG and its text) per picture; sets its execution count.
+  public mutating func setOutput(
+    ofCell number: Int, parts: [CaptureSink.Part], executionCount: Int
+  ) {
     guard case .object(var members) = document, case .array(var items)? = document["cells"],
       items.indices.contains(number - 1), cells[number - 1].isCode
     else { return }
     var cell = items[number - 1]
-    let outputs: JSONValue =
-      text.isEmpty
-      ? .array([])
-      : .array([
-        .object([
+    var text = ""
+    let outputs: [JSONValue] = parts.map { part in
+      switch part {
+      case .text(let t):
+        text += t
+        return .object([
           ("name", .string("stdout")), ("output_type", .string("stream")),
-          ("text", Self.splitLines(text)),
+          ("text", Self.splitLines(t)),
         ])
-      ])
-    cell.set("outputs", outputs)
+      case .image(let png, let t):
+        text += t
+        return .object([
+          (
+            "data",
+            .object([
+              ("image/png", .string(Data(png).base64EncodedString() + "\n")),
+              ("text/plain", Self.splitLines(t)),
+            ])
+          ),
+          ("metadata", .object([])), ("output_type", .string("display_data")),
+        ])
+      }
+    }
+    cell.set("outputs", .array(outputs))
     cell.set("execution_count", .number(String(executionCount)))
     if cell["metadata"] == nil { cell.set("metadata", .object([])) }
     items[number - 1] = cell

@@ -121,7 +121,8 @@ extension Repl {
       if expected.last?.hasPrefix("^C cancelled") ?? false { continue }
       let expectsError = expected.contains { $0.hasPrefix("error: ") }
       frames[frames.count - 1].cell = cell.number
-      let capture: CaptureSink? = mode == .run ? nil : CaptureSink()
+      // A notebook shows pictures: checks compare their text, updates store them.
+      let capture: CaptureSink? = mode == .run ? nil : CaptureSink(keepsImages: true)
       var result = CommandResult.ok
       for (line, number) in cell.commandLines {
         if session.cancellation.isSet { throw ReplCancelled() }
@@ -156,7 +157,8 @@ extension Repl {
       case .update:
         if capture!.text != cell.outputText { changed += 1 }
         if Self.hasError(capture!.lines) { withErrors.append(cell.number) }
-        notebook.setOutput(ofCell: cell.number, text: capture!.text, executionCount: executionCount)
+        notebook.setOutput(
+          ofCell: cell.number, parts: capture!.parts, executionCount: executionCount)
       case .run:
         if result == .failed {
           failed.append(cell.number)

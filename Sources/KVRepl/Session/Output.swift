@@ -12,6 +12,16 @@ public protocol OutputSink: AnyObject {
   func write(_ text: String, to channel: OutputChannel)
   /// Called after each command (and after each streamed piece of generation).
   func flush()
+  /// Whether the sink shows pictures (a notebook, the Jupyter kernel): views then send a PNG
+  /// with their text; elsewhere only the text is written, and the PNG is never encoded.
+  var showsImages: Bool { get }
+  /// A picture and the text that stands for it where pictures are not shown.
+  func display(png: [UInt8], text: String)
+}
+
+extension OutputSink {
+  public var showsImages: Bool { false }
+  public func display(png: [UInt8], text: String) { write(text, to: .output) }
 }
 
 /// stdout and stderr, flushed on every write so that pipes and terminals see output as it
@@ -48,10 +58,32 @@ public final class StandardSink: OutputSink {
 }
 
 /// Keeps everything written, both channels in order. Used by `replay --check` and tests.
+/// With `keepsImages`, pictures are kept too, in order among the text (`parts`), for a
+/// notebook's outputs; `text` always holds every text, a picture's included.
 public final class CaptureSink: OutputSink {
+  public enum Part: Equatable {
+    case text(String)
+    case image(png: [UInt8], text: String)
+  }
   public private(set) var text = ""
-  public init() {}
-  public func write(_ text: String, to channel: OutputChannel) { self.text += text }
+  public private(set) var parts: [Part] = []
+  public let keepsImages: Bool
+  public init(keepsImages: Bool = false) { self.keepsImages = keepsImages }
+  public func write(_ text: String, to channel: OutputChannel) {
+    guard !text.isEmpty else { return }
+    self.text += text
+    if case .text(let last)? = parts.last {
+      parts[parts.count - 1] = .text(last + text)
+    } else {
+      parts.append(.text(text))
+    }
+  }
+  public var showsImages: Bool { keepsImages }
+  public func display(png: [UInt8], text: String) {
+    guard keepsImages else { return write(text, to: .output) }
+    self.text += text
+    parts.append(.image(png: png, text: text))
+  }
   public func flush() {}
   /// The output as lines; a final line without a newline still counts.
   public var lines: [String] { Self.lines(text) }
@@ -69,6 +101,10 @@ public final class TeeSink: OutputSink {
   public init(_ sinks: [OutputSink]) { self.sinks = sinks }
   public func write(_ text: String, to channel: OutputChannel) {
     for s in sinks { s.write(text, to: channel) }
+  }
+  public var showsImages: Bool { sinks.contains { $0.showsImages } }
+  public func display(png: [UInt8], text: String) {
+    for s in sinks { s.display(png: png, text: text) }
   }
   public func flush() { for s in sinks { s.flush() } }
 }

@@ -384,6 +384,19 @@ public final class CommandContext {
 
   public func print(_ line: String = "") { repl.print(line) }
 
+  /// Whether the output shows pictures (a notebook, the Jupyter kernel).
+  public var showsImages: Bool { repl.output.showsImages }
+
+  /// A view: its PNG where pictures are shown (with `lines` as the text that stands for it),
+  /// else the lines. The PNG is made only when it is shown.
+  public func display(lines: [String], png: () throws -> [UInt8]) throws {
+    let text = lines.map { $0 + "\n" }.joined()
+    guard showsImages else { return write(text) }
+    repl.clearProgress()
+    repl.output.display(png: try png(), text: text)
+    repl.output.flush()
+  }
+
   /// An error of this command.
   public func error(_ message: String) -> ReplError { ReplError(command.name, message) }
 

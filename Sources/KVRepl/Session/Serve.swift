@@ -14,6 +14,12 @@ import Foundation
 ///   the request line `\u{1E}kvlab:NONCE:complete TEXT` (Tab completion of TEXT, the line before
 ///   the cursor, as at the prompt: W is the word being completed); then `done ok`.
 ///
+/// - `display PNG TEXT`: a view shown as a picture (`cache map`, `mem plot` without out=): PNG
+///   bytes of PNG image follow, then TEXT bytes (UTF-8) of the text that stands for it;
+/// - `help LEN`: LEN bytes of help text follow, the answer to the request line
+///   `\u{1E}kvlab:NONCE:help TEXT` (the help of the command TEXT starts with, as `help` prints
+///   it; empty when TEXT names none); then `done ok`.
+///
 /// The NONCE is chosen by the driver for each process, so no command output can forge a record
 /// (output is never framed; error text is framed by its length, so it is never scanned). A
 /// record need not start a line: output a command left without a final newline is followed
@@ -60,6 +66,15 @@ public final class ServeSink: OutputSink {
     text.withUTF8 { bytes in _ = fwrite(bytes.baseAddress, 1, bytes.count, out) }
   }
 
+  public var showsImages: Bool { true }
+
+  public func display(png: [UInt8], text: String) {
+    put(recordPrefix + "display \(png.count) \(text.utf8.count)\n")
+    _ = png.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, out) }
+    put(text)
+    fflush(out)
+  }
+
   /// Writes one record.
   public func record(_ body: String) {
     put(recordPrefix + body + "\n")
@@ -77,7 +92,15 @@ extension Repl {
     FileSizeLimit.reportAsErrors()
     sink.record("ready")
     let completeRequest = sink.recordPrefix + "complete "
+    let helpRequest = sink.recordPrefix + "help "
     while let line = next() {
+      if line.hasPrefix(helpRequest) {
+        let text = helpText(startOf: String(line.dropFirst(helpRequest.count)))
+        sink.record("help \(text.utf8.count)")
+        sink.write(text, to: .output)  // to the driver only: never into a recording
+        sink.record("done ok")
+        continue
+      }
       if line.hasPrefix(completeRequest) {
         let result = Completer(table: table, directory: baseDirectory)
           .complete(String(line.dropFirst(completeRequest.count)))
@@ -86,7 +109,7 @@ extension Repl {
         let text =
           json.map { String(decoding: $0, as: UTF8.self) } ?? #"{"word":"","candidates":[]}"#
         sink.record("complete \(text.utf8.count)")
-        output.write(text, to: .output)
+        sink.write(text, to: .output)
         sink.record("done ok")
         continue
       }
@@ -104,6 +127,20 @@ extension Repl {
       sink.record("done \(status)")
     }
     return 0
+  }
+}
+
+extension Repl {
+  /// The help of the command a line starts with (its subcommand's, where the second word is
+  /// one), as `help` prints it; empty when the line names no command.
+  func helpText(startOf line: String) -> String {
+    let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+    guard let noun = words.first else { return "" }
+    let verb = words.count > 1 && !words[1].contains("=") ? words[1] : nil
+    let lines =
+      (verb.flatMap { try? table.help(noun: noun, verb: $0) })
+      ?? (try? table.help(noun: noun, verb: nil)) ?? []
+    return lines.map { $0 + "\n" }.joined()
   }
 }
 

@@ -49,11 +49,15 @@ enum PNGViews {
   }
 
   /// Encodes `canvas` and writes it atomically to `path`.
-  static func write(_ canvas: Canvas, to path: String, typed: String, command: String) throws {
-    let data: Data
-    do { data = try PNGEncoder.encode(canvas.image) } catch let e as ImageError {
-      throw ReplError(command, "\(typed): \(e.message)")
+  /// The canvas as PNG bytes; errors name `what` (the file, or the view shown inline).
+  static func png(_ canvas: Canvas, what: String, command: String) throws -> [UInt8] {
+    do { return [UInt8](try PNGEncoder.encode(canvas.image)) } catch let e as ImageError {
+      throw ReplError(command, "\(what): \(e.message)")
     }
+  }
+
+  static func write(_ canvas: Canvas, to path: String, typed: String, command: String) throws {
+    let data = try png(canvas, what: typed, command: command)
     let folder = (path as NSString).deletingLastPathComponent
     var isDirectory: ObjCBool = false
     let dir = folder.isEmpty ? "." : folder
@@ -62,7 +66,7 @@ enum PNGViews {
     else {
       throw ReplError(command, "\(typed): no such folder '\((typed as NSString).deletingLastPathComponent)'")
     }
-    try AtomicFile.replace(path, with: [UInt8](data), command: command, displayPath: typed)
+    try AtomicFile.replace(path, with: data, command: command, displayPath: typed)
   }
 
   static func heading(_ text: String, color: Canvas.Color = ink) -> Panel {

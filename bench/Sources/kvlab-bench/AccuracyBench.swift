@@ -1,4 +1,4 @@
-// The accuracy benchmark of the embedded model (issue 6, DESIGN §6): held-out synthetic tasks
+// The accuracy benchmark of the embedded model: held-out synthetic tasks
 // answered under each cache setting, one JSON line per (sample, setting). bench/accuracy.py runs
 // it, aggregates the lines into the README's tables and plots, and checks the CI subset.
 import Foundation
