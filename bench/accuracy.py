@@ -127,8 +127,8 @@ def main() -> int:
             rows = [json.loads(line) for line in open(path)]
         else:
             # control: main's first two settings without its grid, cheap enough for --count needles.
-            experiment, extra = experiment_args(e, a.seed0)
-            rows = run(a.model, experiment, a.count, extra, a.threads,
+            experiment, extra = experiment_args(e)
+            rows = run(a.model, experiment, a.count, extra + ["--seed0", str(a.seed0)], a.threads,
                        None if e == "control" else a.needle_count, saved_as=e)
         sections[e] = sections_for(e, rows)
         if e == "main":

@@ -26,12 +26,12 @@ def bench_binary() -> str:
     return os.path.join(out, "kvlab-bench")
 
 
-def experiment_args(experiment: str, seed0: int) -> tuple[str, list[str]]:
-    """The kvlab-bench experiment and extra arguments an experiment of accuracy.py runs: control
-    is main's first two settings (full cache, blank image) without its grid."""
+def experiment_args(experiment: str) -> tuple[str, list[str]]:
+    """The kvlab-bench experiment and extra arguments (--seed0 aside) an experiment of accuracy.py
+    runs: control is main's first two settings (full cache, blank image) without its grid."""
     if experiment == "control":
-        return "main", ["--policies", "", "--seed0", str(seed0)]
-    return experiment, ["--seed0", str(seed0)]
+        return "main", ["--policies", ""]
+    return experiment, []
 
 
 def task_groups(experiment: str, count: int, needle_count: int | None) -> list[tuple[list[str], int]]:
