@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import shlex
@@ -99,7 +100,7 @@ def accuracy_jobs(a, done) -> tuple[list[Job], dict]:
     for e in a.experiments:
         bench_exp, args = experiment_args(e)
         args = args + extra
-        sig = json.dumps(dict(experiment=bench_exp, args=args, model=os.path.basename(os.path.normpath(a.model))))
+        sig = json.dumps(dict(experiment=bench_exp, args=args, model=a.model_hash, binary=a.binary_hash))
         order = []
         for tasks, n in task_groups(e, a.count, a.needle_count):
             for t in [t for t in TASKS if t in tasks and t in a.tasks]:
@@ -120,6 +121,21 @@ def accuracy_jobs(a, done) -> tuple[list[Job], dict]:
                     jobs.append(Job(e, sig, argv, f"{e} {t} seeds {s0}-{s1 - 1}", t, s0, s1 - s0))
         plans[e] = (sig, order)
     return jobs, plans
+
+
+def file_hash(*paths: str) -> str:
+    """sha256 (first 16 hex digits) of the files under `paths`, names and contents: answers
+    stored under another model or binary are not reused."""
+    h = hashlib.sha256()
+    for top in paths:
+        files = [top] if os.path.isfile(top) else sorted(
+            os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs)
+        for f in files:
+            h.update(os.path.relpath(f, top).encode() + b"\0")
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def load_store(out: str, names) -> dict:
@@ -293,7 +309,7 @@ def main() -> int:
     ap.add_argument("--seed0", type=int, default=0)
     ap.add_argument("--bench-args", default="",
                     help="more kvlab-bench arguments for every shard, e.g. \"--fractions 0.25 --policies snapkv\"")
-    ap.add_argument("--shard", type=int, default=8, help="seeds per Ray task (at most)")
+    ap.add_argument("--shard", type=int, default=4, help="seeds per Ray task (at most)")
     ap.add_argument("--threads", type=int, default=1, help="kvlab-bench threads (and Ray CPUs) per task")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="local Ray: tasks at once")
     ap.add_argument("--address", default=None, help="a Ray cluster's address (auto, or ray://HOST:10001)")
@@ -324,6 +340,8 @@ def main() -> int:
     if not os.path.exists(os.path.join(bin_dir, "kvlab-bench")):
         fail(f"no kvlab-bench in {bin_dir} (swift build -c release -Xswiftc -enable-testing --product kvlab-bench)")
     a.out = os.path.abspath(a.out)
+    a.model_hash = file_hash(a.model)
+    a.binary_hash = file_hash(os.path.join(bin_dir, "kvlab-bench"))
 
     if a.jobs:
         done = load_store(a.out, ["jobs"])
