@@ -67,26 +67,29 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_job(job: Job, bin_dir: str, model: str) -> list[dict]:
-    """Runs on a Ray worker: the job's command, its JSON lines back (raises if it failed)."""
+def run_job(job: Job, bin_dir: str, model: str, cwd: str | None) -> tuple[list[dict], list[str]]:
+    """Runs on a Ray worker: the job's command in `cwd` (None: the runtime env's working
+    directory); its JSON lines and its other output lines back (raises if it failed)."""
+    env = None
     if not os.path.isabs(bin_dir):  # shipped: relative to the runtime env's working directory
-        bin_dir = os.path.abspath(bin_dir)
+        bin_dir, model = os.path.abspath(bin_dir), os.path.abspath(model)
         lib = os.path.join(os.path.dirname(bin_dir), "lib")
-        os.environ["LD_LIBRARY_PATH"] = lib + os.pathsep + os.environ.get("LD_LIBRARY_PATH", "")
-        model = os.path.abspath(model)
+        env = dict(os.environ, LD_LIBRARY_PATH=lib + os.pathsep + os.environ.get("LD_LIBRARY_PATH", ""))
     argv = [os.path.join(bin_dir, job.argv[0])] + [a.replace("{model}", model) for a in job.argv[1:]]
-    proc = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_die_with_parent)
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=_die_with_parent)
     if proc.returncode != 0:
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"status {proc.returncode}"
-        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
         raise RuntimeError(f"{job.argv[0]} exited with {how}" + (f": {last}" if last else ""))
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = proc.stdout.splitlines()
+    rows = [json.loads(line) for line in lines if line.startswith("{")]
     if job.count:
         want = set(range(job.seed0, job.seed0 + job.count))
         got = {r["seed"] for r in rows if r.get("task") == job.task}
         if got != want or len(rows) % job.count:
             raise RuntimeError(f"incomplete output: seeds {sorted(want - got)} missing")
-    return rows
+    return rows, [line for line in lines if not line.startswith("{")]
 
 
 # ---------------------------------------------------------------- the grid and the store
@@ -160,13 +163,13 @@ def load_store(out: str, names) -> dict:
     return done
 
 
-def append_store(out: str, job: Job, rows: list[dict]) -> None:
+def append_store(out: str, job: Job, rows: list[dict], text: list[str]) -> None:
     os.makedirs(out, exist_ok=True)
     rec = dict(sig=job.sig, label=job.label, rows=rows)
     if job.count:
         rec.update(task=job.task, seed0=job.seed0, count=job.count)
     else:
-        rec.update(key=job.label)
+        rec.update(key=job.label, text=text)
     with open(os.path.join(out, f"{job.store}.jsonl"), "a") as f:
         f.write(json.dumps(rec, sort_keys=True) + "\n")
         f.flush()
@@ -182,7 +185,8 @@ def merged(done: dict, e: str, plan) -> list[dict]:
 
 def read_jobs(path: str, done: dict) -> list[Job]:
     """--jobs: one JSON object a line, {"key": ..., "argv": ["kvlab-bench" | "kvlab", ...]};
-    "{model}" in an argument is the --model folder where the job runs."""
+    "{model}" in an argument is the --model folder where the job runs, which runs in the
+    repository's root (with --ship: in the shipped folder, which holds only bin/, lib/, model/)."""
     jobs, keys = [], set()
     for n, line in enumerate(open(path), 1):
         if not line.strip():
@@ -276,7 +280,8 @@ def sweep(jobs: list[Job], a, bin_dir: str) -> list[tuple[Job, str]]:
     try:
         remote = ray.remote(run_job).options(num_cpus=a.threads, max_retries=a.retries,
                                              retry_exceptions=True)
-        pending = {remote.remote(j, rbin, rmodel): j for j in jobs}
+        cwd = None if a.ship else ROOT
+        pending = {remote.remote(j, rbin, rmodel, cwd): j for j in jobs}
         print(f"sweep.py: {len(jobs)} shard(s) on {ray.cluster_resources().get('CPU', 0):.0f} CPU(s), "
               f"{a.threads} thread(s) each", file=sys.stderr, flush=True)
         bar, failures = Progress(len(jobs)), []
@@ -284,12 +289,12 @@ def sweep(jobs: list[Job], a, bin_dir: str) -> list[tuple[Job, str]]:
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
             try:
-                rows = ray.get(ready[0])
+                rows, text = ray.get(ready[0])
             except Exception as err:  # after --retries: reported, never dropped
                 failures.append((job, one_line(err)))
                 bar.update(failed=True)
                 continue
-            append_store(a.out, job, rows)
+            append_store(a.out, job, rows, text)
             bar.update(len(rows))
         bar.close()
         return failures

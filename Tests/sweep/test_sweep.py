@@ -7,7 +7,9 @@ bench/accuracy.py runs), answer for answer:
   2. with --ship, a Ray worker killed (SIGKILL) while its kvlab-bench runs a shard: the shard is
      retried and the result is still complete and equal;
   3. every attempt at one shard killed: the run exits 1 naming that shard, the other shards are
-     kept, and a rerun runs only the missing shard and completes the result.
+     kept, and a rerun runs only the missing shard and completes the result;
+  4. --jobs: kvlab-bench command lines from a file, stored under their keys (equal to the
+     sequential run's answers) and skipped on a rerun.
 
 Usage: .venv-sweep/bin/python Tests/sweep/test_sweep.py [BIN_DIR]   (BIN_DIR holds kvlab-bench;
 default: swift build's release folder). Ends with 'N passed, N failed'.
@@ -146,12 +148,34 @@ def test_failing_shard_reported_then_resumed(bin_dir: str, want: list[dict]) -> 
         check_equal(report, want)
 
 
+def test_jobs_file(bin_dir: str, want: list[dict]) -> None:
+    """--jobs: any kvlab-bench/kvlab command lines, keyed, stored and skipped on a rerun."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = {"count 0-2": ("count", 0, 3), "attribute 5-8": ("attribute", 5, 4)}
+        path = os.path.join(tmp, "jobs.jsonl")
+        with open(path, "w") as f:
+            for key, (task, s0, n) in jobs.items():
+                argv = ["kvlab-bench", "--accuracy", "{model}", "--experiment", "main", "--tasks", task,
+                        "--seed0", str(s0), "--count", str(n), "--threads", "1"] + GRID.split()
+                f.write(json.dumps(dict(key=key, argv=argv)) + "\n")
+        cmd = [sys.executable, os.path.join(ROOT, "bench/sweep.py"), "--bin", bin_dir, "--model", MODEL,
+               "--workers", "2", "--jobs", path, "--out", os.path.join(tmp, "store")]
+        for run, to_run in ((1, 2), (2, 0)):
+            rc, _, err, _ = run_sweep(cmd)
+            assert rc == 0 and f"{to_run} shard(s) to run" in err, f"run {run}: {err[-2000:]}"
+        stored = [json.loads(line) for line in open(os.path.join(tmp, "store", "jobs.jsonl"))]
+        assert sorted(r["key"] for r in stored) == sorted(jobs), stored
+        for r in stored:
+            task, s0, n = jobs[r["key"]]
+            assert r["rows"] == [w for w in want if w["task"] == task and s0 <= w["seed"] < s0 + n], r["key"]
+
+
 def main() -> int:
     bin_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(bench_binary())
     want = sequential(bin_dir, 12)
     passed = failed = 0
     for test in (test_equal_to_sequential, test_worker_killed_mid_shard,
-                 test_failing_shard_reported_then_resumed):
+                 test_failing_shard_reported_then_resumed, test_jobs_file):
         t0 = time.time()
         try:
             test(bin_dir, want)
