@@ -275,7 +275,9 @@ def sweep(jobs: list[Job], a, bin_dir: str) -> list[tuple[Job, str]]:
     if a.address:
         ray.init(address=a.address, runtime_env=runtime_env, log_to_driver=False)
     else:
-        ray.init(num_cpus=a.workers * a.threads, include_dashboard=False, runtime_env=runtime_env,
+        # "local": always a new Ray on this machine, never one another sweep or `ray start` left.
+        ray.init(address="local", num_cpus=a.workers * a.threads, include_dashboard=False,
+                 runtime_env=runtime_env,
                  object_store_memory=128 << 20, log_to_driver=False)
     try:
         remote = ray.remote(run_job).options(num_cpus=a.threads, max_retries=a.retries,
