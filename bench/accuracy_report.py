@@ -1,0 +1,158 @@
+"""What bench/accuracy.py (one process) and bench/sweep.py (Ray) share: the experiments' grid as
+kvlab-bench arguments, the binary, and the merge of the answers into bench/accuracy.md's tables
+and docs/accuracy-vs-budget.png. Stdlib only (matplotlib for the plot, if installed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench/out/accuracy")
+REPORT = os.path.join(ROOT, "bench/accuracy.md")
+PLOT = os.path.join(ROOT, "docs/accuracy-vs-budget.png")
+TASKS = ["needle-image", "needle-video", "count", "attribute"]
+NEEDLES = TASKS[:2]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy"]
+
+
+def bench_binary() -> str:
+    out = subprocess.run(["swift", "build", "-c", "release", "-Xswiftc", "-enable-testing", "--show-bin-path"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    return os.path.join(out, "kvlab-bench")
+
+
+def experiment_args(experiment: str) -> tuple[str, list[str]]:
+    """The kvlab-bench experiment and extra arguments (--seed0 aside) an experiment of accuracy.py
+    runs: control is main's first two settings (full cache, blank image) without its grid."""
+    if experiment == "control":
+        return "main", ["--policies", ""]
+    return experiment, []
+
+
+def task_groups(experiment: str, count: int, needle_count: int | None) -> list[tuple[list[str], int]]:
+    """(tasks, seeds per task) in the order accuracy.py runs them: every task on `count`, or with
+    `needle_count` (not for control) the needle tasks on that many, then the others on `count`."""
+    if needle_count is None or experiment == "control":
+        return [(TASKS, count)]
+    return [(NEEDLES, needle_count), (TASKS[2:], count)]
+
+
+def save_rows(rows: list[dict], name: str, out: str = OUT) -> None:
+    """The raw answers, one JSON line each, as accuracy.py --tables-only reads them back."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.jsonl"), "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def by_task(r: dict) -> str:
+    return r["task"]
+
+
+def by_kind(r: dict) -> str:
+    return f"{r['task']}: {r['question_kind']}"
+
+
+def accuracy(rows: list[dict], column=by_task) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(task -- or `column` of the row --, setting) -> (right, total, errors), settings in
+    first-seen order. A sample the setting could not run (kvlab refused the budget for it)
+    counts as wrong and as an error."""
+    acc: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        a = acc.setdefault((column(r), r["setting"]), [0, 0, 0])
+        a[0] += int(r["correct"])
+        a[1] += 1
+        a[2] += int(r.get("error") is not None)
+    return {k: (v[0], v[1], v[2]) for k, v in acc.items()}
+
+
+def share(a: tuple[int, int, int]) -> float:
+    return 100 * a[0] / a[1]
+
+
+def table(rows: list[dict], title: str, column=by_task) -> str:
+    """Settings down, tasks across in TASKS order (or the distinct values of `column`, sorted)."""
+    acc = accuracy(rows, column)
+    tasks = [t for t in TASKS if any(k[0] == t for k in acc)] if column is by_task else sorted({k[0] for k in acc})
+    settings = list(dict.fromkeys(k[1] for k in acc))
+    n = {t: max(v[1] for k, v in acc.items() if k[0] == t) for t in tasks}
+    lines = [f"**{title}** (accuracy in %, n = held-out questions per column)", "",
+             "| setting | " + " | ".join(f"{t} (n={n[t]})" for t in tasks) + " | mean |",
+             "|---|" + "---:|" * (len(tasks) + 1)]
+    for s in settings:
+        cells, shares = [], []
+        for t in tasks:
+            if (t, s) in acc:
+                right, total, errors = acc[(t, s)]
+                shares.append(right / total)
+                cells.append(f"{100 * right / total:.1f}" + (f" ({errors} refused)" if errors else ""))
+            else:
+                cells.append("")
+        mean = f"{100 * sum(shares) / len(shares):.1f}" if shares else ""
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed, no plot", file=sys.stderr)
+        return
+    acc = accuracy(rows)
+    tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), sharey=True)
+    curves = defaultdict(dict)  # (policy, mode) -> {(task, fraction): acc}
+    for r in rows:
+        if r["fraction"] is not None:
+            curves[(r["policy"], r["mode"])][(r["task"], r["fraction"])] = None
+    for ax, t in zip(axes if len(tasks) > 1 else [axes], tasks):
+        for (p, m), points in sorted(curves.items()):
+            fracs = sorted({f for (tt, f) in points if tt == t})
+            ys = [share(acc[(t, f"{p} {m} {round(f * 100)}%")]) for f in fracs]
+            ax.plot([100 * f for f in fracs], ys, marker="o", label=f"{p} {m}",
+                    linestyle="-" if p == "snapkv" else "--")
+        if (t, "full") in acc:
+            ax.axhline(share(acc[(t, "full")]), color="black", linewidth=1, label="full cache")
+        if (t, "blank image") in acc:
+            ax.axhline(share(acc[(t, "blank image")]), color="gray", linewidth=1, linestyle=":",
+                       label="blank image (control)")
+        ax.set_title(f"{t} (n={acc[(t, 'full')][1]})" if (t, "full") in acc else t)
+        ax.set_xscale("log")
+        ax.set_xticks([5, 10, 25, 50], ["5", "10", "25", "50"])
+        ax.minorticks_off()
+        ax.set_xlabel("budget (% of visual tokens)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    (axes[0] if len(tasks) > 1 else axes).set_ylabel("accuracy (%)")
+    (axes[-1] if len(tasks) > 1 else axes).legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def sections_for(experiment: str, rows: list[dict]) -> str:
+    """An experiment's section of bench/accuracy.md: its table, then the needle questions by kind
+    (what a setting costs the look-up by a word -- colour, shape -- and the place of what was
+    found -- where, when -- separately)."""
+    parts = [table(rows, experiment)]
+    needles = [r for r in rows if r["task"].startswith("needle")]
+    if needles:
+        parts.append(table(needles, f"{experiment}, the needle questions by kind", column=by_kind))
+    return "\n".join(parts)
+
+
+def write_report(sections: dict[str, str], path: str = REPORT) -> None:
+    """bench/accuracy.md holds one section per experiment, in EXPERIMENTS order: those just run
+    replace theirs and the others are kept, since experiments are run apart (with different
+    --count) and each run must not drop the tables of the others."""
+    parts = re.split(r"^<!-- experiment: (\S+) -->\n", open(path).read() if os.path.exists(path) else "", flags=re.M)
+    merged = {**dict(zip(parts[1::2], parts[2::2])), **{e: s + "\n" for e, s in sections.items()}}
+    with open(path, "w") as f:
+        f.write("".join(f"<!-- experiment: {e} -->\n{merged[e]}" for e in EXPERIMENTS if e in merged))
