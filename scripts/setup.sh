@@ -53,3 +53,17 @@ fi
 
 # Real photographs for the image tests and demos (scikit-image's sample data, pinned).
 bash scripts/fetch_images.sh
+
+# A video file for the long-clip notebook, made here from the synthetic clip fixture (64
+# frames, lossless FFV1 at 8 fps) rather than committed.
+CLIP_VIDEO=data/videos/clip64.mkv
+if [ -f "$CLIP_VIDEO" ]; then
+  log "$CLIP_VIDEO present"
+else
+  mkdir -p data/videos
+  ffmpeg -hide_banner -loglevel error -nostdin -y -framerate 8 \
+    -i Tests/KVEngineTests/Fixtures/vlm/images/clip64/frame_%03d.png \
+    -c:v ffv1 -pix_fmt bgr0 "$CLIP_VIDEO.part.mkv"
+  mv "$CLIP_VIDEO.part.mkv" "$CLIP_VIDEO"
+  log "$CLIP_VIDEO made from the clip64 fixture"
+fi

@@ -67,6 +67,10 @@ public struct FeedReport: Sendable {
   public var visualTokens = 0
   /// Prefill blocks waiting (stepping on): the fed tokens are not in the context yet.
   public var waitingBlocks = 0
+  /// Of `seconds`: getting visual units' pixels (decoding, resizing, tiling) and the vision
+  /// tower with its connector; the rest is the decoder (and the cache).
+  public var pixelSeconds = 0.0
+  public var visionSeconds = 0.0
 }
 
 /// Memory after one prefill block (`mem plot`): what the cache holds, the meter's peaks while
@@ -142,6 +146,8 @@ public final class Session {
   /// Called after each block of a prefill of several blocks with (tokens done, total): the
   /// REPL's progress line.
   public var onPrefillProgress: ((Int, Int) -> Void)?
+  /// Seconds spent getting visual units' pixels and in the vision tower, over the session.
+  private var visualTiming = (pixels: 0.0, vision: 0.0)
   /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
   public private(set) var memoryTrace: [MemorySample] = []
 
@@ -532,6 +538,7 @@ public final class Session {
       )
     }
     let start = Date()
+    let timing = visualTiming
     let input = feeds
     let was = (userTurnOpen, lastFedVisual, nextRopePosition)
     let laid: PromptLayout
@@ -554,7 +561,9 @@ public final class Session {
     return FeedReport(
       tokens: all.reduce(0) { $0 + $1.count }, contextTokens: context.count,
       seconds: Date().timeIntervalSince(start), visualUnits: units.count,
-      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count)
+      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count,
+      pixelSeconds: visualTiming.pixels - timing.pixels,
+      visionSeconds: visualTiming.vision - timing.vision)
   }
 
   /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
@@ -705,7 +714,12 @@ public final class Session {
     var row = 0
     for segment in block {
       if let unit = segment.visual, let vision {
-        let features = try vision.encode(try unit.pixels(), meter: meter)
+        let t0 = Date()
+        let pixels = try unit.pixels()
+        let t1 = Date()
+        let features = try vision.encode(pixels, meter: meter)
+        visualTiming.pixels += t1.timeIntervalSince(t0)
+        visualTiming.vision += Date().timeIntervalSince(t1)
         guard features.rows == segment.count, features.cols == c.hiddenSize else {
           throw EngineError.invalid(
             "the vision tower made \(features.rows) tokens for \(segment.count) places")

@@ -129,7 +129,7 @@ final class VideoStreamTests: XCTestCase {
     let (_, clip) = try losslessClip()
     let dir = (clip as NSString).deletingLastPathComponent
     let bytes = try Data(contentsOf: URL(fileURLWithPath: clip))
-    func expectError(_ path: String, _ s: VideoSelection = VideoSelection(), _ message: String) {
+    func expectError(_ path: String, _ message: String, _ s: VideoSelection = VideoSelection()) {
       XCTAssertThrowsError(try VideoPlan.probe(path, selection: s, maxPixels: 10_000)) {
         XCTAssertEqual("\($0)", "\(path): \(message)")
         XCTAssertFalse("\($0)".contains("\n"))
@@ -166,7 +166,8 @@ final class VideoStreamTests: XCTestCase {
     expectError(huge, "frames of 200×100 are over the limit of 10000 pixels")
 
     expectError(
-      clip, VideoSelection(start: 10), "no frames in the selection (12 frames over 00:03, start=00:10)")
+      clip, "no frames in the selection (12 frames over 00:03, start=00:10)",
+      VideoSelection(start: 10))
 
     let empty = dir + "/empty.y4m"
     try Data("YUV4MPEG2 W64 H48 F1:1 Ip A1:1 C420jpeg\n".utf8).write(to: URL(fileURLWithPath: empty))

@@ -33,5 +33,13 @@ enum VideoFeed {
     let report = try ctx.session.feedVideo(clip, times: ctx.args.toggle("times"))
     VisionCommands.printFeed(
       ctx, what: "\(total) frames of \(typed)", report, unit: VisionCommands.unitName(ctx.session))
+    if ctx.args.toggle("timing") {
+      // Frames: waiting for ffmpeg (decoding not hidden behind the prefill), then the rest of
+      // getting pixels (the processor's resize and normalisation); the vision tower; the rest.
+      let wait = clip.decodeWaitSeconds
+      ctx.print(
+        "time: ffmpeg wait \(Mask.seconds(wait)), frame preprocessing \(Mask.seconds(Swift.max(0, report.pixelSeconds - wait))), vision tower \(Mask.seconds(report.visionSeconds)), decoder \(Mask.seconds(Swift.max(0, report.seconds - report.pixelSeconds - report.visionSeconds)))"
+      )
+    }
   }
 }

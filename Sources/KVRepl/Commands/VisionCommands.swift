@@ -75,6 +75,11 @@ public enum VisionCommands {
     let paths = try Frames.list(folder: source, every: every, max: max)
     let report = try ctx.session.feedFrames(paths)
     printFeed(ctx, what: "\(paths.count) frames of \(typed)", report, unit: unitName(ctx.session))
+    if ctx.args.toggle("timing") {
+      ctx.print(
+        "time: frame decoding and preprocessing \(Mask.seconds(report.pixelSeconds)), vision tower \(Mask.seconds(report.visionSeconds)), decoder \(Mask.seconds(Swift.max(0, report.seconds - report.pixelSeconds - report.visionSeconds)))"
+      )
+    }
   }
 
   static func unitName(_ session: Session) -> String {
