@@ -1,6 +1,6 @@
 import Foundation
 import KVEngine
-import KVModels
+@testable import KVModels
 import KVTasks
 import XCTest
 
@@ -121,6 +121,15 @@ final class VideoFeedTests: XCTestCase {
     XCTAssertEqual(NumberWords.english(121), "one hundred and twenty-one")
     XCTAssertEqual(NumberWords.english(1001), "one thousand and one")
     XCTAssertEqual(NumberWords.english(1_001_000), "one million, one thousand")
+    // More of num2words 0.5.14's output:
+    for (n, words) in [
+      (0, "zero"), (13, "thirteen"), (40, "forty"), (115, "one hundred and fifteen"),
+      (2000, "two thousand"), (5050, "five thousand and fifty"),
+      (123_456, "one hundred and twenty-three thousand, four hundred and fifty-six"),
+      (1_000_001, "one million and one"),
+    ] {
+      XCTAssertEqual(NumberWords.english(n), words)
+    }
   }
 
   /// Ctrl-C part way through a video leaves the frames fed so far, consistent: ask works.
