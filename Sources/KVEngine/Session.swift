@@ -67,6 +67,10 @@ public struct FeedReport: Sendable {
   public var visualTokens = 0
   /// Prefill blocks waiting (stepping on): the fed tokens are not in the context yet.
   public var waitingBlocks = 0
+  /// Of `seconds`: getting visual units' pixels (decoding, resizing, tiling) and the vision
+  /// tower with its connector; the rest is the decoder (and the cache).
+  public var pixelSeconds = 0.0
+  public var visionSeconds = 0.0
 }
 
 /// Memory after one prefill block (`mem plot`): what the cache holds, the meter's peaks while
@@ -142,6 +146,8 @@ public final class Session {
   /// Called after each block of a prefill of several blocks with (tokens done, total): the
   /// REPL's progress line.
   public var onPrefillProgress: ((Int, Int) -> Void)?
+  /// Seconds spent getting visual units' pixels and in the vision tower, over the session.
+  private var visualTiming = (pixels: 0.0, vision: 0.0)
   /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
   public private(set) var memoryTrace: [MemorySample] = []
 
@@ -487,6 +493,23 @@ public final class Session {
     }
   }
 
+  /// Feeds the planned frames of a video, each decoded by ffmpeg when the prefill reaches it
+  /// (`VideoClip`); with `times`, in the family's timed layout (SmolVLM states each frame's
+  /// time). The clip's stream is closed when the feed ends, however it ends; a later pass
+  /// (a cache rebuilt, a logits dump) decodes the frames again. A decoding failure part way
+  /// leaves the frames fed before it in the context, as a cancelled feed does.
+  @discardableResult
+  public func feedVideo(_ clip: VideoClip, times: Bool = true) throws -> FeedReport {
+    defer { clip.close() }
+    let sources = clip.sources
+    let clipTimes = ClipTimes(seconds: clip.plan.promptTimes, duration: clip.plan.duration)
+    return try feedVisual { vlm, index, start in
+      times
+        ? try vlm.layout(frames: sources, times: clipTimes, at: index, start: start)
+        : try vlm.layout(frames: sources, at: index, start: start)
+    }
+  }
+
   /// Feeds the frames of a clip already in memory. The frames are kept (not decoded again
   /// from files), so a clip fed this way costs its pixels' memory for the session's life.
   @discardableResult
@@ -515,6 +538,7 @@ public final class Session {
       )
     }
     let start = Date()
+    let timing = visualTiming
     let input = feeds
     let was = (userTurnOpen, lastFedVisual, nextRopePosition)
     let laid: PromptLayout
@@ -537,7 +561,9 @@ public final class Session {
     return FeedReport(
       tokens: all.reduce(0) { $0 + $1.count }, contextTokens: context.count,
       seconds: Date().timeIntervalSince(start), visualUnits: units.count,
-      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count)
+      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count,
+      pixelSeconds: visualTiming.pixels - timing.pixels,
+      visionSeconds: visualTiming.vision - timing.vision)
   }
 
   /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
@@ -688,7 +714,12 @@ public final class Session {
     var row = 0
     for segment in block {
       if let unit = segment.visual, let vision {
-        let features = try vision.encode(try unit.pixels(), meter: meter)
+        let t0 = Date()
+        let pixels = try unit.pixels()
+        let t1 = Date()
+        let features = try vision.encode(pixels, meter: meter)
+        visualTiming.pixels += t1.timeIntervalSince(t0)
+        visualTiming.vision += Date().timeIntervalSince(t1)
         guard features.rows == segment.count, features.cols == c.hiddenSize else {
           throw EngineError.invalid(
             "the vision tower made \(features.rows) tokens for \(segment.count) places")

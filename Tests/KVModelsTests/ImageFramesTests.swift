@@ -90,65 +90,33 @@ final class ImageFramesTests: XCTestCase {
     let video = (dir as NSString).appendingPathComponent("clip.mp4")
     try Data([0, 0, 0, 24]).write(to: URL(fileURLWithPath: video))
     XCTAssertThrowsError(
-      try Frames.extract(video: video, fps: 2, searchPath: dir + ":/nonexistent")
+      try VideoPlan.probe(video, selection: VideoSelection(), searchPath: dir + ":/nonexistent")
     ) {
       XCTAssertEqual(
         "\($0)",
         "\(video): ffmpeg is not installed (apt-get install ffmpeg) — or pass a folder of frames")
     }
-    XCTAssertThrowsError(try Frames.extract(video: dir + "/missing.mp4", fps: 2, searchPath: dir)) {
+    XCTAssertThrowsError(
+      try VideoPlan.probe(dir + "/missing.mp4", selection: VideoSelection(), searchPath: dir)
+    ) {
       XCTAssertEqual("\($0)", "\(dir)/missing.mp4: no such file")
     }
-    XCTAssertThrowsError(try Frames.extract(video: video, fps: 0, searchPath: dir)) {
+    XCTAssertThrowsError(
+      try VideoPlan.probe(video, selection: VideoSelection(fps: 0), searchPath: dir)
+    ) {
       XCTAssertEqual("\($0)", "\(video): fps= must be a positive number, got 0.0")
     }
   }
 
-  /// The subprocess plumbing, with a stand-in `ffmpeg` script: arguments, output pattern, frame
-  /// order, every/max, clean-up of the temporary folder, and a failing run.
-  func testVideoThroughAnFFmpegOnPath() throws {
-    let bin = try makeTemporaryFolder(self)
-    let log = (bin as NSString).appendingPathComponent("args.txt")
-    let script = """
-      #!/bin/sh
-      printf '%s\\n' "$@" > '\(log)'
-      for last in "$@"; do :; done
-      case "$*" in *broken*) echo "clip.mp4: Invalid data found when processing input" >&2; exit 1;; esac
-      for i in 1 2 3 4 5 6 7 8 9 10 11 12; do cp '\(imageFixture("gray_1bit_19x11.png"))' "$(printf "$last" $i)"; done
-      """
-    let ffmpeg = (bin as NSString).appendingPathComponent("ffmpeg")
-    try Data(script.utf8).write(to: URL(fileURLWithPath: ffmpeg))
-    chmod(ffmpeg, 0o755)
-    XCTAssertEqual(Frames.findFFmpeg(searchPath: "/nonexistent:" + bin), ffmpeg)
-
-    let video = (bin as NSString).appendingPathComponent("clip.mp4")
-    try Data([0, 0, 0, 24]).write(to: URL(fileURLWithPath: video))
-    var folder = ""
-    do {
-      let frames = try Frames.extract(video: video, fps: 2.5, every: 3, max: 3, searchPath: bin)
-      folder = frames.folder
-      XCTAssertEqual(
-        names(frames.paths), ["frame000001.png", "frame000004.png", "frame000007.png"])
-      let args = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(
-        String.init)
-      XCTAssertEqual(
-        args,
-        [
-          "-hide_banner", "-loglevel", "error", "-nostdin", "-i", "file:" + video, "-vf", "fps=2.5",
-          "-frames:v", "7",
-          (frames.folder as NSString).appendingPathComponent("frame%06d.png"),
-        ])
-      XCTAssertTrue(FileManager.default.fileExists(atPath: folder))
+  func testClockTimes() {
+    XCTAssertEqual(Frames.parseClock("90"), 90)
+    XCTAssertEqual(Frames.parseClock("12.5"), 12.5)
+    XCTAssertEqual(Frames.parseClock("1:30"), 90)
+    XCTAssertEqual(Frames.parseClock("1:02:03.5"), 3723.5)
+    for bad in ["", "1:", ":30", "1:60", "-3", "1e3", "nan", "1:2:3:4", "1.5:00"] {
+      XCTAssertNil(Frames.parseClock(bad), bad)
     }
-    XCTAssertFalse(FileManager.default.fileExists(atPath: folder), "temporary frames are removed")
-
-    let broken = (bin as NSString).appendingPathComponent("broken.mp4")
-    try Data([1]).write(to: URL(fileURLWithPath: broken))
-    XCTAssertThrowsError(try Frames.extract(video: broken, fps: 1, searchPath: bin)) {
-      XCTAssertEqual(
-        "\($0)",
-        "\(broken): ffmpeg failed (exit status 1): clip.mp4: Invalid data found when processing input"
-      )
-    }
+    XCTAssertEqual(Frames.clock(75.9), "01:15")
+    XCTAssertEqual(Frames.clock(3725), "1:02:05")
   }
 }

@@ -39,6 +39,7 @@ final class HostileInputTests: XCTestCase {
     var availableMemory: Int? = nil
     var before: [String] = []
     var needsDefaultModel = false
+    var needsFFmpeg = false
     var setUp: (String) throws -> Void = { _ in }
   }
 
@@ -82,6 +83,10 @@ final class HostileInputTests: XCTestCase {
       guard let c = cases[row.number] else { continue }  // reported by the test above
       if c.needsDefaultModel, defaultModelPath == nil {
         print("HOSTILE \(row.number): skipped (no default model; run scripts/setup.sh)")
+        continue
+      }
+      if c.needsFFmpeg, Frames.findFFmpeg() == nil {
+        print("HOSTILE \(row.number): skipped (no ffmpeg; run scripts/setup.sh)")
         continue
       }
       try check(row, c)
@@ -584,6 +589,7 @@ final class HostileInputTests: XCTestCase {
     // No way in: kvlab has no shell escape, in scripts or notebooks (and no flag to add one).
     c[79] = Case { try write("!touch pwned\necho never\n", $0 + "/sh.kvl") }
     c[80] = Case { try write(notebook("%%bash\ntouch pwned\n"), $0 + "/sh.ipynb") }
+    videoCases(into: &c)
     return c
   }()
 }

@@ -111,7 +111,7 @@ final class VisionBadInputTests: XCTestCase {
     try expect("feed frames nope.mp4", "error: feed frames: nope.mp4: no such file or folder")
   }
 
-  /// A video needs ffmpeg: without it, the message says so; with it, ffmpeg's own complaint
+  /// A video needs ffmpeg: without it, the message says so; with it, ffprobe's own complaint
   /// about a file that is not a video.
   func testVideoWithoutFFmpeg() throws {
     let write: (String) throws -> Void = {
@@ -128,8 +128,9 @@ final class VisionBadInputTests: XCTestCase {
     try write(folder)
     XCTAssertEqual(repl.run(line: "load \(Self.vlm)/llava/model"), .ok)
     XCTAssertEqual(repl.run(line: "feed frames clip.mp4"), .failed)
-    XCTAssertTrue(
-      out.text.contains("error: feed frames: clip.mp4: ffmpeg failed (exit status "), out.text)
+    XCTAssertEqual(
+      out.lines.last,
+      "error: feed frames: clip.mp4: not a video ffmpeg can read (Invalid data found when processing input)")
   }
 
   func testSplitOnANonIdefics3Model() throws {

@@ -6,9 +6,9 @@ import Foundation
   import Darwin
 #endif
 
-/// Frames for video input: the images of a folder, or the frames `ffmpeg` extracts from a video.
-/// Only paths are gathered here; each frame is decoded when it is fed (`ImageDecoder.decode`), so
-/// a long clip never sits in memory decoded all at once.
+/// Frames for video input from a folder of images (a video is streamed: `VideoPlan`,
+/// `VideoStream`). Only paths are gathered here; each frame is decoded when it is fed
+/// (`ImageDecoder.decode`), so a long clip never sits in memory decoded all at once.
 public enum Frames {
   /// The images in `folder` (recognised by their first bytes: PNG, JPEG, binary PPM/PGM; hidden
   /// files and sub-folders skipped) in natural order (frame2 before frame10), then every `every`-th
@@ -107,8 +107,15 @@ public enum Frames {
   public static func findFFmpeg(searchPath: String? = ProcessInfo.processInfo.environment["PATH"])
     -> String?
   {
+    findTool("ffmpeg", searchPath: searchPath)
+  }
+
+  /// The executable `name` on `searchPath` (a PATH-style list), or nil.
+  public static func findTool(
+    _ name: String, searchPath: String? = ProcessInfo.processInfo.environment["PATH"]
+  ) -> String? {
     for dir in (searchPath ?? "").split(separator: ":") where !dir.isEmpty {
-      let candidate = (String(dir) as NSString).appendingPathComponent("ffmpeg")
+      let candidate = (String(dir) as NSString).appendingPathComponent(name)
       var isDir: ObjCBool = false
       if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDir), !isDir.boolValue,
         access(candidate, X_OK) == 0
@@ -119,90 +126,29 @@ public enum Frames {
     return nil
   }
 
-  /// Frames extracted from a video into a temporary folder, removed when this is released.
-  public final class Extracted: @unchecked Sendable {
-    public let video: String
-    public let folder: String
-    /// The extracted frames (after `every` and `max`), in order.
-    public let paths: [String]
-
-    init(video: String, folder: String, paths: [String]) {
-      self.video = video
-      self.folder = folder
-      self.paths = paths
+  /// A time as typed: seconds ("90", "12.5") or a clock ("1:30", "1:02:03.5"); nil otherwise.
+  public static func parseClock(_ text: String) -> Double? {
+    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+    guard (1...3).contains(parts.count) else { return nil }
+    var total = 0.0
+    for (i, part) in parts.enumerated() {
+      let last = i == parts.count - 1
+      guard !part.isEmpty,
+        part.allSatisfy({ $0.isASCII && ($0.isNumber || (last && $0 == ".")) }),
+        let v = Double(part), v.isFinite
+      else { return nil }
+      if i > 0 && v >= 60 { return nil }
+      total = total * 60 + v
     }
-
-    deinit { try? FileManager.default.removeItem(atPath: folder) }
+    return total
   }
 
-  /// Runs `ffmpeg` to extract PNG frames of `video` at `fps` frames per second into a new
-  /// temporary folder, then applies `every` and `max` as `list(folder:)` does (ffmpeg stops after
-  /// the frames `max` needs). Errors: the video does not exist, ffmpeg is not on `searchPath`,
-  /// ffmpeg fails (its last message), or it produced no frames.
-  public static func extract(
-    video: String, fps: Double, every: Int = 1, max: Int? = nil,
-    searchPath: String? = ProcessInfo.processInfo.environment["PATH"]
-  ) throws -> Extracted {
-    func fail(_ m: String) -> ImageError { ImageError(path: video, message: m) }
-    guard fps.isFinite, fps > 0 else { throw fail("fps= must be a positive number, got \(fps)") }
-    guard every >= 1 else { throw fail("every= must be at least 1, got \(every)") }
-    if let max, max < 1 { throw fail("max= must be at least 1, got \(max)") }
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: video, isDirectory: &isDir) else {
-      throw fail("no such file")
-    }
-    guard !isDir.boolValue else { throw fail("is a folder: use it as a folder of frames") }
-    guard let ffmpeg = findFFmpeg(searchPath: searchPath) else { throw fail(ffmpegMissing) }
-
-    let folder = (NSTemporaryDirectory() as NSString).appendingPathComponent(
-      "kvlab-frames-\(UUID().uuidString)")
-    do {
-      try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-    } catch {
-      throw fail("cannot create a temporary folder for the frames at \(folder)")
-    }
-    var ok = false
-    defer { if !ok { try? FileManager.default.removeItem(atPath: folder) } }
-
-    var args = [
-      // "file:" makes ffmpeg read the path as a plain file: a name like "http://…",
-      // "concat:…" or "-x" is never taken for a protocol or an option.
-      "-hide_banner", "-loglevel", "error", "-nostdin", "-i", "file:" + video,
-      "-vf", "fps=\(formatFPS(fps))",
-    ]
-    if let max { args += ["-frames:v", String((max - 1) * every + 1)] }
-    args.append((folder as NSString).appendingPathComponent("frame%06d.png"))
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: ffmpeg)
-    process.arguments = args
-    let stderr = Pipe()
-    process.standardError = stderr
-    process.standardOutput = FileHandle.nullDevice
-    process.standardInput = FileHandle.nullDevice
-    do {
-      try process.run()
-    } catch {
-      throw fail("cannot run \(ffmpeg): \(error.localizedDescription)")
-    }
-    let errorText = String(
-      decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-      let last = errorText.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no message"
-      throw fail("ffmpeg failed (exit status \(process.terminationStatus)): \(last)")
-    }
-    let paths: [String]
-    do {
-      paths = try list(folder: folder, every: every, max: max)
-    } catch {
-      throw fail("ffmpeg extracted no frames at fps=\(formatFPS(fps))")
-    }
-    ok = true
-    return Extracted(video: video, folder: folder, paths: paths)
+  /// Seconds as a clock: 75 → "01:15", 3725 → "1:02:05" (whole seconds, rounded down).
+  public static func clock(_ seconds: Double) -> String {
+    let s = seconds.isFinite ? Swift.max(0, Int(seconds)) : 0
+    let (h, m, r) = (s / 3600, s / 60 % 60, s % 60)
+    return h > 0
+      ? String(format: "%d:%02d:%02d", h, m, r) : String(format: "%02d:%02d", m, r)
   }
 
-  /// 2 → "2", 0.5 → "0.5", 29.97 → "29.97".
-  static func formatFPS(_ fps: Double) -> String {
-    fps == fps.rounded() && abs(fps) < 1e15 ? String(Int(fps)) : String(fps)
-  }
 }

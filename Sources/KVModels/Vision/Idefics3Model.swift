@@ -342,6 +342,45 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
     return PromptLayout(segments: segments, nextPosition: position)
   }
 
+  /// The frames of a video as SmolVLM's processor lays them out (transformers'
+  /// `SmolVLMProcessor`): "You are provided the following series of {count in words} frames
+  /// from a {H:MM:SS} [H:MM:SS] video.\n", then per frame "\nFrame from mm:ss:" and the
+  /// frame as one unsplit tile, then "\n\n". Times are whole seconds, rounded down.
+  public func layout(
+    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
+  ) throws -> PromptLayout {
+    precondition(times.seconds.count == frames.count)
+    var noSplit = splitter
+    noSplit.splitting = false
+    let unsplit = noSplit
+    var segments: [PromptSegment] = []
+    var position = start
+    let clip = TokenOrigin(modality: .video, input: index.input, image: index.image)
+    func text(_ s: String, frame: Int?) {
+      var origin = clip
+      origin.frame = frame
+      let seg = textSegment(s, origin: origin, start: position, mrope: false)
+      if seg.count > 0 { segments.append(seg) }
+      position += seg.count
+    }
+    let seconds = Swift.max(0, Int(times.duration.isFinite ? times.duration : 0))
+    text(
+      "You are provided the following series of \(NumberWords.english(frames.count)) frames from a "
+        + String(format: "%d:%02d:%02d", seconds / 3600, seconds / 60 % 60, seconds % 60)
+        + " [H:MM:SS] video.\n", frame: nil)
+    for (f, frame) in frames.enumerated() {
+      let t = Swift.max(0, times.seconds[f])
+      text(String(format: "\nFrame from %02d:%02d:", Int(t / 60), Int(t.truncatingRemainder(dividingBy: 60))), frame: f)
+      let l = layout(rows: 0, cols: 0, at: index, frame: f, start: position) { _ in
+        try unsplit.split(frame.load()).tiles
+      }
+      segments += l.segments
+      position = l.nextPosition
+    }
+    text("\n\n", frame: nil)
+    return PromptLayout(segments: segments, nextPosition: position)
+  }
+
   /// The prompt of one image split `rows × cols` (0 × 0: the global image alone); `tile(i)`
   /// gives tile i's pixels (the global image is the last).
   func layout(

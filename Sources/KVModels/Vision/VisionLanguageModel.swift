@@ -37,6 +37,13 @@ public struct ImageSource: Sendable {
     load = { image }
   }
 
+  /// An image of a known size whose pixels `load` gives when they are needed (a video frame).
+  public init(width: Int, height: Int, load: @escaping @Sendable () throws -> RGBImage) {
+    self.width = width
+    self.height = height
+    self.load = load
+  }
+
   /// A file: decoded once now for its size, and again when its pixels are needed.
   public init(path: String) throws {
     let image = try ImageDecoder.decode(path: path)
@@ -90,6 +97,24 @@ public struct PromptLayout: Sendable {
   public init(segments: [PromptSegment], nextPosition: Int) {
     self.segments = segments
     self.nextPosition = nextPosition
+  }
+}
+
+/// The times of a clip's frames (seconds from the video's start) and the video's length.
+public struct ClipTimes: Sendable, Equatable {
+  public var seconds: [Double]
+  public var duration: Double
+  public init(seconds: [Double], duration: Double) {
+    self.seconds = seconds
+    self.duration = duration
+  }
+}
+
+extension VisionLanguageModel {
+  public func layout(
+    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
+  ) throws -> PromptLayout {
+    try layout(frames: frames, at: index, start: start)
   }
 }
 
@@ -155,6 +180,10 @@ public protocol VisionLanguageModel: AnyObject, Sendable {
   func layout(image: ImageSource, at index: VisualInputIndex, start: Int) throws -> PromptLayout
   /// The same for the frames of a clip.
   func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws -> PromptLayout
+  /// The frames of a video with their times, for a family whose prompt states them (SmolVLM:
+  /// "Frame from mm:ss"); the others lay them out as `layout(frames:at:start:)`.
+  func layout(frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int)
+    throws -> PromptLayout
   /// The decoder-space embeddings of a unit's frames (`tokenCount × hidden`), charged to
   /// `.vision` while computed.
   func encode(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix

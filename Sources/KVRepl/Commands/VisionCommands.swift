@@ -35,18 +35,26 @@ public enum VisionCommands {
     "feed", verb: "frames", summary: "add a clip: a folder of frames or a video",
     help: """
       Feeds the frames of a clip into the chat's user turn: the images of a folder in natural \
-      name order, or the frames ffmpeg extracts from a video at fps= frames per second (ffmpeg \
-      must be installed for videos). every=N keeps every N-th frame, max=N the first N kept.
+      name order, or the frames of a video (ffmpeg must be installed), decoded as a stream \
+      while they are prefilled: at most fps= frames a second, between start= and end= \
+      (seconds or [h:]mm:ss). every=N keeps every N-th frame, max=N the first N kept. \
+      times=on (a video, SmolVLM) states each frame's time in the prompt as SmolVLM's \
+      processor does.
       """,
     positionals: [
       Positional("SOURCE", .path(extensions: []), help: "a folder of images, or a video file")
     ],
     options: [
       Option(
-        "fps", .number(0.001...240), default: "1", help: "frames per second to extract from a video"
+        "fps", .number(0.001...240), default: "1", help: "at most this many frames a second of video"
       ),
       Option("every", .int(1...100_000), default: "1", help: "keep every N-th frame"),
       Option("max", .int(1...100_000), help: "keep at most N frames"),
+      Option("start", .text, placeholder: "TIME", help: "a video: from this time (seconds or mm:ss)"),
+      Option("end", .text, placeholder: "TIME", help: "a video: up to this time (seconds or mm:ss)"),
+      Option(
+        "times", .toggle, default: "on",
+        help: "a video: frame times in the prompt where the family states them"),
       SessionCommands.timing,
     ]
   ) { ctx in
@@ -58,20 +66,20 @@ public enum VisionCommands {
     guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
       throw ctx.error("\(typed): no such file or folder")
     }
-    // Extracted frames live in a temporary folder until the feed is done with them... and
-    // after: the cache may be rebuilt from them (budget changes), so the folder is kept for
-    // the session's life.
-    let paths: [String]
-    if isDirectory.boolValue {
-      paths = try Frames.list(folder: source, every: every, max: max)
-    } else {
-      let extracted = try Frames.extract(
-        video: source, fps: ctx.args.number("fps"), every: every, max: max)
-      ctx.repl.keepAlive.append(extracted)
-      paths = extracted.paths
+    if !isDirectory.boolValue {
+      return try VideoFeed.run(ctx, typed: typed, path: source, every: every, max: max)
     }
+    for name in ["start", "end"] where ctx.args.string(name) != nil {
+      throw ctx.error("\(name)= applies to a video, not a folder of frames")
+    }
+    let paths = try Frames.list(folder: source, every: every, max: max)
     let report = try ctx.session.feedFrames(paths)
     printFeed(ctx, what: "\(paths.count) frames of \(typed)", report, unit: unitName(ctx.session))
+    if ctx.args.toggle("timing") {
+      ctx.print(
+        "time: frame decoding and preprocessing \(Mask.seconds(report.pixelSeconds)), vision tower \(Mask.seconds(report.visionSeconds)), decoder \(Mask.seconds(Swift.max(0, report.seconds - report.pixelSeconds - report.visionSeconds)))"
+      )
+    }
   }
 
   static func unitName(_ session: Session) -> String {

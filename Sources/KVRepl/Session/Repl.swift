@@ -28,9 +28,6 @@ public final class Repl {
   public internal(set) var loaded: LoadReport?
   /// The question and answer of the last sample `feed synthetic` fed (for `synthetic ask`).
   public internal(set) var syntheticQuestion: (question: String, answer: String)?
-  /// Things whose life is the REPL's: frames ffmpeg extracted into a temporary folder stay
-  /// there while the cache may be rebuilt from them.
-  var keepAlive: [AnyObject] = []
 
   private var sinks: [OutputSink]
   var recorder: Recorder?
