@@ -183,7 +183,8 @@ public final class Session {
     }
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-      throw EngineError.file(path: path, message: "no such file")
+      throw EngineError.file(
+        path: path, message: BoundedFile.missing(path, notThere: "no such file"))
     }
     let start = Date()
     // Drop the old model first so its memory is not held twice.
@@ -206,7 +207,7 @@ public final class Session {
       try checkFits(
         path: path,
         bytes: folder.files.reduce(0.0) { total, file in
-          file.tensors.values.reduce(total) { $0 + 4 * Double($1.elementCount) }
+          file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
         })
       if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
         let config = try folder.decodeConfig(DecoderConfig.self)
@@ -218,7 +219,7 @@ public final class Session {
             meter: meter),
           tokenizer: tokenizer, chat: ChatLayout(.chatML))
       } else {
-        let vlm = try VisionLanguageModels.load(folder: path, meter: meter)
+        let vlm = try VisionLanguageModels.load(folder: folder, meter: meter)
         install(model: vlm.decoder, tokenizer: vlm.tokenizer, chat: vlm.chat)
         vision = vlm
         visionParameters = vlm.visionParameterCount

@@ -56,7 +56,8 @@ public enum VisionCommands {
     let max = ctx.args.string("max").map { _ in ctx.args.int("max") }
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
-      throw ctx.error("\(typed): no such file or folder")
+      throw ctx.error(
+        "\(typed): " + BoundedFile.missing(source, notThere: "no such file or folder"))
     }
     // Extracted frames live in a temporary folder until the feed is done with them... and
     // after: the cache may be rebuilt from them (budget changes), so the folder is kept for
