@@ -584,6 +584,7 @@ final class HostileInputTests: XCTestCase {
     // No way in: kvlab has no shell escape, in scripts or notebooks (and no flag to add one).
     c[79] = Case { try write("!touch pwned\necho never\n", $0 + "/sh.kvl") }
     c[80] = Case { try write(notebook("%%bash\ntouch pwned\n"), $0 + "/sh.ipynb") }
+    addSecondRound(&c, idefics: idefics)
     return c
   }()
 }
