@@ -488,13 +488,15 @@ public final class Session {
     }
   }
 
-  /// Feeds the frames of a clip already in memory. The frames are kept (not decoded again
-  /// from files), so a clip fed this way costs its pixels' memory for the session's life.
+  /// Feeds the frames of a clip already in memory. They are written once to a temporary
+  /// folder and decoded again from there when needed (`FrameSpool`), so a clip fed this way
+  /// costs disk, not memory, for the session's life, as a folder of frames does.
   @discardableResult
   public func feedFrames(_ frames: [RGBImage]) throws -> FeedReport {
     guard !frames.isEmpty else { throw EngineError.invalid("no frames to feed") }
+    let spool = try FrameSpool(frames)
     return try feedVisual { vlm, index, start in
-      try vlm.layout(frames: frames.map { ImageSource($0) }, at: index, start: start)
+      try vlm.layout(frames: spool.sources(frames), at: index, start: start)
     }
   }
 
