@@ -4,10 +4,11 @@
 Three measurements, each a fresh `kvlab -c` (or stdin) process, peak RSS (VmHWM, from
 getrusage of the child) compared between a short and a long run:
 
-  * frames folder: `budget 64 tokens; prefill mode=capped; load; feed frames DIR max=N`, N = 1,000
-    and 10,000 (the folder: copies of small PNGs under distinct names, written once in
+  * frames folder: `budget 64 tokens; prefill mode=capped; load M; feed frames DIR max=N`,
+    N = 1,000 and 10,000 (the folder: copies of small PNGs under distinct names, written once in
     bench/out/soak-frames/);
-  * synthetic: `... feed synthetic needle-video frames=N`, N = 1,000 and 10,000;
+  * synthetic: `... feed synthetic needle-video frames=1000 seed=K` once, then 10 times (a clip
+    is at most 4,096 frames), K = 1, 2, ...;
   * a recorded session: `record start s.kvl` then C commands on stdin (tokenize, feed text,
     cache, mem, echo in turn), C = 100 and 1,000.
 
@@ -33,6 +34,22 @@ FIXTURE_PNGS = [
     for n in ("rgb_61x45.png", "gray_33x47.png", "rgba16_21x15.png")
 ]
 SETUP = "budget 64 tokens; prefill mode=capped; load"
+# The embedded model (weights/kvlab-shapes) with room for 10,000 frames' positions (its config
+# says 2,048; RoPE itself has no limit): a copy with max_position_embeddings raised.
+MODEL = os.path.join(OUT, "soak-model")
+
+
+def soak_model():
+    import json
+    if not os.path.isdir(MODEL):
+        shutil.copytree(os.path.join(ROOT, "weights", "kvlab-shapes"), MODEL)
+        path = os.path.join(MODEL, "config.json")
+        with open(path) as f:
+            config = json.load(f)
+        config["text_config"]["max_position_embeddings"] = 1 << 21
+        with open(path, "w") as f:
+            json.dump(config, f)
+    return MODEL
 
 
 def run(args, stdin=None):
@@ -63,12 +80,18 @@ def frames_folder(n):
 
 
 def session_commands(count):
+    # One feed in ten commands: 1,000 commands stay inside the embedded model's 2,048 positions.
     cycle = [
+        'feed text "one more sentence"',
         'tokenize "the quick brown fox"',
-        'feed text "one more sentence for the cache"',
         "cache",
         "mem",
         "echo soak",
+        'tokenize "jumps over the lazy dog"',
+        "budget",
+        "policy",
+        "echo again",
+        "mem unit=KiB",
     ]
     lines = ["record start s.kvl append=on"] + [cycle[i % len(cycle)] for i in range(count)]
     return "\n".join(lines) + "\nrecord stop\n"
@@ -101,11 +124,14 @@ def main():
     if "folder" in only:
         folder = frames_folder(max(a.frames))
         measure("frames folder", [
-            (f"{n} frames", ["-c", f"{SETUP}; feed frames {folder} max={n}"], None) for n in a.frames])
-    if "synthetic" in only:
-        measure("synthetic needle-video", [
-            (f"{n} frames", ["-c", f"{SETUP}; feed synthetic needle-video frames={n}"], None)
+            (f"{n} frames", ["-c", f"{SETUP} {soak_model()}; feed frames {folder} max={n}"], None)
             for n in a.frames])
+    if "synthetic" in only:
+        def clips(k):
+            return "; ".join(f"feed synthetic needle-video frames=1000 seed={s}" for s in range(1, k + 1))
+        measure("synthetic needle-video", [
+            (f"{k * 1000} frames", ["-c", f"{SETUP} {soak_model()}; {clips(k)}"], None)
+            for k in (a.frames[0] // 1000 or 1, a.frames[1] // 1000)])
 
     print("\n| run | short | long | VmHWM short (MiB) | VmHWM long (MiB) | growth |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
