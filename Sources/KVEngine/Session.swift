@@ -238,6 +238,13 @@ public final class Session {
       try checkFits(
         path: path, bytes: perElement * config.weightElementCount,
         form: precision == .f32 ? "float32" : "as stored")
+      // Every float the weights hold must be finite (a NaN scale makes every logit NaN): one
+      // pass over the mapped bytes, on by default (its cost is measured in the README).
+      if let (tensor, index, kind) = try gguf.firstNonFinite() {
+        throw EngineError.file(
+          path: path,
+          message: "tensor \(tensor): \(kind) \(index) is not a finite number (NaN or infinity)")
+      }
       let tokenizer = try BPETokenizer(gguf: gguf)
       install(
         model: try LlamaModel.load(gguf: gguf, precision: precision, meter: meter),
