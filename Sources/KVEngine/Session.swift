@@ -189,7 +189,8 @@ public final class Session {
     }
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-      throw EngineError.file(path: path, message: "no such file")
+      throw EngineError.file(
+        path: path, message: BoundedFile.missing(path, notThere: "no such file"))
     }
     let start = Date()
     // Drop the old model first so its memory is not held twice.
@@ -212,7 +213,7 @@ public final class Session {
       try checkFits(
         path: path,
         bytes: folder.files.reduce(0.0) { total, file in
-          file.tensors.values.reduce(total) { $0 + 4 * Double($1.elementCount) }
+          file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
         })
       if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
         let config = try folder.decodeConfig(DecoderConfig.self)
@@ -224,7 +225,7 @@ public final class Session {
             meter: meter),
           tokenizer: tokenizer, chat: ChatLayout(.chatML))
       } else {
-        let vlm = try VisionLanguageModels.load(folder: path, meter: meter)
+        let vlm = try VisionLanguageModels.load(folder: folder, meter: meter)
         install(model: vlm.decoder, tokenizer: vlm.tokenizer, chat: vlm.chat)
         vision = vlm
         visionParameters = vlm.visionParameterCount
@@ -243,6 +244,13 @@ public final class Session {
       try checkFits(
         path: path, bytes: perElement * config.weightElementCount,
         form: precision == .f32 ? "float32" : "as stored")
+      // Every float the weights hold must be finite (a NaN scale makes every logit NaN): one
+      // pass over the mapped bytes, on by default (its cost is measured in the README).
+      if let (tensor, index, kind) = try gguf.firstNonFinite() {
+        throw EngineError.file(
+          path: path,
+          message: "tensor \(tensor): \(kind) \(index) is not a finite number (NaN or infinity)")
+      }
       let tokenizer = try BPETokenizer(gguf: gguf)
       install(
         model: try LlamaModel.load(gguf: gguf, precision: precision, meter: meter),
@@ -510,13 +518,15 @@ public final class Session {
     }
   }
 
-  /// Feeds the frames of a clip already in memory. The frames are kept (not decoded again
-  /// from files), so a clip fed this way costs its pixels' memory for the session's life.
+  /// Feeds the frames of a clip already in memory. They are written once to a temporary
+  /// folder and decoded again from there when needed (`FrameSpool`), so a clip fed this way
+  /// costs disk, not memory, for the session's life, as a folder of frames does.
   @discardableResult
   public func feedFrames(_ frames: [RGBImage]) throws -> FeedReport {
     guard !frames.isEmpty else { throw EngineError.invalid("no frames to feed") }
+    let spool = try FrameSpool(frames)
     return try feedVisual { vlm, index, start in
-      try vlm.layout(frames: frames.map { ImageSource($0) }, at: index, start: start)
+      try vlm.layout(frames: spool.sources(frames), at: index, start: start)
     }
   }
 

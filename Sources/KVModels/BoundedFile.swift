@@ -16,6 +16,26 @@ public enum BoundedFile {
     public var description: String { message }
   }
 
+  /// Why `path` cannot be reached, for a path `FileManager.fileExists` says is not there:
+  /// `notThere` ("no such file") when nothing is at it, or what `stat` says otherwise — a
+  /// symbolic link loop, a link to nothing, a folder that may not be entered.
+  public static func missing(_ path: String, notThere: String) -> String {
+    var st = stat()
+    if stat(path, &st) == 0 { return notThere }  // appeared since
+    let err = errno
+    var lst = stat()
+    switch err {
+    case ELOOP:
+      return "symbolic link loop (too many levels of symbolic links)"
+    case ENOENT where lstat(path, &lst) == 0 && (lst.st_mode & S_IFMT) == S_IFLNK:
+      return "symbolic link to nothing (its target does not exist)"
+    case EACCES: return "permission denied (a folder on the way may not be entered)"
+    case ENAMETOOLONG: return "name too long"
+    case ENOTDIR: return "\(notThere) (a part of the path is not a folder)"
+    default: return notThere
+    }
+  }
+
   /// JSON files (config.json, tokenizer.json, preprocessor_config.json): the largest published
   /// tokenizer.json files are ~30 MB.
   public static let jsonLimit = 512 << 20

@@ -166,6 +166,15 @@ struct KVLab: ParsableCommand {
     // Serving, as at the prompt, SIGINT cancels the running command and never ends kvlab.
     repl.interrupts = InterruptRouter(interactive: interactive || serveSink != nil)
 
+    // -c text must be UTF-8, as a script file must (Swift's arguments replace bad bytes).
+    for k in 1..<Int(CommandLine.argc) {
+      guard let arg = CommandLine.unsafeArgv[k] else { continue }
+      let raw = Array(UnsafeBufferPointer(start: arg, count: strlen(arg))).map { UInt8(bitPattern: $0) }
+      if String(validating: raw, as: UTF8.self) == nil {
+        FileHandle.standardError.write(Data("error: argument \(k) is not UTF-8 text\n".utf8))
+        throw ExitCode(1)
+      }
+    }
     var status: Int32 = 0
     if let model {
       status = Repl.exitCode(repl.run(line: "load \(Repl.quote(model))"))
@@ -186,7 +195,8 @@ struct KVLab: ParsableCommand {
       let history = noHistory ? nil : LineEditor.defaultHistoryFile()
       status = repl.runInteractive(historyFile: history)
     } else {
-      status = max(status, repl.runLines { readLine(strippingNewline: true) })
+      let stdin = FileLineReader(fd: 0)
+      status = max(status, repl.runLines(bytes: { stdin.nextBytes() }))
     }
     fflush(stdout)
     if status != 0 { throw ExitCode(status) }

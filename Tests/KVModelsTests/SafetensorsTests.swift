@@ -187,7 +187,23 @@ final class SafetensorsTests: XCTestCase {
         "not JSON at all", file(header: "GGUF....", data: 0),
         "header does not start with '{' (not a safetensors file?)"
       ),
-      ("bad JSON", file(header: #"{"w": {"dtype": "F32", "#, data: 0), "header is not valid JSON"),
+      (
+        "bad JSON", file(header: #"{"w": {"dtype": "F32", "#, data: 0),
+        "header is not valid JSON (line 1, column 24: \"w\": expected a key (a string), found the end of the file)"
+      ),
+      (
+        "a number past a double",
+        file(header: #"{"w": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 4]}}"#, data: 4),
+        "header is line 1, column 34: \"w.shape\": 1e400 is not a finite number (past the range of a double)"
+      ),
+      (
+        "a name given twice: the last entry counts (4 bytes, not 8)",
+        file(
+          header:
+            #"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#,
+          data: 8),
+        "the data section has 4 bytes after the last tensor (8 bytes, tensors end at 4)"
+      ),
       (
         "unknown dtype",
         file(header: #"{"w": {"dtype": "F13", "shape": [1], "data_offsets": [0, 4]}}"#, data: 4),
@@ -358,7 +374,10 @@ final class SafetensorsTests: XCTestCase {
     let badConfig = try copyOfTinyLlama()
     try Data("{\"model_type\": ".utf8).write(
       to: URL(fileURLWithPath: (badConfig as NSString).appendingPathComponent("config.json")))
-    XCTAssertEqual(error(badConfig), "<dir>/config.json: not valid JSON")
+    XCTAssertEqual(
+      error(badConfig),
+      "<dir>/config.json: not valid JSON (line 1, column 16: \"model_type\": expected a value, found the end of the file)"
+    )
 
     let noWeights = try makeTemporaryFolder(self)
     try fm.copyItem(

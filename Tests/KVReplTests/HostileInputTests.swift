@@ -590,6 +590,7 @@ final class HostileInputTests: XCTestCase {
     c[79] = Case { try write("!touch pwned\necho never\n", $0 + "/sh.kvl") }
     c[80] = Case { try write(notebook("%%bash\ntouch pwned\n"), $0 + "/sh.ipynb") }
     videoCases(into: &c)
+    addSecondRound(&c, idefics: idefics)
     return c
   }()
 }

@@ -21,9 +21,12 @@ final class ProcessTests: XCTestCase {
     folder = temporaryFolder(self)
   }
 
-  func kvlab(_ args: [String], stdin: String = "", environment: [String: String] = [:]) throws -> Outcome {
+  func kvlab(
+    _ args: [String], stdin: String = "", stdinBytes: [UInt8]? = nil,
+    environment: [String: String] = [:], executable: String? = nil
+  ) throws -> Outcome {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: binary)
+    p.executableURL = URL(fileURLWithPath: executable ?? binary)
     p.arguments = args
     p.currentDirectoryURL = URL(fileURLWithPath: folder)
     var env = ProcessInfo.processInfo.environment
@@ -34,7 +37,7 @@ final class ProcessTests: XCTestCase {
     let outPath = folder + "/.stdout", errPath = folder + "/.stderr", inPath = folder + "/.stdin"
     _ = FileManager.default.createFile(atPath: outPath, contents: nil)
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    _ = FileManager.default.createFile(atPath: inPath, contents: Data(stdin.utf8))
+    _ = FileManager.default.createFile(atPath: inPath, contents: Data(stdinBytes ?? Array(stdin.utf8)))
     p.standardOutput = FileHandle(forWritingAtPath: outPath)
     p.standardError = FileHandle(forWritingAtPath: errPath)
     p.standardInput = FileHandle(forReadingAtPath: inPath)
@@ -97,6 +100,25 @@ final class ProcessTests: XCTestCase {
     let q = try kvlab([], stdin: "echo a\nquit\necho b\n")
     XCTAssertEqual(q.status, 0)
     XCTAssertEqual(q.stdout, "a\n")
+  }
+
+  /// Bytes that are not UTF-8 are refused on stdin and in -c, as in a script file (they were
+  /// replaced by U+FFFD and run); a byte-order mark starting stdin is skipped.
+  func testNonUTF8InputIsRefusedAndAByteOrderMarkSkipped() throws {
+    let r = try kvlab(
+      ["--keep-going"], stdinBytes: [0xEF, 0xBB, 0xBF] + Array("echo a\necho caf".utf8) + [0xFF, 0x0A]
+        + Array("echo b\n".utf8))
+    XCTAssertEqual(r.status, 1)
+    XCTAssertEqual(r.stdout, "a\nb\n")
+    XCTAssertEqual(r.stderr, "error: stdin:2: not UTF-8 text\n")
+    let stops = try kvlab([], stdinBytes: Array("echo caf".utf8) + [0xFF, 0x0A] + Array("echo b\n".utf8))
+    XCTAssertEqual(stops.status, 1)
+    XCTAssertEqual(stops.stdout, "")
+    let c = try kvlab(
+      ["-c", #"exec "$0" -c "$(printf 'echo caf\377')""#, binary], executable: "/bin/sh")
+    XCTAssertEqual(c.status, 1)
+    XCTAssertEqual(c.stdout, "")
+    XCTAssertEqual(c.stderr, "error: argument 2 is not UTF-8 text\n")
   }
 
   func testScriptAndCheck() throws {

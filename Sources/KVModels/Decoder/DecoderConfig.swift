@@ -93,21 +93,25 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     let scaling = try? extra.decodeIfPresent(RopeParameters.self, forKey: .ropeScaling)
     ropeTheta =
       try rope?.ropeTheta ?? c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
-    for kind in [rope?.ropeType, rope?.type, scaling?.ropeType, scaling?.type].compactMap({ $0 })
-    where !["default", "mrope"].contains(kind) {
-      // Scaled RoPE (linear, dynamic, yarn, llama3, longrope) changes every angle: refuse it.
-      throw DecodingError.dataCorruptedError(
-        forKey: .ropeParameters, in: extra, debugDescription: "rope_type '\(kind)' is not supported"
-      )
+    // Scaled RoPE (linear, dynamic, yarn, llama3, longrope) changes every angle: refuse it,
+    // naming the key the file wrote it under.
+    for (key, params) in [(ExtraKeys.ropeParameters, rope), (.ropeScaling, scaling)] {
+      for kind in [params?.ropeType, params?.type].compactMap({ $0 })
+      where !["default", "mrope"].contains(kind) {
+        throw DecodingError.dataCorruptedError(
+          forKey: key, in: extra,
+          debugDescription:
+            "rope type '\(kind)' is not supported (default, mrope: scaled RoPE is not implemented)")
+      }
     }
     if try extra.decodeIfPresent(Bool.self, forKey: .mlpBias) == true {
       throw DecodingError.dataCorruptedError(
-        forKey: .mlpBias, in: extra, debugDescription: "mlp_bias is not supported")
+        forKey: .mlpBias, in: extra, debugDescription: "true is not supported (no MLP biases)")
     }
     if let act = try extra.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
       throw DecodingError.dataCorruptedError(
         forKey: .hiddenAct, in: extra,
-        debugDescription: "hidden_act '\(act)' is not supported (silu)")
+        debugDescription: "'\(act)' is not supported (silu)")
     }
     mropeSection = rope?.mropeSection ?? scaling?.mropeSection
     rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6

@@ -76,7 +76,7 @@ extension LlamaModel {
       "model.language_model.", "model.text_model.", "model.", "language_model.model.",
     ]
     guard
-      let p = candidates.first(where: { folder.tensorNames.contains($0 + "embed_tokens.weight") })
+      let p = candidates.first(where: { folder.hasTensor($0 + "embed_tokens.weight") })
     else {
       throw ModelError(
         path: folder.path,

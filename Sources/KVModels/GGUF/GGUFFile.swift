@@ -510,6 +510,17 @@ private struct Reader {
       out.tensors[t.name] = GGUFTensorInfo(name: t.name, dims: t.dims, type: t.type, offset: start)
       out.tensorNames.append(t.name)
     }
+    // No two tensors may share bytes (llama.cpp refuses such a file as well): sorted by where
+    // they start, each must begin at or after the end of the one before.
+    let spans = out.tensorNames.compactMap { name -> (start: Int, end: Int, name: String)? in
+      guard let t = out.tensors[name], t.byteCount > 0 else { return nil }
+      return (t.offset, t.offset + t.byteCount, name)
+    }.sorted { ($0.start, $0.end) < ($1.start, $1.end) }
+    for (a, b) in zip(spans, spans.dropFirst()) where b.start < a.end {
+      throw Failure(
+        message: "tensors \(GGUFFile.quoted(a.name)) (bytes \(a.start)..<\(a.end)) and "
+          + "\(GGUFFile.quoted(b.name)) (bytes \(b.start)..<\(b.end)) overlap")
+    }
     return out
   }
 

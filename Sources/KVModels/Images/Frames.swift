@@ -19,17 +19,22 @@ public enum Frames {
     if let max, max < 1 { throw fail("max= must be at least 1, got \(max)") }
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir) else {
-      throw fail("no such folder")
+      throw fail(BoundedFile.missing(folder, notThere: "no such folder"))
     }
     guard isDir.boolValue else { throw fail("not a folder") }
-    let names: [String]
-    do {
-      names = try FileManager.default.contentsOfDirectory(atPath: folder)
-    } catch {
-      throw fail("cannot list the folder")
-    }
+    let (names, undecodable) = try listNames(folder)
     var images: [String] = []
     var skipped = 0
+    // A name that is not UTF-8 cannot be passed on as a path: an image under such a name is an
+    // error (dropping the frame without a word would change the clip), anything else skipped.
+    for raw in undecodable where raw.first != UInt8(ascii: ".") {
+      let path = Array(folder.utf8) + [UInt8(ascii: "/")] + raw
+      if isImageFile(path: path) {
+        throw fail(
+          "file name \(escaped(raw)) is not valid UTF-8: rename it (the frame would be skipped)")
+      }
+      skipped += 1
+    }
     for name in names where !name.hasPrefix(".") {
       let path = (folder as NSString).appendingPathComponent(name)
       if isImageFile(path) {
@@ -49,10 +54,47 @@ public enum Frames {
     return picked.map { (folder as NSString).appendingPathComponent($0) }
   }
 
+  /// The folder's entries (without "." and ".."): names that are UTF-8, and the raw bytes of
+  /// those that are not (FileManager would drop or mangle them).
+  static func listNames(_ folder: String) throws -> (names: [String], undecodable: [[UInt8]]) {
+    guard let dir = opendir(folder) else {
+      throw ImageError(
+        path: folder,
+        message: "cannot list the folder: \(String(cString: strerror(errno)).lowercased())")
+    }
+    defer { closedir(dir) }
+    var names: [String] = []
+    var undecodable: [[UInt8]] = []
+    while let entry = readdir(dir) {
+      let raw = withUnsafeBytes(of: entry.pointee.d_name) { buffer in
+        Array(buffer.prefix { $0 != 0 })
+      }
+      if raw == [0x2E] || raw == [0x2E, 0x2E] { continue }
+      if let name = String(validating: raw, as: UTF8.self) {
+        names.append(name)
+      } else {
+        undecodable.append(raw)
+      }
+    }
+    return (names, undecodable)
+  }
+
+  /// A name's bytes as Python writes undecodable ones: `"fr\xffame.png"`.
+  static func escaped(_ raw: [UInt8]) -> String {
+    "\"" + raw.map { b in
+      (0x20..<0x7F).contains(b) && b != 0x22 && b != 0x5C
+        ? String(Character(Unicode.Scalar(b))) : String(format: "\\x%02x", b)
+    }.joined() + "\""
+  }
+
   /// Whether `path` is a regular file whose first bytes are a supported image signature.
-  static func isImageFile(_ path: String) -> Bool {
+  static func isImageFile(_ path: String) -> Bool { isImageFile(path: Array(path.utf8)) }
+
+  static func isImageFile(path: [UInt8]) -> Bool {
     // Non-blocking: a FIFO in the folder must not stall the listing.
-    let fd = open(path, O_RDONLY | O_NONBLOCK)
+    let fd = (path + [0]).withUnsafeBufferPointer { p in
+      p.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_RDONLY | O_NONBLOCK) }
+    }
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var st = stat()

@@ -299,11 +299,23 @@ extension ImagePreprocessor {
     let value: JSONValue
     do {
       value = try JSONValue.parse(data)
-    } catch {
-      throw ConfigError(message: "\(path): not valid JSON")
+    } catch let e as JSONParseError {
+      throw ConfigError(message: "\(path): \(e.fileMessage)")
     }
     guard let dict = value.object else { throw ConfigError(message: "\(path): not a JSON object") }
     try self.init(config: dict, path: path)
+  }
+
+  /// Why normalization statistics cannot be used, or nil: every mean finite, every std finite
+  /// and not 0 (a std of 0 divides every pixel to infinity or NaN, and every logit after it).
+  public static func badStatistics(mean: [Float], std: [Float]) -> String? {
+    if let k = mean.firstIndex(where: { !$0.isFinite }) {
+      return "\"image_mean\"[\(k)] is \(mean[k]): the mean must be finite"
+    }
+    if let k = std.firstIndex(where: { !$0.isFinite || $0 == 0 }) {
+      return "\"image_std\"[\(k)] is \(std[k]): the standard deviation must be finite and not 0"
+    }
+    return nil
   }
 
   /// The same from an already parsed JSON object.
@@ -402,6 +414,7 @@ extension ImagePreprocessor {
     if let b = try bool("do_center_crop") { doCenterCrop = b }
     if let m = try floats("image_mean") { mean = m }
     if let s = try floats("image_std") { std = s }
+    if let why = Self.badStatistics(mean: mean, std: std) { throw fail(why) }
 
     let doResize = try bool("do_resize") ?? (family != "generic" || !size.isEmpty)
     let doRescale = try bool("do_rescale") ?? true
@@ -409,6 +422,9 @@ extension ImagePreprocessor {
     if let v = present("rescale_factor") {
       guard let d = v.double else {
         throw fail("\"rescale_factor\" must be a number, got \(v.brief)")
+      }
+      guard d.isFinite, Float(d).isFinite else {
+        throw fail("\"rescale_factor\" \(v.brief) is not a finite number")
       }
       factor = d
     }

@@ -16,8 +16,18 @@ public final class HFModelFolder: @unchecked Sendable {
   /// The safetensors files, in name order.
   public let files: [SafetensorsFile]
   /// Every tensor name, sorted.
-  public let tensorNames: [String]
-  private let location: [String: Int]  // tensor → index in files
+  public var tensorNames: [String] {
+    files.count == 1 ? files[0].tensorNames.sorted() : location.keys.sorted()
+  }
+  /// Tensor → index in `files`, when there are several (one file answers for itself).
+  private let location: [String: Int]
+
+  /// Whether some file of the folder holds a tensor of this name.
+  public func hasTensor(_ name: String) -> Bool { fileIndex(name) != nil }
+
+  private func fileIndex(_ name: String) -> Int? {
+    files.count == 1 ? (files[0].hasTensor(name) ? 0 : nil) : location[name]
+  }
 
   public init(path: String) throws {
     self.path = path
@@ -83,7 +93,7 @@ public final class HFModelFolder: @unchecked Sendable {
     var location: [String: Int] = [:]
     for (i, name) in shardNames.enumerated() {
       let f = try SafetensorsFile(path: file(name))
-      for t in f.tensorNames {
+      for t in shardNames.count == 1 ? [] : f.tensorInfos.lazy.map(\.name) {
         if let j = location[t] {
           throw fail("tensor \(GGUFFile.quoted(t)) is in both \(shardNames[j]) and \(name)")
         }
@@ -92,16 +102,16 @@ public final class HFModelFolder: @unchecked Sendable {
       files.append(f)
     }
     for (tensor, shard) in expected {
-      guard let i = location[tensor], shardNames[i] == shard else {
+      let at = shardNames.count == 1 ? (files[0].hasTensor(tensor) ? 0 : nil) : location[tensor]
+      guard let i = at, shardNames[i] == shard else {
         throw fail(
           "model.safetensors.index.json places tensor \(GGUFFile.quoted(tensor)) in \(shard), "
-            + (location[tensor].map { "but it is in \(shardNames[$0])" }
+            + (at.map { "but it is in \(shardNames[$0])" }
               ?? "which has no such tensor"))
       }
     }
     self.files = files
     self.location = location
-    self.tensorNames = location.keys.sorted()
   }
 
   static func readJSONObject(_ path: String) throws -> [String: JSONValue] {
@@ -114,8 +124,8 @@ public final class HFModelFolder: @unchecked Sendable {
     let value: JSONValue
     do {
       value = try JSONValue.parse(data)
-    } catch {
-      throw SafetensorsError(path: path, message: "not valid JSON")
+    } catch let e as JSONParseError {
+      throw SafetensorsError(path: path, message: e.fileMessage)
     }
     guard let object = value.object else {
       throw SafetensorsError(path: path, message: "not a JSON object")
@@ -126,7 +136,7 @@ public final class HFModelFolder: @unchecked Sendable {
   /// The file holding `name` and the tensor's description.
   public func tensor(_ name: String) throws -> (file: SafetensorsFile, info: SafetensorsTensorInfo)
   {
-    guard let i = location[name] else {
+    guard let i = fileIndex(name) else {
       throw SafetensorsError(
         path: path, message: "no tensor named \(GGUFFile.quoted(name)) in the model's safetensors")
     }
@@ -192,6 +202,11 @@ public final class HFModelFolder: @unchecked Sendable {
       throw SafetensorsError(
         path: configPath,
         message: "\(key.map { "\"\($0)\": " } ?? "")\"\(Self.keyPath(ctx.codingPath))\" is null")
+    } catch let DecodingError.dataCorrupted(ctx) {
+      throw SafetensorsError(
+        path: configPath,
+        message: "\"\(([key].compactMap { $0 } + [Self.keyPath(ctx.codingPath)]).joined(separator: "."))\": "
+          + ctx.debugDescription)
     } catch let e as SafetensorsError {
       throw e
     } catch {

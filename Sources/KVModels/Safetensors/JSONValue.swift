@@ -82,9 +82,10 @@ public enum JSONValue: Equatable, Sendable, Codable {
     try JSONDecoder().decode(T.self, from: JSONEncoder().encode(self))
   }
 
-  /// Parses a JSON document (any top-level value).
+  /// Parses a JSON document (any top-level value); a key given twice keeps its last value, as
+  /// in Python. Throws `JSONParseError` (with line, column and key).
   public static func parse(_ data: Data) throws -> JSONValue {
-    try JSONDecoder().decode(JSONValue.self, from: data)
+    try JSONReader.parse(data)
   }
 
   public var object: [String: JSONValue]? {

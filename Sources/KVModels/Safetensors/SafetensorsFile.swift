@@ -64,9 +64,14 @@ public struct SafetensorsTensorInfo: Sendable, Equatable {
 /// no read can leave the mapping; tensor data is only touched when converted.
 public final class SafetensorsFile: @unchecked Sendable {
   public let path: String
-  public let tensors: [String: SafetensorsTensorInfo]
+  /// Every tensor, in the order of the header.
+  public let tensorInfos: [SafetensorsTensorInfo]
+  /// Where each tensor is in `tensorInfos`.
+  private let index: [String: Int]
+  /// `tensorInfos` indices in the order of the data.
+  private let dataOrder: [Int32]
   /// Tensor names in the order of their data.
-  public let tensorNames: [String]
+  public var tensorNames: [String] { dataOrder.map { tensorInfos[Int($0)].name } }
   /// The `__metadata__` map (empty when absent).
   public let metadata: [String: String]
   /// Absolute offset of the data section (8 + header length).
@@ -97,8 +102,9 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
     do {
       let parsed = try Self.parseHeader(UnsafeRawBufferPointer(start: base, count: size))
-      self.tensors = parsed.tensors
-      self.tensorNames = parsed.names
+      self.tensorInfos = parsed.infos
+      self.index = parsed.index
+      self.dataOrder = parsed.order
       self.metadata = parsed.metadata
       self.dataOffset = parsed.dataOffset
     } catch let message as HeaderFailure {
@@ -114,9 +120,11 @@ public final class SafetensorsFile: @unchecked Sendable {
     if let base { munmap(UnsafeMutableRawPointer(mutating: base), mappedLength) }
   }
 
+  public func hasTensor(_ name: String) -> Bool { index[name] != nil }
+
   /// The tensor's description, or an error naming the file and the tensor.
   public func tensor(_ name: String) throws -> SafetensorsTensorInfo {
-    guard let info = tensors[name] else {
+    guard let info = index[name].map({ tensorInfos[$0] }) else {
       throw SafetensorsError(path: path, message: "no tensor named \(GGUFFile.quoted(name))")
     }
     return info
@@ -191,8 +199,11 @@ public final class SafetensorsFile: @unchecked Sendable {
   private struct HeaderFailure: Error { let text: String }
 
   private struct Parsed {
-    var tensors: [String: SafetensorsTensorInfo] = [:]
-    var names: [String] = []
+    /// In the order of the header (a name given twice: its last entry, in the first's place).
+    var infos: [SafetensorsTensorInfo] = []
+    var index: [String: Int] = [:]
+    /// Indices into `infos` in the order of the data.
+    var order: [Int32] = []
     var metadata: [String: String] = [:]
     var dataOffset = 0
   }
@@ -212,89 +223,57 @@ public final class SafetensorsFile: @unchecked Sendable {
     guard header.first == UInt8(ascii: "{") else {
       throw fail("header does not start with '{' (not a safetensors file?)")
     }
-    let value: JSONValue
-    do {
-      value = try JSONValue.parse(Data(header))
-    } catch {
-      throw fail("header is not valid JSON")
-    }
-    guard let object = value.object else { throw fail("header is not a JSON object") }
-
     var out = Parsed()
     out.dataOffset = 8 + headerLength
     let dataLength = file.count - out.dataOffset
+    // One entry at a time, each read field by field: a header of a million entries never
+    // exists as one tree, and costs one hash of its name.
+    var reader = JSONReader(header)
     var infos: [SafetensorsTensorInfo] = []
-    for (name, entry) in object {
-      let q = GGUFFile.quoted(name)
-      if name == "__metadata__" {
-        guard let map = entry.object else {
-          throw fail("__metadata__ must be an object of strings")
+    // No entry is shorter than 50 bytes (`"":{"dtype":"F32","shape":[],"data_offsets":[0,0]},`):
+    // room for as many as the header could hold, so the list never grows by copying.
+    infos.reserveCapacity(headerLength / 50 + 1)
+    do {
+      try reader.forEachMember { name, r in
+        if name == "__metadata__" {
+          out.metadata = try Self.metadata(try r.value())
+        } else {
+          infos.append(try Self.tensorInfo(name, &r, dataLength: dataLength))
         }
-        for (k, v) in map {
-          guard let s = v.string else {
-            throw fail("__metadata__ \(GGUFFile.quoted(k)) must be a string, got \(v.brief)")
-          }
-          out.metadata[k] = s
-        }
-        continue
       }
-      guard let fields = entry.object else { throw fail("tensor \(q): entry is not an object") }
-      guard let dtypeValue = fields["dtype"] else { throw fail("tensor \(q): no \"dtype\"") }
-      guard let dtypeName = dtypeValue.string else {
-        throw fail("tensor \(q): \"dtype\" must be a string, got \(dtypeValue.brief)")
-      }
-      guard let dtype = SafetensorsDType(rawValue: dtypeName) else {
-        throw fail("tensor \(q): unknown dtype \(GGUFFile.quoted(dtypeName))")
-      }
-      guard let shapeValue = fields["shape"] else { throw fail("tensor \(q): no \"shape\"") }
-      guard let dims = shapeValue.array, dims.allSatisfy({ ($0.int ?? -1) >= 0 && $0.bool == nil })
-      else {
-        throw fail(
-          "tensor \(q): \"shape\" must be a list of non-negative integers, got \(shapeValue.brief)")
-      }
-      let shape = dims.map { $0.int! }
-      guard let offsetsValue = fields["data_offsets"] else {
-        throw fail("tensor \(q): no \"data_offsets\"")
-      }
-      guard let offsets = offsetsValue.array, offsets.count == 2, let begin = offsets[0].int,
-        let end = offsets[1].int, begin >= 0, end >= 0
-      else {
-        throw fail(
-          "tensor \(q): \"data_offsets\" must be two non-negative integers, got \(offsetsValue.brief)"
-        )
-      }
-      guard begin <= end else {
-        throw fail("tensor \(q): data_offsets [\(begin), \(end)] end before they begin")
-      }
-      var bytes = dtype.byteSize
-      for d in shape {
-        let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
-        guard !overflow else { throw fail("tensor \(q): shape \(shape) is too large") }
-        bytes = p
-      }
-      guard bytes == end - begin else {
-        throw fail(
-          "tensor \(q): shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes, but data_offsets "
-            + "[\(begin), \(end)] span \(end - begin)")
-      }
-      guard end <= dataLength else {
-        throw fail(
-          "tensor \(q): data_offsets [\(begin), \(end)] run past the end of the data section "
-            + "(\(dataLength) bytes)")
-      }
-      infos.append(
-        SafetensorsTensorInfo(name: name, dtype: dtype, shape: shape, dataOffsets: begin..<end))
+      try reader.end()
+    } catch let e as JSONParseError {
+      throw fail("header is \(e.fileMessage)")
     }
-    // Sorted by offset (then name, for zero-size tensors at the same place), the tensors must
-    // tile the data section: no overlap, no gap, nothing after the last one.
-    infos.sort {
-      ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound, $0.name) < (
-        $1.dataOffsets.lowerBound, $1.dataOffsets.upperBound, $1.name
-      )
+    // A name given twice keeps its last entry (as a JSON object read by Python or serde_json).
+    var index = [String: Int](minimumCapacity: infos.count)
+    var replaced = false
+    for k in infos.indices {
+      if let j = index.updateValue(k, forKey: infos[k].name) {
+        infos[j] = infos[k]
+        index[infos[k].name] = j
+        replaced = true
+      }
+    }
+    if replaced {
+      var kept: [SafetensorsTensorInfo] = []
+      for (k, info) in infos.enumerated() where index[info.name] == k { kept.append(info) }
+      infos = kept
+      index = [:]
+      for (k, info) in infos.enumerated() { index[info.name] = k }
+    }
+    // Sorted by offset (then by place in the header, for zero-size tensors at the same place),
+    // the tensors must tile the data section: no overlap, no gap, nothing after the last one.
+    var order = (0..<Int32(infos.count)).map { $0 }
+    order.sort {
+      let a = infos[Int($0)].dataOffsets
+      let b = infos[Int($1)].dataOffsets
+      return (a.lowerBound, a.upperBound, $0) < (b.lowerBound, b.upperBound, $1)
     }
     var covered = 0
     var previous: SafetensorsTensorInfo? = nil
-    for info in infos {
+    for k in order {
+      let info = infos[Int(k)]
       let r = info.dataOffsets
       if r.lowerBound < covered, let p = previous {
         throw fail(
@@ -314,8 +293,113 @@ public final class SafetensorsFile: @unchecked Sendable {
         "the data section has \(dataLength - covered) bytes after the last tensor "
           + "(\(dataLength) bytes, tensors end at \(covered))")
     }
-    for info in infos { out.tensors[info.name] = info }
-    out.names = infos.map(\.name)
+    out.infos = infos
+    out.index = index
+    out.order = order
     return out
+  }
+
+  private static func metadata(_ entry: JSONValue) throws -> [String: String] {
+    guard let map = entry.object else {
+      throw HeaderFailure(text: "__metadata__ must be an object of strings")
+    }
+    var out: [String: String] = [:]
+    for (k, v) in map {
+      guard let s = v.string else {
+        throw HeaderFailure(
+          text: "__metadata__ \(GGUFFile.quoted(k)) must be a string, got \(v.brief)")
+      }
+      out[k] = s
+    }
+    return out
+  }
+
+  /// One tensor's entry of the header, read from `r` (at the entry's value) and checked
+  /// against the data section.
+  private static func tensorInfo(_ name: String, _ r: inout JSONReader, dataLength: Int) throws
+    -> SafetensorsTensorInfo
+  {
+    func fail(_ m: String) -> HeaderFailure { HeaderFailure(text: m) }
+    var q: String { GGUFFile.quoted(name) }
+    guard r.atObject() else {
+      _ = try r.value()
+      throw fail("tensor \(q): entry is not an object")
+    }
+    var dtypeField: JSONValue? = nil
+    var shapeField: JSONValue? = nil
+    var offsetsField: JSONValue? = nil
+    var shapeInts: [Int]? = nil
+    var offsetInts: [Int]? = nil
+    try r.forEachMember { key, r in
+      switch key {
+      case "dtype": dtypeField = try r.value()
+      case "shape":
+        shapeInts = r.integers()
+        shapeField = shapeInts == nil ? try r.value() : nil
+      case "data_offsets":
+        offsetInts = r.integers()
+        offsetsField = offsetInts == nil ? try r.value() : nil
+      default: _ = try r.value()
+      }
+    }
+    // Plain lists of integers (every real header) need no tree.
+
+    guard let dtypeValue = dtypeField else { throw fail("tensor \(q): no \"dtype\"") }
+    guard let dtypeName = dtypeValue.string else {
+      throw fail("tensor \(q): \"dtype\" must be a string, got \(dtypeValue.brief)")
+    }
+    guard let dtype = SafetensorsDType(rawValue: dtypeName) else {
+      throw fail("tensor \(q): unknown dtype \(GGUFFile.quoted(dtypeName))")
+    }
+    let shape: [Int]
+    if let v = shapeInts, v.allSatisfy({ $0 >= 0 }) {
+      shape = v
+    } else {
+      guard let shapeValue = shapeField ?? shapeInts.map({ .array($0.map { .int(Int64($0)) }) })
+      else { throw fail("tensor \(q): no \"shape\"") }
+      guard let dims = shapeValue.array,
+        dims.allSatisfy({ ($0.int ?? -1) >= 0 && $0.bool == nil })
+      else {
+        throw fail(
+          "tensor \(q): \"shape\" must be a list of non-negative integers, got \(shapeValue.brief)")
+      }
+      shape = dims.map { $0.int! }
+    }
+    let begin: Int
+    let end: Int
+    if let v = offsetInts, v.count == 2, v[0] >= 0, v[1] >= 0 {
+      (begin, end) = (v[0], v[1])
+    } else {
+      guard let offsetsValue = offsetsField ?? offsetInts.map({ .array($0.map { .int(Int64($0)) }) })
+      else { throw fail("tensor \(q): no \"data_offsets\"") }
+      guard let offsets = offsetsValue.array, offsets.count == 2, let b = offsets[0].int,
+        let e = offsets[1].int, b >= 0, e >= 0
+      else {
+        throw fail(
+          "tensor \(q): \"data_offsets\" must be two non-negative integers, got \(offsetsValue.brief)"
+        )
+      }
+      (begin, end) = (b, e)
+    }
+    guard begin <= end else {
+      throw fail("tensor \(q): data_offsets [\(begin), \(end)] end before they begin")
+    }
+    var bytes = dtype.byteSize
+    for d in shape {
+      let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+      guard !overflow else { throw fail("tensor \(q): shape \(shape) is too large") }
+      bytes = p
+    }
+    guard bytes == end - begin else {
+      throw fail(
+        "tensor \(q): shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes, but data_offsets "
+          + "[\(begin), \(end)] span \(end - begin)")
+    }
+    guard end <= dataLength else {
+      throw fail(
+        "tensor \(q): data_offsets [\(begin), \(end)] run past the end of the data section "
+          + "(\(dataLength) bytes)")
+    }
+    return SafetensorsTensorInfo(name: name, dtype: dtype, shape: shape, dataOffsets: begin..<end)
   }
 }

@@ -65,10 +65,19 @@ public struct Idefics3ImageSplitter: Sendable, Equatable {
     }
     let doRescale = config["do_rescale"]?.bool ?? true
     let factor = config["rescale_factor"]?.double ?? 1.0 / 255.0
+    guard Float(factor).isFinite else {
+      throw fail("\"rescale_factor\" \(factor) is not a finite number")
+    }
     let doNormalize = config["do_normalize"]?.bool ?? true
+    var statistics: ([Float], [Float])? = nil
+    if doNormalize {
+      let (mean, std) = (try floats("image_mean"), try floats("image_std"))
+      if let why = ImagePreprocessor.badStatistics(mean: mean, std: std) { throw fail(why) }
+      statistics = (mean, std)
+    }
     normalization = ImagePreprocessor(
       resize: nil, resample: resample, rescaleFactor: doRescale ? factor : nil,
-      normalization: doNormalize ? (try floats("image_mean"), try floats("image_std")) : nil)
+      normalization: statistics)
   }
 
   /// `_resize_output_size_rescale_to_max_len` then `_scale_below_upper_bound` (float64 ratios,

@@ -208,7 +208,14 @@ public enum VisionLanguageModels {
   public static func load(folder path: String, meter: MemoryMeter?) throws
     -> any VisionLanguageModel
   {
-    let folder = try HFModelFolder(path: path)
+    try load(folder: try HFModelFolder(path: path), meter: meter)
+  }
+
+  /// The same from a folder already opened (its headers are read once).
+  public static func load(folder: HFModelFolder, meter: MemoryMeter?) throws
+    -> any VisionLanguageModel
+  {
+    let path = folder.path
     let type = folder.modelType ?? "(none)"
     switch type {
     case "idefics3", "smolvlm": return try Idefics3Model(folder: folder, meter: meter)

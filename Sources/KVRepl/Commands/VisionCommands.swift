@@ -64,7 +64,8 @@ public enum VisionCommands {
     let max = ctx.args.string("max").map { _ in ctx.args.int("max") }
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
-      throw ctx.error("\(typed): no such file or folder")
+      throw ctx.error(
+        "\(typed): " + BoundedFile.missing(source, notThere: "no such file or folder"))
     }
     if !isDirectory.boolValue {
       return try VideoFeed.run(ctx, typed: typed, path: source, every: every, max: max)

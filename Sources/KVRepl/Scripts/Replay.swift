@@ -253,7 +253,7 @@ extension Repl {
   {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-      throw ReplError(command, "\(typed): no such file")
+      throw ReplError(command, "\(typed): " + BoundedFile.missing(path, notThere: "no such file"))
     }
     if isDirectory.boolValue { throw ReplError(command, "\(typed): is a folder, not \(what)") }
     do {

@@ -288,6 +288,26 @@ public final class Repl {
     return runLines { remaining.next() }
   }
 
+  /// Piped stdin, line by line as bytes: as a script file, a UTF-8 byte-order mark at the start
+  /// is skipped and a line that is not UTF-8 is an error (`error: stdin:3: not UTF-8 text`),
+  /// never run with its bytes replaced.
+  public func runLines(bytes next: () -> [UInt8]?) -> Int32 {
+    var number = 0
+    var status: Int32 = 0
+    let result = runLines { () -> String? in
+      while var raw = next() {
+        number += 1
+        if number == 1, raw.starts(with: [0xEF, 0xBB, 0xBF]) { raw.removeFirst(3) }
+        if let line = String(validating: raw, as: UTF8.self) { return line }
+        report(ReplError(nil, "stdin:\(number): not UTF-8 text"))
+        status = 1
+        if !keepGoing { return nil }
+      }
+      return nil
+    }
+    return max(result, status)
+  }
+
   /// Piped stdin (or any line source): no prompt, output flushed after every command,
   /// `#>` lines ignored. Stops with status 1 at the first error unless `keepGoing`.
   public func runLines(_ next: () -> String?) -> Int32 {

@@ -165,12 +165,15 @@ public final class FileLineReader {
 
   /// The next line without its `\n` (or `\r\n`); a last line without one counts; nil at EOF
   /// or on a read error.
-  public func next() -> String? {
+  public func next() -> String? { nextBytes().map { String(decoding: $0, as: UTF8.self) } }
+
+  /// The same as bytes, as read (not checked to be UTF-8).
+  public func nextBytes() -> [UInt8]? {
     while true {
       if let i = buffer[start...].firstIndex(of: 0x0A) {
         var end = i
         if end > start && buffer[end - 1] == 0x0D { end -= 1 }
-        let line = String(decoding: buffer[start..<end], as: UTF8.self)
+        let line = Array(buffer[start..<end])
         start = i + 1
         if start > 65536 {
           buffer.removeFirst(start)
@@ -180,7 +183,7 @@ public final class FileLineReader {
       }
       if eof {
         guard start < buffer.count else { return nil }
-        let line = String(decoding: buffer[start...], as: UTF8.self)
+        let line = Array(buffer[start...])
         start = buffer.count
         return line
       }

@@ -1,0 +1,46 @@
+import Foundation
+import KVModels
+
+/// The frames of a clip generated in memory (`feed synthetic needle-video`), written once as PNG
+/// files into a temporary folder and read back (losslessly) whenever the vision tower needs
+/// them, as a folder of frames is: held in memory, every frame fed cost its pixels for the
+/// session's life. The folder goes when the last segment holding these frames does.
+final class FrameSpool: @unchecked Sendable {
+  let folder: String
+  private(set) var paths: [String] = []
+
+  init(_ frames: [RGBImage]) throws {
+    folder = (NSTemporaryDirectory() as NSString).appendingPathComponent(
+      "kvlab-clip-\(UUID().uuidString)")
+    do {
+      try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    } catch {
+      throw EngineError.file(path: folder, message: "cannot create a folder for the clip's frames")
+    }
+    for (i, frame) in frames.enumerated() {
+      let path = (folder as NSString).appendingPathComponent(String(format: "frame%06d.png", i))
+      do {
+        try PNGEncoder.encode(frame).write(to: URL(fileURLWithPath: path))
+      } catch {
+        try? FileManager.default.removeItem(atPath: folder)
+        throw EngineError.file(
+          path: path, message: "cannot write the clip's frame: \(error.localizedDescription)")
+      }
+      paths.append(path)
+    }
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: folder) }
+
+  /// The frames as sources that keep this spool (and its folder) alive.
+  func sources(_ frames: [RGBImage]) -> [ImageSource] {
+    zip(paths, frames).map { path, frame in
+      var source = ImageSource(frame)
+      source.load = { [self] in
+        _ = self
+        return try ImageDecoder.decode(path: path)
+      }
+      return source
+    }
+  }
+}
