@@ -273,7 +273,15 @@ def sweep(jobs: list[Job], a, bin_dir: str) -> list[tuple[Job, str]]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     runtime_env, rbin, rmodel = (ship(bin_dir, a.model) if a.ship else (None, bin_dir, os.path.abspath(a.model)))
     if a.address:
-        ray.init(address=a.address, runtime_env=runtime_env, log_to_driver=False)
+        try:
+            ray.init(address=a.address, runtime_env=runtime_env, log_to_driver=False)
+        except ConnectionError as err:
+            # Ray 2.60's `ray start --head` asks for its auth token (~/.ray/auth_token) while a
+            # driver defaults to no auth: the refusal reads as an unreachable cluster.
+            hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                    "; if the head was started with token auth, run with RAY_AUTH_MODE=token "
+                    "and its token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)")
+            fail(f"--address {a.address}: {err}{hint}")
     else:
         # "local": always a new Ray on this machine, never one another sweep or `ray start` left.
         ray.init(address="local", num_cpus=a.workers * a.threads, include_dashboard=False,
