@@ -118,3 +118,15 @@ enum AttentionMass {
     return mass
   }
 }
+
+/// Small vector helpers (Float, sequential sums).
+enum Vector {
+  @inline(__always)
+  static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s: Float = 0
+    for i in 0..<n { s += a[i] * b[i] }
+    return s
+  }
+  @inline(__always)
+  static func norm(_ a: UnsafePointer<Float>, _ n: Int) -> Float { dot(a, a, n).squareRoot() }
+}
