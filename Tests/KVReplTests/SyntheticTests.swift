@@ -120,11 +120,11 @@ final class SyntheticTests: XCTestCase {
     ] {
       XCTAssertEqual(repl.run(line: line), .ok, out.text)
       let fed = try XCTUnwrap(out.lines.last { $0.hasPrefix("fed ") })
-      if let m = fed.firstMatch(of: /(\d+) visual \+ (\d+) text tokens/) {
+      if let m = fed.firstMatch(of: #/(\d+) visual \+ (\d+) text tokens/#) {
         visual += Int(m.1)!
         text += Int(m.2)!
       } else {
-        text += Int(try XCTUnwrap(fed.firstMatch(of: /^fed (\d+) tokens/)).1)!
+        text += Int(try XCTUnwrap(fed.firstMatch(of: #/^fed (\d+) tokens/#)).1)!
       }
     }
     XCTAssertEqual(visual + text, repl.session.context.count)
