@@ -137,7 +137,8 @@ final class BudgetShareTests: XCTestCase {
     let completer = Completer(table: table, directory: nil)
     let offered = completer.complete("budget ").candidates
     for e in examples { XCTAssertTrue(offered.contains(e), "\(e) in \(offered)") }
-    XCTAssertEqual(completer.complete("budget 10").candidates, ["10%"])
+    XCTAssertEqual(Set(completer.complete("budget 1").candidates), ["1024", "16MiB", "10%"])
+    XCTAssertEqual(completer.complete("budget 16").candidates, ["16MiB"])
     let (r, out) = embedded()
     _ = run(r, out, "load")
     for e in examples { _ = run(r, out, "budget \(e)") }

@@ -156,7 +156,7 @@ final class PNGViewTests: XCTestCase {
         "mem plot out=\(dir)/p.png",
         "error: mem plot: no prefill blocks since the model was loaded or the last 'mem reset': feed something first"
       ),
-      ("mem plot", "error: mem plot: missing out=FILE.png"),
+      ("mem plot", "error: mem plot: out=FILE.png is needed here (a notebook shows the plot inline)"),
       (
         "cache map out=\(dir)/m.txt",
         "error: cache map: out must name a .png file, got '\(dir)/m.txt'"

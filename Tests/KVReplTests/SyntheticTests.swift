@@ -116,7 +116,7 @@ final class SyntheticTests: XCTestCase {
     var text = 0
     for line in [
       #"feed text "count the shapes""#, "feed synthetic needle-image seed=7",
-      "feed synthetic needle-video seed=3 frames=4",
+      "feed synthetic needle-video seed=3 frames=12",
     ] {
       XCTAssertEqual(repl.run(line: line), .ok, out.text)
       let fed = try XCTUnwrap(out.lines.last { $0.hasPrefix("fed ") })
