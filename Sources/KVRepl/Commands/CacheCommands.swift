@@ -133,7 +133,10 @@ public enum CacheCommands {
     guard let budget = s.budget else { return "budget off: the cache keeps every token" }
     var line = "budget \(budget)"
     if let share = s.share {
-      line = "budget \(Session.shareText(share)) of visual tokens = \(budget) (of \(session.visualTokensFed) fed)"
+      let fed = session.visualTokensFed
+      line =
+        "budget \(Session.shareText(share)) of visual tokens = \(budget) "
+        + (fed > 0 ? "(of \(fed) fed)" : "(until the next image or clip resolves it again)")
     }
     if let c = session.model?.config {
       let perToken = c.kvBytesPerToken
