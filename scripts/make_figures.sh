@@ -9,6 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(swift build -c release --show-bin-path)/kvlab"
 text=$(printf 'The keeper counted the boats in the harbour and wrote the number down. %.0s' $(seq 1 380))
-"$bin" -c "budget 512 tokens; policy snapkv; prefill mode=capped block=256; load; feed text \"$text\"; mem plot out=docs/mem-plot.png"
+"$bin" -c "budget 512 tokens; policy snapkv; prefill mode=capped block=256; load models/SmolLM2-135M-Instruct.Q4_1.gguf; feed text \"$text\"; mem plot out=docs/mem-plot.png"
 vlm=Tests/KVEngineTests/Fixtures/vlm
 "$bin" -c "policy infinipot; budget 96 tokens; prefill mode=capped block=frame; load $vlm/idefics3/model; feed image $vlm/images/img_70x40.png; feed frames $vlm/images/clip64 max=32; feed text \"what moved?\"; cache map out=docs/cache-map.png"

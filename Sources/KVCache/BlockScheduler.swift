@@ -2,9 +2,12 @@ import KVModels
 
 /// How long a prefill block is: a fixed number of tokens, or a number of visual units (tiles,
 /// images, frame pairs) with the text around them — `block=256`, `block=tile`, `block=4frames`.
-public enum BlockSize: Equatable, Hashable, Sendable, CustomStringConvertible {
+public enum BlockSize: Hashable, Sendable, CustomStringConvertible {
   case tokens(Int)
-  case units(Int)
+  /// N visual units. `word` is how they were written (tile, frame, unit): what a unit is comes
+  /// from the model's layout, so the word only serves to echo the setting as typed, and blocks
+  /// of the same count are equal whatever their word.
+  case units(Int, word: String = "tile")
 
   /// "256", "tile", "frame", "4frames", "4tiles".
   public init?(_ text: String) {
@@ -15,23 +18,43 @@ public enum BlockSize: Equatable, Hashable, Sendable, CustomStringConvertible {
     }
     for word in ["tiles", "frames", "units", "tile", "frame", "unit"] where t.hasSuffix(word) {
       let count = t.dropLast(word.count)
+      let singular = word.hasSuffix("s") ? String(word.dropLast()) : word
       if count.isEmpty, !word.hasSuffix("s") {
-        self = .units(1)
+        self = .units(1, word: singular)
         return
       }
       if let n = Int(count), n > 0, word.hasSuffix("s") || n == 1 {
-        self = .units(n)
+        self = .units(n, word: singular)
         return
       }
     }
     return nil
   }
 
+  public static func == (a: BlockSize, b: BlockSize) -> Bool {
+    switch (a, b) {
+    case (.tokens(let x), .tokens(let y)): return x == y
+    case (.units(let x, _), .units(let y, _)): return x == y
+    default: return false
+    }
+  }
+
+  public func hash(into hasher: inout Hasher) {
+    switch self {
+    case .tokens(let n):
+      hasher.combine(0)
+      hasher.combine(n)
+    case .units(let n, _):
+      hasher.combine(1)
+      hasher.combine(n)
+    }
+  }
+
   public var description: String {
     switch self {
     case .tokens(let n): return String(n)
-    case .units(1): return "tile"
-    case .units(let n): return "\(n)frames"
+    case .units(1, let word): return word
+    case .units(let n, let word): return "\(n)\(word)s"
     }
   }
 }
@@ -91,7 +114,7 @@ public struct BlockScheduler: Sendable {
         } else {
           switch size {
           case .tokens(let b): if filled >= b { close() }
-          case .units(let n): if units >= n { close() }
+          case .units(let n, _): if units >= n { close() }
           }
         }
         continue

@@ -38,6 +38,9 @@ public struct EngineOptions: Sendable {
   /// The folders models live in, relative to the repository (or the working folder): the
   /// committed embedded model in `weights/`, what `scripts/setup.sh` fetches in `models/`.
   public static let modelFolders = ["weights", "models"]
+  /// The environment variable naming one more folder to look in first (read by the `kvlab`
+  /// executable; named here so that the error of a failed look-up can say it).
+  public static let modelsVariable = "KVLAB_MODELS"
   /// The text model `scripts/setup.sh` fetches into `models/`.
   public static let textModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
 }
@@ -184,7 +187,8 @@ public final class Session {
     if path?.isEmpty == true { throw EngineError.invalid("empty model path") }
     guard let path = path ?? defaultModelPath() else {
       throw EngineError.invalid(
-        "default model \(options.defaultModel) not found in \(options.modelDirectories.joined(separator: ", "))"
+        "default model \(options.defaultModel) not found in \(options.modelDirectories.joined(separator: ", ")); "
+          + "set \(EngineOptions.modelsVariable) to the folder that holds it, or give its path (load PATH)"
       )
     }
     var isDirectory: ObjCBool = false
@@ -563,7 +567,8 @@ public final class Session {
     }
     nextRopePosition = laid.nextPosition
     let all = (opening.count > 0 ? [opening] : []) + laid.segments
-    try restoringTurnOnRefusal(was) { try prefill(all) }
+    let visual = laid.segments.filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
+    try restoringTurnOnRefusal(was) { try withBudgetShare(adding: visual) { try prefill(all) } }
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
@@ -947,6 +952,9 @@ public enum QueryProxy: Equatable, Sendable, CustomStringConvertible {
 public struct CacheSettings: CustomStringConvertible {
   /// nil: no budget (`budget off`), the full cache.
   public var budget: KVBudget?
+  /// `budget 10%`: the budget is this share of the visual tokens fed, resolved into `budget`
+  /// when they are known (`configureBudgetShare`); nil: the budget is as given.
+  public var share: Double?
   /// How the budget is spread over the layers (the paper's static budget by default).
   public var schedule = BudgetSchedule.uniform
   public var policy: any EvictionPolicy
@@ -979,6 +987,7 @@ public struct CacheSettings: CustomStringConvertible {
 
   public var description: String {
     "budget \(budget.map { "\($0)" } ?? "off")"
+      + (share.map { " (\(Session.shareText($0)) of visual tokens)" } ?? "")
       + (schedule == .uniform ? "" : " (\(schedule))") + ", policy \(policy), mode \(mode)"
       + (block.map { ", block \($0)" } ?? "") + (bulk ? ", bulk" : "")
       + (proxy == .block ? "" : ", proxy \(proxy)")
@@ -1073,6 +1082,7 @@ extension Session {
   public func configureBudget(_ budget: KVBudget?, schedule: BudgetSchedule? = nil) throws {
     var s = cacheSettings
     s.budget = budget
+    s.share = nil
     if let schedule { s.schedule = schedule }
     if budget != nil, s.mode == .full { s.mode = .capped }
     if budget == nil { s.mode = .full }
@@ -1101,7 +1111,7 @@ extension Session {
     if case .tokens(let b)? = blockSize, b < 1 {
       throw EngineError.invalid("block must be at least 1 token, got \(b)")
     }
-    if mode != .full, cacheSettings.budget == nil {
+    if mode != .full, cacheSettings.budget == nil, cacheSettings.share == nil {
       throw EngineError.invalid("mode=\(mode) needs a budget first (e.g. 'budget 1024 tokens')")
     }
     var s = cacheSettings

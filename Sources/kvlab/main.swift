@@ -207,7 +207,7 @@ struct KVLab: ParsableCommand {
   /// the binary in .build finds the repository's.
   static func modelDirectories() -> [String] {
     var dirs: [String] = []
-    if let env = ProcessInfo.processInfo.environment["KVLAB_MODELS"], !env.isEmpty {
+    if let env = ProcessInfo.processInfo.environment[EngineOptions.modelsVariable], !env.isEmpty {
       dirs.append(env)
     }
     dirs += EngineOptions.modelFolders

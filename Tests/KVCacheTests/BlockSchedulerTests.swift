@@ -72,5 +72,14 @@ final class BlockSchedulerTests: XCTestCase {
     XCTAssertNil(BlockSize("2tile"))
     XCTAssertNil(BlockSize("frames"))
     XCTAssertNil(BlockSize("big"))
+    // Echoed as typed; the word does not change what a block is.
+    for typed in ["256", "tile", "frame", "unit", "4frames", "2tiles", "3units"] {
+      XCTAssertEqual(BlockSize(typed)?.description, typed)
+    }
+    XCTAssertEqual(BlockSize("FRAME")?.description, "frame")
+    XCTAssertEqual(BlockSize("1frame")?.description, "frame")
+    XCTAssertEqual(BlockSize("frame"), BlockSize("tile"))
+    XCTAssertEqual(Set([BlockSize("frame")!, BlockSize("tile")!, .units(1)]).count, 1)
+    XCTAssertNotEqual(BlockSize("2frames"), BlockSize("frame"))
   }
 }

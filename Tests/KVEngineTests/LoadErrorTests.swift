@@ -56,7 +56,8 @@ final class LoadErrorTests: XCTestCase {
     XCTAssertThrowsError(try session.load(nil)) {
       XCTAssertEqual(
         "\($0)",
-        "default model kvlab-shapes not found in \(folder)")
+        "default model kvlab-shapes not found in \(folder); set KVLAB_MODELS to the folder that holds it, or give its path (load PATH)"
+      )
     }
   }
 

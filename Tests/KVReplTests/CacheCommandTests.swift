@@ -344,6 +344,12 @@ final class CacheCommandTests: XCTestCase {
       ok(r, out, "prefill evict_every=auto").first,
       "prefill mode=capped block=16 evict_every=2 (auto)")
     XCTAssertEqual(r.session.context, context)
+    // Visual blocks echo the word typed (a frame is not a tile to the reader).
+    for (typed, echo) in [("frame", "frame"), ("tile", "tile"), ("4frames", "4frames"), ("2tiles", "2tiles"), ("Frame", "frame")] {
+      XCTAssertEqual(
+        ok(r, out, "prefill block=\(typed)").first,
+        "prefill mode=capped block=\(echo) evict_every=2 (auto)", typed)
+    }
   }
 
   func testCacheViews() throws {

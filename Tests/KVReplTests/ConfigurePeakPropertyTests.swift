@@ -7,12 +7,13 @@ import XCTest
 @testable import KVRepl
 
 /// The K/V high-water mark while the cache is configured: for random orders of `budget`,
-/// `policy`, `prefill mode=/block=`, `protect` and `quota` (after a first `budget`), then feeds,
+/// `policy`, `prefill mode=/block=/bulk=`, `protect` and `quota` (after a first `budget`), then feeds,
 /// on the embedded model, no command's peak exceeds the storage of the cache it leaves or the
 /// one it replaces: replacing a cache (before anything is fed) never holds two caches' storage,
 /// and an empty cache holds none. In `capped` mode that storage is the budget, so the peak from
 /// `budget` on never passes the largest budget set; `sequential` adds its block room. (`post`
-/// grows with the input by design and is left out.)
+/// grows with the input by design and is left out.) Then the same with feeds and asks mixed
+/// into the configuration, in `capped` mode.
 final class ConfigurePeakPropertyTests: XCTestCase {
   /// The storage the cache's settings document: the budget (capped), the budget and the block
   /// room (sequential), what the full cache has allocated.
@@ -36,8 +37,10 @@ final class ConfigurePeakPropertyTests: XCTestCase {
     case 2:
       let mode = rng.pick(["capped", "sequential"])
       let block = rng.pick(["", " block=16", " block=64", " block=tile", " block=frame"])
-      return "prefill mode=\(mode)\(block)"
-    case 3: return "prefill" + rng.pick([" block=16", " block=tile", " block=frame", " block=100"])
+      return "prefill mode=\(mode)\(block)" + rng.pick(["", " bulk=on", " bulk=off"])
+    case 3:
+      return "prefill"
+        + rng.pick([" block=16", " block=tile", " block=frame", " block=100", " bulk=on", " bulk=off"])
     case 4: return "protect " + rng.pick(["text=on", "text=off", "system=on", "system=off"])
     default: return "quota " + rng.pick(["frame=2", "tile=1", "image=4", "off"])
     }
@@ -103,6 +106,75 @@ final class ConfigurePeakPropertyTests: XCTestCase {
         XCTAssertLessThanOrEqual(
           largest, lines.compactMap { budgetTokens($0) }.max()! * perToken, "trial \(trial)")
       }
+    }
+  }
+
+  /// Configuration interleaved with feeds and asks, all in `capped` mode with structure-aligned
+  /// blocks (so that a change of budget, policy, block, bulk or retention is made in place, and
+  /// a share resolves in place): from the first `budget` on, no command's K/V peak passes the
+  /// storage it leaves or replaces (plus, when a filled cache's budget changes, the one buffer
+  /// that moves at a time), and the peak over the whole run never passes the largest of those.
+  func testPeakStaysWithinTheBudgetAcrossFeedsAndAsks() throws {
+    var rng = SplitMix64(seed: 20_261_206)
+    for trial in 0..<10 {
+      let capture = CaptureSink()
+      let session = Session(
+        options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
+      let repl = Repl(session: session, output: capture)
+      XCTAssertEqual(repl.run(line: "load"), .ok, capture.text)
+      let first = rng.pick([48, 64, 128, 256])
+      var lines = ["budget \(first) tokens", "prefill mode=capped block=" + rng.pick(["tile", "frame", "2frames"])]
+      var feeds = 0
+      for _ in 0..<(4 + rng.below(6)) {
+        switch rng.below(7) {
+        case 0: lines.append("budget \(rng.pick([48, 64, 96, 128, 256])) tokens")
+        case 1:
+          lines.append(rng.pick(["policy keydiff", "policy snapkv", "policy h2o", "policy streaming", "policy knorm"]))
+        case 2:
+          lines.append("prefill " + rng.pick(["bulk=on", "bulk=off", "block=tile", "block=frame", "block=4frames", "mode=capped bulk=on"]))
+        case 3: lines.append(rng.pick(["protect text=on", "protect text=off", "quota frame=2", "quota off"]))
+        case 4: lines.append(rng.pick(["budget 10%", "budget 25%", "budget 50%"]))
+        case 5: lines.append(rng.pick(["ask \"which shape is red?\" max=4", "synthetic ask max=3"]))
+        default:
+          if feeds < 3 {
+            feeds += 1
+            lines.append(randomFeed(&rng))
+          }
+        }
+      }
+      lines.append("ask \"what is in the picture?\" max=6")
+
+      var before = documentedStorage(session)
+      var largest = 0
+      var overall = 0
+      let layers = session.model!.config.layers
+      for (i, line) in lines.enumerated() {
+        // A share before any visual token is a full cache until the next image: not a budget.
+        if line.hasSuffix("%"), session.visualTokensFed == 0 { continue }
+        session.meter.resetHighWater()
+        let wasFilled = (session.budgetedCache?.count ?? 0) > 0
+        let result = repl.run(line: line)
+        let peak = session.meter.reading(.kv).highWater
+        let after = documentedStorage(session)
+        let what = "trial \(trial), \(lines.prefix(i + 1).joined(separator: "; ")) (\(result))"
+        guard let b = session.budgetedCache else {
+          XCTFail("capped from the first budget on: \(what)")
+          break
+        }
+        XCTAssertEqual(b.mode, .capped, what)
+        XCTAssertEqual(b.bytesHeld, b.budgetBytes, "capped storage is the budget: \(what)")
+        // A filled cache's storage moves one buffer at a time when the budget changes, either
+        // way (`setBudget`): one layer's keys or values at the new size on top, no more.
+        let transient = wasFilled && after != before ? after / (2 * layers) : 0
+        XCTAssertLessThanOrEqual(
+          peak, max(before, after) + transient,
+          "peak \(peak) B over \(before) B before and \(after) B after: \(what)\n\(capture.text.suffix(600))")
+        largest = max(largest, max(before, after) + transient)
+        overall = max(overall, peak)
+        before = after
+      }
+      XCTAssertLessThanOrEqual(overall, largest, "trial \(trial)")
+      XCTAssertGreaterThan(overall, 0, "trial \(trial): something was held")
     }
   }
 

@@ -1,8 +1,9 @@
 import Foundation
 import KVCache
-import KVEngine
 import KVModels
 import XCTest
+
+@testable import KVEngine
 
 @testable import KVRepl
 
@@ -101,6 +102,48 @@ final class PNGViewTests: XCTestCase {
     // mem reset starts a new trace.
     XCTAssertEqual(r.run(line: "mem reset"), .ok)
     XCTAssertTrue(r.session.memoryTrace.isEmpty)
+  }
+
+  /// Counts of each colour inside the plot frames (left of the legends, which show every
+  /// colour whatever is drawn).
+  func plotColours(_ c: Canvas) -> [[UInt8]: Int] {
+    var counts: [[UInt8]: Int] = [:]
+    let x0 = PNGViews.margin + PNGViews.plotLeft
+    for y in 0..<c.height {
+      for x in x0..<(x0 + PNGViews.plotWidth) {
+        let i = (y * c.width + x) * 3
+        counts[Array(c.pixels[i..<i + 3]), default: 0] += 1
+      }
+    }
+    return counts
+  }
+
+  /// In capped mode the K/V held and its peak sit on the budget: both series stay visible over
+  /// the budget line (once drawn on top of them, hiding them), and the budget shows where the
+  /// series are below it.
+  func testSeriesOnTheBudgetLineStayVisible() {
+    let budget = 1 << 20
+    func trace(_ blocks: Int, kv: Int, peak: Int) -> [MemorySample] {
+      (0..<blocks).map { i in
+        MemorySample(
+          contextTokens: 256 * (i + 1), kv: kv, kvPeak: peak, activationsPeak: budget / 4,
+          visionPeak: 0, rss: nil)
+      }
+    }
+    for blocks in [1, 2, 3, 21, 300] {
+      let capped = plotColours(
+        PNGViews.memoryPlot(trace(blocks, kv: budget, peak: budget), budgetBytes: budget))
+      let blue = capped[rgb(PNGViews.blue)] ?? 0
+      let purple = capped[rgb(PNGViews.purple)] ?? 0
+      XCTAssertGreaterThan(purple, 0, "\(blocks) blocks: the K/V peak is drawn over the budget")
+      XCTAssertGreaterThan(blue, 0, "\(blocks) blocks: the K/V held shows around the peak")
+      XCTAssertGreaterThan(blue, purple / 2, "\(blocks) blocks: the K/V held is not a sliver")
+      let under = plotColours(
+        PNGViews.memoryPlot(trace(blocks, kv: budget / 2, peak: budget * 3 / 4), budgetBytes: budget))
+      XCTAssertGreaterThan(under[rgb(PNGViews.red)] ?? 0, 0, "\(blocks) blocks: the budget line shows")
+      XCTAssertGreaterThan(under[rgb(PNGViews.blue)] ?? 0, 0)
+      XCTAssertGreaterThan(under[rgb(PNGViews.purple)] ?? 0, 0)
+    }
   }
 
   func testBadRequestsWriteNothing() throws {

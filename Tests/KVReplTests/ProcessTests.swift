@@ -67,7 +67,35 @@ final class ProcessTests: XCTestCase {
       lines.first,
       "loaded kvlab-shapes: idefics3, 4 layers, vocab 483, 4.35M parameters, weights 16.60 MiB")
     XCTAssert(lines.contains("question: which shape is green?"), r.stdout)
-    XCTAssert(lines.last?.hasPrefix("expected: cross (") == true, r.stdout)
+    XCTAssert(lines.last?.hasPrefix("expected: cross, replied: ") == true, r.stdout)
+  }
+
+  /// KVLAB_MODELS is searched before anything else, and a binary away from any repository says
+  /// how to point it at its models, then loads with the variable set.
+  func testModelsVariable() throws {
+    let decoy = folder + "/decoy"
+    try FileManager.default.createDirectory(
+      atPath: decoy + "/kvlab-shapes", withIntermediateDirectories: true)
+    let first = try kvlab(["-c", "load"], environment: ["KVLAB_MODELS": decoy])
+    XCTAssertNotEqual(first.status, 0)
+    XCTAssertTrue(first.stderr.contains(decoy + "/kvlab-shapes: is a folder without config.json"), first.stderr)
+
+    let away = folder + "/bin"
+    try FileManager.default.createDirectory(atPath: away, withIntermediateDirectories: true)
+    try FileManager.default.copyItem(atPath: binary, toPath: away + "/kvlab")
+    let lost = try kvlab(["-c", "load"], environment: ["KVLAB_MODELS": ""], executable: away + "/kvlab")
+    XCTAssertEqual(lost.status, 1, lost.stderr)
+    XCTAssertEqual(lost.stdout, "")
+    XCTAssertTrue(lost.stderr.contains("default model kvlab-shapes not found in weights, models"), lost.stderr)
+    XCTAssertTrue(
+      lost.stderr.contains("set KVLAB_MODELS to the folder that holds it, or give its path (load PATH)"),
+      lost.stderr)
+    XCTAssertEqual(lost.stderr.split(separator: "\n").count, 1, "one line: \(lost.stderr)")
+    let found = try kvlab(
+      ["-c", "load"], environment: ["KVLAB_MODELS": repositoryRoot + "/weights"],
+      executable: away + "/kvlab")
+    XCTAssertEqual(found.status, 0, found.stderr)
+    XCTAssertTrue(found.stdout.hasPrefix("loaded kvlab-shapes: "), found.stdout)
   }
 
   /// `-c 'record start F; a; b; record stop'` records a and b: each command of -c is a line.

@@ -1,4 +1,5 @@
 import Foundation
+import KVEngine
 import KVTasks
 import XCTest
 
@@ -28,14 +29,29 @@ final class SyntheticTests: XCTestCase {
       [
         "fed needle-image seed=7 (512×512): 10 tiles, 40 visual + \(repl.session.context.count - 40) text tokens (context \(repl.session.context.count))",
         "question: \(sample.question)",
-        "answer: \(sample.answer)",
+        "expected: \(sample.answer)",
       ])
     XCTAssertEqual(repl.run(line: "synthetic ask max=3"), .ok, out.text)
     let last = out.lines.last!
-    XCTAssertTrue(
-      last == "expected: \(sample.answer) (wrong)"
-        || last == "expected: \(sample.answer) (correct)",
-      last)
+    XCTAssertTrue(last.hasPrefix("expected: \(sample.answer), replied: "), last)
+    XCTAssertTrue(last.hasSuffix(" (wrong)") || last.hasSuffix(" (correct)"), last)
+  }
+
+  /// The reply and the expected answer are separate fields: an empty reply is shown as such,
+  /// never as the expected answer, and the verdict compares the reply's first word.
+  func testVerdictKeepsTheReplyAndTheExpectedAnswerApart() {
+    XCTAssertEqual(
+      SyntheticCommands.verdict(reply: "", expected: "red"),
+      ["(nothing generated)", "expected: red, replied: (nothing) (wrong)"])
+    XCTAssertEqual(
+      SyntheticCommands.verdict(reply: " \n", expected: "red"),
+      ["(nothing generated)", "expected: red, replied: (nothing) (wrong)"])
+    XCTAssertEqual(
+      SyntheticCommands.verdict(reply: "Red.", expected: "red"),
+      ["expected: red, replied: red (correct)"])
+    XCTAssertEqual(
+      SyntheticCommands.verdict(reply: "blue square", expected: "red"),
+      ["expected: red, replied: blue (wrong)"])
   }
 
   /// The default needle image is over 1,000 visual tokens where tiles are small enough. With
@@ -87,8 +103,36 @@ final class SyntheticTests: XCTestCase {
       },
       out.text)
     XCTAssertEqual(
-      out.lines.suffix(2), ["question: \(sample.question)", "answer: \(sample.answer)"])
+      out.lines.suffix(2), ["question: \(sample.question)", "expected: \(sample.answer)"])
     XCTAssertTrue(["beginning", "middle", "end"].contains(sample.answer))
+  }
+
+  /// `feed` and `show tokens` count the same way in the same words: visual tokens are the
+  /// units' grids, everything else (markers, prompts) is text; the context line adds up the
+  /// feeds' lines.
+  func testFeedAndShowTokensAgree() throws {
+    let (repl, out) = loaded()
+    var visual = 0
+    var text = 0
+    for line in [
+      #"feed text "count the shapes""#, "feed synthetic needle-image seed=7",
+      "feed synthetic needle-video seed=3 frames=12",
+    ] {
+      XCTAssertEqual(repl.run(line: line), .ok, out.text)
+      let fed = try XCTUnwrap(out.lines.last { $0.hasPrefix("fed ") })
+      if let m = fed.firstMatch(of: #/(\d+) visual \+ (\d+) text tokens/#) {
+        visual += Int(m.1)!
+        text += Int(m.2)!
+      } else {
+        text += Int(try XCTUnwrap(fed.firstMatch(of: #/^fed (\d+) tokens/#)).1)!
+      }
+    }
+    XCTAssertEqual(visual + text, repl.session.context.count)
+    XCTAssertEqual(repl.run(line: "show tokens"), .ok, out.text)
+    XCTAssertEqual(
+      out.lines.last,
+      "context: \(repl.session.context.count) tokens (\(visual) visual + \(text) text)")
+    XCTAssertEqual(visual, repl.session.visualTokensFed)
   }
 
   func testWriteDataset() throws {

@@ -49,6 +49,7 @@ final class ViewSizeTests: XCTestCase {
       "feed synthetic needle-image size=2048 seed=5",
       "feed synthetic needle-image seed=5",
       "feed synthetic needle-video frames=107",
+      "feed synthetic needle-video frames=33",
       "feed synthetic needle-video size=1024 frames=12",
       "feed synthetic count size=1024",
       "feed synthetic attribute size=1024",

@@ -95,6 +95,19 @@ class Interactive(unittest.TestCase):
         p.expect_exact(PROMPT)
         self.finish(p)
 
+    def test_long_pasted_line_is_read_whole(self):
+        """A 17 KB line pasted at the prompt (written in 1 KiB pieces, as a terminal passes a
+        paste on) runs whole: the command sees every byte, none is dropped."""
+        p = self.start(timeout=120)
+        self.wait_for_raw_mode(p)
+        text = ("lighthouse keeper " * 1000)[:17000].strip()
+        data = ('echo "' + text + '"\r').encode()
+        for i in range(0, len(data), 1024):
+            os.write(p.child_fd, data[i:i + 1024])
+        # The echo of the typed line, then the output line, then the prompt.
+        p.expect_exact(text + "\r\n" + PROMPT)
+        self.finish(p)
+
     def test_recording_shows_in_the_prompt(self):
         p = self.start()
         p.sendline("record start s.kvl")

@@ -20,7 +20,13 @@ public enum CacheCommands {
       Sets how much K/V the cache may hold: a number of tokens per layer and KV head \
       (`budget 1024 tokens`), or bytes (`budget 16MiB`, `budget 24 MB`; KB, MB, GB are powers \
       of 1000, KiB, MiB, GiB of 1024), converted with the model's K/V bytes per token, rounding \
-      down. `budget off` keeps every token (the full cache). A budget set while prefill mode is \
+      down, or a share of the visual tokens fed (`budget 10%`): the cache is sized before a \
+      block is prefilled, so the share becomes tokens (rounded down, at least 1) as soon as they \
+      are known: at once when images or clips are in the context, else when the next one is fed \
+      (after its layout, before its first block; until then nothing is compressed and the cache \
+      keeps every token), and again over everything fed at each later image or clip, so the \
+      budget grows with the input. A token or byte budget replaces a share. \
+      `budget off` keeps every token (the full cache). A budget set while prefill mode is \
       full switches it to capped. A smaller budget compresses the cache now with the active \
       policy; a larger one adds room. schedule=uniform (the default) gives every layer the \
       budget; schedule=pyramid spreads the same total linearly from (1 + slope)·budget at layer 0 \
@@ -29,7 +35,9 @@ public enum CacheCommands {
       """,
     positionals: [
       Positional(
-        "BUDGET", .text, optional: true, rest: true, help: "N tokens, a size such as 16MiB, or off")
+        "BUDGET", .text, optional: true, rest: true,
+        help: "N tokens, a size such as 16MiB, a share of the visual tokens fed such as 10%, or off",
+        examples: budgetExamples)
     ],
     options: [
       Option(
@@ -57,6 +65,8 @@ public enum CacheCommands {
     }
     if let text = ctx.args.positional("BUDGET") {
       try setBudget(ctx, text, schedule: schedule)
+    } else if let schedule, let share = ctx.session.cacheSettings.share {
+      try ctx.session.configureBudgetShare(share, schedule: schedule)
     } else if let schedule {
       guard let budget = ctx.session.cacheSettings.budget else {
         throw ctx.error(
@@ -67,11 +77,33 @@ public enum CacheCommands {
     ctx.print(budgetLine(ctx.session))
   }
 
+  /// One budget of each form `budget` takes (help and Tab completion show these).
+  static let budgetExamples = ["1024", "16MiB", "10%", "off"]
+
+  /// `10%` → 0.1; nil when `text` is not written as a percentage.
+  static func share(_ text: String) throws -> Double? {
+    let (number, unit) = KVBudget.split(text)
+    guard unit == "%" else { return nil }
+    guard let v = Double(number.replacingOccurrences(of: "_", with: "")), v.isFinite, v > 0, v <= 100
+    else {
+      throw CacheError.invalidBudget("a share must be above 0% and at most 100%, got '\(text)'")
+    }
+    return v / 100
+  }
+
   static func setBudget(_ ctx: CommandContext, _ text: String, schedule: BudgetSchedule?) throws {
     if text.lowercased() == "off" {
       if schedule != nil { throw ctx.error("budget off keeps every token: no schedule to set") }
       try ctx.session.configureBudget(nil)
       return
+    }
+    do {
+      if let share = try share(text) {
+        try ctx.session.configureBudgetShare(share, schedule: schedule)
+        return
+      }
+    } catch let e as CacheError {
+      throw ctx.error(e.description)
     }
     let budget: KVBudget
     do {
@@ -94,8 +126,18 @@ public enum CacheCommands {
   /// `budget 16MiB = 364 tokens (46080 B of K/V per token); prefill mode=capped`.
   static func budgetLine(_ session: Session) -> String {
     let s = session.cacheSettings
+    if let share = s.share, s.budget == nil {
+      return "budget \(Session.shareText(share)) of visual tokens: none fed yet; it becomes tokens when "
+        + "the next image or clip is fed, and until then the cache keeps every token; prefill mode=\(s.mode)"
+    }
     guard let budget = s.budget else { return "budget off: the cache keeps every token" }
     var line = "budget \(budget)"
+    if let share = s.share {
+      let fed = session.visualTokensFed
+      line =
+        "budget \(Session.shareText(share)) of visual tokens = \(budget) "
+        + (fed > 0 ? "(of \(fed) fed)" : "(until the next image or clip resolves it again)")
+    }
     if let c = session.model?.config {
       let perToken = c.kvBytesPerToken
       let tokens = budget.tokens(kvBytesPerToken: perToken)

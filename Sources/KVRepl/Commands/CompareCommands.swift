@@ -24,7 +24,8 @@ public enum CompareCommands {
       """,
     options: [
       Option(
-        "budgets", .text, placeholder: "B,B,...", help: "budgets, e.g. 256,512,1024 or 8MiB,16MiB"),
+        "budgets", .text, placeholder: "B,B,...",
+        help: "budgets, e.g. 256,512,1024, 8MiB,16MiB or 5%,10% (of the visual tokens fed)"),
       Option("policies", .text, placeholder: "P,P,...", help: "policy names, e.g. snapkv,keydiff"),
       Option("modes", .text, placeholder: "M,M,...", help: "post, sequential, capped"),
       Option("question", .text, placeholder: "TEXT", help: "ask this over the current inputs"),
@@ -42,8 +43,19 @@ public enum CompareCommands {
       }
       return m
     }
-    let budgets = try list(ctx, "budgets").map { word -> KVBudget in
-      do { return try KVBudget.parse(word) } catch let e as CacheError {
+    // A share is resolved over the visual tokens fed, as `budget 10%` is: the inputs re-run
+    // are known, so each run gets its tokens before it starts.
+    let visual = session.visualTokensFed
+    let budgets = try list(ctx, "budgets").map { word -> (budget: KVBudget, share: Double?) in
+      do {
+        if let share = try CacheCommands.share(word) {
+          guard visual > 0 else {
+            throw ctx.error("budgets: \(word) is a share of the visual tokens fed, and none are fed")
+          }
+          return (.tokens(Session.shareTokens(share, of: visual)), share)
+        }
+        return (try KVBudget.parse(word), nil)
+      } catch let e as CacheError {
         throw ctx.error("budgets: \(e.description)")
       }
     }
@@ -52,7 +64,7 @@ public enum CompareCommands {
         throw ctx.error("policies: \(e.description)")
       }
     }
-    guard let sessionBudget = base.budget ?? budgets.first else {
+    guard let sessionBudget = base.budget.map({ ($0, base.share) }) ?? budgets.first else {
       throw ctx.error("no budget to compare: set one or give budgets=256,512,...")
     }
     let question = ctx.args.string("question")
@@ -67,7 +79,7 @@ public enum CompareCommands {
         for policy in policies.isEmpty ? [base.policy] : policies {
           var s = base
           s.mode = mode
-          s.budget = budget
+          (s.budget, s.share) = budget
           s.policy = policy
           settings.append(s)
         }
@@ -139,7 +151,8 @@ public enum CompareCommands {
 
   static func budgetText(_ s: CacheSettings) -> String {
     guard let b = s.budget else { return "off" }
-    if case .tokens(let n) = b { return "\(n)" }
+    let share = s.share.map { "\(Session.shareText($0)) = " } ?? ""
+    if case .tokens(let n) = b { return share + "\(n)" }
     return "\(b)"
   }
 

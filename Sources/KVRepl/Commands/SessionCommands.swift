@@ -90,15 +90,18 @@ public enum SessionCommands {
     help: """
       Tokenizes TEXT and prefills it into the cache. By default the text goes into the chat's \
       user turn (opened with the template's system prompt when needed), so a later `ask` \
-      asks about it; raw=on appends the text as is, without any template.
+      asks about it; raw=on appends the text as is, without any template. `@FILE` feeds the \
+      text of a file (UTF-8, at most 8 MiB; relative to the script's folder when replayed); \
+      write `@@` for a text that starts with @.
       """,
-    positionals: [Positional("TEXT", .text, help: "the text, in quotes")],
+    positionals: [Positional("TEXT", .text, help: "the text, in quotes, or @FILE")],
     options: [
       Option("raw", .toggle, default: "off", help: "append the text without the chat template"),
       timing,
     ]
   ) { ctx in
-    let report = try ctx.session.feedText(ctx.args.positional("TEXT")!, raw: ctx.args.toggle("raw"))
+    let report = try ctx.session.feedText(
+      try textArgument(ctx, ctx.args.positional("TEXT")!), raw: ctx.args.toggle("raw"))
     var line =
       "fed \(report.tokens) tokens (context \(report.contextTokens)"
       + (report.waitingBlocks > 0
@@ -108,6 +111,44 @@ public enum SessionCommands {
         ", \(Mask.seconds(report.seconds)) (\(Mask.rate(Double(report.tokens) / max(report.seconds, 1e-9), unit: "tok/s")))"
     }
     ctx.print(line)
+  }
+
+  /// The most a file fed with `feed text @FILE` may hold: far more text than any context takes,
+  /// and little enough to read whole before tokenizing.
+  static let maxTextFileBytes = 8 << 20
+
+  /// TEXT as typed, or for `@FILE` the file's text: one-line errors name the file (missing, a
+  /// folder, too large, binary, not UTF-8, empty).
+  static func textArgument(_ ctx: CommandContext, _ typed: String) throws -> String {
+    guard typed.hasPrefix("@") else { return typed }
+    if typed.hasPrefix("@@") { return String(typed.dropFirst()) }
+    let name = String(typed.dropFirst())
+    guard !name.isEmpty else {
+      throw ctx.error("@ needs a file name (feed text @notes.txt; @@ for a text starting with @)")
+    }
+    let path = ctx.resolve(name)
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+      throw ctx.error("\(name): " + BoundedFile.missing(path, notThere: "no such file"))
+    }
+    if isDirectory.boolValue { throw ctx.error("\(name): is a folder, not a text file") }
+    let bytes: [UInt8]
+    do {
+      bytes = try BoundedFile.contents(path, limit: maxTextFileBytes, kind: "a text to feed")
+    } catch let f as BoundedFile.Failure {
+      throw ctx.error("\(name): \(f.message)")
+    }
+    if let nul = bytes.firstIndex(of: 0) {
+      throw ctx.error("\(name): a binary file (a NUL byte at offset \(nul)), not text")
+    }
+    guard var text = String(validating: bytes, as: UTF8.self) else {
+      throw ctx.error("\(name): not UTF-8 text")
+    }
+    if text.unicodeScalars.first == "\u{FEFF}" { text = String(text.unicodeScalars.dropFirst()) }
+    guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+      throw ctx.error("\(name): no text to feed (the file is empty or blank)")
+    }
+    return text
   }
 
   static let generationOptions: [Option] = [

@@ -47,7 +47,7 @@ public enum SyntheticCommands {
     help: """
       Generates a sample of TASK from seed= (the same seed always gives the same pixels, \
       question and answer), feeds its image or frames into the chat's user turn as `feed \
-      image` / `feed frames` would, and prints its question and expected answer. `synthetic \
+      image` / `feed frames` would, and prints its question and expected answer (`expected:`). `synthetic \
       ask` then asks that question. Tasks: needle-image (a 512-px image of 8×8 64-px tiles \
       with 40-80 distractors and one unique shape: its color, its quadrant, or which shape), \
       needle-video (32 frames of 64 px; a shape shows in 1-4 frames: which, its color, or \
@@ -69,14 +69,15 @@ public enum SyntheticCommands {
         : "(\(size.side)×\(size.side))")
     VisionCommands.printFeed(ctx, what: what, report, unit: VisionCommands.unitName(ctx.session))
     ctx.print("question: \(sample.question)")
-    ctx.print("answer: \(sample.answer)")
+    ctx.print("expected: \(sample.answer)")
   }
 
   static let ask = Command(
     "synthetic", verb: "ask", summary: "ask the last synthetic question and check the answer",
     help: """
       Asks the question of the sample `feed synthetic` fed last (as `ask "QUESTION"` would), \
-      then prints the expected answer and whether the first word of the reply is it.
+      then prints the expected answer, the first word of the reply ((nothing) when nothing was \
+      generated) and whether they agree.
       """,
     options: SessionCommands.generationOptions
   ) { ctx in
@@ -91,9 +92,23 @@ public enum SyntheticCommands {
         onText($0)
       }
     }
-    let first = SyntheticVocabulary.words(reply).first { $0 != "?" } ?? ""
+    for line in verdict(reply: reply, expected: answer) { ctx.print(line) }
+  }
+
+  /// What `synthetic ask` prints after the reply. What was generated and what was expected stay
+  /// on separate fields, so an empty reply never reads as the expected answer.
+  static func verdict(reply: String, expected: String) -> [String] {
+    var lines: [String] = []
+    if reply.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+      lines.append("(nothing generated)")
+    }
+    let spaced = reply.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    let first = SyntheticVocabulary.words(spaced).first { $0 != "?" } ?? ""
     let word = first.trimmingCharacters(in: .punctuationCharacters)
-    ctx.print("expected: \(answer) (\(word == answer ? "correct" : "wrong"))")
+    lines.append(
+      "expected: \(expected), replied: \(word.isEmpty ? "(nothing)" : word) (\(word == expected ? "correct" : "wrong"))"
+    )
+    return lines
   }
 
   static let write = Command(

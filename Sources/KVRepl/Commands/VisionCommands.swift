@@ -100,6 +100,10 @@ public enum VisionCommands {
         ", \(Mask.seconds(r.seconds)) (\(Mask.rate(Double(r.tokens) / Swift.max(r.seconds, 1e-9), unit: "tok/s")))"
     }
     ctx.print(line)
+    // A share of the visual tokens became tokens for this input: say what it came to.
+    if ctx.session.cacheSettings.share != nil, r.visualTokens > 0 {
+      ctx.print(CacheCommands.budgetLine(ctx.session))
+    }
   }
 
   static let showTokens = Command(
@@ -150,11 +154,12 @@ public enum VisionCommands {
       what += "; \(total - visual) text"
       rows.append([String(input), first.modality.rawValue, String(total), what])
     }
-    let text = s.contextOrigins.filter { $0.modality == .text || $0.modality == .generated }.count
+    // Counted as `feed` counts: visual tokens are the vision tower's (the units' grids); the
+    // image markers and prompts around them are text.
+    let visual = s.segments.filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
     for line in Format.table(rows, left: [1, 3]) { ctx.print(line) }
     ctx.print(
-      "context: \(s.context.count) tokens (\(s.context.count - text) in images and clips, \(text) text)"
-    )
+      "context: \(s.context.count) tokens (\(visual) visual + \(s.context.count - visual) text)")
   }
 
   static let infoModel = Command(

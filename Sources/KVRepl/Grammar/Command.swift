@@ -81,13 +81,20 @@ public struct Positional: Sendable {
   /// (`echo two words`).
   public var rest: Bool
   public var help: String
+  /// Typical values, one of each form the argument takes: `help` lists them and Tab offers
+  /// them, so the two cannot disagree.
+  public var examples: [String]
 
-  public init(_ name: String, _ type: ValueType, optional: Bool = false, rest: Bool = false, help: String) {
+  public init(
+    _ name: String, _ type: ValueType, optional: Bool = false, rest: Bool = false, help: String,
+    examples: [String] = []
+  ) {
     self.name = name
     self.type = type
     self.optional = optional
     self.rest = rest
     self.help = help
+    self.examples = examples
   }
 
   /// `TEXT`, `[PATH]`, `[TEXT...]`.

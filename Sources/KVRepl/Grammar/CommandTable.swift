@@ -268,7 +268,11 @@ public struct CommandTable {
       }
       if !c.positionals.isEmpty {
         lines.append("arguments:")
-        for p in c.positionals { lines.append(Self.row(p.name, p.help + (p.optional ? " (optional)" : ""))) }
+        for p in c.positionals {
+          var notes = p.examples.isEmpty ? [] : ["e.g. " + p.examples.joined(separator: ", ")]
+          if p.optional { notes.append("optional") }
+          lines.append(Self.row(p.name, p.help + (notes.isEmpty ? "" : " (\(notes.joined(separator: "; ")))")))
+        }
       }
       if !c.options.isEmpty {
         lines.append("options:")

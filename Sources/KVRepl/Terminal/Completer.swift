@@ -80,6 +80,7 @@ public struct Completer {
     if positionals.count < command.positionals.count {
       let p = command.positionals[positionals.count]
       out += values(for: p.type, partial: current.text, args: positionals, typed: typed)
+      out += p.examples.filter { $0.lowercased().hasPrefix(current.text.lowercased()) && !current.quoted }
     }
     return out
   }

@@ -256,8 +256,18 @@ extension PNGViews {
     var name: String
     var color: Canvas.Color
     var values: [Double]
+    /// A reference line (the budget): drawn first, dashed and thin, so the series that run
+    /// along it stay visible on top.
     var dashed = false
+    /// Line width in pixels. A series that may coincide with a later one (the K/V held runs on
+    /// the K/V peak in capped mode) is wider, so that it shows on both sides of the one drawn
+    /// over it.
+    var thickness = 2
   }
+
+  /// Where a plot's frame starts, and its width, from the panel's left edge.
+  static let plotLeft = 56
+  static let plotWidth = 560
 
   static let blue: Canvas.Color = (31, 119, 180)
   static let orange: Canvas.Color = (255, 127, 14)
@@ -270,7 +280,7 @@ extension PNGViews {
   static func memoryPlot(_ trace: [MemorySample], budgetBytes: Int?) -> Canvas {
     let mib = { (b: Int) in Double(b) / 1_048_576 }
     var meter = [
-      Series(name: "kv held", color: blue, values: trace.map { mib($0.kv) }),
+      Series(name: "kv held", color: blue, values: trace.map { mib($0.kv) }, thickness: 6),
       Series(name: "kv peak", color: purple, values: trace.map { mib($0.kvPeak) }),
       Series(
         name: "activations peak", color: orange, values: trace.map { mib($0.activationsPeak) }),
@@ -305,9 +315,9 @@ extension PNGViews {
 
   /// A line plot over blocks 1...n with a y axis of round ticks and a legend on the right.
   static func plot(_ title: String, _ series: [Series], fromZero: Bool) -> Panel {
-    let plotW = 560
+    let plotW = plotWidth
     let plotH = 200
-    let left = 56
+    let left = plotLeft
     let n = series.map(\.values.count).max() ?? 0
     let all = series.flatMap(\.values)
     var lo = fromZero ? 0 : (all.min() ?? 0)
@@ -334,11 +344,29 @@ extension PNGViews {
         c.text(label, x: x0 - 6 - Canvas.textWidth(label), y: yy - 3, grey)
       }
       c.frame(x: x0 - 1, y: top - 1, w: plotW + 2, h: plotH + 2, grey)
-      for s in series {
-        for i in s.values.indices.dropFirst() where !s.dashed || (i / 4) % 2 == 0 {
-          c.line(px(i - 1), py(s.values[i - 1]), px(i), py(s.values[i]), s.color, thickness: 2)
+      // References first, then the series in order, each over the ones before it.
+      for s in series.filter(\.dashed) + series.filter({ !$0.dashed }) {
+        let t = s.dashed ? 1 : s.thickness
+        for i in s.values.indices.dropFirst() {
+          let (ax, ay, bx, by) = (px(i - 1), py(s.values[i - 1]), px(i), py(s.values[i]))
+          guard s.dashed else {
+            c.line(ax, ay, bx, by, s.color, thickness: t)
+            continue
+          }
+          // Dashes of 6 pixels every 10 along x, whatever the number of blocks.
+          var x = ax
+          while x < bx {
+            let end = min(bx, x + 6)
+            let y0 = ay + (by - ay) * (x - ax) / max(1, bx - ax)
+            let y1 = ay + (by - ay) * (end - ax) / max(1, bx - ax)
+            c.line(x, y0, end, y1, s.color, thickness: t)
+            x += 10
+          }
         }
-        if s.values.count == 1 { c.fill(x: px(0) - 2, y: py(s.values[0]) - 2, w: 5, h: 5, s.color) }
+        if s.values.count == 1 {
+          let r = s.dashed ? 1 : t / 2 + 1
+          c.fill(x: px(0) - r, y: py(s.values[0]) - r, w: 2 * r + 1, h: 2 * r + 1, s.color)
+        }
       }
       // x axis: first and last block.
       c.text("1", x: x0, y: top + plotH + 4, grey)
@@ -346,7 +374,12 @@ extension PNGViews {
       c.text(last, x: x0 + plotW - Canvas.textWidth(last), y: top + plotH + 4, grey)
       for (k, s) in series.enumerated() {
         let ly = top + 4 + k * 14
-        c.fill(x: x0 + plotW + 12, y: ly + 2, w: 14, h: 3, s.color)
+        if s.dashed {
+          c.fill(x: x0 + plotW + 12, y: ly + 3, w: 5, h: 1, s.color)
+          c.fill(x: x0 + plotW + 21, y: ly + 3, w: 5, h: 1, s.color)
+        } else {
+          c.fill(x: x0 + plotW + 12, y: ly + 2, w: 14, h: 3, s.color)
+        }
         c.text(s.name, x: x0 + plotW + 32, y: ly, ink)
       }
     }
