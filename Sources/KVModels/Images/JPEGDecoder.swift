@@ -4,8 +4,8 @@ import CImageCodecs
 /// return value, never by longjmp into Swift. Flags 0 mean the accurate integer IDCT and fancy
 /// (smooth) chroma upsampling, which is what Pillow asks libjpeg(-turbo) for: the RGB bytes are the
 /// same as Pillow's for baseline, progressive, 4:2:0 / 4:2:2 / 4:4:4 and grayscale files.
-/// CMYK / YCCK JPEGs (Adobe) are refused with a clear error; EXIF orientation is not applied
-/// (Pillow's `Image.open` does not apply it either).
+/// CMYK / YCCK JPEGs (Adobe) are refused with a clear error. The EXIF orientation is applied
+/// (`EXIFOrientation`), as transformers' `load_image` applies it after `Image.open`.
 enum JPEGDecoder {
   static func decode(_ file: UnsafeRawBufferPointer, _ limits: ImageDecoder.Limits) throws
     -> RGBImage
@@ -44,5 +44,6 @@ enum JPEGDecoder {
     }
     guard rc == 0 else { throw limits.fail("corrupt or truncated JPEG: \(why())") }
     return RGBImage(width: Int(width), height: Int(height), pixels: pixels)
+      .upright(orientation: EXIFOrientation.read(jpeg: file))
   }
 }

@@ -15,8 +15,8 @@ public struct ImageError: Error, CustomStringConvertible, Sendable, Equatable {
 /// A decoded 8-bit image: RGB interleaved, row-major, top row first, plus the alpha plane when the
 /// file had transparency (an alpha channel, or a PNG tRNS chunk).
 ///
-/// Decoding gives the samples Pillow gives (`Image.open(...)`): no colour management, no EXIF
-/// rotation. What happens to alpha is the caller's choice; Hugging Face image processors
+/// Decoding gives the samples transformers' `load_image` gives (Pillow's `Image.open(...)`, then
+/// the EXIF orientation applied to a JPEG): no colour management. What happens to alpha is the caller's choice; Hugging Face image processors
 /// (transformers 5.x `convert_to_rgb`) composite it over white: `compositedOverWhite()`.
 public struct RGBImage: Equatable, Sendable {
   public var width: Int
