@@ -17,7 +17,8 @@ Target: the long run's VmHWM within 5% of the short run's. Prints one line per r
     python3 bench/soak.py                   # everything (long: 10,000 frames through the model)
     python3 bench/soak.py --frames 200 2000 # smaller counts
     python3 bench/soak.py --only session
-    python3 bench/soak.py --binary /tmp/kvlab-old --only folder   # another build, same runs
+    python3 bench/soak.py --binary .build/before/kvlab   # another build, same runs (kept under
+                                                         # .build/ so that `load` finds weights/)
 """
 
 import argparse
