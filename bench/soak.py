@@ -17,6 +17,8 @@ Target: the long run's VmHWM within 5% of the short run's. Prints one line per r
     python3 bench/soak.py                   # everything (long: 10,000 frames through the model)
     python3 bench/soak.py --frames 200 2000 # smaller counts
     python3 bench/soak.py --only session
+    python3 bench/soak.py --binary .build/before/kvlab   # another build, same runs (kept under
+                                                         # .build/ so that `load` finds weights/)
 """
 
 import argparse
@@ -98,11 +100,14 @@ def session_commands(count):
 
 
 def main():
+    global KVLAB
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, nargs=2, default=[1000, 10000])
     ap.add_argument("--commands", type=int, nargs=2, default=[100, 1000])
     ap.add_argument("--only", choices=["folder", "synthetic", "session"], action="append")
+    ap.add_argument("--binary", default=KVLAB, help="the kvlab to measure (e.g. an older build)")
     a = ap.parse_args()
+    KVLAB = os.path.abspath(a.binary)
     os.makedirs(OUT, exist_ok=True)
     only = set(a.only or ["folder", "synthetic", "session"])
     rows = []

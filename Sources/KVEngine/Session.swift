@@ -121,15 +121,29 @@ public final class Session {
   private var activeCache: KeyValueCache? { budgeted ?? cache }
   /// Budget, policy and prefill mode (`configureBudget`, `configurePolicy`, `configurePrefill`).
   public private(set) var cacheSettings = CacheSettings()
-  /// Origin of every token of `context`, by position (to rebuild the cache when its kind
-  /// changes, and for views of what the cache kept).
-  public private(set) var contextOrigins: [TokenOrigin] = []
-  /// Every token in the cache, in order (visual tokens as their placeholder id).
-  public private(set) var context: [Int] = []
   /// What was fed, as laid out: runs of text and visual units, in order. Rebuilding the cache
-  /// re-prefills these (visual units re-read their pixels from the files).
+  /// re-prefills these (visual units re-read their pixels from the files). This is the only
+  /// record of the context: its per-token views (`context`, `contextOrigins`) are made from it
+  /// on demand, so what the session keeps grows per segment (a run-length record per tile or
+  /// frame), not per token.
   public private(set) var segments: [PromptSegment] = []
-  /// The rotary position the next token takes (differs from `context.count` under M-RoPE).
+  /// Tokens in the context (`contextCount`, without making the list).
+  public private(set) var contextCount = 0
+  /// Every token in the cache, in order (visual tokens as their placeholder id).
+  public var context: [Int] {
+    var out: [Int] = []
+    out.reserveCapacity(contextCount)
+    for segment in segments { out += segment.tokens }
+    return out
+  }
+  /// Origin of every token of `context`, by position (for views of what the cache kept).
+  public var contextOrigins: [TokenOrigin] {
+    var out: [TokenOrigin] = []
+    out.reserveCapacity(contextCount)
+    for segment in segments { out += segment.origins }
+    return out
+  }
+  /// The rotary position the next token takes (differs from `contextCount` under M-RoPE).
   private var nextRopePosition = 0
   private var feeds = 0
   /// Images and clips fed so far (the `image` of their tokens' origins).
@@ -153,6 +167,17 @@ public final class Session {
   private var visualTiming = (pixels: 0.0, vision: 0.0)
   /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
   public private(set) var memoryTrace: [MemorySample] = []
+
+  /// Bytes the session keeps as its record of what was fed: the segment list and each
+  /// segment's ids, origin runs and position runs, plus one memory sample per prefill block,
+  /// counted by capacity. It grows per segment and per block (a frame adds a few hundred bytes
+  /// however many tokens it has), never per visual token. Not counted: the cache (bounded by
+  /// the budget) and the closures that fetch a unit's pixels again.
+  public var recordBytes: Int {
+    segments.capacity * MemoryLayout<PromptSegment>.stride
+      + segments.reduce(0) { $0 + $1.recordBytes }
+      + memoryTrace.capacity * MemoryLayout<MemorySample>.stride
+  }
 
   /// Starts a new memory trace (`mem reset`).
   public func clearMemoryTrace() { memoryTrace = [] }
@@ -333,13 +358,12 @@ public final class Session {
     lastAsk = nil
     cache = nil
     budgeted = nil
-    contextOrigins = []
     model = nil
     vision = nil
     pendingBlocks = []
     tokenizer = nil
     modelPath = nil
-    context = []
+    contextCount = 0
     segments = []
     nextRopePosition = 0
     userTurnOpen = false
@@ -352,7 +376,7 @@ public final class Session {
     lastAsk = nil
     pendingBlocks = []
     stepsRun = 0
-    context = []
+    contextCount = 0
     segments = []
     nextRopePosition = 0
     feeds = 0
@@ -360,7 +384,6 @@ public final class Session {
     userTurnOpen = false
     lastFedVisual = false
     lastLogits = nil
-    contextOrigins = []
     // Release the old cache before allocating the new one, so the two never coexist.
     cache = nil
     budgeted = nil
@@ -404,7 +427,7 @@ public final class Session {
     feeds += 1
     lastFedVisual = false
     return FeedReport(
-      tokens: segment.count, contextTokens: context.count, seconds: Date().timeIntervalSince(start),
+      tokens: segment.count, contextTokens: contextCount, seconds: Date().timeIntervalSince(start),
       waitingBlocks: pendingBlocks.count)
   }
 
@@ -421,10 +444,10 @@ public final class Session {
     _ was: (userTurnOpen: Bool, lastFedVisual: Bool, nextRopePosition: Int),
     _ body: () throws -> Void
   ) throws {
-    let fed = context.count
+    let fed = contextCount
     let waiting = pendingBlocks.count
     do { try body() } catch {
-      if context.count == fed && pendingBlocks.count == waiting {
+      if contextCount == fed && pendingBlocks.count == waiting {
         (userTurnOpen, lastFedVisual, nextRopePosition) = was
       }
       throw error
@@ -435,7 +458,7 @@ public final class Session {
   /// prompt first in an empty context), or the separator after what the turn already holds.
   private func openUserTurn() -> String {
     defer { userTurnOpen = true }
-    if !userTurnOpen { return (context.isEmpty ? chat.systemPrefix : "") + chat.userPrefix }
+    if !userTurnOpen { return (contextCount == 0 ? chat.systemPrefix : "") + chat.userPrefix }
     return lastFedVisual ? chat.afterVisual : "\n"
   }
 
@@ -574,7 +597,7 @@ public final class Session {
     lastFedVisual = true
     let units = laid.segments.filter { $0.visual != nil }
     return FeedReport(
-      tokens: all.reduce(0) { $0 + $1.count }, contextTokens: context.count,
+      tokens: all.reduce(0) { $0 + $1.count }, contextTokens: contextCount,
       seconds: Date().timeIntervalSince(start), visualUnits: units.count,
       visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count,
       pixelSeconds: visualTiming.pixels - timing.pixels,
@@ -592,7 +615,7 @@ public final class Session {
     let total = new.reduce(0) { $0 + $1.count }
     let waiting = pendingBlocks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
     let proxyRows = proxy && total > 0 ? proxyTokens(after: new).count : 0
-    let end = context.count + waiting + total + proxyRows
+    let end = contextCount + waiting + total + proxyRows
     if end > model.config.contextLength {
       throw EngineError.invalid(
         "context would hold \(end) tokens; the model's limit is \(model.config.contextLength)")
@@ -632,7 +655,7 @@ public final class Session {
     let peaks = meter.takeWindowPeaks()
     memoryTrace.append(
       MemorySample(
-        contextTokens: context.count, kv: meter.reading(.kv).current, kvPeak: peaks[.kv] ?? 0,
+        contextTokens: contextCount, kv: meter.reading(.kv).current, kvPeak: peaks[.kv] ?? 0,
         activationsPeak: peaks[.activations] ?? 0, visionPeak: peaks[.vision] ?? 0,
         rss: ProcessMemory.currentRSS()))
   }
@@ -692,8 +715,8 @@ public final class Session {
     let summary = cacheSummary
     return StepReport(
       index: stepsRun, total: stepsRun + pendingBlocks.count, origins: block.flatMap(\.origins),
-      contextTokens: context.count, cacheTokens: summary?.tokens ?? context.count,
-      capacity: summary?.capacity ?? context.count,
+      contextTokens: contextCount, cacheTokens: summary?.tokens ?? contextCount,
+      capacity: summary?.capacity ?? contextCount,
       evictions: budgeted?.lastEvictions ?? [])
   }
 
@@ -719,7 +742,7 @@ public final class Session {
     let c = model.config
     let real = block.reduce(0) { $0 + $1.count }
     let n = real + proxy.count
-    let start = first ?? context.count
+    let start = first ?? contextCount
     if start + n > c.contextLength {
       throw EngineError.invalid(
         "context would hold \(start + n) tokens; the model's limit is \(c.contextLength)")
@@ -781,17 +804,15 @@ public final class Session {
   /// Records a prefilled segment; consecutive text runs merge (generation appends one token at
   /// a time).
   private func append(_ segment: PromptSegment) {
-    context += segment.tokens
-    contextOrigins += segment.origins
+    contextCount += segment.count
     if let last = segments.last, last.visual == nil, segment.visual == nil {
-      segments[segments.count - 1] = PromptSegment(
-        tokens: last.tokens + segment.tokens, origins: last.origins + segment.origins,
-        positions: last.positions + segment.positions,
-        ropeAxes: last.ropeAxes.map { a in
-          (0..<3).map { a[$0] + (segment.ropeAxes?[$0] ?? segment.positions) }
-        })
+      segments[segments.count - 1].append(segment)
     } else {
-      segments.append(segment)
+      // Nothing merges into the last segment any more: it keeps no spare room.
+      if !segments.isEmpty { segments[segments.count - 1].trimCapacity() }
+      var kept = segment
+      kept.trimCapacity()
+      segments.append(kept)
     }
   }
 
@@ -810,7 +831,7 @@ public final class Session {
     defer { stepping = wasStepping }
     let was = turnState
     let wasAsk = lastAsk
-    let fed = context.count
+    let fed = contextCount
     lastAsk = AskPoint(
       question: question, options: options, segments: segments,
       nextRopePosition: nextRopePosition, feeds: feeds, visualInputs: visualInputs,
@@ -825,7 +846,7 @@ public final class Session {
       // The question itself is the query now.
       try restoringTurnOnRefusal(was) { try prefill([prompt], proxy: false) }
     } catch {
-      if context.count == fed { lastAsk = wasAsk }
+      if contextCount == fed { lastAsk = wasAsk }
       throw error
     }
     feeds += 1
@@ -889,7 +910,7 @@ public final class Session {
   public func writeLogits(to path: String) throws -> (rows: Int, cols: Int) {
     guard let model else { throw EngineError.noModel }
     try requireNothingPending()
-    guard !context.isEmpty else { throw EngineError.invalid("nothing fed yet; feed text first") }
+    guard contextCount > 0 else { throw EngineError.invalid("nothing fed yet; feed text first") }
     let c = model.config
     let scratch = DenseKVCache(
       layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
@@ -897,7 +918,7 @@ public final class Session {
     // (a write refused, the file size limit, Ctrl-C) it is removed and `path` is untouched.
     let writer: NPYWriter
     do {
-      writer = try NPYWriter(path: path, shape: [context.count, c.vocabularySize])
+      writer = try NPYWriter(path: path, shape: [contextCount, c.vocabularySize])
     } catch let failure as NPYWriter.Failure {
       throw EngineError.invalid(failure.description)
     }
@@ -918,7 +939,7 @@ public final class Session {
     } catch let failure as NPYWriter.Failure {
       throw EngineError.invalid(failure.description)
     }
-    return (context.count, c.vocabularySize)
+    return (contextCount, c.vocabularySize)
   }
 
   /// What the cache holds now: tokens and bytes.
@@ -1218,13 +1239,12 @@ extension Session {
       return
     }
     // Rebuild: a new kind of cache (dense ↔ budgeted, or another mode / block size).
-    let nothingFed = context.isEmpty && segments.isEmpty
+    let nothingFed = contextCount == 0 && segments.isEmpty
     // Only a cache with something in it is kept for a restore; an empty one is released now.
     let savedCaches = nothingFed ? nil : (cache, budgeted)
     let savedSettings = cacheSettings
     let savedLogits = lastLogits
-    let tokens = context
-    let origins = contextOrigins
+    let fedCount = contextCount
     let fed = segments
     cache = nil
     budgeted = nil
@@ -1252,8 +1272,7 @@ extension Session {
             layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
         }
       }
-      context = tokens
-      contextOrigins = origins
+      contextCount = fedCount
       segments = fed
       if let e = error as? CacheError { throw EngineError.invalid(e.description) }
       throw error
@@ -1263,8 +1282,7 @@ extension Session {
   /// Prefills the recorded segments (same tokens, origins, positions and pixels) into the
   /// (fresh) active cache.
   private func refill(_ saved: [PromptSegment]) throws {
-    context = []
-    contextOrigins = []
+    contextCount = 0
     segments = []
     lastLogits = nil
     let rope = nextRopePosition

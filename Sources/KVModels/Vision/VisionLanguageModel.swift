@@ -57,11 +57,19 @@ public struct ImageSource: Sendable {
 /// embeddings the vision tower supplies. `positions` are the rotary positions; for a model with
 /// M-RoPE, `ropeAxes` (temporal, height, width) are, and the cache orders tokens by their index
 /// in the sequence instead (M-RoPE positions repeat and jump).
+///
+/// A session keeps every segment it was fed (to rebuild the cache and to show the layout), so
+/// a segment is stored compactly: a unit's placeholder id once, origins and positions as runs
+/// (one record per tile or frame, not per token). `tokens`, `origins`, `positions` and
+/// `ropeAxes` are per-token views made on demand.
 public struct PromptSegment: Sendable {
-  public var tokens: [Int]
-  public var origins: [TokenOrigin]
-  public var positions: [Int]
-  public var ropeAxes: [[Int]]?
+  /// Text ids; empty when every id is `sameID` (a visual unit's placeholders).
+  private var idList: [Int]
+  private var sameID: Int
+  public private(set) var count: Int
+  private var originRuns: OriginRuns
+  private var positionRuns: IntRuns
+  private var axisRuns: [IntRuns]?
   public var visual: VisualUnit?
 
   public init(
@@ -70,22 +78,92 @@ public struct PromptSegment: Sendable {
   ) {
     precondition(tokens.count == origins.count && tokens.count == positions.count)
     precondition(visual.map { $0.tokenCount == tokens.count } ?? true)
-    self.tokens = tokens
-    self.origins = origins
-    self.positions = positions
-    self.ropeAxes = ropeAxes
+    precondition(ropeAxes.map { $0.count == 3 && $0.allSatisfy { $0.count == tokens.count } } ?? true)
+    count = tokens.count
+    if let id = tokens.first, tokens.count > 1, tokens.allSatisfy({ $0 == id }) {
+      idList = []
+      sameID = id
+    } else {
+      idList = tokens
+      sameID = 0
+    }
+    originRuns = OriginRuns(origins)
+    let runs = IntRuns(positions)
+    positionRuns = runs
+    // Text under M-RoPE has its three axes equal to its positions: stored once.
+    axisRuns = ropeAxes.map { axes in axes.map { $0 == positions ? runs : IntRuns($0) } }
     self.visual = visual
   }
 
-  public var count: Int { tokens.count }
+  private init(
+    idList: [Int], sameID: Int, count: Int, originRuns: OriginRuns, positionRuns: IntRuns,
+    axisRuns: [IntRuns]?, visual: VisualUnit?
+  ) {
+    self.idList = idList
+    self.sameID = sameID
+    self.count = count
+    self.originRuns = originRuns
+    self.positionRuns = positionRuns
+    self.axisRuns = axisRuns
+    self.visual = visual
+  }
+
+  public var tokens: [Int] {
+    idList.isEmpty && count > 0 ? Array(repeating: sameID, count: count) : idList
+  }
+  public var origins: [TokenOrigin] { originRuns.array }
+  public var positions: [Int] { positionRuns.array }
+  public var ropeAxes: [[Int]]? { axisRuns.map { $0.map(\.array) } }
+
+  /// The origin of token `index`, without making the whole list.
+  public func origin(at index: Int) -> TokenOrigin { originRuns[index] }
+  /// The first token's origin.
+  public var firstOrigin: TokenOrigin? { originRuns.first }
 
   /// Rows `range` of this segment (text only: a visual unit is never split).
   public func slice(_ range: Range<Int>) -> PromptSegment {
     precondition(visual == nil || range == 0..<count, "a visual unit is encoded whole")
+    precondition(range.lowerBound >= 0 && range.upperBound <= count, "slice out of range")
     return PromptSegment(
-      tokens: Array(tokens[range]), origins: Array(origins[range]),
-      positions: Array(positions[range]), ropeAxes: ropeAxes.map { $0.map { Array($0[range]) } },
-      visual: visual)
+      idList: idList.isEmpty ? [] : Array(idList[range]), sameID: sameID, count: range.count,
+      originRuns: originRuns.slice(range), positionRuns: positionRuns.slice(range),
+      axisRuns: axisRuns.map { $0.map { $0.slice(range) } }, visual: visual)
+  }
+
+  /// Appends a text segment that follows this text segment (consecutive text runs merge; a
+  /// generated token is one such run), in place: nothing per token is copied but its own.
+  public mutating func append(_ other: PromptSegment) {
+    precondition(visual == nil && other.visual == nil, "only text segments merge")
+    if idList.isEmpty && count > 0 { idList = Array(repeating: sameID, count: count) }
+    if other.idList.isEmpty {
+      idList.append(contentsOf: repeatElement(other.sameID, count: other.count))
+    } else {
+      idList.append(contentsOf: other.idList)
+    }
+    count += other.count
+    originRuns.append(contentsOf: other.originRuns)
+    positionRuns.append(contentsOf: other.positionRuns)
+    // Axes follow this segment: a plain segment appended to an M-RoPE one adds its positions
+    // on every axis.
+    if axisRuns != nil {
+      for a in 0..<3 { axisRuns![a].append(contentsOf: other.axisRuns?[a] ?? other.positionRuns) }
+    }
+  }
+
+  /// Drops the spare capacity of its records: a segment kept for the session's life (a run that
+  /// merges again grows them anew).
+  public mutating func trimCapacity() {
+    if idList.capacity > idList.count { idList = idList.withUnsafeBufferPointer { Array($0) } }
+    originRuns.trim()
+    positionRuns.trim()
+    if axisRuns != nil { for a in 0..<3 { axisRuns![a].trim() } }
+  }
+
+  /// Bytes this segment keeps for its tokens (ids, origin and position runs; their capacity),
+  /// besides the segment itself: what a session's records cost per fed segment.
+  public var recordBytes: Int {
+    idList.capacity * MemoryLayout<Int>.stride + originRuns.bytes + positionRuns.bytes
+      + (axisRuns?.reduce(0) { $0 + $1.bytes } ?? 0)
   }
 }
 

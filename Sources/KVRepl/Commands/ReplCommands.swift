@@ -83,7 +83,7 @@ public enum ReplCommands {
     )
     ctx.print(
       "weights: \(m.weightFormat); \(Format.bytes(m.weightBytes)) on the heap, \(Format.bytes(m.mappedWeightBytes)) mapped from the file")
-    var context = "context: \(ctx.session.context.count) tokens"
+    var context = "context: \(ctx.session.contextCount) tokens"
     if let c = ctx.session.cacheSummary {
       context += "; cache \(c.tokens) tokens, \(Format.bytes(c.bytes))"
     }

@@ -72,7 +72,7 @@ public enum StepCommands {
   ) { ctx in
     let waiting = ctx.session.pendingBlocks.count
     try ctx.session.runPendingBlocks()
-    ctx.print("ran \(Format.plural(waiting, "block")) (context \(ctx.session.context.count))")
+    ctx.print("ran \(Format.plural(waiting, "block")) (context \(ctx.session.contextCount))")
   }
 
   /// "text 3, image 0 tile 2: 16" — counts by origin, in order of first appearance.

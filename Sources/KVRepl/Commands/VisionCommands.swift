@@ -120,10 +120,11 @@ public enum VisionCommands {
     var byInput: [Int: [PromptSegment]] = [:]
     for seg in s.segments {
       // Text runs merge across feeds: split them back by input.
+      let origins = seg.origins
       var start = 0
       for i in 1...seg.count
-      where i == seg.count || seg.origins[i].input != seg.origins[start].input {
-        byInput[seg.origins[start].input, default: []].append(
+      where i == seg.count || origins[i].input != origins[start].input {
+        byInput[origins[start].input, default: []].append(
           seg.visual == nil ? seg.slice(start..<i) : seg)
         start = i
       }
@@ -133,17 +134,17 @@ public enum VisionCommands {
       let total = segs.reduce(0) { $0 + $1.count }
       let units = segs.filter { $0.visual != nil }
       if units.isEmpty {
-        let modality = segs.first?.origins.first?.modality ?? .text
+        let modality = segs.first?.firstOrigin?.modality ?? .text
         let text = s.tokenizer?.decode(segs.flatMap(\.tokens)) ?? ""
         rows.append([
           String(input), modality.rawValue, String(total), Format.preview(text, width: 44),
         ])
         continue
       }
-      let first = units[0].origins[0]
+      let first = units[0].firstOrigin!
       let visual = units.reduce(0) { $0 + $1.count }
       let grids = Set(units.map { "\($0.visual!.tokenRows)×\($0.visual!.tokenCols)" }).sorted()
-      let frames = Set(units.compactMap { $0.origins[0].frame }).count
+      let frames = Set(units.compactMap { $0.firstOrigin?.frame }).count
       var what =
         first.modality == .video ? "clip \(first.image ?? 0): " : "image \(first.image ?? 0): "
       if frames > 0 && unitName(s) != "temporal patch" {
@@ -159,7 +160,7 @@ public enum VisionCommands {
     let visual = s.segments.filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
     for line in Format.table(rows, left: [1, 3]) { ctx.print(line) }
     ctx.print(
-      "context: \(s.context.count) tokens (\(visual) visual + \(s.context.count - visual) text)")
+      "context: \(s.contextCount) tokens (\(visual) visual + \(s.contextCount - visual) text)")
   }
 
   static let infoModel = Command(
