@@ -247,6 +247,34 @@ public enum PolicyCatalog {
           help: "share of the budget for the most recent frames"),
       ], usesAttention: false,
       build: { InfiniPotVPolicy(alpha: $0.number("alpha")!, recent: $0.number("recent")!) }),
+    PolicySpec(
+      name: "oracle", aliases: [],
+      summary: "synthetic inputs: keep the target's tokens, fill with another policy",
+      help: """
+        Oracle (an upper bound, for synthetic inputs only): the visual tokens whose patch \
+        covers any pixel of the target's bounding box are kept first, in every tile, frame and \
+        global image they appear in; FILL scores everything and fills the rest of the budget. \
+        The targets come from the last `feed synthetic`: the needle (needle-image, in the \
+        frames that show it for needle-video), every shape of the counted kind (count), the \
+        shape asked about (attribute). When the targets alone exceed the budget, those FILL \
+        prefers stay.
+        """,
+      options: [
+        PolicyOptionSpec(
+          "fill", .choice(oracleFills), default: "keydiff",
+          help: "the policy that scores everything and fills the rest of the budget")
+      ], usesAttention: false,
+      build: { values in
+        let fill = values.word("fill") ?? "keydiff"
+        // Only names of this catalog reach here (checked against `oracleFills`), with their
+        // defaults, so the build cannot fail; KeyDiff is what an impossible failure falls back to.
+        return OraclePolicy(fill: (try? PolicyCatalog.make(fill)) ?? KeyDiffPolicy())
+      }),
+  ]
+
+  /// The policies an oracle can fill with: every other one.
+  static let oracleFills = [
+    "keydiff", "snapkv", "knorm", "vnorm", "random", "streaming", "h2o", "infinipot",
   ]
 
   public static var names: [String] { specs.map(\.name) }
