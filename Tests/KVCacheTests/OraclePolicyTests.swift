@@ -1,5 +1,6 @@
 import Foundation
 import KVModels
+import KVTensor
 import XCTest
 
 @testable import KVCache
