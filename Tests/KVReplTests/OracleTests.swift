@@ -108,6 +108,38 @@ final class OracleTests: XCTestCase {
     try assertHeld(expected, repl, visual: visual)
   }
 
+  /// An oracle in use takes the targets of each new synthetic sample before it is fed, so a
+  /// capped prefill ranks the new sample's tokens by its own target.
+  func testFeedWhileOracleIsInUseRetargets() throws {
+    let (repl, out) = loaded()
+    XCTAssertEqual(repl.run(line: "feed synthetic count seed=1"), .ok, out.text)
+    XCTAssertEqual(
+      runLines(
+        repl, "policy oracle", "protect text=on",
+        "budget \(repl.session.context.count + 40) tokens"), .ok, out.text)
+    let first = try XCTUnwrap(repl.syntheticFed).index
+    XCTAssertEqual(repl.run(line: "feed synthetic count seed=4"), .ok, out.text)
+    let fed = try XCTUnwrap(repl.syntheticFed).index
+    XCTAssertGreaterThan(fed.input, first.input)
+    let sample = try SyntheticGenerator.generate(.count, seed: 4)
+    var expected: Set<PatchKey> = []
+    for s in sample.shapes where s.kind == sample.target.kind {
+      expected.formUnion(covered(s, side: 64, split: false, input: fed.input, image: fed.image))
+    }
+    let oracle = try XCTUnwrap(repl.session.cacheSettings.policy as? OraclePolicy)
+    XCTAssertEqual(oracle.targets, expected)
+    XCTAssertEqual(
+      oracle.description,
+      "oracle fill=keydiff (targets: \(expected.count) visual tokens of count seed=4)")
+    let cache = try XCTUnwrap(repl.session.budgetedCache)
+    for l in 0..<cache.layers {
+      for h in 0..<cache.kvHeads {
+        let held = Set(cache.entries(layer: l, head: h).compactMap(PatchKey.init))
+        XCTAssertTrue(expected.isSubset(of: held), "layer \(l) head \(h)")
+      }
+    }
+  }
+
   func testCountTargetsEveryShapeOfTheCountedKind() throws {
     for seed in 0..<6 {
       let sample = try SyntheticGenerator.generate(.count, seed: UInt64(seed))
