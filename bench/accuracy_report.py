@@ -17,7 +17,9 @@ REPORT = os.path.join(ROOT, "bench/accuracy.md")
 PLOT = os.path.join(ROOT, "docs/accuracy-vs-budget.png")
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
 NEEDLES = TASKS[:2]
-EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy"]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle"]
+# The oracle experiment's budgets: where the policies lose accuracy (50% is near the full cache).
+ORACLE_FRACTIONS = "0.05,0.1,0.25"
 
 
 def bench_binary() -> str:
@@ -31,6 +33,8 @@ def experiment_args(experiment: str) -> tuple[str, list[str]]:
     runs: control is main's first two settings (full cache, blank image) without its grid."""
     if experiment == "control":
         return "main", ["--policies", ""]
+    if experiment == "oracle":
+        return "oracle", ["--fractions", ORACLE_FRACTIONS]
     return experiment, []
 
 
@@ -72,6 +76,47 @@ def accuracy(rows: list[dict], column=by_task) -> dict[tuple[str, str], tuple[in
 
 def share(a: tuple[int, int, int]) -> float:
     return 100 * a[0] / a[1]
+
+
+def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of right/n, in %."""
+    if n == 0:
+        return (0.0, 100.0)
+    p = right / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
+    return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
+
+
+def oracle_table(rows: list[dict]) -> str:
+    """The oracle next to SnapKV and KeyDiff from the same run: budgets down, per task the
+    accuracy of each with its 95% Wilson interval, and the full cache on top."""
+    acc = accuracy(rows)
+    tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
+    fracs = sorted({r["fraction"] for r in rows if r["fraction"] is not None})
+    policies = [p for p in ["snapkv", "keydiff", "oracle"] if any(r["policy"] == p for r in rows)]
+    names = {"snapkv": "SnapKV", "keydiff": "KeyDiff", "oracle": "oracle"}
+
+    def cell(t: str, s: str) -> str:
+        if (t, s) not in acc:
+            return ""
+        right, n, errors = acc[(t, s)]
+        lo, hi = wilson(right, n)
+        return f"{100 * right / n:.1f} [{lo:.0f}–{hi:.0f}]" + (f" ({errors} refused)" if errors else "")
+
+    lines = ["**oracle: accuracy in % [95% Wilson interval], capped prefill, n per task in the header**", "",
+             "| task | budget | " + " | ".join(names[p] for p in policies) + " |",
+             "|---|---|" + "---:|" * len(policies)]
+    for t in tasks:
+        n = acc[(t, "full")][1] if (t, "full") in acc else max(v[1] for k, v in acc.items() if k[0] == t)
+        if (t, "full") in acc:
+            lines.append(f"| {t} (n={n}) | full cache | " + " | ".join([cell(t, "full")] * len(policies)) + " |")
+        for f in fracs:
+            pct = f"{round(f * 100)}%"
+            lines.append(f"| {t} (n={n}) | {pct} | "
+                         + " | ".join(cell(t, f"{p} capped {pct}") for p in policies) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def table(rows: list[dict], title: str, column=by_task) -> str:
@@ -142,6 +187,8 @@ def sections_for(experiment: str, rows: list[dict]) -> str:
     (what a setting costs the look-up by a word -- colour, shape -- and the place of what was
     found -- where, when -- separately)."""
     parts = [table(rows, experiment)]
+    if experiment == "oracle":
+        parts.append(oracle_table(rows))
     needles = [r for r in rows if r["task"].startswith("needle")]
     if needles:
         parts.append(table(needles, f"{experiment}, the needle questions by kind", column=by_kind))

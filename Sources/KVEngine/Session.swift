@@ -557,6 +557,12 @@ public final class Session {
     }
   }
 
+  /// The input and image indices the next feed's tokens will carry (the oracle's targets are
+  /// computed for them before the feed).
+  public var nextVisualInput: VisualInputIndex {
+    VisualInputIndex(input: feeds, image: visualInputs)
+  }
+
   /// Feeds a generated sample's image or clip (not its question: that is the caller's).
   @discardableResult
   public func feed(_ sample: SyntheticSample) throws -> FeedReport {

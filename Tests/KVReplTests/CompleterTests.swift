@@ -57,7 +57,7 @@ final class CompleterTests: XCTestCase {
   func testPolicyNamesAndTheirOptions() {
     XCTAssertEqual(
       complete("policy "),
-      ["h2o", "infinipot", "keydiff", "knorm", "random", "snapkv", "streaming", "vnorm"])
+      ["h2o", "infinipot", "keydiff", "knorm", "oracle", "random", "snapkv", "streaming", "vnorm"])
     XCTAssertEqual(complete("policy s"), ["snapkv", "streaming"])
     XCTAssertEqual(complete("policy snapkv "), ["kernel=", "pooling=", "window="])
     XCTAssertEqual(complete("policy snapkv pooling="), ["pooling=avg", "pooling=max"])

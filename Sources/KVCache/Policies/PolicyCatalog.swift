@@ -89,6 +89,21 @@ public struct PolicyField<P: CatalogPolicy> {
       set: { p, text in p[keyPath: path] = E(rawValue: text)! })
   }
 
+  /// Another catalog policy by name, at its defaults (the oracle's fill).
+  public static func policy(
+    _ name: String, _ path: WritableKeyPath<P, any EvictionPolicy>, among names: [String],
+    help: String
+  ) -> Self {
+    Self(
+      name: name, kind: .choice(names), help: help, value: { $0[keyPath: path].name },
+      quietAtDefault: false,
+      set: { p, text in
+        // Only names of the catalog reach here (validated against `names`), at their defaults,
+        // so making one cannot fail.
+        if let made = try? PolicyCatalog.make(text) { p[keyPath: path] = made }
+      })
+  }
+
   /// The value `key=value` prints for `policy`, nil for none.
   func shown(_ policy: P) -> String? {
     let v = value(policy)
@@ -170,6 +185,7 @@ public enum PolicyCatalog {
     PolicySpec(StreamingLLMPolicy.self),
     PolicySpec(H2OPolicy.self),
     PolicySpec(InfiniPotVPolicy.self),
+    PolicySpec(OraclePolicy.self),
   ]
 
   public static var names: [String] { specs.map(\.name) }

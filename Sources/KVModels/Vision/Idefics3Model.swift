@@ -159,6 +159,18 @@ public struct Idefics3ImageSplitter: Sendable, Equatable {
     return Plan(resized: resized, multiple: (h, w), rows: rows, cols: cols)
   }
 
+  /// Where an image's pixels go: the size it is resized to before it is cut into the `rows ×
+  /// cols` tiles (nil, with a 0 × 0 grid, when the whole image becomes one tile). The global
+  /// tile (the last) is always the whole image resized to one tile. For mapping pixels to
+  /// patches (the oracle policy's targets).
+  public func grid(height: Int, width: Int) throws
+    -> (cut: (width: Int, height: Int)?, rows: Int, cols: Int)
+  {
+    let p = try plan(height: height, width: width)
+    guard p.rows > 0, let m = p.multiple else { return (nil, 0, 0) }
+    return ((m.width, m.height), p.rows, p.cols)
+  }
+
   /// The tiles, row-major, then the global image; rows = cols = 0 when the image is one tile.
   public func split(_ image: RGBImage) throws -> (tiles: [PixelValues], rows: Int, cols: Int) {
     let plan = try plan(height: image.height, width: image.width)

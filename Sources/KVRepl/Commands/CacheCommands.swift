@@ -187,7 +187,7 @@ public enum CacheCommands {
         for o in spec.options where ctx.args.isGiven(o.name) {
           values[o.name] = ctx.args.string(o.name)
         }
-        let made: any EvictionPolicy
+        var made: any EvictionPolicy
         do {
           made = try PolicyCatalog.make(spec.name, options: values)
         } catch let e as CacheError {
@@ -197,6 +197,7 @@ public enum CacheCommands {
           throw ctx.error(
             message.hasPrefix(prefix) ? String(message.dropFirst(prefix.count)) : message)
         }
+        made = try SyntheticCommands.withTargets(ctx, made)
         try ctx.session.configurePolicy(made)
         for line in policyLines(ctx.session) { ctx.print(line) }
       }

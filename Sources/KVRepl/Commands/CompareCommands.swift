@@ -60,7 +60,9 @@ public enum CompareCommands {
       }
     }
     let policies = try list(ctx, "policies").map { word -> any EvictionPolicy in
-      do { return try PolicyCatalog.make(word.lowercased()) } catch let e as CacheError {
+      do {
+        return try SyntheticCommands.withTargets(ctx, PolicyCatalog.make(word.lowercased()))
+      } catch let e as CacheError {
         throw ctx.error("policies: \(e.description)")
       }
     }

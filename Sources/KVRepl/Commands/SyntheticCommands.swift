@@ -1,4 +1,5 @@
 import Foundation
+import KVCache
 import KVEngine
 import KVTasks
 
@@ -60,8 +61,23 @@ public enum SyntheticCommands {
     let (task, size, question) = parse(ctx)
     let seed = ctx.args.int("seed")
     let sample = try generate(ctx, task, seed: seed, size, question)
-    let report = try ctx.session.feed(sample)
+    let index = ctx.session.nextVisualInput
+    // An oracle in use ranks this feed's tokens as they come: it gets this sample's targets
+    // first, and its old ones back if the feed is refused.
+    let active = ctx.session.cacheSettings.policy
+    if let oracle = active as? OraclePolicy {
+      try ctx.session.configurePolicy(
+        ctx.session.syntheticTargets(sample, at: index).oracle(fill: oracle.fill))
+    }
+    let report: FeedReport
+    do {
+      report = try ctx.session.feed(sample)
+    } catch {
+      if active is OraclePolicy { try? ctx.session.configurePolicy(active) }
+      throw error
+    }
     ctx.repl.syntheticQuestion = (sample.question, sample.answer)
+    ctx.repl.syntheticFed = (sample, index)
     let what =
       "\(task.rawValue) seed=\(seed) "
       + (task.isClip
@@ -70,6 +86,21 @@ public enum SyntheticCommands {
     VisionCommands.printFeed(ctx, what: what, report, unit: VisionCommands.unitName(ctx.session))
     ctx.print("question: \(sample.question)")
     ctx.print("expected: \(sample.answer)")
+  }
+
+  /// `policy` given as the user chose it: an oracle gets the targets of the last synthetic
+  /// sample fed (still in the context); any other policy is returned as it is.
+  static func withTargets(_ ctx: CommandContext, _ policy: any EvictionPolicy) throws
+    -> any EvictionPolicy
+  {
+    guard let oracle = policy as? OraclePolicy else { return policy }
+    guard let fed = ctx.repl.syntheticFed,
+      fed.index.input < ctx.session.nextVisualInput.input
+    else {
+      throw ReplError(
+        "policy oracle", "needs a synthetic input (feed synthetic TASK seed=N) to know its target")
+    }
+    return try ctx.session.syntheticTargets(fed.sample, at: fed.index).oracle(fill: oracle.fill)
   }
 
   static let ask = Command(

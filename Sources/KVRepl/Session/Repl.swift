@@ -1,5 +1,7 @@
 import Foundation
 import KVEngine
+import KVModels
+import KVTasks
 
 /// How a command line ended.
 public enum CommandResult: Equatable, Sendable {
@@ -28,6 +30,8 @@ public final class Repl {
   public internal(set) var loaded: LoadReport?
   /// The question and answer of the last sample `feed synthetic` fed (for `synthetic ask`).
   public internal(set) var syntheticQuestion: (question: String, answer: String)?
+  /// That sample and the indices its tokens carry (for `policy oracle`'s targets).
+  public internal(set) var syntheticFed: (sample: SyntheticSample, index: VisualInputIndex)?
 
   private var sinks: [OutputSink]
   var recorder: Recorder?

@@ -58,6 +58,13 @@ enum AccuracyBench {
         + plan.policies.flatMap { p in
           plan.modes.flatMap { m in plan.fractions.map { budgeted(p, m, $0) } }
         }
+    case "oracle":
+      // The upper bound next to the policies it bounds, capped, from the same run: SnapKV
+      // (proxy=block), KeyDiff, and the oracle (the target's tokens, KeyDiff fills the rest).
+      return [full]
+        + plan.fractions.flatMap { f in
+          ["snapkv", "keydiff", "oracle"].map { budgeted($0, .capped, f) }
+        }
     case "blocks":
       // The block-size ablation at one budget: the structure's own unit, then 3 fixed sizes.
       let f = ablationFraction
@@ -127,8 +134,13 @@ enum AccuracyBench {
 
   /// A policy by name; SnapKV with an 8-query observation window (its default, 32, is more
   /// than a single-tile task's whole budget: 16 visual tokens and about as much text).
+  /// "oracle" fills with KeyDiff, "oracle-NAME" with NAME (SnapKV's window 8 too); its targets
+  /// are given per sample in `answer`.
   static func policy(_ name: String) throws -> any EvictionPolicy {
-    try PolicyCatalog.make(name, options: name == "snapkv" ? ["window": "8"] : [:])
+    if name.hasPrefix("oracle-") {
+      return OraclePolicy(fill: try policy(String(name.dropFirst("oracle-".count))))
+    }
+    return try PolicyCatalog.make(name, options: name == "snapkv" ? ["window": "8"] : [:])
   }
 
   /// The budget of the block-size and bulk ablations.
@@ -147,6 +159,8 @@ enum AccuracyBench {
     var visualTokens: Int
     var promptTokens: Int
     var kvPeak: Int
+    /// The oracle's target tokens (nil for the other policies).
+    var targets: Int?
   }
 
   /// Feeds `sample` (lowered to `resolution` if given) into a fresh session over `parent`'s
@@ -155,6 +169,13 @@ enum AccuracyBench {
     _ parent: Session, _ sample: SyntheticSample, _ settings: CacheSettings, resolution: Int?
   ) throws -> Outcome {
     let session = try parent.sharingModel(settings: settings)
+    var targets: Int?
+    if let oracle = settings.policy as? OraclePolicy {
+      // Its targets are this sample's, at the indices the fresh session's first feed takes.
+      let t = try session.syntheticTargets(sample)
+      try session.configurePolicy(t.oracle(fill: oracle.fill))
+      targets = t.keys.count
+    }
     let fed: FeedReport
     if let r = resolution, sample.task == .needleVideo {
       fed = try session.feedFrames(
@@ -174,7 +195,8 @@ enum AccuracyBench {
       sample.question, options: GenerationOptions(maxTokens: 4), onText: { _ in })
     return Outcome(
       answer: asked.text, visualTokens: fed.visualTokens,
-      promptTokens: fed.tokens + asked.prefillTokens, kvPeak: session.meter.reading(.kv).highWater)
+      promptTokens: fed.tokens + asked.prefillTokens, kvPeak: session.meter.reading(.kv).highWater,
+      targets: targets)
   }
 
   static func run(_ plan: Plan) throws {
@@ -242,6 +264,7 @@ enum AccuracyBench {
             "expected": sample.answer, "answer": outcome?.answer ?? NSNull(),
             "correct": outcome.map { firstWord($0.answer) == sample.answer } ?? false,
             "kv_peak": outcome?.kvPeak ?? NSNull(), "error": failure ?? NSNull(),
+            "oracle_targets": outcome?.targets ?? NSNull(),
           ])
         }
       }
