@@ -6,8 +6,10 @@ Run with the reference venv (docs/correctness.md), from the repository root (abo
 
     .venv-ref/bin/python scripts/gen_vlm_fixtures.py [FOLDER ...]
 
-FOLDER names the fixture folders to (re)write (idefics3, llava, qwen2_vl, qwen2_5_vl, qwen2_5_vl_wide);
-all of them by default.
+FOLDER names the fixture folders to (re)write (idefics3, llava, llava_saved_layout, qwen2_vl, qwen2_5_vl,
+qwen2_5_vl_wide); all of them by default. llava_saved_layout is a smaller LLaVA left in the layout
+transformers 5.24 saves a model built from a config in (`vision_tower.embeddings.*`, no
+`vision_model.`), where the llava folder is renamed to the published layout.
 
 Writes Tests/KVEngineTests/Fixtures/vlm/:
 

@@ -49,6 +49,31 @@ final class VisionParityTests: XCTestCase {
     try check("qwen2_5_vl", base: "\(Self.dir)/qwen2_5_vl_wide")
   }
 
+  /// Qwen2.5-VL's temporal positions follow the clip's frame rate; a rate near zero is an error,
+  /// not positions past Int.
+  func testQwen25VLClipFrameRate() throws {
+    let model = try XCTUnwrap(
+      try VisionLanguageModels.load(folder: "\(Self.dir)/qwen2_5_vl/model", meter: nil)
+        as? Qwen2VLModel)
+    let frames = try (0..<4).map {
+      try ImageSource(path: "\(Self.dir)/images/clip/frame_00\($0).png")
+    }
+    let index = VisualInputIndex(input: 0, image: 0)
+    // 2 tokens per second, 2 frames per temporal patch: at 1 fps the patches are 4 apart.
+    let slow = try model.layout(frames: frames, framesPerSecond: 1, at: index, start: 10)
+    XCTAssertEqual(
+      slow.segments.compactMap { $0.visual == nil ? nil : $0.ropeAxes?[0].first }, [11, 15])
+    let times = ClipTimes(seconds: [0, 1, 2, 3], duration: 4)
+    let timed = try model.layout(frames: frames, times: times, at: index, start: 10)
+    XCTAssertEqual(timed.segments.map(\.ropeAxes), slow.segments.map(\.ropeAxes))
+    XCTAssertThrowsError(
+      try model.layout(frames: frames, framesPerSecond: 1e-12, at: index, start: 0))
+    XCTAssertThrowsError(
+      try model.layout(
+        frames: frames, times: ClipTimes(seconds: [0, 1, 2, 3], duration: 1e300), at: index,
+        start: 0))
+  }
+
   /// Qwen2.5-VL's windows: units listed window by window, the last windows cut short.
   func testQwenWindowOrder() {
     let (order, windows) = qwenWindows(rows: 3, cols: 5, side: 2)

@@ -155,7 +155,8 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
   public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
     -> PromptLayout
   {
-    try layout(frames: frames, framesPerSecond: Self.defaultFramesPerSecond, at: index, start: start)
+    try layout(
+      frames: frames, framesPerSecond: Self.defaultFramesPerSecond, at: index, start: start)
   }
 
   /// A clip with its times: Qwen2.5-VL spaces temporal positions by the frames' rate (frames
@@ -199,6 +200,14 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     // tensor); Qwen2-VL: at t.
     let step = windowing.map { w in
       Float(w.tokensPerSecond) * Float(Double(temporalPatch) / fps)
+    }
+    // A frame rate near zero (a hostile video length) must not push positions past Int.
+    if let step, !(step.isFinite && Float(units.count) * step < 1e9) {
+      throw ModelError(
+        path: family,
+        message:
+          "a clip of \(frames.count) frames at \(fps) frames a second spreads its temporal positions too far"
+      )
     }
     return try layout(
       size: size, units: units, token: videoTokenID, at: index, temporalStep: step ?? 1,

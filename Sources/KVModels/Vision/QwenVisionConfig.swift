@@ -76,7 +76,8 @@ struct QwenVisionConfig {
         throw fail("vision_config.window_size \(vc.window_size) is out of range (1...\(1 << 20))")
       }
       guard vc.tokens_per_second.isFinite, (0...1e6).contains(vc.tokens_per_second) else {
-        throw fail("vision_config.tokens_per_second \(vc.tokens_per_second) is out of range (0...1e6)")
+        throw fail(
+          "vision_config.tokens_per_second \(vc.tokens_per_second) is out of range (0...1e6)")
       }
       for b in vc.fullatt_block_indexes where !(0..<max(1, vc.depth)).contains(b) {
         throw fail(

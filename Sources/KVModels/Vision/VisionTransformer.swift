@@ -157,7 +157,9 @@ struct VisionTransformer {
       }
       if let gate = n.gate {
         try w.check(
-          [gate, n.fc1].flatMap { [($0 + ".weight", [intermediate, d]), ($0 + ".bias", [intermediate])] })
+          [gate, n.fc1].flatMap {
+            [($0 + ".weight", [intermediate, d]), ($0 + ".bias", [intermediate])]
+          })
       }
       let qkv = Matrix(uninitializedRows: 3 * d, cols: d, category: w.category, meter: w.meter)
       let qkvBias = FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter)
@@ -175,12 +177,14 @@ struct VisionTransformer {
       let fc1: Matrix
       let fc1Bias: FloatBuffer
       if let gate = n.gate {
-        fc1 = Matrix(uninitializedRows: 2 * intermediate, cols: d, category: w.category, meter: w.meter)
+        fc1 = Matrix(
+          uninitializedRows: 2 * intermediate, cols: d, category: w.category, meter: w.meter)
         fc1Bias = FloatBuffer(
           uninitializedCount: 2 * intermediate, category: w.category, meter: w.meter)
         for (i, name) in [gate, n.fc1].enumerated() {
           try w.fill(name + ".weight", shape: [intermediate, d], into: fc1.row(i * intermediate))
-          try w.fill(name + ".bias", shape: [intermediate], into: fc1Bias.pointer + i * intermediate)
+          try w.fill(
+            name + ".bias", shape: [intermediate], into: fc1Bias.pointer + i * intermediate)
         }
       } else {
         fc1 = try w.matrix(n.fc1 + ".weight", rows: intermediate, cols: d)
@@ -231,7 +235,8 @@ struct VisionTransformer {
     let attended = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
     let mlp = Matrix(uninitializedRows: n, cols: intermediate, category: .vision, meter: meter)
     let gateUp =
-      gated ? Matrix(uninitializedRows: n, cols: 2 * intermediate, category: .vision, meter: meter) : nil
+      gated
+      ? Matrix(uninitializedRows: n, cols: 2 * intermediate, category: .vision, meter: meter) : nil
     let attention = TiledAttention(heads: heads, kvHeads: heads, headDim: headDim)
     let threads = BLAS.threads
     let scratch = FloatBuffer(
@@ -244,7 +249,8 @@ struct VisionTransformer {
           x.pointer, weight: p.weight.pointer, bias: bias.pointer, eps: eps, rows: n, cols: d,
           out: out.pointer)
       } else {
-        Kernels.rmsNorm(x.pointer, weight: p.weight.pointer, eps: eps, rows: n, cols: d, out: out.pointer)
+        Kernels.rmsNorm(
+          x.pointer, weight: p.weight.pointer, eps: eps, rows: n, cols: d, out: out.pointer)
       }
     }
 
@@ -276,7 +282,8 @@ struct VisionTransformer {
       norm(layer.norm2, into: h)
       if let gateUp {
         Linear.apply(h, layer.fc1, into: gateUp)
-        Kernels.addBias(gateUp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: 2 * intermediate)
+        Kernels.addBias(
+          gateUp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: 2 * intermediate)
         Kernels.siluGate(gateUp.pointer, rows: n, cols: intermediate, out: mlp.pointer)
       } else {
         Linear.apply(h, layer.fc1, into: mlp)
