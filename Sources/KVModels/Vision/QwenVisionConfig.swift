@@ -54,6 +54,7 @@ struct QwenVisionConfig {
     var temporal_patch_size: Int?
     var hidden_act: String?
     var in_channels: Int?
+    var in_chans: Int?
   }
 
   /// Reads and checks the folder's vision config for `family` ("qwen2_vl", "qwen2_5_vl").
@@ -68,7 +69,7 @@ struct QwenVisionConfig {
       (patchSize, mergeSize) = (vc.patch_size ?? 14, vc.spatial_merge_size ?? 2)
       temporalPatch = vc.temporal_patch_size ?? 2
       activation = vc.hidden_act ?? "silu"
-      channels = vc.in_channels ?? 3
+      channels = vc.in_channels ?? vc.in_chans ?? 3
       guard activation == "silu" else {
         throw fail("vision_config.hidden_act '\(activation)' is not supported (silu)")
       }
