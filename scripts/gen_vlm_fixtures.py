@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Tiny random vision-language models (Idefics3 / LLaVA / Qwen2-VL) with transformers golden outputs.
+"""Tiny random vision-language models (Idefics3 / LLaVA / Qwen2-VL / Qwen2.5-VL) with transformers golden
+outputs.
 
 Run with the reference venv (docs/correctness.md), from the repository root (about a minute on 2 cores):
 
-    .venv-ref/bin/python scripts/gen_vlm_fixtures.py
+    .venv-ref/bin/python scripts/gen_vlm_fixtures.py [FOLDER ...]
+
+FOLDER names the fixture folders to (re)write (idefics3, llava, llava_saved_layout, qwen2_vl, qwen2_5_vl,
+qwen2_5_vl_wide); all of them by default. llava_saved_layout is a smaller LLaVA left in the layout
+transformers 5.24 saves a model built from a config in (`vision_tower.embeddings.*`, no
+`vision_model.`), where the llava folder is renamed to the published layout.
 
 Writes Tests/KVEngineTests/Fixtures/vlm/:
 
@@ -25,7 +31,9 @@ Writes Tests/KVEngineTests/Fixtures/vlm/:
                          pixel_values    exactly the processor's pixel_values
                          features        [image tokens][text hidden]: connector / projector /
                                          merger output, the rows scattered over the image tokens
-                         vision          the vision encoder's output before the connector
+                         vision          the vision encoder's output before the connector (not
+                                         written for qwen2_5_vl, whose blocks' output is in window
+                                         order; its merger output is)
                                          (idefics3: post_layernorm last_hidden_state [tiles][16][32];
                                          llava: hidden_states[vision_feature_layer], CLS kept,
                                          [images][17][32]; qwen2_vl: the blocks' output before the
@@ -37,8 +45,14 @@ Writes Tests/KVEngineTests/Fixtures/vlm/:
                        greedy continuation (model.generate, do_sample=False, EOS disabled so it
                        always has 8 tokens; checked against greedy by full recomputation), the
                        smallest top-1/top-2 logit gap (>= MIN_GAP everywhere: seeds are picked so),
-                       and for qwen2_vl the M-RoPE position ids (3 x seq) and rope_deltas of
-                       model.model.get_rope_index.
+                       and for qwen2_vl / qwen2_5_vl the M-RoPE position ids (3 x seq) and rope_deltas
+                       of model.model.get_rope_index (qwen2_5_vl: with the processor's
+                       second_per_grid_ts, and the clip's video_fps when the case gives one).
+
+Qwen2.5-VL: two shapes (build_qwen2_5_vl: qwen2_5_vl and qwen2_5_vl_wide) with windows that split the
+test images, full-attention blocks other than 0 alone, and clips at transformers' default frame rate
+(frames given as a list: VideoMetadata.sampled_fps falls back to 24) and at 3 fps (video_metadata with
+fps), which spaces the clip's temporal positions by tokens_per_second * temporal_patch_size / fps.
 
 Checks on the way: the connector rows equal the decoder's input embeddings at the placeholder
 tokens; tokenizer.json alone re-encodes the expanded prompt to the same ids; the saved folder,
@@ -52,7 +66,8 @@ One byte-level BPE (ByteLevel pre-tokenizer, add_prefix_space false; ByteLevel d
 post-processing beyond an empty TemplateProcessing: no BOS) is trained here on a small built-in
 English corpus; each family adds its special tokens as special added tokens.
 
-Qwen2-VL video: transformers' Qwen2VLVideoProcessor (and with it Qwen2VLProcessor) needs torchvision,
+Qwen2-VL / Qwen2.5-VL video: transformers' Qwen2VLVideoProcessor (and with it Qwen2VLProcessor and
+Qwen2_5_VLProcessor) needs torchvision,
 and PyPI has no CPU torchvision for x86-64, so the reference venv has none. Without torchvision this
 script runs the Qwen2-VL processor steps itself, mirroring transformers 5.24.0 line by line (see
 `Qwen2VLMirror`): the real Qwen2VLImageProcessorPil for images, the video processor's uint8 ->
@@ -93,6 +108,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
 )
 from transformers.image_utils import PILImageResampling as R
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -282,7 +299,9 @@ class Qwen2VLMirror:
         "video_processor_type": "Qwen2VLVideoProcessor",
     }
 
-    def __init__(self, image_processor: Qwen2VLImageProcessorPil, tokenizer, chat_template: str):
+    def __init__(self, image_processor: Qwen2VLImageProcessorPil, tokenizer, chat_template: str,
+                 processor_class: str = "Qwen2VLProcessor"):
+        self.processor_class = processor_class
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.chat_template = chat_template
@@ -308,13 +327,20 @@ class Qwen2VLMirror:
         return {"pixel_values_videos": x.reshape(gt * gh * gw, ch * tp * p * p),
                 "video_grid_thw": torch.tensor([[gt, gh, gw]])}
 
-    def __call__(self, text: str, images: list[Image.Image] | None, videos: list[list[Image.Image]] | None) -> dict:
+    def __call__(self, text: str, images: list[Image.Image] | None, videos: list[list[Image.Image]] | None,
+                 fps: float | None = None) -> dict:
         out = {}
         if images:
             out.update(self.image_processor(images=images, return_tensors="pt"))
         if videos:
             assert len(videos) == 1
             out.update(self.video(videos[0]))
+            if self.processor_class == "Qwen2_5_VLProcessor":
+                # Qwen2_5_VLProcessor._process_videos: temporal_patch_size / VideoMetadata.sampled_fps,
+                # which is the metadata's fps, or 24 when none is given (a list of frames); BatchFeature
+                # makes the list a float32 tensor.
+                tp = self.VIDEO_PROCESSOR_DICT["temporal_patch_size"]
+                out["second_per_grid_ts"] = torch.tensor([tp / (fps if fps is not None else 24)])
         merge = self.image_processor.merge_size ** 2
         counts = {self.image_token: iter([int(g.prod()) // merge for g in out.get("image_grid_thw", [])]),
                   self.video_token: iter([int(g.prod()) // merge for g in out.get("video_grid_thw", [])])}
@@ -329,13 +355,13 @@ class Qwen2VLMirror:
 
     def processor_dict(self) -> dict:
         """ProcessorMixin.to_dict (processing_utils.py:1095-1150) of Qwen2VLProcessor."""
-        return {"image_processor": self.image_processor.to_dict(), "processor_class": "Qwen2VLProcessor",
+        return {"image_processor": self.image_processor.to_dict(), "processor_class": self.processor_class,
                 "video_processor": dict(self.VIDEO_PROCESSOR_DICT)}
 
     def save_pretrained(self, folder: str) -> None:
         """What Qwen2VLProcessor.save_pretrained writes: tokenizer files, chat_template.jinja and
         processor_config.json (json.dumps(indent=2, sort_keys=True) + newline)."""
-        self.tokenizer._set_processor_class("Qwen2VLProcessor")
+        self.tokenizer._set_processor_class(self.processor_class)
         self.tokenizer.save_pretrained(folder)
         with open(os.path.join(folder, "chat_template.jinja"), "w", encoding="utf-8") as f:
             f.write(self.chat_template)
@@ -346,19 +372,20 @@ class Qwen2VLMirror:
 QWEN_VIDEO_KWARGS = dict(min_pixels=256, max_pixels=1024, patch_size=4, merge_size=2, temporal_patch_size=2)
 
 
-def real_qwen2vl_processor(image_processor, tokenizer, chat_template):
-    """transformers' own Qwen2VLProcessor, when torchvision imports (see the module docstring)."""
+def real_qwen2vl_processor(image_processor, tokenizer, chat_template, processor_class="Qwen2VLProcessor"):
+    """transformers' own Qwen2VLProcessor (or Qwen2_5_VLProcessor), when torchvision imports (see the
+    module docstring)."""
     if not is_torchvision_available():
         return None
     try:
-        from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
-        vp = Qwen2VLVideoProcessor(**QWEN_VIDEO_KWARGS)
+        import transformers as tf
+        vp = tf.Qwen2VLVideoProcessor(**QWEN_VIDEO_KWARGS)
     except Exception as e:  # noqa: BLE001 - an optional cross-check
-        print(f"qwen2_vl: torchvision present but the video processor fails ({type(e).__name__}: {e});"
+        print(f"{processor_class}: torchvision present but the video processor fails ({type(e).__name__}: {e});"
               " mirror only")
         return None
-    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=vp,
-                            chat_template=chat_template)
+    return getattr(tf, processor_class)(image_processor=image_processor, tokenizer=tokenizer, video_processor=vp,
+                                        chat_template=chat_template)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,18 +425,21 @@ def build_idefics3(base: Tokenizer) -> dict:
                 image_processor=ip, processor=proc, cases=cases, seed=31)
 
 
-def build_llava(base: Tokenizer) -> dict:
+def build_llava(base: Tokenizer, saved_layout: bool = False) -> dict:
+    """saved_layout: a smaller LLaVA kept in the layout transformers 5.24 saves a model built from a
+    config in (`model.vision_tower.embeddings.*`, no `vision_model.`), one case."""
     tok = family_tokenizer(base, ["<image>"])
     ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
                                resample=R.BICUBIC, do_center_crop=True)
     proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
     image_id = tok.convert_tokens_to_ids("<image>")
+    vw, tw = (16, 32) if saved_layout else (32, 64)
     cfg = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+        vision_config=dict(model_type="clip_vision_model", hidden_size=vw, intermediate_size=2 * vw,
                            num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8,
-                           hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=32),
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                           hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=vw),
+        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=tw, intermediate_size=2 * tw,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=1024,
                          bos_token_id=None, eos_token_id=None, pad_token_id=None, tie_word_embeddings=False),
@@ -422,6 +452,9 @@ def build_llava(base: Tokenizer) -> dict:
         dict(name="two_images", images=["images/img_45x61.png", "images/img_33x33.png"],
              messages=user(IMG, IMG, "Compare the two images."), kwargs={}),
     ]
+    if saved_layout:
+        return dict(family="llava", dir="llava_saved_layout", renames=[], cls=LlavaForConditionalGeneration,
+                    config=cfg, tokenizer=tok, image_processor=ip, processor=proc, cases=cases[:1], seed=35)
     return dict(family="llava", cls=LlavaForConditionalGeneration, config=cfg, tokenizer=tok,
                 image_processor=ip, processor=proc, cases=cases, seed=32)
 
@@ -458,18 +491,85 @@ def build_qwen2_vl(base: Tokenizer) -> dict:
                 image_processor=ip, processor=proc, cases=cases, seed=35)
 
 
+def build_qwen2_5_vl(base: Tokenizer, variant: str) -> dict:
+    """Two Qwen2.5-VL shapes, kept small (the fixtures are committed). "small": vision width 16 in
+    2 heads of 8, 3 blocks, windows of 2×2 merged units (16 px), full attention in block 1; decoder
+    32 wide, 2 layers, 4 heads of 8 over 2 KV heads. "wide": vision width 24 in 3 heads of 8, 3
+    blocks, windows of 3×3 units (24 px), full attention in blocks 0 and 2; decoder 48 wide, 1
+    layer, 4 heads of 12 over 1 KV head; larger images. The test images' grids (3-6 units a side)
+    split into several windows, some cut short."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+    tok = family_tokenizer(base, specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    small = variant == "small"
+    ip = Qwen2VLImageProcessorPil(min_pixels=256, max_pixels=1024 if small else 2304, patch_size=4, merge_size=2,
+                                  temporal_patch_size=2)
+    proc = Qwen2VLMirror(ip, tok, QWEN2VL_TEMPLATE, "Qwen2_5_VLProcessor")
+    vision = (dict(depth=3, hidden_size=16, intermediate_size=24, num_heads=2, window_size=16, fullatt_block_indexes=[1],
+                   tokens_per_second=2)
+              if small else
+              dict(depth=3, hidden_size=24, intermediate_size=32, num_heads=3, window_size=24,
+                   fullatt_block_indexes=[0, 2], tokens_per_second=4))
+    text = (dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, mrope_section=[1, 1, 2])
+            if small else
+            dict(hidden_size=48, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                 num_key_value_heads=1, mrope_section=[2, 2, 2]))
+    cfg = Qwen2_5_VLConfig(
+        vision_config=dict(vision, out_hidden_size=text["hidden_size"], patch_size=4, spatial_merge_size=2,
+                           temporal_patch_size=2, in_channels=3, hidden_act="silu"),
+        text_config=dict(vocab_size=len(tok), hidden_size=text["hidden_size"],
+                         intermediate_size=text["intermediate_size"], num_hidden_layers=text["num_hidden_layers"],
+                         num_attention_heads=text["num_attention_heads"],
+                         num_key_value_heads=text["num_key_value_heads"], rms_norm_eps=1e-6,
+                         max_position_embeddings=1024, hidden_act="silu",
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                          "mrope_section": text["mrope_section"]},
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         tie_word_embeddings=True),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True, attn_implementation="eager")
+    if small:
+        cases = [
+            dict(name="one_image", images=["images/img_45x61.png"], messages=user(IMG, "What is in this image?"),
+                 kwargs={}),
+            dict(name="two_images", images=["images/img_70x40.png", "images/img_33x33.png"],
+                 messages=user(IMG, IMG, "Compare the two images."), kwargs={}),
+            # no frame rate given: transformers' 24 fps, temporal positions ⌊t·2·2/24⌋ = 0, 0
+            dict(name="video", video=clip_files(), messages=user(VID, "What happens in the video?"), kwargs={}),
+        ]
+    else:
+        cases = [
+            # 3 fps: 2/3 s per temporal patch, 4 tokens per second: positions ⌊t·8/3⌋ = 0, 2
+            dict(name="image_and_video_3fps", images=["images/img_45x61.png"], video=clip_files(), video_fps=3.0,
+                 messages=user(IMG, VID, "Describe the image and the video."), kwargs={}),
+        ]
+    return dict(family="qwen2_5_vl", dir="qwen2_5_vl" if small else "qwen2_5_vl_wide",
+                cls=Qwen2_5_VLForConditionalGeneration, config=cfg, tokenizer=tok, image_processor=ip,
+                processor=proc, cases=cases, seed=52 if small else 53)
+
+
 # ---------------------------------------------------------------------------------------------
 # Running a case
 
 
 def run_processor(fam: dict, proc, case: dict, prompt: str) -> dict:
     images = [load_image(f) for f in case.get("images", [])]
-    if fam["family"] == "qwen2_vl":
+    if fam["family"] in QWEN_FAMILIES:
         videos = [[load_image(f) for f in case["video"]]] if "video" in case else None
+        fps = case.get("video_fps")
         if isinstance(proc, Qwen2VLMirror):
-            return proc(prompt, images or None, videos)
-        return dict(proc(text=[prompt], images=images or None, videos=videos, return_tensors="pt"))
+            return proc(prompt, images or None, videos, fps)
+        meta = None if fps is None or videos is None else [
+            {"total_num_frames": len(videos[0]), "fps": fps, "frames_indices": list(range(len(videos[0])))}]
+        return dict(proc(text=[prompt], images=images or None, videos=videos, video_metadata=meta,
+                         return_tensors="pt"))
     return dict(proc(text=[prompt], images=images, return_tensors="pt", **case["kwargs"]))
+
+
+QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def model_inputs(enc: dict) -> dict:
@@ -577,7 +677,7 @@ def save_folder(fam: dict, model, folder: str) -> None:
         shutil.rmtree(folder)
     os.makedirs(folder)
     model.save_pretrained(folder, safe_serialization=True)
-    if renames := PUBLISHED_PREFIXES.get(fam["family"]):
+    if renames := fam.get("renames", PUBLISHED_PREFIXES.get(fam["family"])):
         path = os.path.join(folder, "model.safetensors")
         with safe_open(path, "pt") as f:
             meta = f.metadata()
@@ -596,14 +696,14 @@ def reload_and_check(fam: dict, folder: str, expected: dict) -> None:
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32,
                                                         attn_implementation="eager").eval()
     assert type(model) is fam["cls"], type(model)
-    if fam["family"] == "qwen2_vl" and not is_torchvision_available():
+    if fam["family"] in QWEN_FAMILIES and not is_torchvision_available():
         tok = AutoTokenizer.from_pretrained(folder)
         ip = Qwen2VLImageProcessorPil.from_pretrained(folder)
         with open(os.path.join(folder, "chat_template.jinja")) as f:
-            proc = Qwen2VLMirror(ip, tok, f.read())
+            proc = Qwen2VLMirror(ip, tok, f.read(), fam["processor"].processor_class)
         with open(os.path.join(folder, "processor_config.json")) as f:
             assert json.load(f)["video_processor"] == Qwen2VLMirror.VIDEO_PROCESSOR_DICT
-    elif fam["family"] == "qwen2_vl":  # the video processor has only a torchvision backend
+    elif fam["family"] in QWEN_FAMILIES:  # the video processor has only a torchvision backend
         proc = AutoProcessor.from_pretrained(folder)
         proc.image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder)
     else:
@@ -625,7 +725,7 @@ def reload_and_check(fam: dict, folder: str, expected: dict) -> None:
 
 def run_family(fam: dict, summary: list) -> None:
     name = fam["family"]
-    out_dir = os.path.join(OUT, name)
+    out_dir = os.path.join(OUT, fam.get("dir", name))
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(fam["seed"])
     model = fam["cls"](fam["config"]).eval()
@@ -634,15 +734,16 @@ def run_family(fam: dict, summary: list) -> None:
     save_folder(fam, model, folder)
 
     real = None
-    if name == "qwen2_vl":
-        real = real_qwen2vl_processor(fam["image_processor"], fam["tokenizer"], QWEN2VL_TEMPLATE)
+    if name in QWEN_FAMILIES:
+        real = real_qwen2vl_processor(fam["image_processor"], fam["tokenizer"], QWEN2VL_TEMPLATE,
+                                      fam["processor"].processor_class)
         if real is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 real.save_pretrained(tmp)
                 with open(os.path.join(tmp, "processor_config.json")) as a, \
                         open(os.path.join(folder, "processor_config.json")) as b:
                     assert a.read() == b.read(), "processor_config.json differs from Qwen2VLProcessor's"
-            print("qwen2_vl: torchvision present: the real Qwen2VLProcessor is checked against the mirror")
+            print(f"{name}: torchvision present: the real processor is checked against the mirror")
 
     tok = fam["tokenizer"]
     raw_tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
@@ -692,6 +793,8 @@ def run_family(fam: dict, summary: list) -> None:
                 files[fkey] = f"{case['name']}.{fkey}.npy"
                 tensors[key] = enc[key]
         for key, v in vis.items():
+            if name == "qwen2_5_vl" and key in ("vision", "video_vision"):
+                continue  # window-ordered tower states; the merger's output is checked (kept small)
             save_npy(f"{prefix}.{key}.npy", v)
             files[key] = f"{case['name']}.{key}.npy"
 
@@ -700,6 +803,8 @@ def run_family(fam: dict, summary: list) -> None:
                      expanded_prompt=expanded, input_ids=ids.tolist(), seq_len=len(ids), files=files)
         if "video" in case:
             entry["video_frames"] = case["video"]
+        if "video_fps" in case:
+            entry["video_fps"] = case["video_fps"]
         if "pixel_values" in enc:
             entry["pixel_values_shape"] = list(enc["pixel_values"].shape)
         entry["num_image_tokens"] = int((ids == image_id).sum())
@@ -711,7 +816,7 @@ def run_family(fam: dict, summary: list) -> None:
                                         **case["kwargs"])
             entry["rows"], entry["cols"] = rc["rows"][0], rc["cols"][0]
             entry["num_tiles"] = int(enc["pixel_values"].shape[1])
-        if name == "qwen2_vl":
+        if name in QWEN_FAMILIES:
             entry["mm_token_type_ids"] = enc["mm_token_type_ids"][0].tolist()
             if "image_grid_thw" in enc:
                 entry["image_grid_thw"] = enc["image_grid_thw"].tolist()
@@ -719,10 +824,13 @@ def run_family(fam: dict, summary: list) -> None:
                 entry["pixel_values_videos_shape"] = list(enc["pixel_values_videos"].shape)
                 entry["video_grid_thw"] = enc["video_grid_thw"].tolist()
                 entry["num_video_tokens"] = int((ids == cfg.video_token_id).sum())
+            timed = {"second_per_grid_ts": enc["second_per_grid_ts"]} if "second_per_grid_ts" in enc else {}
+            if timed:
+                entry["second_per_grid_ts"] = enc["second_per_grid_ts"].tolist()
             pos, deltas = model.model.get_rope_index(enc["input_ids"], enc["mm_token_type_ids"],
                                                      image_grid_thw=enc.get("image_grid_thw"),
                                                      video_grid_thw=enc.get("video_grid_thw"),
-                                                     attention_mask=enc["attention_mask"])
+                                                     attention_mask=enc["attention_mask"], **timed)
             entry["position_ids"] = pos[:, 0].tolist()
             entry["rope_deltas"] = int(deltas[0, 0])
         for k, v in vis.items():
@@ -756,8 +864,13 @@ def main() -> int:
     make_images()
     base = train_base_tokenizer()
     summary = []
-    for build in (build_idefics3, build_llava, build_qwen2_vl):
-        run_family(build(base), summary)
+    builds = {"idefics3": build_idefics3, "llava": build_llava, "qwen2_vl": build_qwen2_vl,
+              "llava_saved_layout": lambda b: build_llava(b, saved_layout=True),
+              "qwen2_5_vl": lambda b: build_qwen2_5_vl(b, "small"),
+              "qwen2_5_vl_wide": lambda b: build_qwen2_5_vl(b, "wide")}
+    # Fixture folders to (re)write: all, or those named on the command line.
+    for name in sys.argv[1:] or list(builds):
+        run_family(builds[name](base), summary)
 
     print(f"\n{'family':9} {'case':18} {'seq':>4} {'img':>4} {'max|logit|':>10} {'gap':>7}  file sizes (bytes)")
     for fam, case, seq, nimg, mx, gap, sizes in summary:
@@ -769,7 +882,7 @@ def main() -> int:
             p = os.path.join(dirpath, fn)
             total += os.path.getsize(p)
             biggest = max(biggest, (os.path.getsize(p), os.path.relpath(p, OUT)))
-    for fam in ("idefics3", "llava", "qwen2_vl"):
+    for fam in builds:
         p = os.path.join(OUT, fam, "model", "model.safetensors")
         print(f"{fam}/model/model.safetensors: {os.path.getsize(p)} bytes")
     print(f"total {total} bytes in {os.path.relpath(OUT, ROOT)}; largest file {biggest[1]} ({biggest[0]} bytes)")

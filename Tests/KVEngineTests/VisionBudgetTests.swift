@@ -35,7 +35,7 @@ final class VisionBudgetTests: XCTestCase {
   }
 
   func testBudgetHoldingEverythingChangesNothing() throws {
-    for family in ["idefics3", "llava", "qwen2_vl"] {
+    for family in ["idefics3", "llava", "qwen2_vl", "qwen2_5_vl"] {
       let full = try run(family, budget: nil)
       let n = full.session.context.count
       for mode in [PrefillMode.post, .sequential, .capped] {
@@ -94,7 +94,7 @@ final class VisionBudgetTests: XCTestCase {
   }
 
   func testCappedNeverExceedsTheBudgetWithImagesAndFrames() throws {
-    for family in ["idefics3", "llava", "qwen2_vl"] {
+    for family in ["idefics3", "llava", "qwen2_vl", "qwen2_5_vl"] {
       let (s, _) = try run(family, budget: 48, mode: .capped)
       let bytes = try XCTUnwrap(s.budgetedCache).bytesPerToken
       XCTAssertEqual(s.meter.reading(.kv).highWater, 48 * bytes, family)

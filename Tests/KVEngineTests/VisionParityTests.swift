@@ -5,8 +5,8 @@ import XCTest
 
 @testable import KVModels
 
-/// The three vision-language families against Hugging Face transformers 5.24.0 (fp32): tiny
-/// random Idefics3, LLaVA and Qwen2-VL models saved as published folders, run on PNG files by
+/// The vision-language families against Hugging Face transformers 5.24.0 (fp32): tiny random
+/// Idefics3, LLaVA, Qwen2-VL and Qwen2.5-VL models saved as published folders, run on PNG files by
 /// both. Per case: the prompt's token ids, the pixel tensors (kvlab's own preprocessing), the
 /// connector's output, every logit of every position, argmax and an 8-token greedy
 /// continuation. Fixtures from scripts/gen_vlm_fixtures.py.
@@ -16,6 +16,10 @@ final class VisionParityTests: XCTestCase {
     let prompt: String
     let images: [String]
     let video_frames: [String]?
+    /// The clip's frame rate given to the processor (Qwen2.5-VL's time-aware positions).
+    let video_fps: Double?
+    /// M-RoPE (temporal, height, width) positions of every token (Qwen families).
+    let position_ids: [[Int]]?
     let processor_kwargs: [String: Bool]?
     /// Idefics3: the image processor's `size.longest_edge` for this case, if not the folder's.
     let longest_edge: Int?
@@ -33,6 +37,52 @@ final class VisionParityTests: XCTestCase {
   func testIdefics3MatchesTransformers() throws { try check("idefics3") }
   func testLlavaMatchesTransformers() throws { try check("llava") }
   func testQwen2VLMatchesTransformers() throws { try check("qwen2_vl") }
+  /// A LLaVA as transformers 5.24 saves one it built (the CLIP tower under `vision_tower.`, not
+  /// `vision_tower.vision_model.`).
+  func testLlavaSavedLayoutMatchesTransformers() throws {
+    try check("llava", base: "\(Self.dir)/llava_saved_layout")
+  }
+  func testQwen25VLMatchesTransformers() throws { try check("qwen2_5_vl") }
+  /// Another Qwen2.5-VL shape: GQA 4:1, head dims 12 (decoder) and 8 (tower), 3×3-unit windows,
+  /// full attention in blocks 0 and 2, an image and a 3 fps clip in one prompt.
+  func testQwen25VLWideMatchesTransformers() throws {
+    try check("qwen2_5_vl", base: "\(Self.dir)/qwen2_5_vl_wide")
+  }
+
+  /// Qwen2.5-VL's temporal positions follow the clip's frame rate; a rate near zero is an error,
+  /// not positions past Int.
+  func testQwen25VLClipFrameRate() throws {
+    let model = try XCTUnwrap(
+      try VisionLanguageModels.load(folder: "\(Self.dir)/qwen2_5_vl/model", meter: nil)
+        as? Qwen2VLModel)
+    let frames = try (0..<4).map {
+      try ImageSource(path: "\(Self.dir)/images/clip/frame_00\($0).png")
+    }
+    let index = VisualInputIndex(input: 0, image: 0)
+    // 2 tokens per second, 2 frames per temporal patch: at 1 fps the patches are 4 apart.
+    let slow = try model.layout(frames: frames, framesPerSecond: 1, at: index, start: 10)
+    XCTAssertEqual(
+      slow.segments.compactMap { $0.visual == nil ? nil : $0.ropeAxes?[0].first }, [11, 15])
+    let times = ClipTimes(seconds: [0, 1, 2, 3], duration: 4)
+    let timed = try model.layout(frames: frames, times: times, at: index, start: 10)
+    XCTAssertEqual(timed.segments.map(\.ropeAxes), slow.segments.map(\.ropeAxes))
+    XCTAssertThrowsError(
+      try model.layout(frames: frames, framesPerSecond: 1e-12, at: index, start: 0))
+    XCTAssertThrowsError(
+      try model.layout(
+        frames: frames, times: ClipTimes(seconds: [0, 1, 2, 3], duration: 1e300), at: index,
+        start: 0))
+  }
+
+  /// Qwen2.5-VL's windows: units listed window by window, the last windows cut short.
+  func testQwenWindowOrder() {
+    let (order, windows) = qwenWindows(rows: 3, cols: 5, side: 2)
+    XCTAssertEqual(order, [0, 1, 5, 6, 2, 3, 7, 8, 4, 9, 10, 11, 12, 13, 14])
+    XCTAssertEqual(windows, [0..<4, 4..<8, 8..<10, 10..<12, 12..<14, 14..<15])
+    let one = qwenWindows(rows: 2, cols: 2, side: 4)
+    XCTAssertEqual(one.order, [0, 1, 2, 3])
+    XCTAssertEqual(one.windows, [0..<4])
+  }
 
   /// The embedded default model (weights/kvlab-shapes, trained by
   /// scripts/train_default_model.py) on synthetic-task images: a single tile and a split image.
@@ -66,7 +116,7 @@ final class VisionParityTests: XCTestCase {
     _ model: any VisionLanguageModel, _ c: Case, imageDir: String = dir
   ) throws -> [PromptSegment] {
     let placeholders: [(String, Bool)] =
-      model.family == "qwen2_vl"
+      model is Qwen2VLModel
       ? [
         ("<|vision_start|><|image_pad|><|vision_end|>", false),
         ("<|vision_start|><|video_pad|><|vision_end|>", true),
@@ -93,7 +143,14 @@ final class VisionParityTests: XCTestCase {
       let layout: PromptLayout
       if video {
         let frames = try (c.video_frames ?? []).map { try ImageSource(path: "\(imageDir)/\($0)") }
-        layout = try model.layout(frames: frames, at: index, start: position)
+        if let fps = c.video_fps {
+          // Frames 1/fps apart over a clip of frames/fps seconds.
+          let times = ClipTimes(
+            seconds: frames.indices.map { Double($0) / fps }, duration: Double(frames.count) / fps)
+          layout = try model.layout(frames: frames, times: times, at: index, start: position)
+        } else {
+          layout = try model.layout(frames: frames, at: index, start: position)
+        }
       } else {
         let path = "\(imageDir)/\(try XCTUnwrap(images.next(), "more placeholders than images"))"
         layout = try model.layout(image: ImageSource(path: path), at: index, start: position)
@@ -130,6 +187,10 @@ final class VisionParityTests: XCTestCase {
       let segments = try Self.segments(model, c, imageDir: modelFolder == nil ? Self.dir : base)
       XCTAssertEqual(segments.flatMap(\.tokens), c.input_ids, "\(family)/\(c.name): token ids")
       guard segments.flatMap(\.tokens) == c.input_ids else { continue }
+      if let expected = c.position_ids {
+        let mine = (0..<3).map { a in segments.flatMap { $0.ropeAxes?[a] ?? $0.positions } }
+        XCTAssertEqual(mine, expected, "\(family)/\(c.name): M-RoPE positions")
+      }
 
       // Pixels and connector outputs, unit by unit, against the processor's and the model's.
       var imageUnits: [[PixelValues]] = []

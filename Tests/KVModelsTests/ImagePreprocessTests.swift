@@ -186,6 +186,10 @@ final class ImagePreprocessTests: XCTestCase {
         #"{"image_processor_type": "Qwen2VLImageProcessor", "min_pixels": 3136, "max_pixels": 12845056, "#
           + #""patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}"#),
       .qwen2VL(maxPixels: 12_845_056))
+    // Qwen2.5-VL's processor is Qwen2-VL's, under either name.
+    XCTAssertEqual(
+      try config(#"{"image_processor_type": "Qwen2_5_VLImageProcessor", "max_pixels": 12845056}"#),
+      .qwen2VL(maxPixels: 12_845_056))
     XCTAssertThrowsError(
       try config(#"{"image_processor_type": "SiglipImageProcessor", "resample": 9}"#)
     ) {

@@ -145,7 +145,7 @@ final class VisionBadInputTests: XCTestCase {
     XCTAssertEqual(repl.run(line: "feed image \(Self.vlm)/images/img_33x33.png"), .failed)
     XCTAssertTrue(
       out.text.hasSuffix(
-        "error: feed image: the loaded model has no vision tower (load a vision-language model folder: idefics3, llava, qwen2_vl)\n"
+        "error: feed image: the loaded model has no vision tower (load a vision-language model folder: idefics3, llava, qwen2_vl, qwen2_5_vl)\n"
       ),
       out.text)
   }
@@ -186,11 +186,61 @@ final class VisionBadInputTests: XCTestCase {
   func testUnsupportedArchitecture() throws {
     try expectLoad(
       "load m",
-      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl)"
+      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl, qwen2_5_vl)"
     ) {
       try self.brokenCopy("llava", into: $0) {
         try self.editConfig($0) { $0["model_type"] = "blip2" }
       }
+    }
+  }
+
+  /// Qwen2.5-VL's vision config: keys it cannot do without, values it cannot use, and a config
+  /// that disagrees with the weights.
+  func testQwen25VLConfigErrors() throws {
+    func vision(_ change: @escaping (inout [String: Any]) -> Void) -> (String) throws -> Void {
+      { folder in
+        try self.brokenCopy("qwen2_5_vl", into: folder) { m in
+          try self.editConfig(m) { c in
+            var v = c["vision_config"] as! [String: Any]
+            change(&v)
+            c["vision_config"] = v
+          }
+        }
+      }
+    }
+    let cases: [(String, (inout [String: Any]) -> Void)] = [
+      (#"m/config.json: "vision_config": missing "window_size""#, { $0["window_size"] = nil }),
+      (
+        #"m/config.json: "vision_config": missing "fullatt_block_indexes""#,
+        { $0["fullatt_block_indexes"] = nil }
+      ),
+      (
+        #"m/config.json: "vision_config": missing "tokens_per_second""#,
+        { $0["tokens_per_second"] = nil }
+      ),
+      (
+        "m/config.json: vision_config.window_size 4 is smaller than one merged patch (4·2 pixels)",
+        { $0["window_size"] = 4 }
+      ),
+      (
+        "m/config.json: vision_config.fullatt_block_indexes holds 3, but the tower has 3 blocks",
+        { $0["fullatt_block_indexes"] = [1, 3] }
+      ),
+      (
+        "m/config.json: vision_config.hidden_act 'gelu' is not supported (silu)",
+        { $0["hidden_act"] = "gelu" }
+      ),
+      (
+        "m/config.json: vision out_hidden_size 48 differs from the decoder's 32",
+        { $0["out_hidden_size"] = 48 }
+      ),
+      (
+        "m/model.safetensors: tensor 'visual.blocks.0.mlp.gate_proj.weight' has shape [24, 16], but config.json implies [40, 16]",
+        { $0["intermediate_size"] = 40 }
+      ),
+    ]
+    for (message, change) in cases {
+      try expectLoad("load m", "error: load: " + message, setUp: vision(change))
     }
   }
 

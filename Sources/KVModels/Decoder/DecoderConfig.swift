@@ -120,7 +120,8 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     // qwen2 always has q/k/v biases; llama has them only when attention_bias is set.
     attentionBias =
       try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
-      ?? ["qwen2", "qwen2_vl_text", "qwen2_vl"].contains(architecture)
+      ?? ["qwen2", "qwen2_vl_text", "qwen2_vl", "qwen2_5_vl_text", "qwen2_5_vl"].contains(
+        architecture)
   }
 
   /// Float32 elements of the decoder's weights once loaded: the embedding, per layer the fused

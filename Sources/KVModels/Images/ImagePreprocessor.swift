@@ -367,7 +367,8 @@ extension ImagePreprocessor {
 
     let type = present("image_processor_type")?.string ?? ""
     let family: String
-    if type.hasPrefix("Qwen2VL") {
+    // Qwen2.5-VL reuses Qwen2-VL's processor; some of its folders name it after the model.
+    if type.hasPrefix("Qwen2VL") || type.hasPrefix("Qwen2_5_VL") {
       family = "qwen2vl"
     } else if type.hasPrefix("CLIP") {
       family = "clip"

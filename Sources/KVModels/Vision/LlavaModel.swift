@@ -73,9 +73,13 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
     let w = WeightReader(folder: folder, category: .weights, meter: meter)
     let d = vc.hidden_size
     let side = imageSize / patchSize
+    // Published checkpoints nest the CLIP tower in `vision_model.`; transformers 5.24 saves a
+    // model it built from a config without it.
     let v = try w.prefix(
-      ["model.vision_tower.vision_model.", "vision_tower.vision_model."],
-      probe: "embeddings.class_embedding")
+      [
+        "model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
+        "vision_tower.",
+      ], probe: "embeddings.class_embedding")
     classEmbedding = try w.vector(v + "embeddings.class_embedding", d)
     patchEmbedding = try w.flattened(
       v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize])

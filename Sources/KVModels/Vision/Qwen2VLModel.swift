@@ -1,13 +1,18 @@
 import Foundation
 import KVTensor
 
-/// Qwen2-VL: a ViT over 2·p×p×(2 frames) patches (one Conv3d = one matmul) with 2-D rotary
-/// embeddings, a patch merger (LayerNorm, 2×2 neighbouring patches concatenated, 2-layer MLP),
-/// and a qwen2 decoder with M-RoPE: visual tokens take (t, row, col) positions offset by where the
-/// image starts, text continues after the image's largest spatial extent. An image is one
-/// temporal patch (the frame twice); a clip is one temporal patch per two frames.
+/// Qwen2-VL and Qwen2.5-VL: a ViT over 2·p×p×(2 frames) patches (one Conv3d = one matmul)
+/// with 2-D rotary embeddings, a patch merger (norm, 2×2 neighbouring patches concatenated,
+/// 2-layer MLP), and a qwen2 decoder with M-RoPE: visual tokens take (t, row, col) positions
+/// offset by where the image starts, text continues after the image's largest spatial extent.
+/// An image is one temporal patch (the frame twice); a clip is one temporal patch per two frames.
+///
+/// Qwen2.5-VL differs in the tower only: RMSNorms, gated (SwiGLU) MLPs, attention within
+/// windows of merged units except in `fullatt_block_indexes` (the patches are reordered window
+/// by window for the tower and the merged tokens put back after), an RMSNorm before the merger;
+/// and a clip's temporal positions are spaced by its frame rate (`tokens_per_second`).
 public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
-  public let family = "qwen2_vl"
+  public let family: String
   public let decoder: LlamaModel
   public let tokenizer: BPETokenizer
   public let chat: ChatLayout
@@ -19,33 +24,26 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
   let temporalPatch: Int
   let patchEmbedding: Matrix  // [E][3·t·p·p], no bias
   let encoder: VisionTransformer
-  let mergerNorm: (weight: FloatBuffer, bias: FloatBuffer)
+  let mergerNorm: (weight: FloatBuffer, bias: FloatBuffer?)  // no bias: an RMSNorm
   let merger1: Matrix  // [4E][4E]
   let merger1Bias: FloatBuffer
   let merger2: Matrix  // [out][4E]
   let merger2Bias: FloatBuffer
   let inverseFrequencies: [Float]  // the vision RoPE's, head_dim/4 of them
+  let windowing: QwenVisionConfig.Windowing?
   let imageTokenID: Int
   let videoTokenID: Int
 
-  struct VisionConfig: Decodable {
-    var depth: Int
-    var embed_dim: Int
-    var hidden_size: Int
-    var mlp_ratio: Double?
-    var num_heads: Int
-    var patch_size: Int?
-    var spatial_merge_size: Int?
-    var temporal_patch_size: Int?
-    var hidden_act: String?
-    var in_channels: Int?
-    var in_chans: Int?
-  }
+  /// The frame rate transformers assumes for frames given without one (VideoMetadata's
+  /// `sampled_fps` when the fps is unknown).
+  public static let defaultFramesPerSecond = 24.0
 
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `family`: "qwen2_vl" or "qwen2_5_vl" (the folder's model_type).
+  init(folder: HFModelFolder, family: String, meter: MemoryMeter?) throws {
+    self.family = family
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
-    let vc = try folder.decodeConfig(VisionConfig.self, at: "vision_config")
+    let vc = try QwenVisionConfig(folder: folder, family: family)
     // transformers 5 nests the decoder in text_config; 4.x kept it at the top level.
     let textConfig =
       folder.config["text_config"]?.object != nil
@@ -54,31 +52,14 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     guard textConfig.mropeSection != nil else {
       throw fail("text config has no rope_parameters.mrope_section (Qwen2-VL's M-RoPE)")
     }
-    patchSize = vc.patch_size ?? 14
-    mergeSize = vc.spatial_merge_size ?? 2
-    temporalPatch = vc.temporal_patch_size ?? 2
-    for (name, v, limit) in [
-      ("depth", vc.depth, 1024), ("embed_dim", vc.embed_dim, 1 << 20),
-      ("hidden_size", vc.hidden_size, 1 << 20), ("num_heads", vc.num_heads, 1024),
-      ("patch_size", patchSize, 1024), ("spatial_merge_size", mergeSize, 64),
-      ("temporal_patch_size", temporalPatch, 64),
-    ] where !(1...limit).contains(v) {
-      throw fail("vision_config.\(name) \(v) is out of range (1...\(limit))")
-    }
-    if let r = vc.mlp_ratio, !(r > 0 && r <= 64) {
-      throw fail("vision_config.mlp_ratio \(r) is out of range (0...64]")
-    }
-    guard (vc.in_channels ?? vc.in_chans ?? 3) == 3 else {
-      throw fail("only 3-channel vision towers are supported")
-    }
-    guard patchSize > 0, mergeSize > 0, temporalPatch > 0, vc.num_heads > 0,
-      vc.embed_dim % vc.num_heads == 0, (vc.embed_dim / vc.num_heads) % 4 == 0
-    else {
-      throw fail("vision embed_dim \(vc.embed_dim) / \(vc.num_heads) heads must be a multiple of 4")
-    }
-    guard vc.hidden_size == textConfig.hiddenSize else {
+    patchSize = vc.patchSize
+    mergeSize = vc.mergeSize
+    temporalPatch = vc.temporalPatch
+    windowing = vc.windowed
+    guard vc.outWidth == textConfig.hiddenSize else {
       throw fail(
-        "vision hidden_size \(vc.hidden_size) differs from the decoder's \(textConfig.hiddenSize)")
+        "vision \(vc.windowed == nil ? "hidden_size" : "out_hidden_size") \(vc.outWidth) differs from the decoder's \(textConfig.hiddenSize)"
+      )
     }
 
     tokenizer = try VisionLanguageModels.tokenizer(in: folder)
@@ -113,28 +94,32 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     chat = ChatLayout(ChatTemplate(defaultSystemPrompt: "You are a helpful assistant."))
 
     let w = WeightReader(folder: folder, category: .weights, meter: meter)
-    let e = vc.embed_dim
+    let e = vc.width
     let v = try w.prefix(["model.visual.", "visual."], probe: "patch_embed.proj.weight")
     patchEmbedding = try w.flattened(
       v + "patch_embed.proj.weight", shape: [e, 3, temporalPatch, patchSize, patchSize])
-    let ratio = vc.mlp_ratio ?? 4
+    let windowed = vc.windowed != nil
     encoder = try VisionTransformer.load(
-      w, names: (0..<vc.depth).map { .qwen2VL(v + "blocks.\($0).") }, hidden: e,
-      heads: vc.num_heads, intermediate: Int(Double(e) * ratio), eps: 1e-6,
-      activation: try VisionActivation(
-        configName: vc.hidden_act ?? "quick_gelu", source: configPath))
+      w,
+      names: (0..<vc.depth).map {
+        windowed ? .qwen25VL(v + "blocks.\($0).") : .qwen2VL(v + "blocks.\($0).")
+      }, hidden: e, heads: vc.heads, intermediate: vc.intermediate, eps: 1e-6,
+      activation: windowed
+        ? .gelu  // unused: the gated MLP applies SiLU itself
+        : try VisionActivation(configName: vc.activation, source: configPath))
     let merged = e * mergeSize * mergeSize
     mergerNorm = (
-      try w.vector(v + "merger.ln_q.weight", e), try w.vector(v + "merger.ln_q.bias", e)
+      try w.vector(v + "merger.ln_q.weight", e),
+      windowed ? nil : try w.vector(v + "merger.ln_q.bias", e)
     )
     merger1 = try w.matrix(v + "merger.mlp.0.weight", rows: merged, cols: merged)
     merger1Bias = try w.vector(v + "merger.mlp.0.bias", merged)
-    merger2 = try w.matrix(v + "merger.mlp.2.weight", rows: vc.hidden_size, cols: merged)
-    merger2Bias = try w.vector(v + "merger.mlp.2.bias", vc.hidden_size)
+    merger2 = try w.matrix(v + "merger.mlp.2.weight", rows: vc.outWidth, cols: merged)
+    merger2Bias = try w.vector(v + "merger.mlp.2.bias", vc.outWidth)
     let theta = Float(
       c["vision_config"]?.object?["rope_parameters"]?.object?["rope_theta"]?.double ?? 10000)
     inverseFrequencies =
-      RotaryEmbedding(dimension: e / vc.num_heads / 2, base: theta)
+      RotaryEmbedding(dimension: e / vc.heads / 2, base: theta)
       .inverseFrequencies
     decoder = try LlamaModel.load(
       folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig,
@@ -142,7 +127,8 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
   }
 
   public var visionParameterCount: Int {
-    patchEmbedding.rows * patchEmbedding.cols + encoder.parameterCount + 2 * mergerNorm.weight.count
+    patchEmbedding.rows * patchEmbedding.cols + encoder.parameterCount + mergerNorm.weight.count
+      + (mergerNorm.bias?.count ?? 0)
       + merger1.rows * merger1.cols + merger1Bias.count + merger2.rows * merger2.cols
       + merger2Bias.count
   }
@@ -163,19 +149,40 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
       Array(repeating: try prep(image.load()), count: copies)
     }
     return try layout(
-      size: size, units: [unit], token: imageTokenID, at: index, video: false, start: start)
+      size: size, units: [unit], token: imageTokenID, at: index, temporalStep: nil, start: start)
   }
 
   public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
     -> PromptLayout
   {
+    try layout(
+      frames: frames, framesPerSecond: Self.defaultFramesPerSecond, at: index, start: start)
+  }
+
+  /// A clip with its times: Qwen2.5-VL spaces temporal positions by the frames' rate (frames
+  /// over the video's length, transformers' `sampled_fps`); Qwen2-VL does not use it.
+  public func layout(
+    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
+  ) throws -> PromptLayout {
+    let fps =
+      times.duration > 0 && times.duration.isFinite
+      ? Double(frames.count) / times.duration : Self.defaultFramesPerSecond
+    return try layout(frames: frames, framesPerSecond: fps, at: index, start: start)
+  }
+
+  public func layout(
+    frames: [ImageSource], framesPerSecond fps: Double, at index: VisualInputIndex, start: Int
+  ) throws -> PromptLayout {
     guard let first = frames.first else {
-      throw ModelError(path: "qwen2_vl", message: "a clip needs frames")
+      throw ModelError(path: family, message: "a clip needs frames")
+    }
+    guard fps > 0, fps.isFinite else {
+      throw ModelError(path: family, message: "a clip's frame rate must be positive, got \(fps)")
     }
     let size = try videoPreprocessor.outputSize(height: first.height, width: first.width)
     for f in frames where f.width != first.width || f.height != first.height {
       throw ModelError(
-        path: "qwen2_vl",
+        path: family,
         message:
           "the frames of a clip must share one size (\(first.width)×\(first.height), then \(f.width)×\(f.height))"
       )
@@ -188,22 +195,39 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
       let group = Array(padded[i..<(i + temporalPatch)])
       return { @Sendable in try group.map { try prep($0.load()) } }
     }
+    // Qwen2.5-VL: temporal patch t sits at ⌊t · tokens_per_second · seconds per patch⌋, in
+    // float32 as transformers computes it (the processor's second_per_grid_ts is a float32
+    // tensor); Qwen2-VL: at t.
+    let step = windowing.map { w in
+      Float(w.tokensPerSecond) * Float(Double(temporalPatch) / fps)
+    }
+    // A frame rate near zero (a hostile video length) must not push positions past Int.
+    if let step, !(step.isFinite && Float(units.count) * step < 1e9) {
+      throw ModelError(
+        path: family,
+        message:
+          "a clip of \(frames.count) frames at \(fps) frames a second spreads its temporal positions too far"
+      )
+    }
     return try layout(
-      size: size, units: units, token: videoTokenID, at: index, video: true, start: start)
+      size: size, units: units, token: videoTokenID, at: index, temporalStep: step ?? 1,
+      start: start)
   }
 
-  /// `<|vision_start|>`, the units' tokens with 3-D positions, `<|vision_end|>`.
+  /// `<|vision_start|>`, the units' tokens with 3-D positions, `<|vision_end|>`. `temporalStep`
+  /// is nil for an image, else the temporal position step per unit of a clip.
   func layout(
     size: (height: Int, width: Int), units: [@Sendable () throws -> [PixelValues]], token: Int,
-    at index: VisualInputIndex, video: Bool, start: Int
+    at index: VisualInputIndex, temporalStep: Float?, start: Int
   ) throws -> PromptLayout {
     let f = patchSize * mergeSize
     guard size.height % f == 0, size.width % f == 0, size.height > 0, size.width > 0 else {
       throw ModelError(
-        path: "qwen2_vl",
+        path: family,
         message:
           "the preprocessor makes \(size.width)×\(size.height) images, not a multiple of \(f)")
     }
+    let video = temporalStep != nil
     let rows = size.height / f
     let cols = size.width / f
     let marker = TokenOrigin(
@@ -213,6 +237,7 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     for (t, pixels) in units.enumerated() {
       var origins: [TokenOrigin] = []
       var axes: [[Int]] = [[], [], []]
+      let time = temporalStep.map { Int((Float(t) * $0).rounded(.towardZero)) } ?? t
       for r in 0..<rows {
         for c in 0..<cols {
           var o = marker
@@ -220,7 +245,7 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
           o.col = c
           if video { o.frame = t * temporalPatch }
           origins.append(o)
-          axes[0].append(origin + t)
+          axes[0].append(origin + time)
           axes[1].append(origin + r)
           axes[2].append(origin + c)
         }
@@ -252,44 +277,69 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
     return order
   }
 
-  public func encode(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix {
-    let hidden = try visionHiddenStates(frames, meter: meter)
-    return merge(hidden, meter: meter)
+  /// The order the tower sees a frame's merged units in, and the row ranges attention is
+  /// confined to in each block: Qwen2-VL, the units in order and the whole frame everywhere;
+  /// Qwen2.5-VL, window by window and each window except in the full-attention blocks.
+  func towerLayout(gridRows: Int, gridCols: Int) -> (
+    units: [Int], groups: (_ block: Int) -> [Range<Int>]
+  ) {
+    let (rows, cols) = (gridRows / mergeSize, gridCols / mergeSize)
+    let whole = [0..<(rows * cols * mergeSize * mergeSize)]
+    guard let windowing else { return (Array(0..<(rows * cols)), { _ in whole }) }
+    let (units, windows) = qwenWindows(rows: rows, cols: cols, side: windowing.units)
+    let group = mergeSize * mergeSize
+    let ranges = windows.map { ($0.lowerBound * group)..<($0.upperBound * group) }
+    let full = windowing.fullAttentionBlocks
+    return (units, { full.contains($0) ? whole : ranges })
   }
 
-  /// The patch embeddings after every block (`patches × E`, merge-block order).
-  public func visionHiddenStates(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix {
+  public func encode(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix {
     guard frames.count == temporalPatch else {
       throw ModelError(
-        path: "qwen2_vl", message: "a unit needs \(temporalPatch) frames, got \(frames.count)")
+        path: family, message: "a unit needs \(temporalPatch) frames, got \(frames.count)")
     }
     let gridRows = frames[0].height / patchSize
     let gridCols = frames[0].width / patchSize
-    let order = patchOrder(gridRows: gridRows, gridCols: gridCols)
     let patches = patchMatrix(
-      frames, patch: patchSize, order: order, category: .vision, meter: meter)
-    return try visionHiddenStates(
-      patches: patches, gridRows: gridRows, gridCols: gridCols, meter: meter)
+      frames, patch: patchSize, order: patchOrder(gridRows: gridRows, gridCols: gridCols),
+      category: .vision, meter: meter)
+    return try encode(patches: patches, gridRows: gridRows, gridCols: gridCols, meter: meter)
   }
 
-  /// The same from already flattened patches (the processor's `pixel_values` rows for one
-  /// temporal patch).
-  public func visionHiddenStates(patches: Matrix, gridRows: Int, gridCols: Int, meter: MemoryMeter?)
-    throws -> Matrix
+  /// The decoder-space tokens of one temporal patch from already flattened patches (the
+  /// processor's `pixel_values` rows, merge-block order), one row per merged unit, row-major.
+  public func encode(patches: Matrix, gridRows: Int, gridCols: Int, meter: MemoryMeter?) throws
+    -> Matrix
   {
-    let e = encoder.hidden
-    guard patches.cols == patchEmbedding.cols, patches.rows == gridRows * gridCols else {
+    guard gridRows % mergeSize == 0, gridCols % mergeSize == 0,
+      patches.cols == patchEmbedding.cols, patches.rows == gridRows * gridCols
+    else {
       throw ModelError(
-        path: "qwen2_vl",
+        path: family,
         message:
-          "expected \(gridRows * gridCols) patches of \(patchEmbedding.cols) values, got \(patches.rows) of \(patches.cols)"
+          "expected \(gridRows * gridCols) patches of \(patchEmbedding.cols) values in a grid of whole \(mergeSize)×\(mergeSize) blocks, got \(patches.rows) of \(patches.cols)"
       )
     }
+    let (units, groups) = towerLayout(gridRows: gridRows, gridCols: gridCols)
+    let group = mergeSize * mergeSize
+    let blockOrder = patchOrder(gridRows: gridRows, gridCols: gridCols)
+    // The tower's row i holds patch `order[i]` (windows reorder whole merged units).
+    let order = units.flatMap { u in blockOrder[(u * group)..<((u + 1) * group)] }
+    let reordered: Matrix
+    if units == Array(0..<units.count) {
+      reordered = patches
+    } else {
+      reordered = Matrix(
+        uninitializedRows: patches.rows, cols: patches.cols, category: .vision, meter: meter)
+      for (i, u) in units.enumerated() {
+        (reordered.row(i * group)).update(from: patches.row(u * group), count: group * patches.cols)
+      }
+    }
+    let e = encoder.hidden
     let x = Matrix(uninitializedRows: patches.rows, cols: e, category: .vision, meter: meter)
-    Linear.apply(patches, patchEmbedding, into: x)
+    Linear.apply(reordered, patchEmbedding, into: x)
     // 2-D RoPE: the first quarter of frequencies turn with the row, the second with the column
     // (then the halves repeat, rotate-half style).
-    let order = patchOrder(gridRows: gridRows, gridCols: gridCols)
     let quarter = inverseFrequencies.count
     let half = 2 * quarter
     var cos = [Float](repeating: 0, count: order.count * half)
@@ -302,20 +352,34 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
       }
     }
     encoder.run(
-      x, groups: [0..<x.rows], rotary: RotaryTable(half: half, cos: cos, sin: sin), meter: meter)
-    return x
+      x, groups: groups, rotary: RotaryTable(half: half, cos: cos, sin: sin), meter: meter)
+    let merged = merge(x, meter: meter)
+    guard units != Array(0..<units.count) else { return merged }
+    // Back to row-major: merged row i is unit units[i].
+    let out = Matrix(
+      uninitializedRows: merged.rows, cols: merged.cols, category: .vision, meter: meter)
+    for (i, u) in units.enumerated() {
+      out.row(u).update(from: merged.row(i), count: merged.cols)
+    }
+    return out
   }
 
-  /// The merger: LayerNorm each patch, concatenate each m×m block's patches, MLP.
+  /// The merger: normalise each patch, concatenate each m×m block's patches, MLP.
   public func merge(_ hidden: Matrix, meter: MemoryMeter?) -> Matrix {
     let e = encoder.hidden
     let group = mergeSize * mergeSize
     let n = hidden.rows / group
     let normed = Matrix(uninitializedRows: n, cols: e * group, category: .vision, meter: meter)
     // Rows are consecutive in memory, so the m×m concatenation is a reinterpretation.
-    Kernels.layerNorm(
-      hidden.pointer, weight: mergerNorm.weight.pointer, bias: mergerNorm.bias.pointer, eps: 1e-6,
-      rows: hidden.rows, cols: e, out: normed.pointer)
+    if let bias = mergerNorm.bias {
+      Kernels.layerNorm(
+        hidden.pointer, weight: mergerNorm.weight.pointer, bias: bias.pointer, eps: 1e-6,
+        rows: hidden.rows, cols: e, out: normed.pointer)
+    } else {
+      Kernels.rmsNorm(
+        hidden.pointer, weight: mergerNorm.weight.pointer, eps: 1e-6, rows: hidden.rows, cols: e,
+        out: normed.pointer)
+    }
     let h = Matrix(uninitializedRows: n, cols: merger1.rows, category: .vision, meter: meter)
     Linear.apply(normed, merger1, into: h)
     Kernels.addBias(h.pointer, bias: merger1Bias.pointer, rows: n, cols: merger1.rows)

@@ -238,10 +238,10 @@ public struct ChatLayout: Sendable, Equatable {
 }
 
 /// A vision encoder + connector in front of a llama-style decoder, loaded from a Hugging Face
-/// folder. Each family (Idefics3, LLaVA, Qwen2-VL) lays out its own prompt for an image or clip
+/// folder. Each family (Idefics3, LLaVA, Qwen2-VL, Qwen2.5-VL) lays out its own prompt for an image or clip
 /// and encodes its own visual units; the decoder and the cache are shared.
 public protocol VisionLanguageModel: AnyObject, Sendable {
-  /// "idefics3", "llava", "qwen2_vl".
+  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl".
   var family: String { get }
   var decoder: LlamaModel { get }
   var tokenizer: BPETokenizer { get }
@@ -281,7 +281,7 @@ extension VisionLanguageModel {
 
 /// Loads a Hugging Face vision-language model folder, choosing the family from config.json.
 public enum VisionLanguageModels {
-  public static let families = ["idefics3", "llava", "qwen2_vl"]
+  public static let families = ["idefics3", "llava", "qwen2_vl", "qwen2_5_vl"]
 
   public static func load(folder path: String, meter: MemoryMeter?) throws
     -> any VisionLanguageModel
@@ -298,7 +298,8 @@ public enum VisionLanguageModels {
     switch type {
     case "idefics3", "smolvlm": return try Idefics3Model(folder: folder, meter: meter)
     case "llava": return try LlavaModel(folder: folder, meter: meter)
-    case "qwen2_vl": return try Qwen2VLModel(folder: folder, meter: meter)
+    case "qwen2_vl", "qwen2_5_vl":
+      return try Qwen2VLModel(folder: folder, family: type, meter: meter)
     default:
       throw ModelError(
         path: (path as NSString).appendingPathComponent("config.json"),

@@ -61,15 +61,17 @@ struct ViTConfig: Decodable {
   }
 }
 
-/// One pre-norm ViT block: x += attn(LN₁(x)); x += fc₂(act(fc₁(LN₂(x)))). Q, K and V are one
-/// fused [3D][D] matrix (Qwen2-VL stores them so; SigLIP and CLIP are fused on load).
+/// One pre-norm ViT block: x += attn(N₁(x)); x += MLP(N₂(x)). Q, K and V are one fused [3D][D]
+/// matrix (Qwen2-VL stores them so; SigLIP and CLIP are fused on load). N is a LayerNorm, or an
+/// RMSNorm (Qwen2.5-VL: `bias` nil); the MLP is fc₂(act(fc₁(x))), or with a gate (Qwen2.5-VL)
+/// down(silu(gate(x)) · up(x)) with `fc1` the fused [gate; up] rows and `fc2` down.
 struct VisionLayer {
-  var norm1: (weight: FloatBuffer, bias: FloatBuffer)
+  var norm1: (weight: FloatBuffer, bias: FloatBuffer?)
   var qkv: Matrix
   var qkvBias: FloatBuffer
   var out: Matrix
   var outBias: FloatBuffer
-  var norm2: (weight: FloatBuffer, bias: FloatBuffer)
+  var norm2: (weight: FloatBuffer, bias: FloatBuffer?)
   var fc1: Matrix
   var fc1Bias: FloatBuffer
   var fc2: Matrix
@@ -82,6 +84,10 @@ struct VisionLayerNames {
   /// Separate q/k/v projections (SigLIP, CLIP), or nil with `qkv` set (Qwen2-VL).
   var q, k, v: String?
   var qkv: String?
+  /// The gated MLP's gate projection (Qwen2.5-VL: `fc1` is then up, `fc2` down).
+  var gate: String? = nil
+  /// RMSNorms with a weight only (Qwen2.5-VL) instead of LayerNorms with a bias.
+  var rmsNorm = false
 
   /// SigLIP / Idefics3 and CLIP: `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `mlp.fc1/fc2`.
   static func siglip(_ p: String) -> VisionLayerNames {
@@ -97,9 +103,17 @@ struct VisionLayerNames {
       norm1: p + "norm1", norm2: p + "norm2", fc1: p + "mlp.fc1", fc2: p + "mlp.fc2",
       out: p + "attn.proj", q: nil, k: nil, v: nil, qkv: p + "attn.qkv")
   }
+
+  /// Qwen2.5-VL: Qwen2-VL's attention names, RMSNorms, `mlp.{gate,up,down}_proj` with biases.
+  static func qwen25VL(_ p: String) -> VisionLayerNames {
+    VisionLayerNames(
+      norm1: p + "norm1", norm2: p + "norm2", fc1: p + "mlp.up_proj", fc2: p + "mlp.down_proj",
+      out: p + "attn.proj", q: nil, k: nil, v: nil, qkv: p + "attn.qkv",
+      gate: p + "mlp.gate_proj", rmsNorm: true)
+  }
 }
 
-/// The transformer encoder shared by the three vision towers (SigLIP, CLIP, Qwen2-VL's ViT):
+/// The transformer encoder shared by the vision towers (SigLIP, CLIP, Qwen2-VL's and Qwen2.5-VL's ViT):
 /// bidirectional multi-head attention within groups of rows (one tile, one image, one frame),
 /// optionally with a rotary table (Qwen2-VL's 2-D RoPE). Reads top to bottom in `run`.
 struct VisionTransformer {
@@ -109,6 +123,8 @@ struct VisionTransformer {
   let eps: Float
   let activation: VisionActivation
   let layers: [VisionLayer]
+  /// Whether the MLPs are gated (`fc1` holds gate and up).
+  let gated: Bool
 
   var headDim: Int { hidden / heads }
 
@@ -129,8 +145,8 @@ struct VisionTransformer {
     }
     var layers: [VisionLayer] = []
     for n in names {
-      func norm(_ name: String) throws -> (weight: FloatBuffer, bias: FloatBuffer) {
-        (try w.vector(name + ".weight", d), try w.vector(name + ".bias", d))
+      func norm(_ name: String) throws -> (weight: FloatBuffer, bias: FloatBuffer?) {
+        (try w.vector(name + ".weight", d), n.rmsNorm ? nil : try w.vector(name + ".bias", d))
       }
       // Shapes first: a config claiming a larger hidden size than the weights have must not
       // allocate for it.
@@ -138,6 +154,12 @@ struct VisionTransformer {
         try w.check([(fused + ".weight", [3 * d, d]), (fused + ".bias", [3 * d])])
       } else if let q = n.q, let k = n.k, let v = n.v {
         try w.check([q, k, v].flatMap { [($0 + ".weight", [d, d]), ($0 + ".bias", [d])] })
+      }
+      if let gate = n.gate {
+        try w.check(
+          [gate, n.fc1].flatMap {
+            [($0 + ".weight", [intermediate, d]), ($0 + ".bias", [intermediate])]
+          })
       }
       let qkv = Matrix(uninitializedRows: 3 * d, cols: d, category: w.category, meter: w.meter)
       let qkvBias = FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter)
@@ -150,26 +172,44 @@ struct VisionTransformer {
           try w.fill(name + ".bias", shape: [d], into: qkvBias.pointer + i * d)
         }
       }
+      // A gated MLP's gate and up are fused into one [2I][D] matmul (gate rows first, as
+      // Kernels.siluGate reads them).
+      let fc1: Matrix
+      let fc1Bias: FloatBuffer
+      if let gate = n.gate {
+        fc1 = Matrix(
+          uninitializedRows: 2 * intermediate, cols: d, category: w.category, meter: w.meter)
+        fc1Bias = FloatBuffer(
+          uninitializedCount: 2 * intermediate, category: w.category, meter: w.meter)
+        for (i, name) in [gate, n.fc1].enumerated() {
+          try w.fill(name + ".weight", shape: [intermediate, d], into: fc1.row(i * intermediate))
+          try w.fill(
+            name + ".bias", shape: [intermediate], into: fc1Bias.pointer + i * intermediate)
+        }
+      } else {
+        fc1 = try w.matrix(n.fc1 + ".weight", rows: intermediate, cols: d)
+        fc1Bias = try w.vector(n.fc1 + ".bias", intermediate)
+      }
       layers.append(
         VisionLayer(
           norm1: try norm(n.norm1), qkv: qkv, qkvBias: qkvBias,
           out: try w.matrix(n.out + ".weight", rows: d, cols: d),
           outBias: try w.vector(n.out + ".bias", d), norm2: try norm(n.norm2),
-          fc1: try w.matrix(n.fc1 + ".weight", rows: intermediate, cols: d),
-          fc1Bias: try w.vector(n.fc1 + ".bias", intermediate),
+          fc1: fc1, fc1Bias: fc1Bias,
           fc2: try w.matrix(n.fc2 + ".weight", rows: d, cols: intermediate),
           fc2Bias: try w.vector(n.fc2 + ".bias", d)))
     }
     return VisionTransformer(
       hidden: hidden, heads: heads, intermediate: intermediate, eps: eps, activation: activation,
-      layers: layers)
+      layers: layers, gated: names.first?.gate != nil)
   }
 
   var parameterCount: Int {
     layers.reduce(0) { n, l in
       n + l.qkv.rows * l.qkv.cols + l.qkvBias.count + l.out.rows * l.out.cols + l.outBias.count
         + l.fc1.rows * l.fc1.cols + l.fc1Bias.count + l.fc2.rows * l.fc2.cols + l.fc2Bias.count
-        + 4 * hidden
+        + l.norm1.weight.count + (l.norm1.bias?.count ?? 0) + l.norm2.weight.count
+        + (l.norm2.bias?.count ?? 0)
     }
   }
 
@@ -179,31 +219,51 @@ struct VisionTransformer {
     _ x: Matrix, groups: [Range<Int>], rotary: RotaryTable? = nil, count: Int? = nil,
     meter: MemoryMeter?
   ) {
+    run(x, groups: { _ in groups }, rotary: rotary, count: count, meter: meter)
+  }
+
+  /// The same with the groups chosen per block (Qwen2.5-VL: windows in most blocks, the whole
+  /// frame in a few).
+  func run(
+    _ x: Matrix, groups: (_ block: Int) -> [Range<Int>], rotary: RotaryTable? = nil,
+    count: Int? = nil, meter: MemoryMeter?
+  ) {
     let n = x.rows
     let d = hidden
     let h = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
     let qkv = Matrix(uninitializedRows: n, cols: 3 * d, category: .vision, meter: meter)
     let attended = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
     let mlp = Matrix(uninitializedRows: n, cols: intermediate, category: .vision, meter: meter)
+    let gateUp =
+      gated
+      ? Matrix(uninitializedRows: n, cols: 2 * intermediate, category: .vision, meter: meter) : nil
     let attention = TiledAttention(heads: heads, kvHeads: heads, headDim: headDim)
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)
     let scale = 1 / Float(headDim).squareRoot()
     let rope = RotaryEmbedding(dimension: headDim, base: 10000)  // only its layout is used
+    func norm(_ p: (weight: FloatBuffer, bias: FloatBuffer?), into out: Matrix) {
+      if let bias = p.bias {
+        Kernels.layerNorm(
+          x.pointer, weight: p.weight.pointer, bias: bias.pointer, eps: eps, rows: n, cols: d,
+          out: out.pointer)
+      } else {
+        Kernels.rmsNorm(
+          x.pointer, weight: p.weight.pointer, eps: eps, rows: n, cols: d, out: out.pointer)
+      }
+    }
 
-    for layer in layers.prefix(count ?? layers.count) {
-      // Attention: h = LN₁(x); q,k,v = h·Wᵀ + b; rotate q,k; attend within each group
-      Kernels.layerNorm(
-        x.pointer, weight: layer.norm1.weight.pointer, bias: layer.norm1.bias.pointer, eps: eps,
-        rows: n, cols: d, out: h.pointer)
+    for (index, layer) in layers.prefix(count ?? layers.count).enumerated() {
+      // Attention: h = N₁(x); q,k,v = h·Wᵀ + b; rotate q,k; attend within each group
+      norm(layer.norm1, into: h)
       Linear.apply(h, layer.qkv, into: qkv)
       Kernels.addBias(qkv.pointer, bias: layer.qkvBias.pointer, rows: n, cols: 3 * d)
       if let rotary {
         // Q's heads then K's: 2·heads contiguous heads per row.
         rope.apply(qkv.pointer, rows: n, ld: 3 * d, heads: 2 * heads, table: rotary)
       }
-      for g in groups {
+      for g in groups(index) where !g.isEmpty {
         let k = qkv.row(g.lowerBound) + d
         let v = qkv.row(g.lowerBound) + 2 * d
         attention.run(
@@ -218,13 +278,18 @@ struct VisionTransformer {
       Linear.apply(attended, layer.out, beta: 1, into: x)
       Kernels.addBias(x.pointer, bias: layer.outBias.pointer, rows: n, cols: d)
 
-      // MLP: x += fc₂(act(fc₁(LN₂(x))))
-      Kernels.layerNorm(
-        x.pointer, weight: layer.norm2.weight.pointer, bias: layer.norm2.bias.pointer, eps: eps,
-        rows: n, cols: d, out: h.pointer)
-      Linear.apply(h, layer.fc1, into: mlp)
-      Kernels.addBias(mlp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: intermediate)
-      activation.apply(mlp.pointer, count: n * intermediate)
+      // MLP: x += fc₂(act(fc₁(N₂(x)))), or x += down(silu(gate(N₂(x))) · up(N₂(x)))
+      norm(layer.norm2, into: h)
+      if let gateUp {
+        Linear.apply(h, layer.fc1, into: gateUp)
+        Kernels.addBias(
+          gateUp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: 2 * intermediate)
+        Kernels.siluGate(gateUp.pointer, rows: n, cols: intermediate, out: mlp.pointer)
+      } else {
+        Linear.apply(h, layer.fc1, into: mlp)
+        Kernels.addBias(mlp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: intermediate)
+        activation.apply(mlp.pointer, count: n * intermediate)
+      }
       Linear.apply(mlp, layer.fc2, beta: 1, into: x)
       Kernels.addBias(x.pointer, bias: layer.fc2Bias.pointer, rows: n, cols: d)
     }

@@ -86,7 +86,7 @@ public enum VisionCommands {
   static func unitName(_ session: Session) -> String {
     switch session.vision?.family {
     case "idefics3": return "tile"
-    case "qwen2_vl": return "temporal patch"
+    case "qwen2_vl", "qwen2_5_vl": return "temporal patch"
     default: return "image"
     }
   }
