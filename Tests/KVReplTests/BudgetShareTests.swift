@@ -10,14 +10,7 @@ import XCTest
 /// cache keeps every token; an image or clip resolves it before its first block; later ones
 /// resolve it again over everything fed; `compare budgets=5%,10%` resolves each the same way.
 final class BudgetShareTests: XCTestCase {
-  func embedded() -> (Repl, CaptureSink) {
-    let capture = CaptureSink()
-    let session = Session(
-      options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-    let repl = Repl(session: session, output: capture)
-    repl.workingDirectory = temporaryFolder(self)
-    return (repl, capture)
-  }
+  func embedded() -> (Repl, CaptureSink) { makeEmbeddedRepl(self) }
 
   func run(_ r: Repl, _ out: CaptureSink, _ line: String, _ expected: CommandResult = .ok) -> [String] {
     let before = out.text.count

@@ -59,11 +59,8 @@ final class ConfigurePeakPropertyTests: XCTestCase {
   func testPeakNeverHoldsTwoCachesForRandomConfigurationOrders() throws {
     var rng = SplitMix64(seed: 20_251_206)
     for trial in 0..<16 {
-      let capture = CaptureSink()
-      let session = Session(
-        options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-      let repl = Repl(session: session, output: capture)
-      XCTAssertEqual(repl.run(line: "load"), .ok, capture.text)
+      let (repl, capture) = makeEmbeddedRepl(self, load: true)
+      let session = repl.session
       // Loading allocates no K/V: the full cache takes storage with its first block.
       XCTAssertEqual(session.meter.reading(.kv).current, 0, "an empty full cache holds nothing")
       var lines = ["budget \(rng.pick([48, 64, 128, 256])) tokens"]
@@ -117,11 +114,8 @@ final class ConfigurePeakPropertyTests: XCTestCase {
   func testPeakStaysWithinTheBudgetAcrossFeedsAndAsks() throws {
     var rng = SplitMix64(seed: 20_261_206)
     for trial in 0..<10 {
-      let capture = CaptureSink()
-      let session = Session(
-        options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-      let repl = Repl(session: session, output: capture)
-      XCTAssertEqual(repl.run(line: "load"), .ok, capture.text)
+      let (repl, capture) = makeEmbeddedRepl(self, load: true)
+      let session = repl.session
       let first = rng.pick([48, 64, 128, 256])
       var lines = ["budget \(first) tokens", "prefill mode=capped block=" + rng.pick(["tile", "frame", "2frames"])]
       var feeds = 0
@@ -191,10 +185,7 @@ final class ConfigurePeakPropertyTests: XCTestCase {
       ["prefill block=frame", "budget 128 tokens", "prefill mode=capped block=tile"],
       ["budget 256 tokens", "budget 128 tokens", "policy keydiff", "budget 128 tokens"],
     ] {
-      let capture = CaptureSink()
-      let session = Session(
-        options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-      let repl = Repl(session: session, output: capture)
+      let (repl, capture) = makeEmbeddedRepl(self)
       for line in ["load"] + setup + ["mem rss=off"] {
         XCTAssertEqual(repl.run(line: line), .ok, capture.text)
       }

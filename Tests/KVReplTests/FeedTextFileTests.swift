@@ -9,14 +9,8 @@ import XCTest
 /// session is unchanged.
 final class FeedTextFileTests: XCTestCase {
   func embedded() -> (Repl, CaptureSink, String) {
-    let capture = CaptureSink()
-    let session = Session(
-      options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-    let repl = Repl(session: session, output: capture)
-    let folder = temporaryFolder(self)
-    repl.workingDirectory = folder
-    XCTAssertEqual(repl.run(line: "load"), .ok, capture.text)
-    return (repl, capture, folder)
+    let (repl, capture) = makeEmbeddedRepl(self, load: true)
+    return (repl, capture, repl.workingDirectory!)
   }
 
   func testFileTextIsFedAsTyped() throws {

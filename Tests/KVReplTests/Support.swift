@@ -21,6 +21,18 @@ func makeRepl(keepGoing: Bool = false) -> (Repl, CaptureSink) {
   return (repl, capture)
 }
 
+/// A REPL whose bare `load` loads the embedded model (weights/kvlab-shapes), working in a fresh
+/// folder of `test`'s; with `load`, the model is loaded first (and must load).
+func makeEmbeddedRepl(_ test: XCTestCase, load: Bool = false) -> (Repl, CaptureSink) {
+  let capture = CaptureSink()
+  let session = Session(
+    options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
+  let repl = Repl(session: session, output: capture)
+  repl.workingDirectory = temporaryFolder(test)
+  if load { XCTAssertEqual(repl.run(line: "load"), .ok, capture.text) }
+  return (repl, capture)
+}
+
 /// Runs lines and returns the result of the last and everything printed.
 @discardableResult
 func runLines(_ repl: Repl, _ lines: String...) -> CommandResult {

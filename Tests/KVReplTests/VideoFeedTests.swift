@@ -19,15 +19,7 @@ final class VideoFeedTests: XCTestCase {
     ffmpeg = found
   }
 
-  func embedded() -> (Repl, CaptureSink) {
-    let capture = CaptureSink()
-    let session = Session(
-      options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-    let repl = Repl(session: session, output: capture)
-    repl.workingDirectory = temporaryFolder(self)
-    XCTAssertEqual(repl.run(line: "load"), .ok, capture.text)
-    return (repl, capture)
-  }
+  func embedded() -> (Repl, CaptureSink) { makeEmbeddedRepl(self, load: true) }
 
   /// The frames of needle-video `seed` as PNGs in `folder`/frames, and clips of them at 1 fps:
   /// FFV1 (lossless RGB) and H.264 (lossy 4:2:0, as cameras and the web encode).

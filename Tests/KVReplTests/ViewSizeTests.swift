@@ -15,14 +15,7 @@ final class ViewSizeTests: XCTestCase {
   static let photos = repositoryRoot + "/data/images"
 
   /// A REPL whose bare `load` loads the embedded model (weights/kvlab-shapes).
-  func embedded() -> (Repl, CaptureSink) {
-    let capture = CaptureSink()
-    let session = Session(
-      options: EngineOptions(threads: 2, modelDirectories: [repositoryRoot + "/weights"]))
-    let repl = Repl(session: session, output: capture)
-    repl.workingDirectory = temporaryFolder(self)
-    return (repl, capture)
-  }
+  func embedded() -> (Repl, CaptureSink) { makeEmbeddedRepl(self) }
 
   /// Feeds `feed` (after `setup`), then runs every view and checks the PNGs.
   func checkViews(_ feed: String, setup: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
