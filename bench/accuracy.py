@@ -28,6 +28,8 @@ Experiments (seeds 0..count-1 of each task: the training script never sees seeds
   oracle      the upper bound: capped at 5/10/25%, SnapKV (proxy=block), KeyDiff, and the oracle
               (the visual tokens covering the task's known target first, KeyDiff fills the rest),
               with a 95% Wilson interval per cell; `--policies oracle` adds it to main as well
+  bound       capped at 5/10/25%: SnapKV told the sample's question (proxy=question), alone and
+              as the oracle's fill (the target's tokens first, then what the question prefers)
 A budget is the prompt's text tokens (question included; text is protected) plus the share of
 the visual tokens, so "10%" means the cache may keep a tenth of what the image or clip put in.
 SnapKV runs with an 8-query observation window (kernel 5): its default window of 32 is more than

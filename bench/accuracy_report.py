@@ -17,7 +17,7 @@ REPORT = os.path.join(ROOT, "bench/accuracy.md")
 PLOT = os.path.join(ROOT, "docs/accuracy-vs-budget.png")
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
 NEEDLES = TASKS[:2]
-EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle"]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle", "bound"]
 # The oracle experiment's budgets: where the policies lose accuracy (50% is near the full cache).
 ORACLE_FRACTIONS = "0.05,0.1,0.25"
 
@@ -33,8 +33,8 @@ def experiment_args(experiment: str) -> tuple[str, list[str]]:
     runs: control is main's first two settings (full cache, blank image) without its grid."""
     if experiment == "control":
         return "main", ["--policies", ""]
-    if experiment == "oracle":
-        return "oracle", ["--fractions", ORACLE_FRACTIONS]
+    if experiment in ("oracle", "bound"):
+        return experiment, ["--fractions", ORACLE_FRACTIONS]
     return experiment, []
 
 
@@ -89,14 +89,21 @@ def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
 
 
-def oracle_table(rows: list[dict]) -> str:
-    """The oracle next to SnapKV and KeyDiff from the same run: budgets down, per task the
+# The columns of the budgets-down tables: setting label prefix -> column name, per experiment.
+BOUND_COLUMNS = {
+    "oracle": {"snapkv": "SnapKV", "keydiff": "KeyDiff", "oracle": "oracle"},
+    "bound": {"question": "SnapKV told the question", "oracle+question": "oracle, SnapKV told the question fills"},
+}
+
+
+def oracle_table(rows: list[dict], experiment: str = "oracle") -> str:
+    """The oracle next to the policies it bounds, from the same run: budgets down, per task the
     accuracy of each with its 95% Wilson interval, and the full cache on top."""
     acc = accuracy(rows)
     tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
     fracs = sorted({r["fraction"] for r in rows if r["fraction"] is not None})
-    policies = [p for p in ["snapkv", "keydiff", "oracle"] if any(r["policy"] == p for r in rows)]
-    names = {"snapkv": "SnapKV", "keydiff": "KeyDiff", "oracle": "oracle"}
+    names = BOUND_COLUMNS[experiment]
+    policies = [p for p in names if any(k[1].startswith(f"{p} capped ") for k in acc)]
 
     def cell(t: str, s: str) -> str:
         if (t, s) not in acc:
@@ -105,7 +112,7 @@ def oracle_table(rows: list[dict]) -> str:
         lo, hi = wilson(right, n)
         return f"{100 * right / n:.1f} [{lo:.0f}–{hi:.0f}]" + (f" ({errors} refused)" if errors else "")
 
-    lines = ["**oracle: accuracy in % [95% Wilson interval], capped prefill, n per task in the header**", "",
+    lines = [f"**{experiment}: accuracy in % [95% Wilson interval], capped prefill, n per task in the header**", "",
              "| task | budget | " + " | ".join(names[p] for p in policies) + " |",
              "|---|---|" + "---:|" * len(policies)]
     for t in tasks:
@@ -187,8 +194,8 @@ def sections_for(experiment: str, rows: list[dict]) -> str:
     (what a setting costs the look-up by a word -- colour, shape -- and the place of what was
     found -- where, when -- separately)."""
     parts = [table(rows, experiment)]
-    if experiment == "oracle":
-        parts.append(oracle_table(rows))
+    if experiment in BOUND_COLUMNS:
+        parts.append(oracle_table(rows, experiment))
     needles = [r for r in rows if r["task"].startswith("needle")]
     if needles:
         parts.append(table(needles, f"{experiment}, the needle questions by kind", column=by_kind))

@@ -65,6 +65,19 @@ enum AccuracyBench {
         + plan.fractions.flatMap { f in
           ["snapkv", "keydiff", "oracle"].map { budgeted($0, .capped, f) }
         }
+    case "bound":
+      // The oracle told the question: SnapKV scoring from the sample's own question, alone and
+      // as the oracle's fill (the target's tokens first). The best of what knows the question,
+      // so the bound a query-aware policy is measured against.
+      return [full]
+        + plan.fractions.flatMap { f in
+          [("snapkv", "question"), ("oracle-snapkv", "oracle+question")].map { p, name in
+            var s = budgeted(p, .capped, f)
+            s.proxy = "question"
+            s.label = "\(name) capped \(percent(f))"
+            return s
+          }
+        }
     case "blocks":
       // The block-size ablation at one budget: the structure's own unit, then 3 fixed sizes.
       let f = ablationFraction
