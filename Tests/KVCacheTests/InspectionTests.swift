@@ -144,12 +144,6 @@ final class InspectionTests: XCTestCase {
       XCTAssertEqual(PolicyCatalog.spec(named: spec.name.uppercased())?.name, spec.name)
       XCTAssertEqual(PolicyCatalog.optionNames[spec.name], spec.options.map(\.name))
     }
-    XCTAssertEqual(
-      PolicyCatalog.specs.filter(\.usesAttention).map(\.name), ["snapkv", "h2o"])
-    for spec in PolicyCatalog.specs {
-      let p = try PolicyCatalog.make(spec.name)
-      XCTAssertEqual(spec.usesAttention, p.queryWindow > 0 || p.needsBlockQueries, spec.name)
-    }
     XCTAssertThrowsError(try PolicyCatalog.make("snapkv", options: ["kernel": "4"])) { e in
       XCTAssertEqual("\(e)", "snapkv: kernel must be odd, got 4")
     }

@@ -147,9 +147,6 @@ public struct PolicySpec: Sendable {
   /// One paragraph.
   public let help: String
   public let options: [PolicyOptionSpec]
-  /// Whether it scores with attention (the model's queries): it needs queries seen since it was
-  /// set before it can rank what the cache holds (see `BudgetedCache.scoringGap`).
-  public let usesAttention: Bool
   /// Builds the policy from validated `name: text` values (the others at their defaults).
   let build: @Sendable ([String: String]) -> any EvictionPolicy
 
@@ -162,7 +159,6 @@ public struct PolicySpec: Sendable {
     options = P.fields.map {
       PolicyOptionSpec($0.name, $0.kind, default: $0.value(standard), help: $0.help)
     }
-    usesAttention = standard.queryWindow > 0 || standard.needsBlockQueries
     build = { values in
       var p = P()
       for f in P.fields { if let text = values[f.name] { f.set(&p, text) } }
