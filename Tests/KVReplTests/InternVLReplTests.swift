@@ -88,6 +88,9 @@ final class InternVLReplTests: XCTestCase {
       let summary = try XCTUnwrap(r.session.cacheSummary)
       XCTAssertLessThanOrEqual(summary.tokens, 40, block)
       XCTAssertGreaterThan(r.session.context.count, 176, block)
+      // The KV memory never held more than the budget, tile by tile.
+      let bytesPerToken = try XCTUnwrap(r.session.model).config.kvBytesPerToken
+      XCTAssertLessThanOrEqual(r.session.meter.reading(.kv).highWater, 40 * bytesPerToken, block)
     }
   }
 }
