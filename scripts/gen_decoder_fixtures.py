@@ -108,8 +108,16 @@ def round_to_f16(model: torch.nn.Module) -> None:
                 p.copy_(p.half().float())
 
 
-def write_gguf(path: str, model: torch.nn.Module, cfg, arch: str, f16: bool) -> None:
+def write_gguf(path: str, model: torch.nn.Module, cfg, arch: str, f16: bool,
+               tokenizer: dict | None = None) -> None:
     w = gguf.GGUFWriter(path, arch=arch)
+    if tokenizer:  # tokens, merges, types, eos (gen_qwen3_fixtures.gguf_tokenizer)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt2")
+        w.add_token_list(tokenizer["tokens"])
+        w.add_token_merges(tokenizer["merges"])
+        w.add_token_types(tokenizer["types"])
+        w.add_eos_token_id(tokenizer["eos"])
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     w.add_name(os.path.basename(path).removesuffix(".gguf"))
     w.add_block_count(cfg.num_hidden_layers)

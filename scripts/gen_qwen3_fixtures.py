@@ -73,6 +73,21 @@ def tokenizer(folder: str) -> None:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>").save_pretrained(folder)
 
 
+def gguf_tokenizer(path: str) -> dict:
+    """The folder's tokenizer as llama.cpp's `tokenizer.ggml.*` metadata (gpt2 BPE, the GPT-2
+    pre-tokenizer its ByteLevel regex is; added tokens as control tokens)."""
+    with open(path, encoding="utf-8") as f:
+        t = json.load(f)
+    vocab = dict(t["model"]["vocab"])
+    specials = {a["content"]: a["id"] for a in t["added_tokens"]}
+    vocab.update(specials)
+    tokens = [tok for tok, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    assert [vocab[x] for x in tokens] == list(range(len(tokens)))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in t["model"]["merges"]]
+    types = [3 if tok in specials else 1 for tok in tokens]
+    return dict(tokens=tokens, merges=merges, types=types, eos=specials["<|im_end|>"])
+
+
 def main() -> int:
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
@@ -110,7 +125,8 @@ def main() -> int:
         finally:
             shutil.rmtree(tmp)
         gguf_path = os.path.join(OUT, name + ".gguf")
-        write_gguf(gguf_path, model, cfg, "qwen3", v["f16"])
+        write_gguf(gguf_path, model, cfg, "qwen3", v["f16"],
+                   tokenizer=gguf_tokenizer(os.path.join(folder, "tokenizer.json")))
         np.save(os.path.join(OUT, name + ".logits.npy"), np.ascontiguousarray(logits))
         cross = check_with_transformers_gguf(gguf_path, model)
         manifest["variants"].append({

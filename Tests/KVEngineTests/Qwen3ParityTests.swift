@@ -75,15 +75,30 @@ final class Qwen3ParityTests: XCTestCase {
     }
   }
 
-  /// A session loads the folder (model_type qwen3, with its tokenizer.json). The GGUF fixtures
-  /// carry no tokenizer, so they are loaded as models above, not as sessions.
-  func testSessionLoadsTheFolder() throws {
+  /// A session loads the folder (model_type qwen3, its tokenizer.json) and the GGUF (the same
+  /// tokenizer as `tokenizer.ggml.*`, weights dequantized): the same chat text gives the same
+  /// ids and, at every position, the same logits.
+  func testSessionLoadsBothFormsAlike() throws {
     let v = try Self.variants()[0]
-    let session = Session(options: EngineOptions(threads: 2, modelDirectories: []))
-    let report = try session.load("\(Self.dir)/\(v.name)")
-    XCTAssertEqual(report.architecture, "qwen3")
-    XCTAssertEqual(report.layers, 2)
-    XCTAssertEqual(session.model?.config.qkNorm, true)
+    let tmp = NSTemporaryDirectory() + "qwen3-session-\(getpid())"
+    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: tmp) }
+    var runs: [(context: [Int], logits: [Float])] = []
+    for (i, path) in ["\(Self.dir)/\(v.name)", "\(Self.dir)/\(v.name).gguf"].enumerated() {
+      let session = Session(options: EngineOptions(threads: 2, modelDirectories: []))
+      let report = try session.load(path, precision: .f32)
+      XCTAssertEqual(report.architecture, "qwen3", path)
+      XCTAssertEqual(session.model?.config.qkNorm, true, path)
+      try session.feedText("What is in this picture? The sky is blue.", raw: false)
+      let out = "\(tmp)/\(i).npy"
+      _ = try session.writeLogits(to: out)
+      runs.append((session.context, try NPYReader.read(out).values))
+    }
+    XCTAssertGreaterThan(runs[0].context.count, 10)
+    XCTAssertEqual(runs[0].context, runs[1].context)
+    let gap = zip(runs[0].logits, runs[1].logits).map { abs($0 - $1) }.max() ?? .infinity
+    XCTAssertEqual(runs[0].logits.count, runs[1].logits.count)
+    XCTAssertLessThanOrEqual(gap, 1e-5)
   }
 
   /// A qwen3 GGUF without its Q norm is refused naming the tensor; a config asking for
