@@ -108,8 +108,16 @@ def round_to_f16(model: torch.nn.Module) -> None:
                 p.copy_(p.half().float())
 
 
-def write_gguf(path: str, model: torch.nn.Module, cfg, arch: str, f16: bool) -> None:
+def write_gguf(path: str, model: torch.nn.Module, cfg, arch: str, f16: bool,
+               tokenizer: dict | None = None) -> None:
     w = gguf.GGUFWriter(path, arch=arch)
+    if tokenizer:  # tokens, merges, types, eos (gen_qwen3_fixtures.gguf_tokenizer)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt2")
+        w.add_token_list(tokenizer["tokens"])
+        w.add_token_merges(tokenizer["merges"])
+        w.add_token_types(tokenizer["types"])
+        w.add_eos_token_id(tokenizer["eos"])
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     w.add_name(os.path.basename(path).removesuffix(".gguf"))
     w.add_block_count(cfg.num_hidden_layers)
@@ -122,7 +130,7 @@ def write_gguf(path: str, model: torch.nn.Module, cfg, arch: str, f16: bool) -> 
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     w.add_rope_dimension_count(head_dim)
-    if arch == "llama" and head_dim != cfg.hidden_size // cfg.num_attention_heads:
+    if arch == "qwen3" or (arch == "llama" and head_dim != cfg.hidden_size // cfg.num_attention_heads):
         w.add_key_length(head_dim)  # convert_hf_to_gguf writes these when head_dim is explicit
         w.add_value_length(head_dim)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
@@ -150,6 +158,9 @@ def write_gguf(path: str, model: torch.nn.Module, cfg, arch: str, f16: bool) -> 
                 elif arch == "llama" and proj == "k":
                     a = permute(a, n_head, n_kv)
                 add(f"{p}{short}.{kind}", a)
+        for proj in ("q", "k"):  # qwen3's per-head norms, stored as they are (no permutation)
+            if (key := f"{hf}self_attn.{proj}_norm.weight") in sd:
+                add(f"{p}attn_{proj}_norm.weight", sd[key])
         add(p + "attn_norm.weight", sd[hf + "input_layernorm.weight"])
         add(p + "ffn_gate.weight", sd[hf + "mlp.gate_proj.weight"])
         add(p + "ffn_up.weight", sd[hf + "mlp.up_proj.weight"])

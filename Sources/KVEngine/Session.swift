@@ -206,7 +206,7 @@ public final class Session {
   }
 
   /// Loads a GGUF decoder, or a Hugging Face folder (config.json + safetensors): a
-  /// vision-language model (Idefics3/SmolVLM, LLaVA, Qwen2-VL) or a llama/qwen2 decoder.
+  /// vision-language model (Idefics3/SmolVLM, LLaVA, Qwen2-VL) or a llama/qwen2/qwen3 decoder.
   /// `precision` applies to GGUF files: `.f32` dequantizes every matrix (the reference path).
   public func load(_ path: String?, precision: WeightPrecision = .stored) throws -> LoadReport {
     if path?.isEmpty == true { throw EngineError.invalid("empty model path") }
@@ -244,7 +244,7 @@ public final class Session {
         bytes: folder.files.reduce(0.0) { total, file in
           file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
         })
-      if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
+      if let type = folder.modelType, ["llama", "qwen2", "qwen3"].contains(type) {
         let config = try folder.decodeConfig(DecoderConfig.self)
         let tokenizer = try BPETokenizer(
           tokenizerJSON: (path as NSString).appendingPathComponent("tokenizer.json"))

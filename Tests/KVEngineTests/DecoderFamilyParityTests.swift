@@ -71,10 +71,21 @@ final class DecoderFamilyParityTests: XCTestCase {
   /// Prefill in chunks (7: attention over cached entries plus a causal block; 1: decode-style;
   /// all at once: the causal block alone), comparing every logit; then greedy decoding.
   private func checkParity(_ model: LlamaModel, _ v: Manifest.Variant) throws {
+    try Self.checkParity(
+      model, name: v.name, logitsPath: "\(Self.dir)/\(v.name).logits.npy", ids: v.ids,
+      argmax: v.argmax, greedy: v.greedy)
+  }
+
+  /// The same for any decoder and golden file (the Qwen3 fixtures use it too).
+  static func checkParity(
+    _ model: LlamaModel, name: String, logitsPath: String, ids: [Int], argmax expected: [Int],
+    greedy: [Int]
+  ) throws {
+    let v = (name: name, ids: ids, argmax: expected, greedy: greedy)
     let meter = MemoryMeter()
     let vocab = model.config.vocabularySize
     let n = v.ids.count
-    let reference = try NPYReader.read("\(Self.dir)/\(v.name).logits.npy")
+    let reference = try NPYReader.read(logitsPath)
     XCTAssertEqual(reference.shape, [n, vocab])
     for chunkSize in [7, 1, n] {
       let cache = DenseKVCache(
@@ -122,7 +133,7 @@ final class DecoderFamilyParityTests: XCTestCase {
     }
   }
 
-  private func argmax(_ row: UnsafePointer<Float>, _ n: Int) -> Int {
+  private static func argmax(_ row: UnsafePointer<Float>, _ n: Int) -> Int {
     var best = 0
     for i in 1..<n where row[i] > row[best] { best = i }
     return best

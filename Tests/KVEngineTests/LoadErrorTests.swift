@@ -90,7 +90,7 @@ final class LoadErrorTests: XCTestCase {
       XCTAssertEqual(data[value..<(value + 5)], Data("llama".utf8))
       data.replaceSubrange(value..<(value + 5), with: Data("bloom".utf8))
     }
-    XCTAssertEqual(loadError(p), p + ": architecture 'bloom' is not supported (llama, qwen2)")
+    XCTAssertEqual(loadError(p), p + ": architecture 'bloom' is not supported (llama, qwen2, qwen3)")
   }
 
   func testUnsupportedQuantType() throws {

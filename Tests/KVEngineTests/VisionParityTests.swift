@@ -6,10 +6,11 @@ import XCTest
 @testable import KVModels
 
 /// The vision-language families against Hugging Face transformers 5.24.0 (fp32): tiny random
-/// Idefics3, LLaVA, Qwen2-VL and Qwen2.5-VL models saved as published folders, run on PNG files by
-/// both. Per case: the prompt's token ids, the pixel tensors (kvlab's own preprocessing), the
-/// connector's output, every logit of every position, argmax and an 8-token greedy
-/// continuation. Fixtures from scripts/gen_vlm_fixtures.py.
+/// Idefics3, LLaVA, Qwen2-VL, Qwen2.5-VL and InternVL models saved as published folders, run on
+/// PNG files by both. Per case: the prompt's token ids, the pixel tensors (kvlab's own
+/// preprocessing), the connector's output, every logit of every position, argmax and an 8-token
+/// greedy continuation. Fixtures from scripts/gen_vlm_fixtures.py and (InternVL)
+/// scripts/gen_internvl_fixtures.py.
 final class VisionParityTests: XCTestCase {
   struct Case: Decodable {
     let name: String
@@ -47,6 +48,15 @@ final class VisionParityTests: XCTestCase {
   /// full attention in blocks 0 and 2, an image and a 3 fps clip in one prompt.
   func testQwen25VLWideMatchesTransformers() throws {
     try check("qwen2_5_vl", base: "\(Self.dir)/qwen2_5_vl_wide")
+  }
+
+  /// InternVL (Qwen2 decoder, LayerNorm tower with q/k/v biases, 32-pixel tiles, up to 6 + a
+  /// thumbnail): a multi-tile photograph, a grayscale and an RGBA one, an image and a clip.
+  func testInternVLMatchesTransformers() throws { try check("internvl") }
+  /// The other shape: Qwen3 decoder (GQA 5:1, head_dim 12), RMSNorm tower with QK norm and a
+  /// final LayerNorm, 24-pixel tiles of 3-pixel patches, up to 4 tiles.
+  func testInternVLQwen3MatchesTransformers() throws {
+    try check("internvl", base: "\(Self.dir)/internvl_qwen3")
   }
 
   /// Qwen2.5-VL's temporal positions follow the clip's frame rate; a rate near zero is an error,
@@ -115,12 +125,16 @@ final class VisionParityTests: XCTestCase {
   static func segments(
     _ model: any VisionLanguageModel, _ c: Case, imageDir: String = dir
   ) throws -> [PromptSegment] {
-    let placeholders: [(String, Bool)] =
-      model is Qwen2VLModel
-      ? [
+    let placeholders: [(String, Bool)]
+    switch model {
+    case is Qwen2VLModel:
+      placeholders = [
         ("<|vision_start|><|image_pad|><|vision_end|>", false),
         ("<|vision_start|><|video_pad|><|vision_end|>", true),
-      ] : [("<image>", false)]
+      ]
+    case is InternVLModel: placeholders = [("<IMG_CONTEXT>", false), ("<video>", true)]
+    default: placeholders = [("<image>", false)]
+    }
     var rest = Substring(c.prompt)
     var images = c.images.makeIterator()
     var segments: [PromptSegment] = []

@@ -145,7 +145,7 @@ final class VisionBadInputTests: XCTestCase {
     XCTAssertEqual(repl.run(line: "feed image \(Self.vlm)/images/img_33x33.png"), .failed)
     XCTAssertTrue(
       out.text.hasSuffix(
-        "error: feed image: the loaded model has no vision tower (load a vision-language model folder: idefics3, llava, qwen2_vl, qwen2_5_vl)\n"
+        "error: feed image: the loaded model has no vision tower (load a vision-language model folder: idefics3, llava, qwen2_vl, qwen2_5_vl, internvl)\n"
       ),
       out.text)
   }
@@ -186,7 +186,7 @@ final class VisionBadInputTests: XCTestCase {
   func testUnsupportedArchitecture() throws {
     try expectLoad(
       "load m",
-      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl, qwen2_5_vl)"
+      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl, qwen2_5_vl, internvl)"
     ) {
       try self.brokenCopy("llava", into: $0) {
         try self.editConfig($0) { $0["model_type"] = "blip2" }

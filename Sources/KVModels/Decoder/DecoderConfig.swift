@@ -1,4 +1,4 @@
-/// Hyper-parameters of a llama-style decoder (llama, qwen2), decoded straight from a Hugging Face
+/// Hyper-parameters of a llama-style decoder (llama, qwen2, qwen3), decoded straight from a Hugging Face
 /// config.json (Codable keys as transformers writes them) or built from GGUF metadata.
 public struct DecoderConfig: Codable, Equatable, Sendable {
   public var architecture: String
@@ -55,12 +55,17 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     self.attentionBias = attentionBias
   }
 
+  /// Qwen3's per-head RMSNorm of Q and K (before RoPE): a property of the family, so it is
+  /// not a stored field (config.json has no key for it).
+  public var qkNorm: Bool { ["qwen3", "qwen3_text"].contains(architecture) }
+
   /// Keys of config.json that are read but not stored.
   enum ExtraKeys: String, CodingKey {
     case ropeParameters = "rope_parameters"  // transformers 5: {"rope_theta", "rope_type", ...}
     case ropeScaling = "rope_scaling"  // transformers 4: {"type" / "rope_type", ...}
     case mlpBias = "mlp_bias"
     case hiddenAct = "hidden_act"
+    case useSlidingWindow = "use_sliding_window"
   }
 
   /// `rope_parameters` (transformers 5) or `rope_scaling` (4): only the fields this reads.
@@ -113,6 +118,12 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
         forKey: .hiddenAct, in: extra,
         debugDescription: "'\(act)' is not supported (silu)")
     }
+    // Qwen2/Qwen3 with sliding-window layers would attend differently past the window.
+    if try extra.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) == true {
+      throw DecodingError.dataCorruptedError(
+        forKey: .useSlidingWindow, in: extra,
+        debugDescription: "true is not supported (sliding-window attention is not implemented)")
+    }
     mropeSection = rope?.mropeSection ?? scaling?.mropeSection
     rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6
     contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength) ?? 2048
@@ -135,6 +146,7 @@ public struct DecoderConfig: Codable, Equatable, Sendable {
     let vocab = Double(vocabularySize)
     var layer = (q + 2 * kv) * d + d * q + 3 * Double(intermediateSize) * d + 2 * d
     if attentionBias { layer += q + 2 * kv + d }
+    if qkNorm { layer += 2 * Double(headDim) }
     return vocab * d * (tiedEmbeddings ? 1 : 2) + Double(layers) * layer + d
   }
 

@@ -86,7 +86,7 @@ extension LlamaModel {
     return p
   }
 
-  /// Loads a llama/qwen2 decoder from Hugging Face tensors under `prefix` (see `tensorPrefix`)
+  /// Loads a llama/qwen2/qwen3 decoder from Hugging Face tensors under `prefix` (see `tensorPrefix`)
   /// with `config` (the text part of config.json). The output head is `lm_head.weight` (or
   /// `language_model.lm_head.weight`), or the embedding when tied.
   public static func load(
@@ -133,6 +133,12 @@ extension LlamaModel {
       try w.fill(
         p + "mlp.up_proj.weight", shape: [c.intermediateSize, d],
         into: gateUp.row(c.intermediateSize))
+      var qNorm: FloatBuffer?
+      var kNorm: FloatBuffer?
+      if c.qkNorm {
+        qNorm = try w.vector(p + "self_attn.q_norm.weight", c.headDim)
+        kNorm = try w.vector(p + "self_attn.k_norm.weight", c.headDim)
+      }
       layers.append(
         LlamaLayer(
           attentionNorm: try w.vector(p + "input_layernorm.weight", d),
@@ -144,7 +150,8 @@ extension LlamaModel {
           ffnNorm: try w.vector(p + "post_attention_layernorm.weight", d),
           gateUp: WeightMatrix(gateUp),
           down: WeightMatrix(
-            try w.matrix(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize))))
+            try w.matrix(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize)),
+          qNorm: qNorm, kNorm: kNorm))
     }
     let outputNorm = try w.vector(prefix + "norm.weight", d)
     let head = ["lm_head.weight", "language_model.lm_head.weight"].first(where: w.has)

@@ -17,12 +17,15 @@ struct LlamaLayer {
   var ffnNorm: FloatBuffer
   var gateUp: WeightMatrix  // [2·intermediate][hidden]: gate rows first, then up
   var down: WeightMatrix  // [hidden][intermediate]
+  /// Qwen3's per-head RMSNorm weights for Q and K (`[headDim]` each), applied before RoPE.
+  var qNorm: FloatBuffer? = nil
+  var kNorm: FloatBuffer? = nil
 
   var matrices: [WeightMatrix] { [qkv, attentionOutput, gateUp, down] }
 }
 
-/// A llama-style decoder (llama, qwen2): RMSNorm → GQA attention with RoPE → RMSNorm → SwiGLU
-/// MLP, residuals around both. Activations are float32; the matrices stay in the precision they
+/// A llama-style decoder (llama, qwen2, qwen3): RMSNorm → GQA attention with RoPE (Qwen3: each
+/// Q and K head RMS-normalised first) → RMSNorm → SwiGLU MLP, residuals around both. Activations are float32; the matrices stay in the precision they
 /// were loaded in (`WeightMatrix`). Knows nothing of budgets: it reads and feeds a
 /// `KeyValueCache`.
 public final class LlamaModel: @unchecked Sendable {
@@ -67,6 +70,7 @@ public final class LlamaModel: @unchecked Sendable {
     for l in layers {
       n += l.attentionNorm.count + l.ffnNorm.count
       n += (l.qkvBias?.count ?? 0) + (l.attentionOutputBias?.count ?? 0)
+      n += (l.qNorm?.count ?? 0) + (l.kNorm?.count ?? 0)
       n += l.qkv.rows * l.qkv.cols + l.attentionOutput.rows * l.attentionOutput.cols
       n += l.gateUp.rows * l.gateUp.cols + l.down.rows * l.down.cols
     }
@@ -141,6 +145,11 @@ public final class LlamaModel: @unchecked Sendable {
       let q = qkv.pointer
       let k = qkv.pointer + qDim
       let v = qkv.pointer + qDim + kvDim
+      if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+        Self.headNorm(
+          qkv.pointer, rows: all, ld: qkvDim, heads: c.heads, kvHeads: c.kvHeads,
+          headDim: c.headDim, q: qNorm, k: kNorm, eps: c.rmsNormEps)
+      }
       // K's heads follow Q's in each row: rotate all of them in one pass.
       rope.apply(q, rows: all, ld: qkvDim, heads: c.heads + c.kvHeads, table: rotary)
 
@@ -196,5 +205,24 @@ public final class LlamaModel: @unchecked Sendable {
     output.apply(
       h.pointer, rows: rows, ldx: d, out: out.pointer, ldo: c.vocabularySize, scratch: tiles)
     return out
+  }
+
+  /// RMSNorm over each head of Q (weights `q`) and of K (`k`) in place, rows `ld` apart with
+  /// Q's heads then K's at the start of each row.
+  static func headNorm(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, ld: Int, heads: Int, kvHeads: Int, headDim: Int,
+    q: FloatBuffer, k: FloatBuffer, eps: Float
+  ) {
+    Parallel.rows(rows, grain: 8, threads: BLAS.threads) { range in
+      for r in range {
+        for h in 0..<(heads + kvHeads) {
+          let head = x + r * ld + h * headDim
+          let weight = (h < heads ? q : k).pointer
+          let sum = FastMath.sumOfSquares(head, count: headDim)
+          let scale = 1 / (sum / Float(headDim) + eps).squareRoot()
+          for i in 0..<headDim { head[i] = weight[i] * (head[i] * scale) }
+        }
+      }
+    }
   }
 }

@@ -241,7 +241,7 @@ public struct ChatLayout: Sendable, Equatable {
 /// folder. Each family (Idefics3, LLaVA, Qwen2-VL, Qwen2.5-VL) lays out its own prompt for an image or clip
 /// and encodes its own visual units; the decoder and the cache are shared.
 public protocol VisionLanguageModel: AnyObject, Sendable {
-  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl".
+  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl", "internvl".
   var family: String { get }
   var decoder: LlamaModel { get }
   var tokenizer: BPETokenizer { get }
@@ -281,7 +281,7 @@ extension VisionLanguageModel {
 
 /// Loads a Hugging Face vision-language model folder, choosing the family from config.json.
 public enum VisionLanguageModels {
-  public static let families = ["idefics3", "llava", "qwen2_vl", "qwen2_5_vl"]
+  public static let families = ["idefics3", "llava", "qwen2_vl", "qwen2_5_vl", "internvl"]
 
   public static func load(folder path: String, meter: MemoryMeter?) throws
     -> any VisionLanguageModel
@@ -300,6 +300,7 @@ public enum VisionLanguageModels {
     case "llava": return try LlavaModel(folder: folder, meter: meter)
     case "qwen2_vl", "qwen2_5_vl":
       return try Qwen2VLModel(folder: folder, family: type, meter: meter)
+    case "internvl": return try InternVLModel(folder: folder, meter: meter)
     default:
       throw ModelError(
         path: (path as NSString).appendingPathComponent("config.json"),

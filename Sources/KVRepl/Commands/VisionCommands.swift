@@ -85,7 +85,7 @@ public enum VisionCommands {
 
   static func unitName(_ session: Session) -> String {
     switch session.vision?.family {
-    case "idefics3": return "tile"
+    case "idefics3", "internvl": return "tile"
     case "qwen2_vl", "qwen2_5_vl": return "temporal patch"
     default: return "image"
     }
