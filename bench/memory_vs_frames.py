@@ -57,6 +57,16 @@ differs; it separates memory kvlab holds from freed heap memory glibc keeps resi
         [--no-kvpress-baseline] [--no-diag] [--out bench/out/memory.md] [--plot bench/out/memory.png]
     .venv-ref/bin/python bench/memory_vs_frames.py --replot bench/out/memory.json   # report + plot only
 
+--family internvl measures a random InternVL folder with InternVL3.5-1B's shapes instead
+(bench/internvl_memory_model.py writes it with numpy: BF16 safetensors + config.json, the
+internvl_qwen3 fixture's tokenizer) on 448x448 frames (one tile, 256 visual tokens each), kvlab
+only. --tower-layers and --decoder-layers lower the layer counts (real: 24 and 28; widths stay) so
+that 64 frames fit a slow machine; --full-frames limits mode=full to some frame counts:
+
+    python bench/memory_vs_frames.py --family internvl --tower-layers 1 --decoder-layers 4 \
+        --frames 4,16,64 --modes full,capped --full-frames 4,64 --no-diag \
+        --out bench/out/memory-internvl.md --plot bench/out/memory-internvl.png
+
 The default run takes about 11 minutes on 2 cores at load ~2 (15 at load ~4); --quick (frames 4 and
 64, modes full and capped) about 6. Needs matplotlib in the venv for the plot. Writes
 bench/out/memory.md (also printed), bench/out/memory.json (raw numbers) and bench/out/memory.png.
@@ -481,7 +491,7 @@ def report(args, runs, blas, loads, elapsed):
             r = kv[(m, hi)]
             L.append(f"- {m}: KV high-water mark {r['kv_peak_mib']:.2f} MiB = "
                      f"{r['kv_peak_mib'] * MiB / KV_BYTES_PER_TOKEN:.0f} tokens per layer and KV head "
-                     f"(budget {args.budget}; a block=frame block is {TOKENS_PER_FRAME} visual + 3 text tokens).")
+                     f"(budget {args.budget}; a block=frame block is {TOKENS_PER_FRAME} visual tokens and the frame's text tokens).")
     if "kvlab full" in verdict:
         d = {n: kv[("full", n)] for n in frames if ("full", n) in kv}
         L.append(f"- full: peak RSS grows {verdict['kvlab full']:.2f}x from {lo} to {hi} frames, "
@@ -557,7 +567,7 @@ def plot(args, runs, path):
     for ax in (ax1, ax2):
         ax.set_xticks(args.frames)
         ax.set_xticklabels([str(n) for n in args.frames])
-        ax.set_xlabel("frames (64 tokens each)")
+        ax.set_xlabel(f"frames ({TOKENS_PER_FRAME} tokens each)")
         ax.grid(True, alpha=0.3)
     ax1.set_ylabel("process peak RSS during prefill (MiB)")
     ax1.set_title("peak RSS (VmHWM)")
@@ -570,6 +580,29 @@ def plot(args, runs, path):
     fig.savefig(path, dpi=110)
 
 
+def use_internvl(args):
+    """--family internvl: the random InternVL3.5-1B-shaped folder (written once, numpy only) and 448-px
+    frames (one tile each, 256 visual tokens); transformers and kvpress are not run for it."""
+    global MODEL_DIR, FRAMES_DIR, FRAME_SIZE, MODEL_DESC, KV_BYTES_PER_TOKEN, TOKENS_PER_FRAME
+    import internvl_memory_model as internvl
+    MODEL_DIR = os.path.join(OUTDIR, f"memory-internvl-t{args.tower_layers}d{args.decoder_layers}")
+    cfg = internvl.write(MODEL_DIR, args.tower_layers, args.decoder_layers)
+    FRAME_SIZE, FRAMES_DIR = internvl.TILE, os.path.join(OUTDIR, f"frames{internvl.TILE}")
+    t, v = cfg["text_config"], cfg["vision_config"]
+    KV_BYTES_PER_TOKEN = t["num_hidden_layers"] * t["num_key_value_heads"] * t["head_dim"] * 2 * 4
+    TOKENS_PER_FRAME = internvl.TOKENS_PER_TILE
+    counts = internvl.parameter_count(cfg)
+    MODEL_DESC = (f"random InternVL (InternVL3.5-1B shapes, BF16 file): InternViT hidden {v['hidden_size']}, "
+                  f"{v['num_hidden_layers']} of 24 layers, {v['num_attention_heads']} heads, MLP "
+                  f"{v['intermediate_size']}, {FRAME_SIZE}-px tiles of {v['patch_size'][0]}-px patches, "
+                  f"pixel shuffle 0.5 -> {TOKENS_PER_FRAME} tokens a frame; Qwen3 decoder hidden {t['hidden_size']}, "
+                  f"{t['num_hidden_layers']} of 28 layers, {t['num_attention_heads']} heads, "
+                  f"{t['num_key_value_heads']} KV heads x {t['head_dim']}, MLP {t['intermediate_size']}, vocab "
+                  f"{t['vocab_size']} (tied); parameters: tower {counts['tower'] / 1e6:.1f}M, projector "
+                  f"{counts['projector'] / 1e6:.1f}M, decoder {counts['decoder'] / 1e6:.1f}M")
+    args.no_torch = args.no_kvpress = True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", default="4,8,16,32,64")
@@ -578,6 +611,12 @@ def main():
     ap.add_argument("--policy", default="keydiff")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="frames 4,64; modes full,capped")
+    ap.add_argument("--family", choices=["idefics3", "internvl"], default="idefics3",
+                    help="internvl: a random InternVL3.5-1B-shaped folder (bench/internvl_memory_model.py), "
+                         "kvlab only")
+    ap.add_argument("--tower-layers", type=int, default=24, help="--family internvl: InternViT layers (real: 24)")
+    ap.add_argument("--decoder-layers", type=int, default=28, help="--family internvl: Qwen3 layers (real: 28)")
+    ap.add_argument("--full-frames", default=None, help="frame counts that run mode=full (default: all of --frames)")
     ap.add_argument("--model", default=None, help="a model folder to measure instead of the built SmolLM2-shaped one")
     ap.add_argument("--binary", default=None, help="kvlab binary (default: .build-mem, then .build release)")
     ap.add_argument("--torch-python", default=sys.executable, help="python with transformers (default: this one)")
@@ -598,6 +637,9 @@ def main():
     args.frames = sorted(int(x) for x in args.frames.split(","))
     args.modes = [m.strip() for m in args.modes.split(",")]
     torch_frames = args.frames
+    full_frames = sorted(int(x) for x in args.full_frames.split(",")) if args.full_frames else args.frames
+    if args.family == "internvl":
+        use_internvl(args)
     if args.model:
         global MODEL_DIR, MODEL_DESC, KV_BYTES_PER_TOKEN, TOKENS_PER_FRAME
         MODEL_DIR = os.environ["KVLAB_MEMORY_MODEL"] = os.path.abspath(args.model)
@@ -627,9 +669,9 @@ def main():
     kvpress_ok = not args.no_kvpress and os.path.exists(args.kvpress_python)
     if not args.no_kvpress and not kvpress_ok:
         print(f"warning: {args.kvpress_python} not found; skipping kvpress (see --kvpress-python)", file=sys.stderr)
-    if not args.model:
+    if not args.model and args.family == "idefics3":
         build_model()
-    make_frames(args.frames[-1])
+    make_frames(args.frames[-1], FRAMES_DIR)
     blas = blas_info(binary)
     start = time.perf_counter()
     runs, loads = [], []
@@ -647,6 +689,8 @@ def main():
 
     for n in args.frames:
         for m in args.modes:
+            if m == "full" and n not in full_frames:
+                continue
             log(timed(kvlab_run, binary, m, n, args.budget, args.policy, args.threads))
         if not args.no_diag and "capped" in args.modes and n in (args.frames[0], args.frames[-1]):
             log(timed(kvlab_run, binary, "capped", n, args.budget, args.policy, args.threads,
