@@ -106,12 +106,14 @@ extension Session {
   /// as it was.
   func feedImage(source: () throws -> ImageSource, split: Bool?) throws -> FeedReport {
     if let split {
-      guard let idefics = vision as? Idefics3Model else {
-        throw EngineError.invalid("split= applies to Idefics3 / SmolVLM models only")
+      guard let vision, let saved = vision.splitting else {
+        let tiling = ModelRegistry.families.filter { $0.feedOptions.contains("split") }
+        throw EngineError.invalid(
+          "split= applies to models that tile images (\(tiling.flatMap(\.modelTypes).joined(separator: ", ")))"
+        )
       }
-      let saved = idefics.splitter.splitting
-      idefics.splitter.splitting = split
-      defer { idefics.splitter.splitting = saved }
+      vision.splitting = split
+      defer { vision.splitting = saved }
       return try feedImage(source: source, split: nil)
     }
     return try feedVisual { vlm, index, start in
@@ -167,7 +169,7 @@ extension Session {
   @discardableResult
   public func feed(_ sample: SyntheticSample) throws -> FeedReport {
     if sample.task.isClip { return try feedFrames(sample.images) }
-    let split: Bool? = sample.task.isSingleTile && vision is Idefics3Model ? false : nil
+    let split: Bool? = sample.task.isSingleTile && vision?.splitting != nil ? false : nil
     return try feedImage(sample.images[0], split: split)
   }
 
@@ -177,7 +179,7 @@ extension Session {
     guard model != nil else { throw EngineError.noModel }
     guard let vision else {
       throw EngineError.invalid(
-        "the loaded model has no vision tower (load a vision-language model folder: \(VisionLanguageModels.families.joined(separator: ", ")))"
+        "the loaded model has no vision tower (load a vision-language model folder: \(ModelRegistry.visionFamilies.joined(separator: ", ")))"
       )
     }
     let start = Date()

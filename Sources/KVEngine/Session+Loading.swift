@@ -54,26 +54,14 @@ extension Session {
         bytes: folder.files.reduce(0.0) { total, file in
           file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
         })
-      if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
-        let config = try folder.decodeConfig(DecoderConfig.self)
-        let tokenizer = try BPETokenizer(
-          tokenizerJSON: (path as NSString).appendingPathComponent("tokenizer.json"))
-        install(
-          model: try LlamaModel.load(
-            folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: config,
-            meter: meter),
-          tokenizer: tokenizer, chat: ChatLayout(.chatML))
-      } else {
-        let vlm = try VisionLanguageModels.load(folder: folder, meter: meter)
-        install(model: vlm.decoder, tokenizer: vlm.tokenizer, chat: vlm.chat)
-        vision = vlm
-        visionParameters = vlm.visionParameterCount
-      }
+      install(try ModelRegistry.load(folder: folder, meter: meter))
+      visionParameters = vision?.visionParameterCount ?? 0
       name = (path as NSString).lastPathComponent
     } else {
       let gguf = try GGUFFile(path: path)
       // Cheapest checks first: an unsupported architecture is reported before the tokenizer or
       // any weight is read.
+      _ = try ModelRegistry.family(of: gguf)
       let config = try DecoderConfig(gguf: gguf)
       // As stored, the weights take the file's bytes per element (mapped pages are resident
       // memory too); float32 takes 4. A file without tensors is counted as float32.
@@ -90,11 +78,7 @@ extension Session {
           path: path,
           message: "tensor \(tensor): \(kind) \(index) is not a finite number (NaN or infinity)")
       }
-      let tokenizer = try BPETokenizer(gguf: gguf)
-      install(
-        model: try LlamaModel.load(gguf: gguf, precision: precision, meter: meter),
-        tokenizer: tokenizer,
-        chat: ChatLayout(ChatTemplate(gguf: gguf) ?? .chatML))
+      install(try ModelRegistry.load(gguf: gguf, precision: precision, meter: meter))
       name = gguf.metadata["general.name"]?.string ?? (path as NSString).lastPathComponent
     }
     guard let model, let tokenizer else { throw EngineError.noModel }
@@ -155,10 +139,12 @@ extension Session {
         + "\(SystemMemory.describe(available)) available")
   }
 
-  func install(model: LlamaModel, tokenizer: BPETokenizer, chat: ChatLayout) {
-    self.model = model
-    self.tokenizer = tokenizer
-    self.chat = chat
+  func install(_ loaded: LoadedModel) {
+    family = loaded.family
+    model = loaded.decoder
+    vision = loaded.vision
+    tokenizer = loaded.tokenizer
+    chat = loaded.chat
     stopIDs = Set(chat.stopTokens.compactMap { tokenizer.id(of: $0) })
     if let eos = tokenizer.eosID { stopIDs.insert(eos) }
   }
@@ -170,6 +156,7 @@ extension Session {
     budgeted = nil
     model = nil
     vision = nil
+    family = nil
     pendingBlocks = []
     tokenizer = nil
     modelPath = nil

@@ -18,6 +18,8 @@ public final class Session {
   /// The vision-language model, when the loaded model has a vision tower.
   public internal(set) var vision: (any VisionLanguageModel)?
   public internal(set) var tokenizer: BPETokenizer?
+  /// The loaded model's family (`ModelRegistry`): what its visual unit is called, its options.
+  public internal(set) var family: ModelFamily?
   public internal(set) var modelPath: String?
   var cache: DenseKVCache?
   /// The budgeted cache, when a budget and a compressing mode are configured (then `cache` is nil).

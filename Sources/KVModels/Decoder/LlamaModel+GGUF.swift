@@ -8,8 +8,10 @@ extension DecoderConfig {
     guard let arch = gguf.metadata["general.architecture"]?.string else {
       throw fail("no general.architecture in metadata")
     }
-    guard ["llama", "qwen2"].contains(arch) else {
-      throw fail("architecture '\(arch)' is not supported (llama, qwen2)")
+    guard ModelRegistry.family(ggufArchitecture: arch) != nil else {
+      throw fail(
+        "architecture '\(arch)' is not supported (\(ModelRegistry.ggufArchitectures.joined(separator: ", ")))"
+      )
     }
     func int(_ key: String) throws -> Int {
       guard let v = gguf.metadata["\(arch).\(key)"]?.int else {
