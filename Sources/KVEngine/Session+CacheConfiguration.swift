@@ -10,16 +10,14 @@ extension Session {
 
   /// Tokens per prefill block in `settings` (structure-aligned blocks: the text chunk).
   func tokenBlock(_ settings: CacheSettings) -> Int {
-    if settings.isBudgeted, case .tokens(let b)? = settings.block { return b }
-    return options.prefillChunk
+    CacheBuilder.tokenBlock(settings, prefillChunk: options.prefillChunk)
   }
 
-  /// The sequential cache's first block room: the token block, or for tile/frame blocks one
-  /// token — `reserveBlock` sizes it to the first blocks laid out (while the cache is empty, so
-  /// without a transient), not to the text chunk a frame block never reaches.
-  func initialBlockRoom(_ settings: CacheSettings) -> Int {
-    if case .units? = settings.block { return 1 }
-    return tokenBlock(settings)
+  /// Builds this session's caches for a model of `config` (see `CacheBuilder`).
+  func cacheBuilder(_ config: DecoderConfig) -> CacheBuilder {
+    CacheBuilder(
+      config: config, prefillChunk: options.prefillChunk, meter: meter,
+      available: availableMemory())
   }
 
   /// How input is cut into prefill blocks: the configured block and bulk while a budget is on.
@@ -32,49 +30,8 @@ extension Session {
       size: s.block ?? .tokens(options.prefillChunk), textChunk: tokenBlock(s), bulk: bulk)
   }
 
-  func makeBudgetedCache(for config: DecoderConfig) throws -> BudgetedCache? {
-    try makeBudgetedCache(for: config, settings: cacheSettings)
-  }
-
-  func makeBudgetedCache(for config: DecoderConfig, settings: CacheSettings) throws
-    -> BudgetedCache?
-  {
-    guard settings.isBudgeted, let budget = settings.budget else { return nil }
-    try checkKVFits(settings, config: config, reclaimable: 0)
-    let made = try BudgetedCache(
-      config: config, budget: budget, schedule: settings.schedule, mode: settings.mode,
-      policy: settings.policy, options: settings.retention,
-      blockSize: initialBlockRoom(settings), meter: meter)
-    // The log of the last block's evictions (`cache log`): a few records per layer and head.
-    made.logEvictions = true
-    made.evictEvery = settings.evictEvery ?? BudgetedCache.defaultEvictEvery(budget: made.budget)
-    return made
-  }
-
-  /// Refuses a budget whose K/V storage (the budget, plus the block room in `sequential` mode)
-  /// is more than the memory available (plus `reclaimable`, what the storage replaces), before
-  /// any of it is allocated.
-  func checkKVFits(_ settings: CacheSettings, config: DecoderConfig, reclaimable: Int)
-    throws
-  {
-    guard settings.isBudgeted, let budget = settings.budget, let available = availableMemory()
-    else { return }
-    let perToken = BudgetedCache.bytesPerToken(config)
-    let tokens = budget.tokens(kvBytesPerToken: perToken)
-    let block = settings.mode == .sequential ? initialBlockRoom(settings) : 0
-    let needed = Double(tokens + block) * Double(perToken)
-    let room = available + reclaimable
-    guard needed > Double(room) else { return }
-    var what = "\(tokens) tokens"
-    if case .bytes = budget { what += " (\(budget))" }
-    if block > 0 { what += " and a \(block)-token block" }
-    throw EngineError.invalid(
-      "the K/V storage for \(what) needs \(SystemMemory.describe(needed)) (\(perToken) B per token), "
-        + "\(SystemMemory.describe(room)) available")
-  }
-
   /// Refuses a byte budget larger than the memory available (before a model is loaded; with a
-  /// model, `checkKVFits` counts the storage exactly).
+  /// model, `CacheBuilder.checkFits` counts the storage exactly).
   func checkBytesFit(_ budget: KVBudget?) throws {
     guard case .bytes(let b)? = budget, let available = availableMemory(), b > available else {
       return
@@ -166,12 +123,12 @@ extension Session {
   }
 
   /// Makes `settings` current. A budgeted cache of the same mode and block size is changed in
-  /// place (policy, options, budget); any other change builds the new cache and re-prefills the
-  /// context into it (exact: same tokens, origins and positions), so what is held always follows
-  /// the settings. With a context to re-prefill, the old cache is kept until the new one is
-  /// complete: on error it is restored. With nothing fed, the old cache goes before the new one
-  /// is built, so configuring never holds two caches' storage (on error an empty cache of the
-  /// old settings is made again).
+  /// place (policy, options, budget); a full cache that stays full is kept; any other change
+  /// builds the new cache and re-prefills the context into it (exact: same tokens, origins and
+  /// positions), so what is held always follows the settings. The old cache goes before the
+  /// new one is built, so configuring never holds two caches' storage, whatever was fed: K/V
+  /// stays within the budget from `budget` on. On error the old settings' cache is built again
+  /// and the context re-prefilled into it (`rebuildAfterRefusal`).
   func apply(_ settings: CacheSettings) throws {
     if case .tokens(let b)? = settings.block, b < 1 {
       throw EngineError.invalid("block must be at least 1 token, got \(b)")
@@ -204,9 +161,10 @@ extension Session {
               : ""))
       }
     }
+    let builder = cacheBuilder(c)
     if settings.isBudgeted {
-      // The storage this budget takes replaces the current budgeted cache's.
-      try checkKVFits(settings, config: c, reclaimable: budgeted?.bytesHeld ?? 0)
+      // The storage this budget takes replaces the current cache's (released first).
+      try builder.checkFits(settings, reclaimable: kv?.summary.bytes ?? 0)
     }
     if let current = budgeted, settings.isBudgeted, settings.mode == current.mode,
       tokenBlock(settings) == tokenBlock(cacheSettings)
@@ -226,55 +184,60 @@ extension Session {
       cacheSettings = settings
       return
     }
-    // Rebuild: a new kind of cache (dense ↔ budgeted, or another mode / block size).
-    let nothingFed = contextCount == 0 && segments.isEmpty
-    // Only a cache with something in it is kept for a restore; an empty one is released now.
-    let savedCaches = nothingFed ? nil : (cache, budgeted)
-    let savedSettings = cacheSettings
-    let savedLogits = lastLogits
-    let fedCount = contextCount
-    let fed = segments
-    cache = nil
-    budgeted = nil
+    if !settings.isBudgeted, case .full? = kv {
+      // Full before and after: the cache holds every token either way.
+      cacheSettings = settings
+      return
+    }
+    // Rebuild: a new kind of cache (full ↔ budgeted, or another mode / block size). The old
+    // cache is released before the new one is built, so the two never coexist and K/V never
+    // passes the larger of their storages; on error the old settings' cache is built again
+    // and the recorded input prefilled into it once more.
+    let saved = (settings: cacheSettings, segments: segments)
+    kv = nil
     cacheSettings = settings
     do {
-      if let made = try makeBudgetedCache(for: c) {
-        budgeted = made
-      } else {
-        cache = DenseKVCache(layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
-      }
-      try refill(fed)
+      kv = try builder.make(settings)
+      try refill(saved.segments)
     } catch {
-      cache = nil
-      budgeted = nil
-      cacheSettings = savedSettings
-      lastLogits = savedLogits
-      if let savedCaches {
-        (cache, budgeted) = savedCaches
-      } else {
-        // The old cache was empty: an empty one of the old settings replaces it.
-        budgeted = try? makeBudgetedCache(for: c)
-        if budgeted == nil {
-          if cacheSettings.isBudgeted { cacheSettings.mode = .full }
-          cache = DenseKVCache(
-            layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
-        }
-      }
-      contextCount = fedCount
-      segments = fed
+      kv = nil
+      cacheSettings = saved.settings
+      try rebuildAfterRefusal(saved.segments, builder: builder, refusal: error)
       if let e = error as? CacheError { throw EngineError.invalid(e.description) }
       throw error
     }
   }
 
+  /// After a rebuild failed: the current settings' cache again (an empty full one, and the
+  /// settings saying so, when a budget set before loading cannot be honoured) with `fed`
+  /// prefilled into it — not cancellable, since it puts the session back as it was. Should
+  /// the input itself fail now (a file removed since it was fed), the context is emptied and
+  /// the error says so.
+  func rebuildAfterRefusal(_ fed: [PromptSegment], builder: CacheBuilder, refusal: Error) throws {
+    do {
+      kv = try builder.make(cacheSettings)
+    } catch {
+      if cacheSettings.isBudgeted { cacheSettings.mode = .full }
+      kv = .full(builder.full())
+    }
+    do {
+      try refill(fed, cancellable: false)
+    } catch {
+      reset()
+      throw EngineError.invalid(
+        "\(refusal); the context could not be prefilled again under the previous settings (\(error)) and was emptied"
+      )
+    }
+  }
+
   /// Prefills the recorded segments (same tokens, origins, positions and pixels) into the
   /// (fresh) active cache.
-  func refill(_ saved: [PromptSegment]) throws {
+  func refill(_ saved: [PromptSegment], cancellable: Bool = true) throws {
     contextCount = 0
     segments = []
     lastLogits = nil
     let rope = nextRopePosition
-    try prefill(saved)
+    try prefill(saved, cancellable: cancellable)
     nextRopePosition = rope
   }
 }

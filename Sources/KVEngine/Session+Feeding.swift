@@ -211,7 +211,4 @@ extension Session {
       pixelSeconds: visualTiming.pixels - timing.pixels,
       visionSeconds: visualTiming.vision - timing.vision)
   }
-
-  /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
-  /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
 }

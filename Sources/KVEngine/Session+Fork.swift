@@ -34,12 +34,7 @@ extension Session {
     child.chat = chat
     child.stopIDs = stopIDs
     child.cacheSettings = settings
-    try mapCacheError { child.budgeted = try child.makeBudgetedCache(for: model.config) }
-    if child.budgeted == nil {
-      child.cache = DenseKVCache(
-        layers: model.config.layers, kvHeads: model.config.kvHeads, headDim: model.config.headDim,
-        meter: child.meter)
-    }
+    try mapCacheError { child.kv = try child.cacheBuilder(model.config).make(settings) }
     let fed = point?.segments ?? segments
     child.nextRopePosition = point?.nextRopePosition ?? nextRopePosition
     child.feeds = point?.feeds ?? feeds

@@ -15,8 +15,7 @@ extension Session {
     try requireNothingPending()
     guard contextCount > 0 else { throw EngineError.invalid("nothing fed yet; feed text first") }
     let c = model.config
-    let scratch = DenseKVCache(
-      layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, meter: meter)
+    let scratch = cacheBuilder(c).full()
     // The writer fills a temporary file and renames it into place at the end: on any error
     // (a write refused, the file size limit, Ctrl-C) it is removed and `path` is untouched.
     let writer: NPYWriter
@@ -47,7 +46,6 @@ extension Session {
 
   /// What the cache holds now: tokens and bytes.
   public var cacheSummary: (tokens: Int, capacity: Int, bytes: Int)? {
-    if let budgeted { return (budgeted.count, budgeted.capacityTokens, budgeted.bytesHeld) }
-    return cache.map { ($0.count, $0.capacityTokens, $0.bytesHeld) }
+    kv?.summary
   }
 }

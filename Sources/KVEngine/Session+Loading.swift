@@ -145,15 +145,14 @@ extension Session {
     vision = loaded.vision
     tokenizer = loaded.tokenizer
     chat = loaded.chat
-    stopIDs = Set(chat.stopTokens.compactMap { tokenizer.id(of: $0) })
-    if let eos = tokenizer.eosID { stopIDs.insert(eos) }
+    stopIDs = Set(chat.stopTokens.compactMap { loaded.tokenizer.id(of: $0) })
+    if let eos = loaded.tokenizer.eosID { stopIDs.insert(eos) }
   }
 
   public func unload() {
     memoryTrace = []
     lastAsk = nil
-    cache = nil
-    budgeted = nil
+    kv = nil
     model = nil
     vision = nil
     family = nil
@@ -182,23 +181,16 @@ extension Session {
     lastFedVisual = false
     lastLogits = nil
     // Release the old cache before allocating the new one, so the two never coexist.
-    cache = nil
-    budgeted = nil
-    if let model {
-      do {
-        budgeted = try makeBudgetedCache(for: model.config)
-      } catch {
-        // A budget set before loading that this model cannot honour (e.g. bytes below one
-        // token): the full cache, and the settings say so.
-        cacheSettings.mode = .full
-      }
-    }
-    if budgeted == nil {
-      cache = model.map {
-        DenseKVCache(
-          layers: $0.config.layers, kvHeads: $0.config.kvHeads, headDim: $0.config.headDim,
-          meter: meter)
-      }
+    kv = nil
+    guard let model else { return }
+    let builder = cacheBuilder(model.config)
+    do {
+      kv = try builder.make(cacheSettings)
+    } catch {
+      // A budget set before loading that this model cannot honour (e.g. bytes below one
+      // token): the full cache, and the settings say so.
+      cacheSettings.mode = .full
+      kv = .full(builder.full())
     }
   }
 }

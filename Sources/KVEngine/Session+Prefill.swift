@@ -5,8 +5,11 @@ import KVTasks
 import KVTensor
 
 extension Session {
+  /// Prefills `new` block by block (see `BlockScheduler`), checking for cancellation between
+  /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
   /// blocks are queued instead, for `prefillStep`.
-  func prefill(_ new: [PromptSegment], proxy: Bool = true) throws {
+  /// Not `cancellable`: Ctrl-C does not stop it (putting a cache back after a failed rebuild).
+  func prefill(_ new: [PromptSegment], proxy: Bool = true, cancellable: Bool = true) throws {
     guard let model, activeCache != nil else { throw EngineError.noModel }
     // The context limit is checked for the whole input before any block runs or is queued (each
     // block's forward checks it again), so a refused input leaves the context as it was rather
@@ -28,7 +31,7 @@ extension Session {
     try requireNothingPending()
     var done = 0
     for block in blocks {
-      if cancellation.isSet {
+      if cancellable, cancellation.isSet {
         throw EngineError.cancelled("prefill stopped after \(done) of \(total) tokens")
       }
       try runBlock(block, proxy: proxy)

@@ -21,11 +21,12 @@ public final class Session {
   /// The loaded model's family (`ModelRegistry`): what its visual unit is called, its options.
   public internal(set) var family: ModelFamily?
   public internal(set) var modelPath: String?
-  var cache: DenseKVCache?
-  /// The budgeted cache, when a budget and a compressing mode are configured (then `cache` is nil).
-  var budgeted: BudgetedCache?
-  /// What prefill and generation feed: the budgeted cache when there is one, else the dense one.
-  var activeCache: KeyValueCache? { budgeted ?? cache }
+  /// The K/V storage (nil without a model), made by `CacheBuilder` for `cacheSettings`.
+  var kv: SessionCache?
+  /// The budgeted cache, when a budget and a compressing mode are configured.
+  var budgeted: BudgetedCache? { kv?.budgeted }
+  /// What prefill and generation feed: the budgeted cache when there is one, else the full one.
+  var activeCache: KeyValueCache? { kv?.active }
   /// Budget, policy and prefill mode (`configureBudget`, `configurePolicy`, `configurePrefill`).
   public internal(set) var cacheSettings = CacheSettings()
   /// What was fed, as laid out: runs of text and visual units, in order. Rebuilding the cache
