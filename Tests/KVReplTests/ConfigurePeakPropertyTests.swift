@@ -270,6 +270,41 @@ final class ConfigurePeakPropertyTests: XCTestCase {
     }
   }
 
+  /// A rebuild stopped part way (Ctrl-C while the context is re-prefilled into the new cache)
+  /// has already released the old cache: the old settings' cache is built again and the
+  /// recorded input prefilled into it, Ctrl-C or not, so the session is as it was — the same
+  /// context, settings and cache, and the same next-token logits up to float rounding — and
+  /// K/V never held two caches.
+  func testAStoppedRebuildPutsTheSessionBack() throws {
+    let (repl, capture) = makeEmbeddedRepl(self, load: true)
+    let session = repl.session
+    for line in ["feed synthetic count seed=3", #"feed text "which shape is red?""#] {
+      XCTAssertEqual(repl.run(line: line), .ok, capture.text)
+    }
+    let context = session.context
+    let settings = session.cacheSettings.description
+    let held = try XCTUnwrap(session.cacheSummary)
+    let logits = try XCTUnwrap(session.nextTokenLogits)
+    session.meter.resetHighWater()
+    session.cancellation.set()
+    XCTAssertThrowsError(try session.configureBudget(.tokens(64))) { error in
+      XCTAssertTrue("\(error)".contains("stopped"), "\(error)")
+    }
+    session.cancellation.clear()
+    XCTAssertEqual(session.context, context)
+    XCTAssertEqual(session.cacheSettings.description, settings)
+    XCTAssertNil(session.budgetedCache, "the full cache again")
+    XCTAssertEqual(session.cacheSummary?.tokens, held.tokens)
+    let again = try XCTUnwrap(session.nextTokenLogits)
+    let worst = zip(logits, again).map { abs($0 - $1) }.max() ?? .infinity
+    XCTAssertLessThanOrEqual(worst, 1e-4)
+    XCTAssertLessThanOrEqual(
+      session.meter.reading(.kv).highWater,
+      max(held.bytes, session.cacheSummary!.bytes, 64 * BudgetedCache.bytesPerToken(session.model!.config)),
+      "one cache at a time")
+    XCTAssertEqual(repl.run(line: #"ask "how many?" max=2"#), .ok, capture.text)
+  }
+
   func budgetTokens(_ line: String) -> Int? {
     guard line.hasPrefix("budget ") else { return nil }
     return Int(line.split(separator: " ")[1])
