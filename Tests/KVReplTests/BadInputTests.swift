@@ -37,7 +37,7 @@ final class BadInputTests: XCTestCase {
   func testFlagWithoutValue() { expect("ask --max", "error: ask: --max needs a value (max=N)") }
   func testTooManyArguments() { expect("tokenize hello world", #"error: tokenize: unexpected argument 'world' (put text with spaces in quotes: "...")"#) }
   func testArgumentToCommandWithoutArguments() { expect("reset extra", "error: reset: unexpected argument 'extra' (reset takes no arguments)") }
-  func testUnknownSubcommandOfANounWithAPlainForm() { expect("info extra", "error: info: unknown subcommand 'extra' (expected model)") }
+  func testUnknownSubcommandOfANounWithAPlainForm() { expect("info extra", "error: info: unknown subcommand 'extra' (expected model or models)") }
   func testMissingArgument() { expect("tokenize", "error: tokenize: missing TEXT (usage: tokenize TEXT)") }
   func testMissingRequiredOption() { expect("logits", "error: logits: missing out=FILE.npy") }
   func testWrongExtension() { expect("logits out=x.txt", "error: logits: out must name a .npy file, got 'x.txt'") }

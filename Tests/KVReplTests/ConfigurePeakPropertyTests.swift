@@ -26,6 +26,33 @@ final class ConfigurePeakPropertyTests: XCTestCase {
     }
   }
 
+  /// One command of a trial, run with the K/V high-water mark reset before it.
+  struct Measured {
+    var result: CommandResult
+    /// The K/V high-water mark while it ran, and the documented storage it left.
+    var peak: Int
+    var after: Int
+    /// Whether a budgeted cache held tokens before it.
+    var wasFilled: Bool
+    /// The trial's commands up to this one, for failure messages.
+    var what: String
+  }
+
+  func measure(_ repl: Repl, _ lines: [String], _ i: Int, trial: Int) -> Measured {
+    let session = repl.session
+    session.meter.resetHighWater()
+    let wasFilled = (session.budgetedCache?.count ?? 0) > 0
+    let result = repl.run(line: lines[i])
+    let after = documentedStorage(session)
+    if let b = session.budgetedCache {
+      XCTAssertEqual(b.bytesHeld, after, "storage as documented: \(lines.prefix(i + 1))")
+    }
+    return Measured(
+      result: result, peak: session.meter.reading(.kv).highWater, after: after,
+      wasFilled: wasFilled,
+      what: "trial \(trial), \(lines.prefix(i + 1).joined(separator: "; ")) (\(result))")
+  }
+
   func randomConfiguration(_ rng: inout SplitMix64) -> String {
     switch rng.below(6) {
     case 0: return "budget \(rng.pick([48, 64, 96, 128, 256])) tokens"
@@ -71,32 +98,22 @@ final class ConfigurePeakPropertyTests: XCTestCase {
       var largest = 0
       var allCapped = true
       var before = documentedStorage(session)
-      for (i, line) in lines.enumerated() {
-        session.meter.resetHighWater()
-        let wasFilled = (session.budgetedCache?.count ?? 0) > 0
-        let result = repl.run(line: line)
-        let peak = session.meter.reading(.kv).highWater
-        let after = documentedStorage(session)
-        let what = "trial \(trial), \(lines.prefix(i + 1).joined(separator: "; ")) (\(result))"
-        if let b = session.budgetedCache {
-          XCTAssertEqual(b.bytesHeld, after, "storage as documented: \(what)")
-          if b.mode != .capped { allCapped = false }
-        } else {
-          allCapped = false
-        }
+      for i in lines.indices {
+        let m = measure(repl, lines, i, trial: trial)
+        if session.budgetedCache?.mode != .capped { allCapped = false }
         // Sequential mode may grow its block room over a filled cache one buffer at a time
         // (one layer's keys or values at the new size on top, as `setBudget` documents).
         let layers = session.model!.config.layers
-        let transient = wasFilled && after > before ? after / (2 * layers) : 0
+        let transient = m.wasFilled && m.after > before ? m.after / (2 * layers) : 0
         XCTAssertLessThanOrEqual(
-          peak, max(before, after) + transient,
-          "peak \(peak) B over the cache replaced (\(before) B) and the new (\(after) B): \(what)\n\(capture.text.suffix(600))"
+          m.peak, max(before, m.after) + transient,
+          "peak \(m.peak) B over the cache replaced (\(before) B) and the new (\(m.after) B): \(m.what)\n\(capture.text.suffix(600))"
         )
-        largest = max(largest, max(before, after) + transient)
+        largest = max(largest, max(before, m.after) + transient)
         if i < configurations {
-          XCTAssertEqual(session.context.count, 0, "nothing fed while configuring: \(what)")
+          XCTAssertEqual(session.context.count, 0, "nothing fed while configuring: \(m.what)")
         }
-        before = after
+        before = m.after
       }
       if allCapped, let perToken = session.budgetedCache?.bytesPerToken {
         // Capped throughout: from `budget` on, the peak never passed the largest budget set.
@@ -170,6 +187,122 @@ final class ConfigurePeakPropertyTests: XCTestCase {
       XCTAssertLessThanOrEqual(overall, largest, "trial \(trial)")
       XCTAssertGreaterThan(overall, 0, "trial \(trial): something was held")
     }
+  }
+
+  /// The cache rebuilt after feeds: mode and block-size changes, token budgets and shares
+  /// (a share first resolved when an image follows text already in the full cache), in random
+  /// orders. The old cache goes before the new one is built, so no command's K/V peak passes
+  /// the larger of the storage it leaves and the storage it makes (plus, when a filled
+  /// budgeted cache changes size in place, the one buffer that moves at a time): from `budget`
+  /// on, never two caches at once.
+  func testPeakStaysWithinTheBudgetWhenTheCacheIsRebuiltAfterFeeds() throws {
+    var rng = SplitMix64(seed: 20_261_207)
+    var rebuilt = 0
+    for trial in 0..<10 {
+      let (repl, capture) = makeEmbeddedRepl(self, load: true)
+      let session = repl.session
+      var lines: [String] = []
+      if rng.below(2) == 0 { lines.append(#"feed text "a square and a circle, side by side""#) }
+      lines.append(rng.pick(["budget 64 tokens", "budget 128 tokens", "budget 10%", "budget 25%"]))
+      var feeds = 0
+      for _ in 0..<(6 + rng.below(5)) {
+        switch rng.below(5) {
+        case 0, 1:
+          if feeds < 3 {
+            feeds += 1
+            lines.append(rng.below(3) == 0 ? #"feed text "which shape is red?""# : randomFeed(&rng))
+          }
+        case 2:
+          let mode = rng.pick(["capped", "sequential"])
+          let block = rng.pick(["", " block=16", " block=64", " block=tile", " block=frame", " block=2frames"])
+          lines.append("prefill mode=\(mode)\(block)" + rng.pick(["", " bulk=on", " bulk=off"]))
+        case 3:
+          lines.append(rng.pick(["budget 48 tokens", "budget 96 tokens", "budget 256 tokens", "budget 10%", "budget 25%", "budget 50%"]))
+        default:
+          lines.append(rng.pick(["policy keydiff", "policy snapkv", "policy h2o", "policy streaming"]))
+        }
+      }
+      // A mode change over what was fed, at the end at the latest.
+      lines.append(rng.pick(["prefill mode=sequential block=16", "prefill mode=capped block=tile"]))
+
+      var before = documentedStorage(session)
+      let layers = session.model!.config.layers
+      for i in lines.indices {
+        let held = session.contextCount
+        let m = measure(repl, lines, i, trial: trial)
+        if lines[i].hasPrefix("prefill mode="), held > 0, m.result == .ok { rebuilt += 1 }
+        // A filled budgeted cache resized in place moves one buffer at a time (`setBudget`).
+        let transient = m.wasFilled && m.after != before ? m.after / (2 * layers) : 0
+        XCTAssertLessThanOrEqual(
+          m.peak, max(before, m.after) + transient,
+          "peak \(m.peak) B over \(before) B before and \(m.after) B after: \(m.what)\n\(capture.text.suffix(600))")
+        before = m.after
+      }
+    }
+    XCTAssertGreaterThan(rebuilt, 5, "mode changes over a filled context were exercised")
+  }
+
+  /// The orders the report found: a share set before any image, text fed into the full cache,
+  /// then an image resolves the share; a budget, a feed, then another mode and block size. The
+  /// command that rebuilds peaks at the budget's storage, not the full cache's on top of it.
+  func testRebuildingAFilledCacheNeverHoldsTwoCaches() throws {
+    for (setup, rebuild) in [
+      (["budget 25%", #"feed text "a square and a circle, side by side""#],
+       "feed synthetic needle-video frames=12 seed=3"),
+      (["budget 128 tokens", "feed synthetic count seed=3"], "prefill mode=sequential block=16"),
+      (["budget 128 tokens", "prefill mode=sequential block=16", "feed synthetic count seed=3"],
+       "prefill mode=capped block=tile"),
+    ] {
+      let (repl, capture) = makeEmbeddedRepl(self, load: true)
+      let session = repl.session
+      for line in setup { XCTAssertEqual(repl.run(line: line), .ok, capture.text) }
+      let context = session.contextCount
+      XCTAssertGreaterThan(context, 0)
+      let before = documentedStorage(session)
+      session.meter.resetHighWater()
+      XCTAssertEqual(repl.run(line: rebuild), .ok, capture.text)
+      let after = documentedStorage(session)
+      let peak = session.meter.reading(.kv).highWater
+      XCTAssertNotNil(session.budgetedCache, "\(setup); \(rebuild)")
+      XCTAssertLessThanOrEqual(peak, max(before, after), "\(setup); \(rebuild): \(before) B then \(after) B")
+      XCTAssertLessThan(peak, before + after, "\(setup); \(rebuild): two caches at once")
+      if !rebuild.hasPrefix("feed") { XCTAssertEqual(session.contextCount, context, "the context re-prefilled") }
+    }
+  }
+
+  /// A rebuild stopped part way (Ctrl-C while the context is re-prefilled into the new cache)
+  /// has already released the old cache: the old settings' cache is built again and the
+  /// recorded input prefilled into it, Ctrl-C or not, so the session is as it was — the same
+  /// context, settings and cache, and the same next-token logits up to float rounding — and
+  /// K/V never held two caches.
+  func testAStoppedRebuildPutsTheSessionBack() throws {
+    let (repl, capture) = makeEmbeddedRepl(self, load: true)
+    let session = repl.session
+    for line in ["feed synthetic count seed=3", #"feed text "which shape is red?""#] {
+      XCTAssertEqual(repl.run(line: line), .ok, capture.text)
+    }
+    let context = session.context
+    let settings = session.cacheSettings.description
+    let held = try XCTUnwrap(session.cacheSummary)
+    let logits = try XCTUnwrap(session.nextTokenLogits)
+    session.meter.resetHighWater()
+    session.cancellation.set()
+    XCTAssertThrowsError(try session.configureBudget(.tokens(64))) { error in
+      XCTAssertTrue("\(error)".contains("stopped"), "\(error)")
+    }
+    session.cancellation.clear()
+    XCTAssertEqual(session.context, context)
+    XCTAssertEqual(session.cacheSettings.description, settings)
+    XCTAssertNil(session.budgetedCache, "the full cache again")
+    XCTAssertEqual(session.cacheSummary?.tokens, held.tokens)
+    let again = try XCTUnwrap(session.nextTokenLogits)
+    let worst = zip(logits, again).map { abs($0 - $1) }.max() ?? .infinity
+    XCTAssertLessThanOrEqual(worst, 1e-4)
+    XCTAssertLessThanOrEqual(
+      session.meter.reading(.kv).highWater,
+      max(held.bytes, session.cacheSummary!.bytes, 64 * BudgetedCache.bytesPerToken(session.model!.config)),
+      "one cache at a time")
+    XCTAssertEqual(repl.run(line: #"ask "how many?" max=2"#), .ok, capture.text)
   }
 
   func budgetTokens(_ line: String) -> Int? {

@@ -136,7 +136,7 @@ final class VisionBadInputTests: XCTestCase {
   func testSplitOnANonIdefics3Model() throws {
     try expect(
       "feed image \(Self.vlm)/images/img_33x33.png split=off",
-      "error: feed image: split= applies to Idefics3 / SmolVLM models only")
+      "error: feed image: split= applies to models that tile images (idefics3, smolvlm)")
   }
 
   func testImageIntoATextModel() throws {
@@ -186,7 +186,7 @@ final class VisionBadInputTests: XCTestCase {
   func testUnsupportedArchitecture() throws {
     try expectLoad(
       "load m",
-      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (idefics3, llava, qwen2_vl, qwen2_5_vl, internvl)"
+      "error: load: m/config.json: model_type 'blip2' is not a supported architecture (llama, qwen2, qwen3, idefics3, smolvlm, llava, qwen2_vl, qwen2_5_vl, internvl)"
     ) {
       try self.brokenCopy("llava", into: $0) {
         try self.editConfig($0) { $0["model_type"] = "blip2" }

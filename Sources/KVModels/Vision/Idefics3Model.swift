@@ -237,8 +237,11 @@ extension RGBImage {
 /// patches concatenated) with a linear projection, and a llama decoder. An image becomes
 /// `<fake_token_around_image><row_r_col_c><image>×n` per tile, a newline per row, then the
 /// global image between `<fake_token_around_image><global-img>` and `<fake_token_around_image>`.
-public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
+public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   public let family = "idefics3"
+  public static let unitName = "tile"
+  /// `split=on|off`: whether an image is cut into tiles (plus the global image).
+  public static let feedOptions = ["split"]
   public let decoder: LlamaModel
   public let tokenizer: BPETokenizer
   public let chat: ChatLayout
@@ -256,6 +259,15 @@ public final class Idefics3Model: VisionLanguageModel, @unchecked Sendable {
   let projection: Matrix  // [text hidden][D·s²]
   let imageTokenID: Int
   let seqLen: Int  // tokens per tile
+
+  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
+    try self.init(folder: folder, meter: meter)
+  }
+
+  public var splitting: Bool? {
+    get { splitter.splitting }
+    set { if let newValue { splitter.splitting = newValue } }
+  }
 
   init(folder: HFModelFolder, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")

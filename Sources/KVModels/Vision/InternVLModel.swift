@@ -111,8 +111,9 @@ public struct InternVLTiler: Sendable, Equatable {
 /// patches per token), an MLP projector (LayerNorm, linear, GELU, linear), and a Qwen2 or Qwen3
 /// decoder. An image is `<img>` + `<IMG_CONTEXT>` × tokens per tile × tiles + `</img>`; a clip is
 /// "Frame{i}: <img>…</img>" lines, one tile per frame, as InternVLProcessor writes them.
-public final class InternVLModel: VisionLanguageModel, @unchecked Sendable {
+public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
   public let family = "internvl"
+  public static let unitName = "tile"
   public let decoder: LlamaModel
   public let tokenizer: BPETokenizer
   public let chat: ChatLayout
@@ -135,6 +136,10 @@ public final class InternVLModel: VisionLanguageModel, @unchecked Sendable {
 
   /// LayerNorm epsilon of the projector (nn.LayerNorm's default; the config has none for it).
   static let projectorEps: Float = 1e-5
+
+  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
+    try self.init(folder: folder, meter: meter)
+  }
 
   init(folder: HFModelFolder, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")

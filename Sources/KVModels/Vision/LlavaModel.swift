@@ -5,8 +5,9 @@ import KVTensor
 /// the hidden state of `vision_feature_layer`, the class token dropped under the "default"
 /// strategy), a two-layer MLP projector, and a llama decoder. An image is one `<image>` token
 /// expanded to one token per patch.
-public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
+public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
   public let family = "llava"
+  public static let unitName = "image"
   public let decoder: LlamaModel
   public let tokenizer: BPETokenizer
   public let chat: ChatLayout
@@ -28,6 +29,10 @@ public final class LlavaModel: VisionLanguageModel, @unchecked Sendable {
   let projector2Bias: FloatBuffer?
   let projectorActivation: VisionActivation
   let imageTokenID: Int
+
+  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
+    try self.init(folder: folder, meter: meter)
+  }
 
   init(folder: HFModelFolder, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")

@@ -11,8 +11,10 @@ import KVTensor
 /// windows of merged units except in `fullatt_block_indexes` (the patches are reordered window
 /// by window for the tower and the merged tokens put back after), an RMSNorm before the merger;
 /// and a clip's temporal positions are spaced by its frame rate (`tokens_per_second`).
-public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
+public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
   public let family: String
+  /// A unit is a temporal patch: an image, or two consecutive frames of a clip.
+  public static let unitName = "temporal patch"
   public let decoder: LlamaModel
   public let tokenizer: BPETokenizer
   public let chat: ChatLayout
@@ -38,8 +40,8 @@ public final class Qwen2VLModel: VisionLanguageModel, @unchecked Sendable {
   /// `sampled_fps` when the fps is unknown).
   public static let defaultFramesPerSecond = 24.0
 
-  /// `family`: "qwen2_vl" or "qwen2_5_vl" (the folder's model_type).
-  init(folder: HFModelFolder, family: String, meter: MemoryMeter?) throws {
+  /// `modelType`: "qwen2_vl" or "qwen2_5_vl" (the folder's model_type; the tower differs).
+  public init(folder: HFModelFolder, modelType family: String, meter: MemoryMeter?) throws {
     self.family = family
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }

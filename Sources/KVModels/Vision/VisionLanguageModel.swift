@@ -189,6 +189,11 @@ public struct ClipTimes: Sendable, Equatable {
 }
 
 extension VisionLanguageModel {
+  public var splitting: Bool? {
+    get { nil }
+    set {}
+  }
+
   public func layout(
     frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
   ) throws -> PromptLayout {
@@ -241,7 +246,7 @@ public struct ChatLayout: Sendable, Equatable {
 /// folder. Each family (Idefics3, LLaVA, Qwen2-VL, Qwen2.5-VL) lays out its own prompt for an image or clip
 /// and encodes its own visual units; the decoder and the cache are shared.
 public protocol VisionLanguageModel: AnyObject, Sendable {
-  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl", "internvl".
+  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl".
   var family: String { get }
   var decoder: LlamaModel { get }
   var tokenizer: BPETokenizer { get }
@@ -252,6 +257,9 @@ public protocol VisionLanguageModel: AnyObject, Sendable {
   var tokensPerUnit: Int? { get }
   /// A one-line description of what a unit is ("tile 512×512 → 64 tokens").
   var unitDescription: String { get }
+  /// Whether images are cut into tiles, for a family that tiles them (`split=`); nil for the
+  /// others (setting it then changes nothing).
+  var splitting: Bool? { get set }
 
   /// The segments `image` becomes at rotary position `start` (text markers and visual units,
   /// with origins).
@@ -279,35 +287,21 @@ extension VisionLanguageModel {
   }
 }
 
-/// Loads a Hugging Face vision-language model folder, choosing the family from config.json.
+/// What the families share when loading: the tokenizer and its special tokens, with clear
+/// errors. (Which family a folder is: `ModelRegistry`.)
 public enum VisionLanguageModels {
-  public static let families = ["idefics3", "llava", "qwen2_vl", "qwen2_5_vl", "internvl"]
-
+  /// Loads a Hugging Face model folder that has a vision tower (`ModelRegistry` chooses the
+  /// family from config.json).
   public static func load(folder path: String, meter: MemoryMeter?) throws
     -> any VisionLanguageModel
   {
-    try load(folder: try HFModelFolder(path: path), meter: meter)
-  }
-
-  /// The same from a folder already opened (its headers are read once).
-  public static func load(folder: HFModelFolder, meter: MemoryMeter?) throws
-    -> any VisionLanguageModel
-  {
-    let path = folder.path
-    let type = folder.modelType ?? "(none)"
-    switch type {
-    case "idefics3", "smolvlm": return try Idefics3Model(folder: folder, meter: meter)
-    case "llava": return try LlavaModel(folder: folder, meter: meter)
-    case "qwen2_vl", "qwen2_5_vl":
-      return try Qwen2VLModel(folder: folder, family: type, meter: meter)
-    case "internvl": return try InternVLModel(folder: folder, meter: meter)
-    default:
+    let folder = try HFModelFolder(path: path)
+    guard let vision = try ModelRegistry.load(folder: folder, meter: meter).vision else {
       throw ModelError(
         path: (path as NSString).appendingPathComponent("config.json"),
-        message:
-          "model_type '\(type)' is not a supported architecture (\(families.joined(separator: ", ")))"
-      )
+        message: "model_type '\(folder.modelType ?? "(none)")' has no vision tower")
     }
+    return vision
   }
 
   /// The folder's tokenizer.json, with a clear error when it is missing.

@@ -3,9 +3,9 @@ import KVEngine
 import KVModels
 
 /// Images, clips and the layout of what was fed: `feed image`, `feed frames`, `show tokens`,
-/// `info model`.
+/// `info model`, `info models`.
 public enum VisionCommands {
-  public static var all: [Command] { [feedImage, feedFrames, showTokens, infoModel] }
+  public static var all: [Command] { [feedImage, feedFrames, showTokens, infoModel, infoModels] }
 
   static let feedImage = Command(
     "feed", verb: "image", summary: "add an image to the context",
@@ -83,13 +83,8 @@ public enum VisionCommands {
     }
   }
 
-  static func unitName(_ session: Session) -> String {
-    switch session.vision?.family {
-    case "idefics3", "internvl": return "tile"
-    case "qwen2_vl", "qwen2_5_vl": return "temporal patch"
-    default: return "image"
-    }
-  }
+  /// What the loaded family calls one visual unit.
+  static func unitName(_ session: Session) -> String { session.family?.visualUnit ?? "image" }
 
   static func printFeed(_ ctx: CommandContext, what: String, _ r: FeedReport, unit: String) {
     var line =
@@ -187,5 +182,26 @@ public enum VisionCommands {
     } else {
       ctx.print("vision: none (a text model)")
     }
+  }
+
+  static let infoModels = Command(
+    "info", verb: "models", summary: "the model families kvlab loads",
+    help: """
+      Lists every model family kvlab can load: the config.json model_type values a Hugging \
+      Face folder may have, the GGUF general.architecture values a file may have, what one \
+      visual unit is called in `feed` and `show tokens`, and the family's own feed options. \
+      A family not listed is refused by `load` with the same list.
+      """
+  ) { ctx in
+    var rows = [["family", "model_type (folder)", "architecture (gguf)", "visual unit", "options"]]
+    for f in ModelRegistry.families {
+      rows.append([
+        f.name, f.modelTypes.joined(separator: ", "),
+        f.ggufArchitectures.isEmpty ? "-" : f.ggufArchitectures.joined(separator: ", "),
+        f.visualUnit ?? "- (text)",
+        f.feedOptions.isEmpty ? "-" : f.feedOptions.map { "\($0)=" }.joined(separator: " "),
+      ])
+    }
+    for line in Format.table(rows, left: [0, 1, 2, 3, 4]) { ctx.print(line) }
   }
 }
