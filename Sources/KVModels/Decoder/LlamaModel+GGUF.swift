@@ -2,7 +2,7 @@ import Foundation
 import KVTensor
 
 extension DecoderConfig {
-  /// Reads `<arch>.*` hyper-parameters from GGUF metadata (llama and qwen2 layouts).
+  /// Reads `<arch>.*` hyper-parameters from GGUF metadata (llama, qwen2 and qwen3 layouts).
   public init(gguf: GGUFFile) throws {
     func fail(_ why: String) -> ModelError { ModelError(path: gguf.path, message: why) }
     guard let arch = gguf.metadata["general.architecture"]?.string else {
@@ -73,7 +73,7 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
 }
 
 extension LlamaModel {
-  /// Loads a llama/qwen2 GGUF: its matrices in place in the file's mapping (`.stored`), or
+  /// Loads a llama/qwen2/qwen3 GGUF: its matrices in place in the file's mapping (`.stored`), or
   /// dequantized to float32 (`.f32`); norms and biases always float32. Charges `meter`.
   public static func load(
     gguf: GGUFFile, precision: WeightPrecision = .stored, meter: MemoryMeter?
@@ -190,6 +190,10 @@ extension LlamaModel {
       let gateUp = try matrix(
         [(p + "ffn_gate.weight", c.intermediateSize, 0), (p + "ffn_up.weight", c.intermediateSize, 0)],
         cols: c.hiddenSize)
+      // Qwen3's per-head Q/K norms (llama.cpp does not permute qwen3's Q/K, so they apply as
+      // stored).
+      let qNorm = c.qkNorm ? try vector(p + "attn_q_norm.weight", c.headDim) : nil
+      let kNorm = c.qkNorm ? try vector(p + "attn_k_norm.weight", c.headDim) : nil
       layers.append(
         LlamaLayer(
           attentionNorm: try vector(p + "attn_norm.weight", c.hiddenSize),
@@ -199,7 +203,8 @@ extension LlamaModel {
           ffnNorm: try vector(p + "ffn_norm.weight", c.hiddenSize),
           gateUp: gateUp,
           down: try matrix(
-            [(p + "ffn_down.weight", c.hiddenSize, 0)], cols: c.intermediateSize)))
+            [(p + "ffn_down.weight", c.hiddenSize, 0)], cols: c.intermediateSize),
+          qNorm: qNorm, kNorm: kNorm))
     }
     let outputNorm = try vector("output_norm.weight", c.hiddenSize)
     let output =

@@ -246,7 +246,7 @@ public struct ChatLayout: Sendable, Equatable {
 /// folder. Each family (Idefics3, LLaVA, Qwen2-VL, Qwen2.5-VL) lays out its own prompt for an image or clip
 /// and encodes its own visual units; the decoder and the cache are shared.
 public protocol VisionLanguageModel: AnyObject, Sendable {
-  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl".
+  /// "idefics3", "llava", "qwen2_vl", "qwen2_5_vl", "internvl".
   var family: String { get }
   var decoder: LlamaModel { get }
   var tokenizer: BPETokenizer { get }
