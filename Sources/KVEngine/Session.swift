@@ -536,12 +536,11 @@ public final class Session {
   @discardableResult
   public func feedVideo(_ clip: VideoClip, times: Bool = true) throws -> FeedReport {
     defer { clip.close() }
-    let sources = clip.sources
     let clipTimes = ClipTimes(seconds: clip.plan.promptTimes, duration: clip.plan.duration)
-    return try feedVisual { vlm, index, start in
-      times
-        ? try vlm.layout(frames: sources, times: clipTimes, at: index, start: start)
-        : try vlm.layout(frames: sources, at: index, start: start)
+    return try feedVisualParts { vlm, index, start in
+      try vlm.streamedLayout(
+        frames: clip.plan.frameCount, source: { clip.source($0) }, times: times ? clipTimes : nil,
+        at: index, start: start)
     }
   }
 
@@ -574,6 +573,14 @@ public final class Session {
   private func feedVisual(
     _ layout: (any VisionLanguageModel, VisualInputIndex, Int) throws -> PromptLayout
   ) throws -> FeedReport {
+    try feedVisualParts { StreamedLayout(whole: try layout($0, $1, $2)) }
+  }
+
+  /// Lays out and prefills an image or clip; a clip laid out part by part is fed as its parts
+  /// are made (`PromptParts`), never held whole.
+  private func feedVisualParts(
+    _ layout: (any VisionLanguageModel, VisualInputIndex, Int) throws -> StreamedLayout
+  ) throws -> FeedReport {
     guard model != nil else { throw EngineError.noModel }
     guard let vision else {
       throw EngineError.invalid(
@@ -584,28 +591,30 @@ public final class Session {
     let timing = visualTiming
     let input = feeds
     let was = (userTurnOpen, lastFedVisual, nextRopePosition)
-    let laid: PromptLayout
-    let opening: PromptSegment
+    let parts: PromptParts
+    let counts: PromptParts.Counts
     do {
-      opening = try textSegment(openUserTurn(), input: input)
-      laid = try layout(
+      let opening = try textSegment(openUserTurn(), input: input)
+      let laid = try layout(
         vision, VisualInputIndex(input: input, image: visualInputs), nextRopePosition)
+      parts = PromptParts(
+        opening: opening.count > 0 ? [opening] : [], layout: laid, start: nextRopePosition)
+      counts = try parts.count(scheduler)
     } catch {
       (userTurnOpen, lastFedVisual, nextRopePosition) = was
       throw error
     }
-    nextRopePosition = laid.nextPosition
-    let all = (opening.count > 0 ? [opening] : []) + laid.segments
-    let visual = laid.segments.filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
-    try restoringTurnOnRefusal(was) { try withBudgetShare(adding: visual) { try prefill(all) } }
+    nextRopePosition = counts.nextPosition ?? nextRopePosition
+    try restoringTurnOnRefusal(was) {
+      try withBudgetShare(adding: counts.visualTokens) { try prefill(parts, counts: counts) }
+    }
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
-    let units = laid.segments.filter { $0.visual != nil }
     return FeedReport(
-      tokens: all.reduce(0) { $0 + $1.count }, contextTokens: contextCount,
-      seconds: Date().timeIntervalSince(start), visualUnits: units.count,
-      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count,
+      tokens: counts.tokens, contextTokens: contextCount,
+      seconds: Date().timeIntervalSince(start), visualUnits: counts.visualUnits,
+      visualTokens: counts.visualTokens, waitingBlocks: pendingBlocks.count,
       pixelSeconds: visualTiming.pixels - timing.pixels,
       visionSeconds: visualTiming.vision - timing.vision)
   }
@@ -614,33 +623,38 @@ public final class Session {
   /// blocks; each block's visual units are encoded when the block runs. While `stepping`, the
   /// blocks are queued instead, for `prefillStep`.
   private func prefill(_ new: [PromptSegment], proxy: Bool = true) throws {
+    let parts = PromptParts(new)
+    try prefill(parts, counts: try parts.count(scheduler), proxy: proxy)
+  }
+
+  /// The same for input made part by part: blocks are cut and run as its parts are made.
+  private func prefill(_ new: PromptParts, counts: PromptParts.Counts, proxy: Bool = true) throws {
     guard let model, activeCache != nil else { throw EngineError.noModel }
     // The context limit is checked for the whole input before any block runs or is queued (each
     // block's forward checks it again), so a refused input leaves the context as it was rather
     // than the blocks that fitted. Proxy rows, when there are, follow the last block.
-    let total = new.reduce(0) { $0 + $1.count }
+    let total = counts.tokens
     let waiting = pendingBlocks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
-    let proxyRows = proxy && total > 0 ? proxyTokens(after: new).count : 0
+    let proxyRows = proxy && total > 0 ? proxyTokens(after: counts.last).count : 0
     let end = contextCount + waiting + total + proxyRows
     if end > model.config.contextLength {
       throw EngineError.invalid(
         "context would hold \(end) tokens; the model's limit is \(model.config.contextLength)")
     }
-    let blocks = scheduler.blocks(new)
-    budgeted?.reserveBlock(blocks.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0)
+    budgeted?.reserveBlock(counts.largestBlock)
     if stepping {
-      pendingBlocks += blocks
+      try new.blocks(scheduler) { pendingBlocks.append($0) }
       return
     }
     try requireNothingPending()
     var done = 0
-    for block in blocks {
+    try new.blocks(scheduler) { block in
       if cancellation.isSet {
         throw EngineError.cancelled("prefill stopped after \(done) of \(total) tokens")
       }
       try runBlock(block, proxy: proxy)
       done += block.reduce(0) { $0 + $1.count }
-      if blocks.count > 1 { onPrefillProgress?(done, total) }
+      if counts.blocks > 1 { onPrefillProgress?(done, total) }
     }
     // Post-prefill compression (the baseline): once the whole input is in.
     if let budgeted, budgeted.mode == .post { try mapCacheError { try budgeted.compress() } }
