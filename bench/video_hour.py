@@ -134,7 +134,8 @@ def run_kvlab(binary, threads, commands, watch, trace=None):
 
 FED = re.compile(r"^fed (\d+) frames .*?\(context (\d+)\), ~([0-9.]+) s", re.M)
 SPLIT = re.compile(r"^time: (.*)$", re.M)
-HWM = re.compile(r"VmHWM\D*([0-9.]+)")
+# `mem`'s rss row: now and the peak since `mem reset` (VmHWM, reset after the load).
+HWM = re.compile(r"^rss\s+~?[0-9.]+ MiB\s+~?([0-9.]+) MiB", re.M)
 
 
 def parse(out):
@@ -268,7 +269,8 @@ def main():
     minutes = [int(m) for m in a.minutes.split(",") if m]
     folder_minutes = [int(m) for m in a.folder_minutes.split(",") if m]
     peer_minutes = [int(m) for m in a.peer_minutes.split(",") if m]
-    video = make_video(max(minutes + folder_minutes + peer_minutes))
+    # One video for every run (the first minutes of the hour), whatever is measured.
+    video = make_video(max(minutes + folder_minutes + peer_minutes + [60]))
     setup = [f"load {os.path.relpath(MODEL, ROOT)}", f"budget {a.budget} tokens",
              "prefill mode=capped block=frame", "mem reset"]
     rows = []
