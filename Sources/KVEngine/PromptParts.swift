@@ -1,5 +1,6 @@
 import KVCache
 import KVModels
+import KVTensor
 
 /// Input to a prefill, made a part at a time when a pass reaches it: a clip laid out frame by
 /// frame (`StreamedLayout`) after the turn's opening text, or segments already made. A first
@@ -53,7 +54,7 @@ final class PromptParts {
   /// Counts a pass, cutting it as `scheduler` would.
   func count(_ scheduler: BlockScheduler) throws -> Counts {
     var c = Counts()
-    try blocks(scheduler) { block in
+    try pass(scheduler, releasingFreePages: false) { block in
       c.blocks += 1
       c.largestBlock = max(c.largestBlock, block.reduce(0) { $0 + $1.count })
     } each: { segment in
@@ -69,15 +70,24 @@ final class PromptParts {
   }
 
   /// A pass, giving `body` each block as soon as its last segment is made.
-  func blocks(
-    _ scheduler: BlockScheduler, _ body: ([PromptSegment]) throws -> Void,
-    each: (PromptSegment) -> Void = { _ in }
+  func blocks(_ scheduler: BlockScheduler, _ body: ([PromptSegment]) throws -> Void) throws {
+    try pass(scheduler, releasingFreePages: count > 1, body)
+  }
+
+  private func pass(
+    _ scheduler: BlockScheduler, releasingFreePages: Bool,
+    _ body: ([PromptSegment]) throws -> Void, each: (PromptSegment) -> Void = { _ in }
   ) throws {
     var cutter = BlockCutter(scheduler)
     for i in 0..<count {
       for segment in try part(i) {
         each(segment)
-        for block in cutter.push(segment) { try body(block) }
+        for block in cutter.push(segment) {
+          try body(block)
+          // A clip fed part by part can be an hour long: the pages its blocks freed go back
+          // to the system as it goes, not only those at the heap's top.
+          if releasingFreePages { ProcessMemory.releaseFreeHeapPages() }
+        }
       }
     }
     for block in cutter.finish() { try body(block) }
