@@ -25,9 +25,20 @@ and preprocessing, vision tower, decoder; plus, for the folder, ffmpeg's extract
 before the feed); the process's peak RSS (VmHWM, read from /proc/PID/status by a poller every
 0.2 s and from `mem` at the end); the most disk the run's temporary folder (TMPDIR, a fresh one
 per run) and the frame folder held. The stream's peak RSS at M minutes against 10 minutes is
-the acceptance ratio (≤ 1.05).
+the acceptance ratio (≤ 1.05). The poller also keeps VmRSS along each run
+(bench/out/video-hour-rss-PATH-M.json: seconds, VmRSS bytes), to see what grows with frames.
+
+Against transformers on the first minutes (--peer-minutes, with --python a venv holding torch
+and transformers 5.24.0): the same model folder loaded by Idefics3ForConditionalGeneration, the
+same frames (ffmpeg decodes the first M minutes at 1 fps into a pipe), laid out by its
+Idefics3 processor as images without splitting (the layout kvlab gives a clip with times=off),
+one full forward (use_cache, logits_to_keep=1); against kvlab capped (budget B) and full (no
+budget) on `feed frames VIDEO end=M:00 times=off`. Each its own process; the three alternate,
+--repeats times; peak RSS is VmHWM after the model is loaded (kvlab: after `mem reset`; torch:
+after clear_refs), with the 1-minute load average before each run.
 
     python3 bench/video_hour.py [--minutes 10,60] [--folder-minutes 10] [--budget 1024]
+        [--peer-minutes 1,2] [--repeats 2] [--python .venv-ref/bin/python]
         [--binary .build/release/kvlab] [--threads 2] [--out bench/out/video-hour.md]
 """
 
@@ -83,15 +94,17 @@ def du(path):
     return total
 
 
-def run_kvlab(binary, threads, commands, watch):
-    """Runs kvlab with a fresh TMPDIR; polls VmHWM and the disk of `watch` folders."""
+def run_kvlab(binary, threads, commands, watch, trace=None):
+    """Runs kvlab with a fresh TMPDIR; polls VmHWM, VmRSS and the disk of `watch` folders
+    (with `trace`, VmRSS and VmHWM are also written to bench/out/video-hour-rss-TRACE.json as
+    the run goes, so a long run shows its growth before it ends)."""
     tmp = tempfile.mkdtemp(prefix="kvlab-video-bench-")
     env = dict(os.environ, TMPDIR=tmp)
     start = time.time()
     p = subprocess.Popen([binary, "--threads", str(threads), "-c", "; ".join(commands)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                          cwd=ROOT)
-    peak = {"hwm": 0, "disk": 0}
+    peak = {"hwm": 0, "disk": 0, "rss": []}
 
     def poll():
         while p.poll() is None:
@@ -99,8 +112,13 @@ def run_kvlab(binary, threads, commands, watch):
                 for line in open(f"/proc/{p.pid}/status"):
                     if line.startswith("VmHWM:"):
                         peak["hwm"] = max(peak["hwm"], int(line.split()[1]) * 1024)
+                    elif line.startswith("VmRSS:"):
+                        peak["rss"].append((round(time.time() - start, 1),
+                                            int(line.split()[1]) * 1024, peak["hwm"]))
             except (FileNotFoundError, ProcessLookupError):
                 pass
+            if trace and len(peak["rss"]) % 50 == 1:
+                save_rss(trace, peak["rss"])
             peak["disk"] = max(peak["disk"], sum(du(w) for w in watch + [tmp]))
             time.sleep(0.2)
 
@@ -116,7 +134,8 @@ def run_kvlab(binary, threads, commands, watch):
 
 FED = re.compile(r"^fed (\d+) frames .*?\(context (\d+)\), ~([0-9.]+) s", re.M)
 SPLIT = re.compile(r"^time: (.*)$", re.M)
-HWM = re.compile(r"VmHWM\D*([0-9.]+)")
+# `mem`'s rss row: now and the peak since `mem reset` (VmHWM, reset after the load).
+HWM = re.compile(r"^rss\s+~?[0-9.]+ MiB\s+~?([0-9.]+) MiB", re.M)
 
 
 def parse(out):
@@ -133,8 +152,109 @@ def parse(out):
             "mem_hwm_mib": float(hwm.group(1)) if hwm else None}
 
 
+def save_rss(name, samples):
+    """(seconds, VmRSS, VmHWM so far) samples, bytes."""
+    with open(os.path.join(OUT, f"video-hour-rss-{name}.json"), "w") as f:
+        json.dump(samples, f)
+
+
+def rss_along(samples, points=6):
+    """VmRSS (MiB) at evenly spaced moments of a run: what grows as frames go by."""
+    if not samples:
+        return ""
+    picks = [samples[min(len(samples) - 1, round(i * (len(samples) - 1) / (points - 1)))]
+             for i in range(points)]
+    return ", ".join(f"{t:.0f} s {v / (1 << 20):.1f}" for t, v, _ in picks)
+
+
+def decode_frames(video, minutes, size):
+    """The first `minutes` of `video` at 1 fps as H×W×3 uint8 arrays, through an ffmpeg pipe."""
+    import numpy as np
+    p = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", video,
+                        "-t", str(minutes * 60), "-vf", "fps=1", "-f", "rawvideo", "-pix_fmt",
+                        "rgb24", "pipe:1"], check=True, capture_output=True)
+    frames = np.frombuffer(p.stdout, dtype=np.uint8).reshape(-1, size, size, 3)
+    return [f.copy() for f in frames]
+
+
+def peer_worker(video, minutes, threads):
+    """transformers on the first `minutes` of the video (run in the venv with torch)."""
+    import torch
+    import transformers
+    from memory_vs_frames import proc_status_mib, reset_peak_rss
+    from transformers import AutoProcessor, Idefics3ForConditionalGeneration
+    torch.set_num_threads(threads)
+    transformers.utils.logging.set_verbosity_error()
+    model = Idefics3ForConditionalGeneration.from_pretrained(MODEL, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(MODEL)
+    with torch.no_grad():  # page every weight in, as kvlab's load does
+        for prm in model.parameters():
+            prm.sum()
+    rss_load = proc_status_mib("VmRSS")
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    frames = decode_frames(video, minutes, model.config.vision_config.image_size)
+    t1 = time.perf_counter()
+    messages = [{"role": "user", "content": [{"type": "image"} for _ in frames]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+    inputs = processor(text=prompt, images=[frames], do_image_splitting=False, return_tensors="pt")
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        model(**inputs, use_cache=True, logits_to_keep=1)
+    t3 = time.perf_counter()
+    print("RESULT " + json.dumps({
+        "frames": len(frames), "context": int(inputs["input_ids"].shape[1]),
+        "seconds": t3 - t0, "split": {"ffmpeg decode": t1 - t0, "processor": t2 - t1,
+                                      "forward": t3 - t2},
+        "rss_load_mib": rss_load, "hwm_mib": proc_status_mib("VmHWM"),
+        "transformers": transformers.__version__, "torch": torch.__version__}), flush=True)
+
+
+def run_peer(python, video, minutes, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    start = time.time()
+    p = subprocess.run([python, os.path.abspath(__file__), "--peer-worker", str(minutes),
+                        "--video", video, "--threads", str(threads)], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    found = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    if p.returncode != 0 or not found:
+        sys.exit(f"transformers failed ({p.returncode}):\n{p.stdout}{p.stderr}")
+    r = json.loads(found[-1][len("RESULT "):])
+    r["wall"] = time.time() - start
+    return r
+
+
+def peers(a, video, setup_full, setup_capped):
+    """kvlab capped, kvlab full and transformers on the first minutes, alternating."""
+    rows = []
+    for repeat in range(a.repeats):
+        for m in [int(x) for x in a.peer_minutes.split(",") if x]:
+            feed = f"feed frames {os.path.relpath(video, ROOT)} end={m}:00 times=off --timing"
+            for engine, setup in [("kvlab capped", setup_capped), ("kvlab full", setup_full),
+                                  ("transformers", None)]:
+                load = os.getloadavg()[0]
+                if setup is None:
+                    r = run_peer(a.python, video, m, a.threads)
+                    r["hwm"] = r["hwm_mib"] * (1 << 20)
+                else:
+                    out, wall, peak = run_kvlab(a.binary, a.threads,
+                                                setup + [feed, "mem unit=MiB"], [])
+                    r = parse(out)
+                    r.update(wall=wall, hwm=(r["mem_hwm_mib"] or 0) * (1 << 20))
+                r.update(engine=engine, minutes=m, repeat=repeat + 1, load=load)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--peer-minutes", default="1,2")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
+    ap.add_argument("--peer-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--video", help=argparse.SUPPRESS)
     ap.add_argument("--minutes", default="10,60")
     ap.add_argument("--folder-minutes", default="10")
     ap.add_argument("--budget", type=int, default=1024)
@@ -142,22 +262,28 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(OUT, "video-hour.md"))
     a = ap.parse_args()
+    if a.peer_worker:
+        return peer_worker(a.video, a.peer_worker, a.threads)
     os.makedirs(OUT, exist_ok=True)
     make_model()
     minutes = [int(m) for m in a.minutes.split(",") if m]
     folder_minutes = [int(m) for m in a.folder_minutes.split(",") if m]
-    video = make_video(max(minutes + folder_minutes))
+    peer_minutes = [int(m) for m in a.peer_minutes.split(",") if m]
+    # One video for every run (the first minutes of the hour), whatever is measured.
+    video = make_video(max(minutes + folder_minutes + peer_minutes + [60]))
     setup = [f"load {os.path.relpath(MODEL, ROOT)}", f"budget {a.budget} tokens",
              "prefill mode=capped block=frame", "mem reset"]
     rows = []
+    peer_rows = peers(a, video, [setup[0], setup[3]], setup) if peer_minutes else []
     for m in minutes:
         out, wall, peak = run_kvlab(
             a.binary, a.threads,
             setup + [f"feed frames {os.path.relpath(video, ROOT)} end={m}:00 --timing",
-                     "mem unit=MiB"], [])
+                     "mem unit=MiB"], [], trace=f"stream-{m}")
         r = parse(out)
         r.update(path="stream", minutes=m, wall=wall, hwm=peak["hwm"], disk=peak["disk"],
-                 extract=0.0)
+                 extract=0.0, rss_along=rss_along(peak["rss"]), load=os.getloadavg()[0])
+        save_rss(f"stream-{m}", peak["rss"])
         rows.append(r)
         print(json.dumps(r), flush=True)
     for m in folder_minutes:
@@ -208,6 +334,21 @@ def main():
         last = max(streams)
         lines += ["", f"Peak RSS at {last} min / at 10 min: "
                   f"{streams[last]['hwm'] / streams[10]['hwm']:.3f} (acceptance: ≤ 1.05)"]
+    for r in rows:
+        if r.get("rss_along"):
+            lines += ["", f"VmRSS along the {r['path']} run of {r['minutes']} min (MiB): "
+                      f"{r['rss_along']}; 1-min load average at its end {r['load']:.1f}"]
+    if peer_rows:
+        lines += ["", f"## The first minutes against transformers (`--peer-minutes {a.peer_minutes}"
+                  f" --repeats {a.repeats}`), times=off layout", "",
+                  "| engine | minutes | repeat | frames | context tokens | feed s | frames/s | split (s) | peak RSS (VmHWM after load) MiB | load average before |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in peer_rows:
+            split = "; ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
+            lines.append(
+                f"| {r['engine']} | {r['minutes']} | {r['repeat']} | {r['frames']} | {r['context']}"
+                f" | {r['seconds']:.1f} | {r['frames'] / max(r['seconds'], 1e-9):.1f} | {split}"
+                f" | {r['hwm'] / mib:.1f} | {r['load']:.1f} |")
     open(a.out, "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

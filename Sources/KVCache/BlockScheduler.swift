@@ -81,57 +81,86 @@ public struct BlockScheduler: Sendable {
   public init(blockSize: Int) { self.init(size: .tokens(blockSize), textChunk: blockSize) }
 
   public func blocks(_ segments: [PromptSegment]) -> [[PromptSegment]] {
+    var cutter = BlockCutter(self)
     var blocks: [[PromptSegment]] = []
-    var current: [PromptSegment] = []
-    var filled = 0
-    var units = 0
-    var inBulk = (bulk ?? 0) > 0
-    func close() {
-      if !current.isEmpty { blocks.append(current) }
-      current = []
-      filled = 0
-      units = 0
+    for segment in segments { blocks += cutter.push(segment) }
+    return blocks + cutter.finish()
+  }
+}
+
+/// `BlockScheduler`'s cutting done as the segments arrive: `push` gives the blocks a segment
+/// closes, `finish` the last one. A long input laid out part by part (a clip's frames) is cut
+/// into the same blocks as when laid out whole, without being held whole.
+public struct BlockCutter: Sendable {
+  public let scheduler: BlockScheduler
+  private var current: [PromptSegment] = []
+  private var filled = 0
+  private var units = 0
+  private var inBulk: Bool
+
+  public init(_ scheduler: BlockScheduler) {
+    self.scheduler = scheduler
+    inBulk = (scheduler.bulk ?? 0) > 0
+  }
+
+  private mutating func close(into blocks: inout [[PromptSegment]]) {
+    if !current.isEmpty { blocks.append(current) }
+    current = []
+    filled = 0
+    units = 0
+  }
+
+  /// The most text tokens the current block takes now.
+  private func room() -> Int {
+    if inBulk { return scheduler.bulk! - filled }
+    switch scheduler.size {
+    case .tokens(let b): return b - filled
+    case .units: return scheduler.textChunk - filled
     }
-    /// The most text tokens the current block takes now.
-    func room() -> Int {
-      if inBulk { return bulk! - filled }
-      switch size {
-      case .tokens(let b): return b - filled
-      case .units: return textChunk - filled
+  }
+
+  /// Adds `segment`; returns the blocks it closed, in order.
+  public mutating func push(_ segment: PromptSegment) -> [[PromptSegment]] {
+    var blocks: [[PromptSegment]] = []
+    guard segment.count > 0 else { return blocks }
+    if segment.visual != nil {
+      if !inBulk, case .tokens(let b) = scheduler.size, filled + segment.count > b {
+        close(into: &blocks)
       }
-    }
-    for segment in segments where segment.count > 0 {
-      if segment.visual != nil {
-        if !inBulk, case .tokens(let b) = size, filled + segment.count > b { close() }
-        current.append(segment)
-        filled += segment.count
-        units += 1
-        if inBulk {
-          if filled >= bulk! {
-            inBulk = false
-            close()
-          }
-        } else {
-          switch size {
-          case .tokens(let b): if filled >= b { close() }
-          case .units(let n, _): if units >= n { close() }
-          }
-        }
-        continue
-      }
-      var offset = 0
-      while offset < segment.count {
-        if room() <= 0 {
+      current.append(segment)
+      filled += segment.count
+      units += 1
+      if inBulk {
+        if filled >= scheduler.bulk! {
           inBulk = false
-          close()
+          close(into: &blocks)
         }
-        let take = min(segment.count - offset, room())
-        current.append(take == segment.count ? segment : segment.slice(offset..<(offset + take)))
-        filled += take
-        offset += take
+      } else {
+        switch scheduler.size {
+        case .tokens(let b): if filled >= b { close(into: &blocks) }
+        case .units(let n, _): if units >= n { close(into: &blocks) }
+        }
       }
+      return blocks
     }
-    close()
+    var offset = 0
+    while offset < segment.count {
+      if room() <= 0 {
+        inBulk = false
+        close(into: &blocks)
+      }
+      let take = min(segment.count - offset, room())
+      current.append(take == segment.count ? segment : segment.slice(offset..<(offset + take)))
+      filled += take
+      offset += take
+    }
+    return blocks
+  }
+
+  /// The block still open, if any.
+  public mutating func finish() -> [[PromptSegment]] {
+    var blocks: [[PromptSegment]] = []
+    close(into: &blocks)
     return blocks
   }
 }

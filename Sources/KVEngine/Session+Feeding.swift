@@ -138,12 +138,11 @@ extension Session {
   @discardableResult
   public func feedVideo(_ clip: VideoClip, times: Bool = true) throws -> FeedReport {
     defer { clip.close() }
-    let sources = clip.sources
     let clipTimes = ClipTimes(seconds: clip.plan.promptTimes, duration: clip.plan.duration)
-    return try feedVisual { vlm, index, start in
-      times
-        ? try vlm.layout(frames: sources, times: clipTimes, at: index, start: start)
-        : try vlm.layout(frames: sources, at: index, start: start)
+    return try feedVisualParts { vlm, index, start in
+      try vlm.streamedLayout(
+        frames: clip.plan.frameCount, source: { clip.source($0) }, times: times ? clipTimes : nil,
+        at: index, start: start)
     }
   }
 
@@ -176,6 +175,14 @@ extension Session {
   func feedVisual(
     _ layout: (any VisionLanguageModel, VisualInputIndex, Int) throws -> PromptLayout
   ) throws -> FeedReport {
+    try feedVisualParts { StreamedLayout(whole: try layout($0, $1, $2)) }
+  }
+
+  /// Lays out and prefills an image or clip; a clip laid out part by part is fed as its parts
+  /// are made (`PromptParts`), never held whole.
+  func feedVisualParts(
+    _ layout: (any VisionLanguageModel, VisualInputIndex, Int) throws -> StreamedLayout
+  ) throws -> FeedReport {
     guard model != nil else { throw EngineError.noModel }
     guard let vision else {
       throw EngineError.invalid(
@@ -186,28 +193,30 @@ extension Session {
     let timing = visualTiming
     let input = feeds
     let was = (userTurnOpen, lastFedVisual, nextRopePosition)
-    let laid: PromptLayout
-    let opening: PromptSegment
+    let parts: PromptParts
+    let counts: PromptParts.Counts
     do {
-      opening = try textSegment(openUserTurn(), input: input)
-      laid = try layout(
+      let opening = try textSegment(openUserTurn(), input: input)
+      let laid = try layout(
         vision, VisualInputIndex(input: input, image: visualInputs), nextRopePosition)
+      parts = PromptParts(
+        opening: opening.count > 0 ? [opening] : [], layout: laid, start: nextRopePosition)
+      counts = try parts.count(scheduler)
     } catch {
       (userTurnOpen, lastFedVisual, nextRopePosition) = was
       throw error
     }
-    nextRopePosition = laid.nextPosition
-    let all = (opening.count > 0 ? [opening] : []) + laid.segments
-    let visual = laid.segments.filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
-    try restoringTurnOnRefusal(was) { try withBudgetShare(adding: visual) { try prefill(all) } }
+    nextRopePosition = counts.nextPosition ?? nextRopePosition
+    try restoringTurnOnRefusal(was) {
+      try withBudgetShare(adding: counts.visualTokens) { try prefill(parts, counts: counts) }
+    }
     feeds += 1
     visualInputs += 1
     lastFedVisual = true
-    let units = laid.segments.filter { $0.visual != nil }
     return FeedReport(
-      tokens: all.reduce(0) { $0 + $1.count }, contextTokens: contextCount,
-      seconds: Date().timeIntervalSince(start), visualUnits: units.count,
-      visualTokens: units.reduce(0) { $0 + $1.count }, waitingBlocks: pendingBlocks.count,
+      tokens: counts.tokens, contextTokens: contextCount,
+      seconds: Date().timeIntervalSince(start), visualUnits: counts.visualUnits,
+      visualTokens: counts.visualTokens, waitingBlocks: pendingBlocks.count,
       pixelSeconds: visualTiming.pixels - timing.pixels,
       visionSeconds: visualTiming.vision - timing.vision)
   }

@@ -10,33 +10,40 @@ extension Session {
   /// blocks are queued instead, for `prefillStep`.
   /// Not `cancellable`: Ctrl-C does not stop it (putting a cache back after a failed rebuild).
   func prefill(_ new: [PromptSegment], proxy: Bool = true, cancellable: Bool = true) throws {
+    let parts = PromptParts(new)
+    try prefill(parts, counts: try parts.count(scheduler), proxy: proxy, cancellable: cancellable)
+  }
+
+  /// The same for input made part by part: blocks are cut and run as its parts are made.
+  func prefill(
+    _ new: PromptParts, counts: PromptParts.Counts, proxy: Bool = true, cancellable: Bool = true
+  ) throws {
     guard let model, activeCache != nil else { throw EngineError.noModel }
     // The context limit is checked for the whole input before any block runs or is queued (each
     // block's forward checks it again), so a refused input leaves the context as it was rather
     // than the blocks that fitted. Proxy rows, when there are, follow the last block.
-    let total = new.reduce(0) { $0 + $1.count }
+    let total = counts.tokens
     let waiting = pendingBlocks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
-    let proxyRows = proxy && total > 0 ? proxyTokens(after: new).count : 0
+    let proxyRows = proxy && total > 0 ? proxyTokens(after: counts.last).count : 0
     let end = contextCount + waiting + total + proxyRows
     if end > model.config.contextLength {
       throw EngineError.invalid(
         "context would hold \(end) tokens; the model's limit is \(model.config.contextLength)")
     }
-    let blocks = scheduler.blocks(new)
-    budgeted?.reserveBlock(blocks.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0)
+    budgeted?.reserveBlock(counts.largestBlock)
     if stepping {
-      pendingBlocks += blocks
+      try new.blocks(scheduler) { pendingBlocks.append($0) }
       return
     }
     try requireNothingPending()
     var done = 0
-    for block in blocks {
+    try new.blocks(scheduler) { block in
       if cancellable, cancellation.isSet {
         throw EngineError.cancelled("prefill stopped after \(done) of \(total) tokens")
       }
       try runBlock(block, proxy: proxy)
       done += block.reduce(0) { $0 + $1.count }
-      if blocks.count > 1 { onPrefillProgress?(done, total) }
+      if counts.blocks > 1 { onPrefillProgress?(done, total) }
     }
     // Post-prefill compression (the baseline): once the whole input is in.
     if let budgeted, budgeted.mode == .post { try mapCacheError { try budgeted.compress() } }

@@ -106,6 +106,18 @@ public enum ProcessMemory {
     return unsafeBitCast(symbol, to: Mallopt.self)(mMmapThreshold, threshold) == 1
   }
 
+  /// Hands the free pages inside glibc's heaps back to the system (malloc_trim(0)). A long
+  /// feed frees most of what each block allocated, but what it keeps (each frame's record)
+  /// lands between those blocks, so the freed pages below stay resident: over an hour of
+  /// video at 1 fps, about 1 KiB a frame of RSS that no one holds. Called between a long
+  /// clip's blocks.
+  @discardableResult
+  public static func releaseFreeHeapPages() -> Bool {
+    typealias MallocTrim = @convention(c) (Int) -> Int32
+    guard let symbol = dlsym(nil, "malloc_trim") else { return false }
+    return unsafeBitCast(symbol, to: MallocTrim.self)(0) == 1
+  }
+
   /// Peak resident set size (VmHWM) in bytes, or nil where /proc is not readable.
   public static func peakRSS() -> Int? { statusField("VmHWM:") }
   /// Current resident set size (VmRSS) in bytes.

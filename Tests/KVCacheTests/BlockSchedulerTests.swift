@@ -50,6 +50,32 @@ final class BlockSchedulerTests: XCTestCase {
     XCTAssertEqual(shape(text.blocks(layout("t12 u4"))), ["t10", "t2", "u4"])
   }
 
+  /// Cut as the segments arrive (a clip laid out frame by frame), each block is given as soon
+  /// as its last segment is pushed, and the blocks are those of the whole input.
+  func testCutterGivesEachBlockWhenItCloses() {
+    for (size, bulk) in [(BlockSize.units(1), nil), (.units(2), nil), (.tokens(6), nil),
+                         (.units(1), 9 as Int?)] {
+      let scheduler = BlockScheduler(size: size, textChunk: 5, bulk: bulk)
+      let segments = layout("t3 u4 t1 u4 t2 u4 t1 u4 t7")
+      var cutter = BlockCutter(scheduler)
+      var blocks: [[PromptSegment]] = []
+      for (i, segment) in segments.enumerated() {
+        let closed = cutter.push(segment)
+        // A closed block ends at or before the segment just pushed: none waits for later input.
+        for block in closed {
+          XCTAssertLessThanOrEqual(block.last!.positions.last!, segment.positions.last!)
+        }
+        blocks += closed
+        if size == .units(1), bulk == nil, segment.visual != nil {
+          XCTAssertEqual(closed.count, 1, "unit \(i) closes its block")
+        }
+      }
+      blocks += cutter.finish()
+      XCTAssertEqual(shape(blocks), shape(scheduler.blocks(segments)), "\(size)")
+      XCTAssertEqual(blocks.flatMap { $0.flatMap(\.positions) }, Array(0..<30))
+    }
+  }
+
   func testEveryTokenOnceInOrder() {
     for size in [BlockSize.tokens(1), .tokens(5), .units(1), .units(3)] {
       for bulk in [nil, 7] {

@@ -97,6 +97,41 @@ final class VideoStreamTests: XCTestCase {
     XCTAssertEqual(children(), [])
   }
 
+  /// start= seeks in a container that indexes its keyframes (-ss before -i, to a time inside
+  /// a group of pictures of an H.264 clip, Matroska with a non-zero first timestamp too) and
+  /// still gives exactly the frames, and times, that decoding from the beginning gives; in
+  /// MPEG-TS, where ffmpeg's seek can land late, it decodes from the beginning.
+  func testStartSeeksToTheExactFrames() throws {
+    let dir = try makeTemporaryFolder(self)
+    for (name, extra, seeks) in [
+      ("clip.mp4", [] as [String], true), ("offset.mkv", ["-output_ts_offset", "2.5"], true),
+      ("clip.ts", [], false),
+    ] {
+      let clip = dir + "/" + name
+      try make(
+        ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=4", "-t", "20", "-c:v", "libx264",
+         "-g", "16", "-pix_fmt", "yuv420p"] + extra + [clip])
+      let whole = try VideoPlan.probe(clip, selection: VideoSelection(fps: 4))
+      var all: [RGBImage] = []
+      let through = try VideoStream(whole)
+      while let f = try through.next() { all.append(f) }
+      // 13.25 s is frame 53, five frames after the keyframe at 12 s.
+      let plan = try VideoPlan.probe(clip, selection: VideoSelection(fps: 4, max: 6, start: 13.25))
+      XCTAssertEqual(plan.seekable, seeks, name)
+      let args = VideoStream.arguments(plan)
+      XCTAssertEqual(args.firstIndex(of: "-ss").map { $0 < args.firstIndex(of: "-i")! }, seeks ? true : nil, name)
+      XCTAssertEqual(plan.promptTimes.map { ($0 * 100).rounded() / 100 }, [13.25, 13.5, 13.75, 14, 14.25, 14.5], name)
+      let first = whole.times.firstIndex(of: plan.times[0])!
+      XCTAssertEqual(whole.promptTimes[first], plan.promptTimes[0], name)
+      let stream = try VideoStream(plan)
+      var got: [RGBImage] = []
+      while let f = try stream.next() { got.append(f) }
+      XCTAssertEqual(got.count, 6, name)
+      XCTAssertTrue(got == Array(all[first..<(first + 6)]), "\(name): frames differ")
+    }
+    XCTAssertEqual(children(), [])
+  }
+
   /// Frames asked for again from the start (a rebuild) restart the stream.
   func testClipRestartsForAnEarlierFrame() throws {
     let (folder, clip) = try losslessClip()

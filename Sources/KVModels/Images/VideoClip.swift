@@ -27,11 +27,9 @@ public final class VideoClip: @unchecked Sendable {
     self.searchPath = searchPath
   }
 
-  /// One source per planned frame, at the video's size.
-  public var sources: [ImageSource] {
-    (0..<plan.frameCount).map { i in
-      ImageSource(width: plan.width, height: plan.height) { [self] in try frame(i) }
-    }
+  /// Planned frame `index` as a source at the video's size, decoded when its pixels are asked.
+  public func source(_ index: Int) -> ImageSource {
+    ImageSource(width: plan.width, height: plan.height) { [self] in try frame(index) }
   }
 
   /// Frame `index`: read on from the open stream, or from a new one when `index` lies behind it.

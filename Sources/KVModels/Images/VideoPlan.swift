@@ -71,6 +71,10 @@ public struct VideoPlan: Sendable, Equatable {
   /// Presentation times (seconds, from the container) of the frames taken, in order.
   public var times: [Double]
   public var selection: VideoSelection
+  /// Whether ffmpeg's -ss lands where asked in this container: one that indexes its keyframes
+  /// (MP4/MOV, Matroska/WebM). Elsewhere (MPEG-TS, raw streams) its seek can land past the
+  /// time, so the stream decodes from the beginning and the select filter skips to start=.
+  public var seekable = false
 
   public var frameCount: Int { times.count }
   /// Times in the prompt: seconds from the video's start.
@@ -107,7 +111,7 @@ public struct VideoPlan: Sendable, Equatable {
       [
         "-hide_banner", "-v", "error", "-select_streams", "v:0",
         "-show_entries", "stream=codec_type,codec_name,width,height,time_base",
-        "-show_entries", "format=start_time,duration", "-show_entries", "packet=pts,dts,flags",
+        "-show_entries", "format=start_time,duration,format_name", "-show_entries", "packet=pts,dts,flags",
         "-of", "compact", "file:" + path,
       ], name: path)
     let complaint = run.errorLines.last.map { Self.clean($0, path: path) }
@@ -161,9 +165,11 @@ public struct VideoPlan: Sendable, Equatable {
           + (s.start.map { ", start=\(Frames.clock($0))" } ?? "")
           + (s.end.map { ", end=\(Frames.clock($0))" } ?? "") + ")")
     }
+    let container = (format["format_name"] ?? "").split(separator: ",")
     return VideoPlan(
       path: path, codec: codec, width: w, height: h, origin: origin, duration: duration,
-      times: picked.map { times[$0] }, selection: selection)
+      times: picked.map { times[$0] }, selection: selection,
+      seekable: container.contains { ["mov", "mp4", "matroska", "webm"].contains($0) })
   }
 
   /// ffprobe's message without its "[demuxer @ 0x…] " prefix or a repeat of the file name.

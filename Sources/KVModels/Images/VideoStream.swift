@@ -29,16 +29,29 @@ public final class VideoStream: @unchecked Sendable {
     guard let ffmpeg = Frames.findFFmpeg(searchPath: searchPath) else {
       throw ImageError(path: plan.path, message: Frames.ffmpegMissing)
     }
-    // "file:" makes ffmpeg read the path as a plain file (never a protocol or an option);
-    // -copyts keeps the container's timestamps, which the select filter reads.
-    let args = [
-      "-hide_banner", "-loglevel", "error", "-nostdin", "-copyts", "-i", "file:" + plan.path,
-      "-map", "0:v:0", "-vf", plan.selection.filter(origin: plan.origin),
+    child = try Subprocess(ffmpeg, Self.arguments(plan), name: plan.path)
+    Thread.detachNewThread { [self] in readLoop() }
+  }
+
+  /// ffmpeg's arguments for `plan`. "file:" makes ffmpeg read the path as a plain file (never
+  /// a protocol or an option); -copyts keeps the container's timestamps, which the select
+  /// filter reads. With start= in a seekable container, -ss before -i jumps to the keyframe
+  /// before the first planned frame (less a millisecond) instead of decoding the video from its
+  /// beginning; -noaccurate_seek passes every frame from that keyframe on, so the select
+  /// filter still picks the planned frames exactly, by their own timestamps, and the prompt's
+  /// times are theirs.
+  public static func arguments(_ plan: VideoPlan) -> [String] {
+    var seek: [String] = []
+    if plan.seekable, plan.selection.start != nil, let first = plan.times.first,
+      first - plan.origin > 1e-3
+    {
+      seek = ["-noaccurate_seek", "-ss", String(format: "%.6f", first - plan.origin - 1e-3)]
+    }
+    return ["-hide_banner", "-loglevel", "error", "-nostdin", "-copyts"] + seek + [
+      "-i", "file:" + plan.path, "-map", "0:v:0", "-vf", plan.selection.filter(origin: plan.origin),
       "-fps_mode", "passthrough", "-frames:v", String(plan.frameCount),
       "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
-    child = try Subprocess(ffmpeg, args, name: plan.path)
-    Thread.detachNewThread { [self] in readLoop() }
   }
 
   private func readLoop() {

@@ -360,19 +360,9 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
     -> PromptLayout
   {
-    var noSplit = splitter
-    noSplit.splitting = false
-    let unsplit = noSplit
-    var segments: [PromptSegment] = []
-    var position = start
-    for (f, frame) in frames.enumerated() {
-      let l = layout(rows: 0, cols: 0, at: index, frame: f, start: position) { _ in
-        try unsplit.split(frame.load()).tiles
-      }
-      segments += l.segments
-      position = l.nextPosition
-    }
-    return PromptLayout(segments: segments, nextPosition: position)
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
+    ).collect(start: start)
   }
 
   /// The frames of a video as SmolVLM's processor lays them out (transformers'
@@ -382,36 +372,61 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   public func layout(
     frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
   ) throws -> PromptLayout {
-    precondition(times.seconds.count == frames.count)
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, times: times, at: index, start: start
+    ).collect(start: start)
+  }
+
+  /// Either layout above a part at a time: with `times`, the opening text, one part per frame
+  /// (its time and its tile), the closing text; without, one part per frame.
+  public func streamedLayout(
+    frames count: Int, source: @escaping @Sendable (Int) -> ImageSource, times: ClipTimes?,
+    at index: VisualInputIndex, start: Int
+  ) throws -> StreamedLayout {
+    precondition(times.map { $0.seconds.count == count } ?? true)
     var noSplit = splitter
     noSplit.splitting = false
     let unsplit = noSplit
-    var segments: [PromptSegment] = []
-    var position = start
     let clip = TokenOrigin(modality: .video, input: index.input, image: index.image)
-    func text(_ s: String, frame: Int?) {
+    func text(_ s: String, frame: Int?, start: Int) -> [PromptSegment] {
       var origin = clip
       origin.frame = frame
-      let seg = textSegment(s, origin: origin, start: position, mrope: false)
-      if seg.count > 0 { segments.append(seg) }
-      position += seg.count
+      let seg = textSegment(s, origin: origin, start: start, mrope: false)
+      return seg.count > 0 ? [seg] : []
+    }
+    func frame(_ f: Int, start: Int) -> PromptLayout {
+      let image = source(f)
+      var label: [PromptSegment] = []
+      if let times {
+        let t = Swift.max(0, times.seconds[f])
+        label = text(
+          String(format: "\nFrame from %02d:%02d:", Int(t / 60), Int(t.truncatingRemainder(dividingBy: 60))),
+          frame: f, start: start)
+      }
+      let at = start + label.reduce(0) { $0 + $1.count }
+      let l = layout(rows: 0, cols: 0, at: index, frame: f, start: at) { _ in
+        try unsplit.split(image.load()).tiles
+      }
+      return PromptLayout(segments: label + l.segments, nextPosition: l.nextPosition)
+    }
+    func whole(_ segments: [PromptSegment], _ start: Int) -> PromptLayout {
+      PromptLayout(segments: segments, nextPosition: start + segments.reduce(0) { $0 + $1.count })
+    }
+    guard let times else {
+      return StreamedLayout(parts: count) { i, start in frame(i, start: start) }
     }
     let seconds = Swift.max(0, Int(times.duration.isFinite ? times.duration : 0))
-    text(
-      "You are provided the following series of \(NumberWords.english(frames.count)) frames from a "
-        + String(format: "%d:%02d:%02d", seconds / 3600, seconds / 60 % 60, seconds % 60)
-        + " [H:MM:SS] video.\n", frame: nil)
-    for (f, frame) in frames.enumerated() {
-      let t = Swift.max(0, times.seconds[f])
-      text(String(format: "\nFrame from %02d:%02d:", Int(t / 60), Int(t.truncatingRemainder(dividingBy: 60))), frame: f)
-      let l = layout(rows: 0, cols: 0, at: index, frame: f, start: position) { _ in
-        try unsplit.split(frame.load()).tiles
+    let opening =
+      "You are provided the following series of \(NumberWords.english(count)) frames from a "
+      + String(format: "%d:%02d:%02d", seconds / 3600, seconds / 60 % 60, seconds % 60)
+      + " [H:MM:SS] video.\n"
+    return StreamedLayout(parts: count + 2) { i, start in
+      switch i {
+      case 0: return whole(text(opening, frame: nil, start: start), start)
+      case count + 1: return whole(text("\n\n", frame: nil, start: start), start)
+      default: return frame(i - 1, start: start)
       }
-      segments += l.segments
-      position = l.nextPosition
     }
-    text("\n\n", frame: nil)
-    return PromptLayout(segments: segments, nextPosition: position)
   }
 
   /// The prompt of one image split `rows × cols` (0 × 0: the global image alone); `tile(i)`

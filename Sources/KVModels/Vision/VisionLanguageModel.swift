@@ -270,6 +270,13 @@ public protocol VisionLanguageModel: AnyObject, Sendable {
   /// "Frame from mm:ss"); the others lay them out as `layout(frames:at:start:)`.
   func layout(frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int)
     throws -> PromptLayout
+  /// The frames of a clip, `source(i)` giving frame i (its size now, its pixels when its unit
+  /// is encoded), laid out part by part where the family can (`times`: the timed layout, as
+  /// `layout(frames:times:at:start:)`), so that a long clip is never laid out whole.
+  func streamedLayout(
+    frames count: Int, source: @escaping @Sendable (Int) -> ImageSource, times: ClipTimes?,
+    at index: VisualInputIndex, start: Int
+  ) throws -> StreamedLayout
   /// The decoder-space embeddings of a unit's frames (`tokenCount × hidden`), charged to
   /// `.vision` while computed.
   func encode(_ frames: [PixelValues], meter: MemoryMeter?) throws -> Matrix
