@@ -88,6 +88,8 @@ public struct MemorySample: Equatable, Sendable {
   public var visionPeak: Int
   /// VmRSS after the block (nil where /proc is not readable).
   public var rss: Int?
+  /// Blocks this sample stands for (more than 1 once a long trace merged; MemoryTrace.swift).
+  public var blocks = 1
 }
 
 public struct GenerationReport: Sendable {
@@ -244,6 +246,7 @@ public final class Session {
         bytes: folder.files.reduce(0.0) { total, file in
           file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
         })
+      try folder.requireFiniteWeights()  // as GGUF weights are scanned below
       if let type = folder.modelType, ["llama", "qwen2"].contains(type) {
         let config = try folder.decodeConfig(DecoderConfig.self)
         let tokenizer = try BPETokenizer(
@@ -659,7 +662,7 @@ public final class Session {
     }
     for segment in block { append(segment) }
     let peaks = meter.takeWindowPeaks()
-    memoryTrace.append(
+    memoryTrace.appendBounded(
       MemorySample(
         contextTokens: contextCount, kv: meter.reading(.kv).current, kvPeak: peaks[.kv] ?? 0,
         activationsPeak: peaks[.activations] ?? 0, visionPeak: peaks[.vision] ?? 0,
