@@ -7,7 +7,9 @@ import KVModels
 /// session's life. The folder goes when the last segment holding these frames does.
 final class FrameSpool: @unchecked Sendable {
   let folder: String
-  private(set) var paths: [String] = []
+  /// The frames' file names in `folder` (one path per frame, kept for the session's life, cost
+  /// ~100 bytes a frame; these names are stored inline).
+  let names: FolderNames
 
   init(_ frames: [RGBImage]) throws {
     folder = (NSTemporaryDirectory() as NSString).appendingPathComponent(
@@ -17,8 +19,10 @@ final class FrameSpool: @unchecked Sendable {
     } catch {
       throw EngineError.file(path: folder, message: "cannot create a folder for the clip's frames")
     }
+    names = FolderNames(
+      prefix: folder + "/", names: frames.indices.map { String(format: "frame%06d.png", $0) })
     for (i, frame) in frames.enumerated() {
-      let path = (folder as NSString).appendingPathComponent(String(format: "frame%06d.png", i))
+      let path = names.path(i)
       do {
         try PNGEncoder.encode(frame).write(to: URL(fileURLWithPath: path))
       } catch {
@@ -26,7 +30,6 @@ final class FrameSpool: @unchecked Sendable {
         throw EngineError.file(
           path: path, message: "cannot write the clip's frame: \(error.localizedDescription)")
       }
-      paths.append(path)
     }
   }
 
@@ -34,13 +37,10 @@ final class FrameSpool: @unchecked Sendable {
 
   /// The frames as sources that keep this spool (and its folder) alive.
   func sources(_ frames: [RGBImage]) -> [ImageSource] {
-    zip(paths, frames).map { path, frame in
-      var source = ImageSource(frame)
-      source.load = { [self] in
-        _ = self
-        return try ImageDecoder.decode(path: path)
+    frames.indices.map { i in
+      ImageSource(width: frames[i].width, height: frames[i].height) { [self] in
+        try ImageDecoder.decode(path: names.path(i))
       }
-      return source
     }
   }
 }

@@ -43,6 +43,8 @@ public struct MemorySample: Equatable, Sendable {
   public var visionPeak: Int
   /// VmRSS after the block (nil where /proc is not readable).
   public var rss: Int?
+  /// Blocks this sample stands for (more than 1 once a long trace merged; MemoryTrace.swift).
+  public var blocks = 1
 }
 
 public struct GenerationReport: Sendable {

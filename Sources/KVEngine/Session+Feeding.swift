@@ -126,7 +126,7 @@ extension Session {
   public func feedFrames(_ paths: [String]) throws -> FeedReport {
     guard !paths.isEmpty else { throw EngineError.invalid("no frames to feed") }
     return try feedVisual { vlm, index, start in
-      try vlm.layout(frames: paths.map { try ImageSource(path: $0) }, at: index, start: start)
+      try vlm.layout(frames: ImageSource.files(paths), at: index, start: start)
     }
   }
 

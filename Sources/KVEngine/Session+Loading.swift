@@ -54,6 +54,7 @@ extension Session {
         bytes: folder.files.reduce(0.0) { total, file in
           file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
         })
+      try folder.requireFiniteWeights()  // as GGUF weights are scanned below
       install(try ModelRegistry.load(folder: folder, meter: meter))
       visionParameters = vision?.visionParameterCount ?? 0
       name = (path as NSString).lastPathComponent

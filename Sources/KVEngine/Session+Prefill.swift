@@ -62,7 +62,7 @@ extension Session {
     }
     for segment in block { append(segment) }
     let peaks = meter.takeWindowPeaks()
-    memoryTrace.append(
+    memoryTrace.appendBounded(
       MemorySample(
         contextTokens: contextCount, kv: meter.reading(.kv).current, kvPeak: peaks[.kv] ?? 0,
         activationsPeak: peaks[.activations] ?? 0, visionPeak: peaks[.vision] ?? 0,

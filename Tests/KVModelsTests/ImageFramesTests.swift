@@ -59,6 +59,28 @@ final class ImageFramesTests: XCTestCase {
     }
   }
 
+  /// A folder's frames share one list of names: each path comes back exactly as given, each
+  /// source decodes its own file, and paths from several folders are kept whole.
+  func testFolderNamesKeepEveryPathAndDecodeEachFrame() throws {
+    let dir = try folderOfFrames(["frame1.png", "frame2.png"])
+    let rgb = try imageFixtureData("rgb_61x45.png")
+    try rgb.write(to: URL(fileURLWithPath: dir + "/a-frame-whose-name-is-long.png"))
+    let paths = try Frames.list(folder: dir)
+    let list = try XCTUnwrap(FolderNames(paths))
+    XCTAssertEqual(list.prefix, dir + "/")
+    XCTAssertEqual(paths.indices.map(list.path), paths)
+    let sources = try ImageSource.files(paths)
+    XCTAssertEqual(sources.map(\.width), [61, 19, 19])
+    XCTAssertEqual(try sources.map { try $0.load().height }, [45, 11, 11])
+    XCTAssertEqual(FolderNames(["a.png", "b.png"])?.path(1), "b.png")
+    XCTAssertEqual(FolderNames(["/a.png"])?.path(0), "/a.png")
+    XCTAssertNil(FolderNames(["x/a.png", "y/a.png"]))
+    XCTAssertNil(FolderNames([]))
+    let mixed = try ImageSource.files([paths[0], dir + "/../" + (dir as NSString).lastPathComponent + "/frame1.png"])
+    XCTAssertEqual(try mixed.map { try $0.load().width }, [61, 19])
+    XCTAssertThrowsError(try ImageSource.files([dir + "/missing.png"]))
+  }
+
   func testFolderErrors() throws {
     func message(_ body: () throws -> Any) -> String? {
       do {

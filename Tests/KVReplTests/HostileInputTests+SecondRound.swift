@@ -1,4 +1,5 @@
 import Foundation
+import KVModels
 import XCTest
 
 #if canImport(Glibc)
@@ -54,6 +55,20 @@ extension HostileInputTests {
     c[93] = Case(before: [idefics]) { folder in
       try FileManager.default.createSymbolicLink(atPath: folder + "/loop", withDestinationPath: "loop2")
       try FileManager.default.createSymbolicLink(atPath: folder + "/loop2", withDestinationPath: "loop")
+    }
+    // A NaN weight (the GGUF scan's counterpart): element 5 of the connector's projection.
+    c[94] = Case { folder in
+      let m = try copyModel("idefics3", into: folder)
+      let weights = m + "/model.safetensors"
+      let at = try {
+        let file = try SafetensorsFile(path: weights)
+        let info = try file.tensor("model.connector.modality_projection.proj.weight")
+        return file.dataOffset + info.dataOffsets.lowerBound + 5 * 4
+      }()
+      let h = try XCTUnwrap(FileHandle(forUpdatingAtPath: weights))
+      try h.seek(toOffset: UInt64(at))
+      h.write(Data([0x00, 0x00, 0xC0, 0x7F]))
+      try h.close()
     }
   }
 }

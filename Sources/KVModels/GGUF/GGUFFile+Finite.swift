@@ -1,3 +1,5 @@
+import KVTensor
+
 /// The load-time scan for weights that are not finite numbers (an infinity or a NaN in a
 /// weight, or in a quantized block's scale, turns every logit after it into NaN).
 extension GGUFFile {
@@ -26,31 +28,17 @@ extension GGUFFile {
       let type = info.type
       guard [.f32, .f16, .bf16].contains(type) || Self.halfOffsets(type) != nil else { continue }
       let p = try tensorData(name)
-      switch type {
-      case .f32:
-        let n = info.elementCount
-        var bad = -1
-        for i in 0..<n where p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self) & 0x7F80_0000 == 0x7F80_0000 {
-          bad = i
-          break
-        }
-        if bad >= 0 { return (Self.quoted(name), bad, "element") }
-      case .f16, .bf16:
-        let mask: UInt16 = type == .f16 ? 0x7C00 : 0x7F80
-        let n = info.elementCount
-        for i in 0..<n where p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self) & mask == mask {
+      let storage: NonFinite.Storage? =
+        type == .f32 ? .f32 : type == .f16 ? .f16 : type == .bf16 ? .bf16 : nil
+      if let storage {
+        if let i = NonFinite.firstIndex(in: p, count: info.elementCount, storage: storage) {
           return (Self.quoted(name), i, "element")
         }
-      default:
-        let offsets = Self.halfOffsets(type)!
-        let blocks = info.byteCount / type.bytesPerBlock
-        let stride = type.bytesPerBlock
-        for b in 0..<blocks {
-          for o in offsets
-          where p.loadUnaligned(fromByteOffset: b * stride + o, as: UInt16.self) & 0x7C00 == 0x7C00 {
-            return (Self.quoted(name), b, "block scale")
-          }
-        }
+      } else if let b = NonFinite.firstBlock(
+        in: p, blocks: info.byteCount / type.bytesPerBlock, stride: type.bytesPerBlock,
+        offsets: Self.halfOffsets(type)!)
+      {
+        return (Self.quoted(name), b, "block scale")
       }
     }
     return nil

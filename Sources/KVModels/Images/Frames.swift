@@ -194,3 +194,53 @@ public enum Frames {
   }
 
 }
+
+/// File names that share a folder, for the sources of a clip's frames: a session keeps each
+/// frame's source for its life (to decode the frame again), and a path of its own per frame
+/// (~100 bytes on the heap for a 50-byte path) grew the process with the frames fed. The
+/// folder is stored once; a name of up to 15 bytes (`f000123.png`) is stored inline.
+public final class FolderNames: Sendable {
+  /// The folder's path up to and including its last "/" ("" for names in the current folder).
+  public let prefix: String
+  public let names: [String]
+
+  public init(prefix: String, names: [String]) {
+    self.prefix = prefix
+    self.names = names
+  }
+
+  /// `paths` split into their common folder and names; nil when they are not all in one folder.
+  public convenience init?(_ paths: [String]) {
+    func split(_ p: String) -> (Substring, Substring) {
+      guard let slash = p.lastIndex(of: "/") else { return ("", p[...]) }
+      return (p[...slash], p[p.index(after: slash)...])
+    }
+    guard let first = paths.first else { return nil }
+    let prefix = split(first).0
+    var names: [String] = []
+    names.reserveCapacity(paths.count)
+    for p in paths {
+      let (folder, name) = split(p)
+      guard folder == prefix else { return nil }
+      names.append(String(name))
+    }
+    self.init(prefix: String(prefix), names: names)
+  }
+
+  /// The path of name `i`, exactly as it was given.
+  public func path(_ i: Int) -> String { prefix + names[i] }
+}
+
+extension ImageSource {
+  /// Image files as sources, each decoded now for its size and again when its pixels are
+  /// needed (as `init(path:)`); files of one folder share a `FolderNames`.
+  public static func files(_ paths: [String]) throws -> [ImageSource] {
+    guard let list = FolderNames(paths) else { return try paths.map { try ImageSource(path: $0) } }
+    return try list.names.indices.map { i in
+      let image = try ImageDecoder.decode(path: list.path(i))
+      return ImageSource(width: image.width, height: image.height) {
+        try ImageDecoder.decode(path: list.path(i))
+      }
+    }
+  }
+}

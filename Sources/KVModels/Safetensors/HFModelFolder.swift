@@ -29,6 +29,20 @@ public final class HFModelFolder: @unchecked Sendable {
     files.count == 1 ? (files[0].hasTensor(name) ? 0 : nil) : location[name]
   }
 
+  /// Refuses weights holding a value that is not a finite number (a NaN or an infinity makes
+  /// every logit NaN), naming the file and the tensor: one pass over every float tensor's bytes.
+  public func requireFiniteWeights() throws {
+    for file in files {
+      if let (tensor, index) = file.firstNonFinite() {
+        throw SafetensorsError(
+          path: file.path,
+          message:
+            "tensor \(GGUFFile.quoted(tensor)): element \(index) is not a finite number (NaN or infinity)"
+        )
+      }
+    }
+  }
+
   public init(path: String) throws {
     self.path = path
     let fm = FileManager.default

@@ -182,6 +182,28 @@ public final class SafetensorsFile: @unchecked Sendable {
     return buffer
   }
 
+  /// The first tensor (in the order of the data) holding an F32, F16 or BF16 value that is not
+  /// finite, with the element where; nil when every one is finite. Reads those tensors' bytes
+  /// once (the scan GGUF weights get at load).
+  public func firstNonFinite() -> (tensor: String, index: Int)? {
+    for i in dataOrder {
+      let info = tensorInfos[Int(i)]
+      let storage: NonFinite.Storage
+      switch info.dtype {
+      case .F32: storage = .f32
+      case .F16: storage = .f16
+      case .BF16: storage = .bf16
+      default: continue
+      }
+      guard let base, info.elementCount > 0 else { continue }
+      let p = base + dataOffset + info.dataOffsets.lowerBound
+      if let bad = NonFinite.firstIndex(in: p, count: info.elementCount, storage: storage) {
+        return (info.name, bad)
+      }
+    }
+    return nil
+  }
+
   private func convertibleTensor(_ name: String) throws -> SafetensorsTensorInfo {
     let info = try tensor(name)
     guard SafetensorsDType.convertible.contains(info.dtype) else {

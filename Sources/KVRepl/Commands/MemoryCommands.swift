@@ -104,7 +104,7 @@ public enum MemoryCommands {
     let canvas = PNGViews.memoryPlot(trace, budgetBytes: budget)
     let kvPeak = trace.map(\.kvPeak).max()!
     let summary =
-      "\(canvas.width)×\(canvas.height) PNG, \(trace.count) blocks, kv peak \(Format.bytes(kvPeak))"
+      "\(canvas.width)×\(canvas.height) PNG, \(trace.reduce(0) { $0 + $1.blocks }) blocks, kv peak \(Format.bytes(kvPeak))"
       + (budget.map { " (budget \(Format.bytes($0)))" } ?? "")
     guard let typed else {
       return try ctx.display(lines: ["memory plot: " + summary]) {

@@ -298,7 +298,7 @@ extension PNGViews {
     }
     var panels = [
       heading(
-        "memory over \(trace.count) prefill blocks (context \(trace.first?.contextTokens ?? 0) to \(trace.last?.contextTokens ?? 0) tokens)"
+        "memory over \(trace.reduce(0) { $0 + $1.blocks }) prefill blocks (context \(trace.first?.contextTokens ?? 0) to \(trace.last?.contextTokens ?? 0) tokens)"
       ),
       plot("meter (MiB)", meter, fromZero: true),
     ]

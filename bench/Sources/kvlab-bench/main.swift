@@ -26,6 +26,10 @@ struct Arguments {
   var visionServe: String?
   /// --kernels: micro-benchmarks of the BLAS shapes instead of the model.
   var kernels = false
+  /// --finite-scan FILE: time the load-time scan for non-finite weights of a GGUF file or a
+  /// safetensors file (each pass reads every float tensor's bytes; the first also faults the
+  /// mapping in).
+  var finiteScan: String?
   /// --determinism N: run the same N-token prefill (all logits, --chunk at a time) twice and
   /// check that every logit is bitwise identical.
   var determinism: Int?
@@ -63,6 +67,7 @@ struct Arguments {
       case "--parity": parityDirectory = v
       case "--determinism": determinism = Int(v)
       case "--vision-serve": visionServe = v
+      case "--finite-scan": finiteScan = v
       case "--accuracy": accuracy = v
       case "--experiment": experiment = v
       case "--tasks": tasks = try list(v, a) { SyntheticTask(rawValue: $0) }
@@ -204,6 +209,24 @@ do {
         folder: folder, experiment: args.experiment, tasks: args.tasks, count: args.count,
         seed0: args.seed0, fractions: args.fractions, policies: args.policies, modes: args.modes,
         threads: args.threads))
+    exit(0)
+  }
+  if let path = args.finiteScan {
+    for pass in 1...max(1, args.repeats) {
+      let start = Date()
+      let (bad, bytes): (String?, Int)
+      if path.hasSuffix(".gguf") {
+        let file = try GGUFFile(path: path)
+        (bad, bytes) = (try file.firstNonFinite()?.tensor, file.fileSize)
+      } else {
+        let file = try SafetensorsFile(path: path)
+        (bad, bytes) = (file.firstNonFinite()?.tensor, file.fileSize)
+      }
+      emit([
+        "file": path, "bytes": bytes, "pass": pass, "seconds": Date().timeIntervalSince(start),
+        "non_finite": bad ?? "none",
+      ])
+    }
     exit(0)
   }
   if let folder = args.visionServe {

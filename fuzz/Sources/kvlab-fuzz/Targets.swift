@@ -17,7 +17,7 @@ let fuzzTargets: [FuzzTarget] = [
     name: "gguf", about: "GGUF header, metadata, tensor table, tokenizer and model config",
     run: fuzzGGUF),
   FuzzTarget(
-    name: "safetensors", about: "safetensors header and tensor conversion", run: fuzzSafetensors),
+    name: "safetensors", about: "safetensors header, the non-finite scan and tensor conversion", run: fuzzSafetensors),
   FuzzTarget(name: "config", about: "config.json / preprocessor_config.json", run: fuzzConfig),
   FuzzTarget(
     name: "tokenizer", about: "tokenizer.json, then encode and decode", run: fuzzTokenizer),
@@ -80,6 +80,7 @@ let maxConvertedElements = 1 << 16
 func fuzzGGUF(_ data: UnsafeRawPointer?, _ count: Int) -> CInt {
   withMemoryFile(bytes(data, count)) { path in
     guard let file = try? GGUFFile(path: path) else { return }
+    _ = try? file.firstNonFinite()  // the load-time scan
     for name in file.tensorNames {
       guard let info = try? file.tensor(name), info.elementCount <= maxConvertedElements else {
         continue
@@ -101,6 +102,7 @@ func fuzzGGUF(_ data: UnsafeRawPointer?, _ count: Int) -> CInt {
 func fuzzSafetensors(_ data: UnsafeRawPointer?, _ count: Int) -> CInt {
   withMemoryFile(bytes(data, count)) { path in
     guard let file = try? SafetensorsFile(path: path) else { return }
+    _ = file.firstNonFinite()  // the load-time scan: every float tensor, whatever its size
     for name in file.tensorNames {
       guard let info = try? file.tensor(name), info.elementCount <= maxConvertedElements else {
         continue
