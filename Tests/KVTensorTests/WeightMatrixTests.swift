@@ -236,6 +236,12 @@ final class WeightMatrixTests: XCTestCase {
         // Tiles of 1, 5 and all rows: tile edges inside and across parts.
         for tile in [1, 5, 36] {
           check(w, values, m: 4, scratchFloats: tile * 64, beta: 1, label: "\(path) tile \(tile)")
+          // Room for three pieces: threads dequantize and multiply pieces side by side.
+          withBLASThreads(2) {
+            check(
+              w, values, m: 5, scratchFloats: 3 * tile * 64, beta: 1,
+              label: "\(path) pieces of \(tile), 2 threads")
+          }
         }
         check(w, values, m: 1, scratchFloats: 0, beta: 0, label: "\(path) matvec")
       }
@@ -295,6 +301,18 @@ final class WeightMatrixTests: XCTestCase {
           XCTAssertEqual(run(m, threads: 1), run(m, threads: 2), "\(path) m=\(m)")
           XCTAssertEqual(run(m, threads: 2), run(m, threads: 2), "\(path) m=\(m) repeated")
         }
+        // Pieces of 96 rows (the last one 13), threads taking them in any order, each into
+        // its own part of the scratch: the same bits on 1, 2 and 3 threads.
+        func pieces(threads: Int) -> [UInt32] {
+          withBLASThreads(threads) {
+            var out = [Float](repeating: 0, count: 7 * w.rows)
+            let scratch = FloatBuffer(count: 3 * 96 * 576, category: .activations, meter: nil)
+            w.apply(x + x.prefix(4 * 576), rows: 7, ldx: 576, out: &out, ldo: w.rows, scratch: scratch)
+            return out.map(\.bitPattern)
+          }
+        }
+        XCTAssertEqual(pieces(threads: 1), pieces(threads: 2), "\(path) pieces, 2 threads")
+        XCTAssertEqual(pieces(threads: 1), pieces(threads: 3), "\(path) pieces, 3 threads")
       }
     }
   }

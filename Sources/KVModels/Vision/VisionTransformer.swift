@@ -237,7 +237,9 @@ struct VisionTransformer {
     let gateUp =
       gated
       ? Matrix(uninitializedRows: n, cols: 2 * intermediate, category: .vision, meter: meter) : nil
-    let attention = TiledAttention(heads: heads, kvHeads: heads, headDim: headDim)
+    // Key tiles of 1024: a SigLIP tile's 1024 patches in one, so each query's softmax is one
+    // pass with no rescaling of what was accumulated.
+    let attention = TiledAttention(heads: heads, kvHeads: heads, headDim: headDim, keyTile: 1024)
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)
