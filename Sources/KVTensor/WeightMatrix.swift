@@ -239,8 +239,7 @@ public final class WeightMatrix: @unchecked Sendable {
   }
 
   /// A piece's dequantized rows: 768 KiB, most of a Zen 4 core's L2 (1 MiB), so that the rows
-  /// are still there when sgemm packs them; measured against 256 KiB–2 MiB pieces with
-  /// `kvlab-bench --kernels`.
+  /// are still there when sgemm packs them (chosen by that reasoning; other sizes not timed).
   static let pieceFloats = 3 << 16
 
   /// The bfloat16 product: x rounded once, W packed tile by tile (whole panels of 32 rows of
