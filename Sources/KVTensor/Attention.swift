@@ -115,10 +115,11 @@ public struct TiledAttention {
         (qTile + (h * tq + i) * d).update(from: src, count: d)
       }
     }
-    acc.update(repeating: 0, count: rows * d)
     rowMax.update(repeating: -.infinity, count: rows)
     rowSum.update(repeating: 0, count: rows)
 
+    // The first key tile writes acc (beta 0); later ones add to it.
+    var accumulated = false
     for segment in segments {
       let kBase = segment.keys + g * segment.headStride
       let vBase = segment.values + g * segment.headStride
@@ -140,7 +141,7 @@ public struct TiledAttention {
           if seen == 0 { continue }
           let m = Swift.max(rowMax[r], SoftmaxRow.max(s, count: seen))
           let sum = SoftmaxRow.expShiftSum(s, count: seen, shift: m)
-          if rowMax[r] != -.infinity && rowMax[r] != m {
+          if accumulated && rowMax[r] != -.infinity && rowMax[r] != m {
             // Rescale what was accumulated under the old maximum.
             let correction = FastMath.exp(rowMax[r] - m)
             rowSum[r] *= correction
@@ -152,10 +153,12 @@ public struct TiledAttention {
         }
         BLAS.sgemm(
           m: rows, n: d, k: tk, a: scores, lda: tk, b: vBase + j0 * segment.rowStride,
-          ldb: segment.rowStride, beta: 1, c: acc, ldc: d)
+          ldb: segment.rowStride, beta: accumulated ? 1 : 0, c: acc, ldc: d)
+        accumulated = true
         j0 += tk
       }
     }
+    if !accumulated { acc.update(repeating: 0, count: rows * d) }
     for h in 0..<group {
       for i in 0..<tq {
         let r = h * tq + i

@@ -127,7 +127,14 @@ public final class WeightMatrix: @unchecked Sendable {
   }
 
   /// Floats of dequantization scratch that `apply` with several rows can use for this matrix.
-  public var tileFloats: Int { dense == nil ? min(rows * cols, Self.maxTileFloats) : 0 }
+  /// Room for whole pieces (see `apply`), as many as fit in `maxTileFloats`, so that threads
+  /// each dequantize their own.
+  public var tileFloats: Int {
+    guard dense == nil else { return 0 }
+    let pieceRows = Self.pieceRows(cols: cols, scratch: Self.maxTileFloats)
+    let pieces = (rows + pieceRows - 1) / pieceRows
+    return min(pieces * pieceRows * cols, max(Self.maxTileFloats, pieceRows * cols))
+  }
 
   /// The scratch a prefill tile may take at most (2 MiB: a quarter of SmolLM2's gate|up, whose
   /// sgemm is no slower in four tiles than in one).
@@ -202,17 +209,38 @@ public final class WeightMatrix: @unchecked Sendable {
       applyBF16(x, rows: m, ldx: ldx, beta: beta, out: out, ldo: ldo, scratch: scratch)
       return
     }
-    let tileRows = max(1, min(rows, scratch.count / cols))
-    var first = 0
-    while first < rows {
-      let n = min(tileRows, rows - first)
-      dequantizeRows(first..<(first + n), into: scratch.pointer, ld: cols)
-      BLAS.sgemm(
-        transB: true, m: m, n: n, k: cols, a: x, lda: ldx, b: scratch.pointer, ldb: cols,
-        beta: beta, c: out + first, ldc: ldo)
-      first += n
+    // W in pieces of a fixed number of rows (whatever the thread count, so the sums are too):
+    // the thread that takes a piece dequantizes it into its own part of the scratch and
+    // multiplies by it at once, BLAS single-threaded. The rows are multiplied while they are
+    // still in that core's cache, and no OpenBLAS thread shares a core with a pool helper
+    // spinning between regions.
+    let pieceRows = Self.pieceRows(cols: cols, scratch: scratch.count)
+    let pieces = (rows + pieceRows - 1) / pieceRows
+    let workers = max(1, min(BLAS.threads, scratch.count / (pieceRows * cols)))
+    let rows = self.rows
+    Parallel.withSingleThreadedBLAS {
+      Parallel.forEach(pieces, threads: workers) { piece, worker in
+        let first = piece * pieceRows
+        let n = min(pieceRows, rows - first)
+        let tile = scratch.pointer + worker * pieceRows * cols
+        dequantizeRows(first..<(first + n), into: tile, ld: cols, threads: 1)
+        BLAS.sgemm(
+          transB: true, m: m, n: n, k: cols, a: x, lda: ldx, b: tile, ldb: cols, beta: beta,
+          c: out + first, ldc: ldo)
+      }
     }
   }
+
+  /// Rows of W one prefill piece holds: up to `pieceFloats` of dequantized weights (a multiple
+  /// of 16 rows when more than 16 fit), and never more than `scratch` floats.
+  static func pieceRows(cols: Int, scratch: Int) -> Int {
+    let fit = max(1, min(pieceFloats, scratch) / cols)
+    return fit > 16 ? fit / 16 * 16 : fit
+  }
+
+  /// A piece's dequantized rows: 768 KiB, most of a Zen 4 core's L2 (1 MiB), so that the rows
+  /// are still there when sgemm packs them (chosen by that reasoning; other sizes not timed).
+  static let pieceFloats = 3 << 16
 
   /// The bfloat16 product: x rounded once, W packed tile by tile (whole panels of 32 rows of
   /// one part) into `scratch`, panels split across threads.

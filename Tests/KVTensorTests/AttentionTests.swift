@@ -132,6 +132,60 @@ final class AttentionTests: XCTestCase {
     check(Case(heads: 9, kvHeads: 3, d: 64, cached: 130, n: 1, queryTile: 64, keyTile: 256))
   }
 
+  /// The vision towers' case: n rows of fused qkv attending to one another (one non-causal
+  /// segment), with query and key tiles larger than the group (one key tile: the softmax in one
+  /// pass) and smaller (odd tiles), against Double; the same bits on 1, 2 and 3 threads.
+  func testBidirectionalGroupInOneKeyTileAndInOddTiles() {
+    let heads = 3
+    let d = 16
+    let n = 37
+    let ld = 3 * heads * d
+    let qkv = randomFloats(n * ld, seed: 21).map { $0 * 2 }
+    let scale = 1 / Double(d).squareRoot()
+    var reference = [Double](repeating: 0, count: n * heads * d)
+    for i in 0..<n {
+      for h in 0..<heads {
+        let scores = (0..<n).map { j in
+          (0..<d).reduce(0.0) { $0 + Double(qkv[i * ld + h * d + $1]) * Double(qkv[j * ld + (heads + h) * d + $1]) }
+            * scale
+        }
+        let m = scores.max()!
+        let e = scores.map { Foundation.exp($0 - m) }
+        let sum = e.reduce(0, +)
+        for j in 0..<n {
+          for t in 0..<d { reference[(i * heads + h) * d + t] += e[j] / sum * Double(qkv[j * ld + (2 * heads + h) * d + t]) }
+        }
+      }
+    }
+    for (queryTile, keyTile) in [(256, 1024), (16, 40), (5, 7)] {
+      var attention = TiledAttention(
+        heads: heads, kvHeads: heads, headDim: d, queryTile: queryTile, keyTile: keyTile)
+      attention.parallelThreshold = 0
+      func run(threads: Int) -> [Float] {
+        var out = [Float](repeating: .nan, count: n * heads * d)
+        var scratch = [Float](repeating: .nan, count: attention.scratchCount(threads: threads))
+        qkv.withUnsafeBufferPointer { p in
+          let q = p.baseAddress!
+          attention.run(
+            q: q, ldq: ld, n: n,
+            segments: [
+              KVSegment(
+                keys: q + heads * d, values: q + 2 * heads * d, count: n, headStride: d,
+                rowStride: ld, causal: false)
+            ], scale: Float(scale), out: &out, ldo: heads * d, scratch: &scratch, threads: threads)
+        }
+        return out
+      }
+      let one = run(threads: 1)
+      var worst: Double = 0
+      for (a, b) in zip(one, reference) { worst = max(worst, abs(Double(a) - b)) }
+      XCTAssertLessThan(worst, 2e-5, "tiles \(queryTile)x\(keyTile)")
+      for threads in [2, 3] {
+        XCTAssertTrue(run(threads: threads) == one, "tiles \(queryTile)x\(keyTile), \(threads) threads")
+      }
+    }
+  }
+
   func testLargeScoresStayFinite() {
     // Scores of ±100s: the online softmax must rescale without overflow.
     var c = Case(heads: 2, kvHeads: 1, d: 8, cached: 20, n: 30, queryTile: 8, keyTile: 8)

@@ -238,6 +238,13 @@ final class WeightMatrixTests: XCTestCase {
           check(w, values, m: 4, scratchFloats: tile * 64, beta: 1, label: "\(path) tile \(tile)")
         }
         check(w, values, m: 1, scratchFloats: 0, beta: 0, label: "\(path) matvec")
+        // Pieces of 80 rows of 2304 across parts, three at once on two threads.
+        let (wide, wideValues) = matrix([.q4_1, .q8_0], rows: 150, cols: 2304, seed: 13)
+        withBLASThreads(2) {
+          check(
+            wide, wideValues, m: 5, scratchFloats: 3 * 80 * 2304, beta: 1,
+            label: "\(path) pieces of 80 rows, 2 threads")
+        }
       }
     }
   }
@@ -295,6 +302,21 @@ final class WeightMatrixTests: XCTestCase {
           XCTAssertEqual(run(m, threads: 1), run(m, threads: 2), "\(path) m=\(m)")
           XCTAssertEqual(run(m, threads: 2), run(m, threads: 2), "\(path) m=\(m) repeated")
         }
+        // Rows of 2304: pieces of 80 rows (the last one 61), room for three in the scratch,
+        // threads taking them in any order: the same bits on 1, 2 and 3 threads.
+        let (wide, _) = matrix([.q4_1, .q8_0], rows: 301, cols: 2304, seed: 12)
+        XCTAssertEqual(WeightMatrix.pieceRows(cols: 2304, scratch: 3 * 80 * 2304), 80)
+        let x7 = randomFloats(7 * 2304, seed: 6)
+        func pieces(threads: Int) -> [UInt32] {
+          withBLASThreads(threads) {
+            var out = [Float](repeating: 0, count: 7 * wide.rows)
+            let scratch = FloatBuffer(count: 3 * 80 * 2304, category: .activations, meter: nil)
+            wide.apply(x7, rows: 7, ldx: 2304, out: &out, ldo: wide.rows, scratch: scratch)
+            return out.map(\.bitPattern)
+          }
+        }
+        XCTAssertEqual(pieces(threads: 1), pieces(threads: 2), "\(path) pieces, 2 threads")
+        XCTAssertEqual(pieces(threads: 1), pieces(threads: 3), "\(path) pieces, 3 threads")
       }
     }
   }

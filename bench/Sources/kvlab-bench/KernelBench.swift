@@ -10,6 +10,13 @@ enum KernelBench {
     return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
   }
 
+  /// CPU time of the process so far (all threads).
+  static func processCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+  }
+
   static func buffer(_ n: Int, seed: UInt64) -> FloatBuffer {
     let b = FloatBuffer(uninitializedCount: n, category: .activations, meter: nil)
     var s = seed
