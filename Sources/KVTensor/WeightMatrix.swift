@@ -126,18 +126,20 @@ public final class WeightMatrix: @unchecked Sendable {
     return names.joined(separator: "+")
   }
 
-  /// Floats of dequantization scratch that `apply` with several rows can use for this matrix.
-  /// Room for whole pieces (see `apply`), as many as fit in `maxTileFloats`, so that threads
-  /// each dequantize their own.
+  /// Floats of dequantization scratch that `apply` with several rows can use for this matrix
+  /// at the current thread count: room for one whole piece (see `apply`) per thread, so that
+  /// each thread dequantizes its own, and at least `maxTileFloats` (the bfloat16 kernel's
+  /// panels), never more than the matrix's pieces.
   public var tileFloats: Int {
     guard dense == nil else { return 0 }
-    let pieceRows = Self.pieceRows(cols: cols, scratch: Self.maxTileFloats)
+    let pieceRows = Self.pieceRows(cols: cols, scratch: Self.pieceFloats)
     let pieces = (rows + pieceRows - 1) / pieceRows
-    return min(pieces * pieceRows * cols, max(Self.maxTileFloats, pieceRows * cols))
+    let room = max(Self.maxTileFloats, max(1, BLAS.threads) * pieceRows * cols)
+    return min(pieces * pieceRows * cols, room)
   }
 
-  /// The scratch a prefill tile may take at most (2 MiB: a quarter of SmolLM2's gate|up, whose
-  /// sgemm is no slower in four tiles than in one).
+  /// The scratch the bfloat16 kernel packs into (2 MiB: a quarter of SmolLM2's gate|up, whose
+  /// product is no slower in four tiles than in one); the sgemm path takes one piece a thread.
   public static let maxTileFloats = 1 << 19
 
   /// Row `r` of W as float32 into `dst` (`cols` floats): an embedding lookup.

@@ -36,8 +36,11 @@ public final class LlamaModel: @unchecked Sendable {
   let output: WeightMatrix  // [vocab][hidden]; the embedding itself when tied
   let rope: RotaryEmbedding
   let attention: TiledAttention
-  /// Floats of dequantization scratch a prefill block needs (0 when every matrix is float32).
-  let weightTileFloats: Int
+  /// Floats of dequantization scratch a prefill block needs at the current thread count (0
+  /// when every matrix is float32).
+  var weightTileFloats: Int {
+    (layers.flatMap(\.matrices) + [output]).map(\.tileFloats).max() ?? 0
+  }
 
   init(
     config: DecoderConfig, embedding: WeightMatrix, layers: [LlamaLayer], outputNorm: FloatBuffer,
@@ -50,7 +53,6 @@ public final class LlamaModel: @unchecked Sendable {
     self.output = output
     rope = RotaryEmbedding(dimension: config.headDim, base: config.ropeTheta)
     attention = TiledAttention(heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
-    weightTileFloats = (layers.flatMap(\.matrices) + [output]).map(\.tileFloats).max() ?? 0
   }
 
   /// The stored formats of the matrices ("Q4_1+Q8_0", "F32").
