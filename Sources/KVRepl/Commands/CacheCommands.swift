@@ -9,7 +9,7 @@ public enum CacheCommands {
   public static var all: [Command] {
     [budget, policy] + policyForms + [
       protect, quota, prefill,
-    ] + StepCommands.all + [cache, cacheLayer, cacheLog, cacheMap]
+    ] + StepCommands.all + [cache, cacheLayer, cacheLog, cacheMap, cacheExport]
   }
 
   // MARK: budget
@@ -532,7 +532,7 @@ public enum CacheCommands {
     ]
   ) { ctx in
     let c = try shape(ctx.session)
-    let view = retention(ctx.session, c)
+    let view = withGeometry(ctx, retention(ctx.session, c))
     guard let typed = ctx.args.string("out") else {
       let lines = CacheViews.map(view)
       guard !view.origins.isEmpty else { return lines.forEach { ctx.print($0) } }
