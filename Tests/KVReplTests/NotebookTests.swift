@@ -413,8 +413,8 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(
       tutorials,
       [
-        "budgets-and-policies.ipynb", "long-clip.ipynb", "quickstart.ipynb",
-        "reading-the-cache.ipynb",
+        "budgets-and-policies.ipynb", "long-clip.ipynb", "post-vs-capped.ipynb",
+        "quickstart.ipynb", "reading-the-cache.ipynb",
       ])
   }
 
@@ -440,6 +440,8 @@ final class NotebookTests: XCTestCase {
   func testBudgetsAndPoliciesNotebookChecks() { checkTutorial("budgets-and-policies.ipynb") }
 
   func testReadingTheCacheNotebookChecks() { checkTutorial("reading-the-cache.ipynb") }
+
+  func testPostVsCappedNotebookChecks() { checkTutorial("post-vs-capped.ipynb") }
 
   func testQuickstartNotebookChecks() throws {
     try XCTSkipIf(defaultModelPath == nil, "SmolLM2 not set up (scripts/setup.sh)")
