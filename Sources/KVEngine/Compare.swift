@@ -43,12 +43,12 @@ extension Session {
 
 extension Session {
   /// A new session over this one's loaded model (weights and vision tower shared, its own meter
-  /// and cache) with `settings` and nothing fed: what a benchmark runs each setting in. This
-  /// session must not hold any input yet (its context would be prefilled into the new one).
+  /// and cache) with `settings` and nothing fed: what a benchmark runs each setting in. What
+  /// this session holds stays here (the new one starts from an empty context).
   public func sharingModel(settings: CacheSettings) throws -> Session {
-    guard segments.isEmpty else {
-      throw EngineError.invalid("sharingModel: the session already holds input (reset it first)")
-    }
-    return try fork(settings: settings, from: nil)
+    let empty = AskPoint(
+      question: "", options: GenerationOptions(), segments: [], nextRopePosition: 0, feeds: 0,
+      visualInputs: 0, userTurnOpen: false, lastFedVisual: false)
+    return try fork(settings: settings, from: empty)
   }
 }

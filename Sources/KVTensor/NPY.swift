@@ -34,15 +34,7 @@ public final class NPYWriter {
     temporary = String(
       decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     fchmod(fd, 0o644)
-    let dims = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(dims), }"
-    // magic(6) + version(2) + header length(2) + header, padded with spaces to 64 bytes, ending in \n
-    let unpadded = 10 + header.utf8.count + 1
-    header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-    var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
-    let n = UInt16(header.utf8.count)
-    bytes += [UInt8(n & 0xff), UInt8(n >> 8)]
-    bytes += Array(header.utf8)
+    let bytes = NPY.header(descr: "<f4", shape: shape)
     try bytes.withUnsafeBytes { try writeAll($0) }
   }
 

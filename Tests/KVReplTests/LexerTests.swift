@@ -16,6 +16,10 @@ final class LexerTests: XCTestCase {
     XCTAssertEqual(try words(#"feed text "a b; c = d # e""#), ["feed", "text", "a b; c = d # e"])
     XCTAssertEqual(try words(#"echo "say \"hi\" \\ done""#), ["echo", #"say "hi" \ done"#])
     XCTAssertEqual(try words(#"echo "a\nb\tc""#), ["echo", "a\nb\tc"])
+    // A comment from an unquoted `#` that starts a word; inside a word or quotes it is text.
+    XCTAssertEqual(try words(#"cache map   # retention; heatmap"#), ["cache", "map"])
+    XCTAssertEqual(try words(##"echo a#b "#c" #d"##), ["echo", "a#b", "#c"])
+    XCTAssertEqual(try Lexer.commands("protect text=on; quota frame=4  # on top; of it").count, 2)
     XCTAssertEqual(try words(#"echo """#), ["echo", ""])
     // Quotes may join parts of one word; backslashes outside quotes are literal.
     XCTAssertEqual(try words(#"echo ab"c d"e C:\x"#), ["echo", "abc de", #"C:\x"#])

@@ -233,9 +233,9 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(
       out2.lines,
       [
-        "error: notebook: nb.ipynb: cell 3: output differs from the recording",
-        "--- expected (nb.ipynb: cell 3)", "+++ actual", "@@ cell 3 @@", " a", "-B", "+b",
-        " spaced",
+        "error: notebook: nb.ipynb: cell 3 (code cell 2: echo a; echo b): output differs from the recording",
+        "--- expected (nb.ipynb: cell 3 (code cell 2: echo a; echo b))", "+++ actual",
+        "@@ code cell 2: echo a; echo b @@", " a", "-B", "+b", " spaced",
       ])
     // With --keep-going every differing cell is reported, then a summary.
     let (r3, out3) = repl()
@@ -243,7 +243,7 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(
       out3.lines.filter { $0.hasPrefix("error") },
       [
-        "error: notebook: nb.ipynb: cell 3: output differs from the recording",
+        "error: notebook: nb.ipynb: cell 3 (code cell 2: echo a; echo b): output differs from the recording",
         "error: notebook: nb.ipynb: 1 of 3 code cells differ from the stored output (cells 3)",
       ])
   }
@@ -258,7 +258,9 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(
       out.lines,
       [
-        "hello", "a", "b", "spaced",
+        "── code cell 1: echo hello (cell 2)", "hello",
+        "── code cell 2: echo a; echo b (cell 3)", "a", "b", "spaced",
+        "── code cell 3: tokenize hi (cell 5)",
         "error: nb.ipynb: cell 5, line 1: tokenize: no model loaded (use 'load' first)",
       ])
     // --keep-going goes on, and says which cells failed.
@@ -283,7 +285,9 @@ final class NotebookTests: XCTestCase {
     )
     let (r, out) = repl()
     XCTAssertEqual(r.run(line: "notebook run sub/nb.ipynb"), .ok, out.text)
-    XCTAssertEqual(out.text, "checked inner.kvl: 1 command, output matches\n")
+    XCTAssertEqual(
+      out.text,
+      "── code cell 1: replay inner.kvl --check (cell 1)\nchecked inner.kvl: 1 command, output matches\n")
   }
 
   func testCheckAndUpdateTogetherIsAnError() {
@@ -409,8 +413,8 @@ final class NotebookTests: XCTestCase {
     XCTAssertEqual(
       tutorials,
       [
-        "budgets-and-policies.ipynb", "long-clip.ipynb", "quickstart.ipynb",
-        "reading-the-cache.ipynb",
+        "budgets-and-policies.ipynb", "long-clip.ipynb", "post-vs-capped.ipynb",
+        "quickstart.ipynb", "reading-the-cache.ipynb",
       ])
   }
 
@@ -436,6 +440,8 @@ final class NotebookTests: XCTestCase {
   func testBudgetsAndPoliciesNotebookChecks() { checkTutorial("budgets-and-policies.ipynb") }
 
   func testReadingTheCacheNotebookChecks() { checkTutorial("reading-the-cache.ipynb") }
+
+  func testPostVsCappedNotebookChecks() { checkTutorial("post-vs-capped.ipynb") }
 
   func testQuickstartNotebookChecks() throws {
     try XCTSkipIf(defaultModelPath == nil, "SmolLM2 not set up (scripts/setup.sh)")

@@ -25,7 +25,9 @@ PROMPT = "kvlab> "
 UP = "\x1b[A"
 
 
-class Interactive(unittest.TestCase):
+class PtyCase(unittest.TestCase):
+    """kvlab under a pseudo-terminal in a fresh folder, with its own history file."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="kvlab-pty-")
         self.history = os.path.join(self.dir, "history")
@@ -33,10 +35,10 @@ class Interactive(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def spawn(self, *args, cwd=None, timeout=15):
+    def spawn(self, *args, cwd=None, timeout=15, columns=120):
         env = dict(os.environ, KVLAB_HISTORY=self.history, TERM="xterm")
         p = pexpect.spawn(BINARY, list(args), env=env, cwd=cwd or self.dir, encoding="utf-8",
-                          timeout=timeout, dimensions=(40, 120))
+                          timeout=timeout, dimensions=(40, columns))
         if os.environ.get("PTY_VERBOSE"):
             p.logfile_read = sys.stdout
         self.addCleanup(p.close, force=True)
@@ -66,6 +68,8 @@ class Interactive(unittest.TestCase):
         p.close()
         self.assertEqual(p.exitstatus, 0)
 
+
+class Interactive(PtyCase):
     # -- prompt and leaving
 
     def test_ctrl_d_exits_cleanly(self):
@@ -288,6 +292,46 @@ class Interactive(unittest.TestCase):
         p.sendline("echo alive")
         p.expect_exact("alive")
         p.expect_exact(PROMPT)
+        self.finish(p)
+
+
+def readme_tour():
+    """The commands of the README's tour as printed (the first `text` block under "A short
+    tour"), each with the output lines printed under it: (command, [lines])."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("## A short tour", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    steps = []
+    for line in block.splitlines():
+        if line.startswith(PROMPT):
+            steps.append((line[len(PROMPT):], []))
+        elif steps:
+            steps[-1][1].append(line)
+    return steps
+
+
+class ReadmeTour(PtyCase):
+    """The README's tour typed at the prompt as printed, in a folder holding the models: every
+    command comes back to the prompt without an error line, and the output lines the README
+    shows under a command appear in that order (a changed README or a broken tour fails here)."""
+
+    @unittest.skipUnless(os.path.exists(MODEL), "needs " + MODEL)
+    def test_the_readme_tour_runs_as_printed(self):
+        steps = readme_tour()
+        self.assertGreater(len(steps), 20, "the tour has its commands")
+        os.symlink(os.path.join(ROOT, "models"), os.path.join(self.dir, "models"))
+        # Wide enough that no typed line wraps (libedit would redraw it).
+        p = self.start(timeout=600, columns=400)
+        for command, shown in steps:
+            p.sendline(command)
+            # The echo of the typed line first, so the output is this command's (up to its
+            # comment: libedit may not echo a comment's non-ASCII characters, such as '…').
+            p.expect_exact(command.split(" #", 1)[0].rstrip())
+            for line in shown:
+                p.expect_exact(line)
+            p.expect_exact(PROMPT)
+            self.assertNotIn("error:", p.before, f"{command!r} printed an error:\n{p.before}")
         self.finish(p)
 
 

@@ -9,7 +9,7 @@ public enum CacheCommands {
   public static var all: [Command] {
     [budget, policy] + policyForms + [
       protect, quota, prefill,
-    ] + StepCommands.all + [cache, cacheLayer, cacheLog, cacheMap]
+    ] + StepCommands.all + [cache, cacheLayer, cacheLog, cacheMap, cacheExport]
   }
 
   // MARK: budget
@@ -520,6 +520,10 @@ public enum CacheCommands {
     help: """
       For each image, a grid per tile over the patches' rows and columns; for each video, a \
       timeline over its frames; for text and generated tokens, a strip over their positions. \
+      An Idefics3 image's tiles are laid out on the image's grid (rows of tiles, the global \
+      image after them); after `feed synthetic`, the tiles or frames holding the target are \
+      marked (* on a tile, ^ under a frame; outlined in red in the PNG) and a line says how much \
+      of it the cache holds. \
       Each cell shows the share of the (layer, KV head) slots that still hold its tokens: \
       ' ' none, ░ under a third, ▒ under two thirds, ▓ less than all, █ all. Large inputs are \
       bucketed so that every line fits in 80 columns. out=FILE.png writes the same map as a \
@@ -532,7 +536,7 @@ public enum CacheCommands {
     ]
   ) { ctx in
     let c = try shape(ctx.session)
-    let view = retention(ctx.session, c)
+    let view = withGeometry(ctx, retention(ctx.session, c))
     guard let typed = ctx.args.string("out") else {
       let lines = CacheViews.map(view)
       guard !view.origins.isEmpty else { return lines.forEach { ctx.print($0) } }

@@ -252,6 +252,9 @@ public enum SessionCommands {
     help: "Forgets everything fed and generated; the model stays loaded."
   ) { ctx in
     ctx.session.reset()
+    // The synthetic sample fed is gone with the context (its question, its target).
+    ctx.repl.syntheticFed = nil
+    ctx.repl.syntheticQuestion = nil
     ctx.print("context cleared")
   }
 }

@@ -133,13 +133,18 @@ public enum SyntheticCommands {
     if reply.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
       lines.append("(nothing generated)")
     }
-    let spaced = reply.split(whereSeparator: \.isWhitespace).joined(separator: " ")
-    let first = SyntheticVocabulary.words(spaced).first { $0 != "?" } ?? ""
-    let word = first.trimmingCharacters(in: .punctuationCharacters)
+    let word = repliedWord(reply)
     lines.append(
       "expected: \(expected), replied: \(word.isEmpty ? "(nothing)" : word) (\(word == expected ? "correct" : "wrong"))"
     )
     return lines
+  }
+
+  /// The reply's first word, as the answer is judged ("" when nothing was generated).
+  static func repliedWord(_ reply: String) -> String {
+    let spaced = reply.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    let first = SyntheticVocabulary.words(spaced).first { $0 != "?" } ?? ""
+    return first.trimmingCharacters(in: .punctuationCharacters)
   }
 
   static let write = Command(

@@ -6,7 +6,8 @@
 /// `;` ends a command, so one line can hold several (`load; feed text "hi"`). A word whose
 /// unquoted start is `name=` is an option; one that starts with an unquoted `--` is a flag
 /// (`--append`, `--max=8`). Quoting any part of the key makes the word a plain argument
-/// (`"a=b"`).
+/// (`"a=b"`). An unquoted `#` at the start of a word begins a comment that runs to the end of
+/// the line (`a#b` is a word; `"# x"` is quoted text).
 public struct Token: Equatable, Sendable {
   /// The word with quotes removed and escapes applied.
   public var text: String
@@ -113,6 +114,9 @@ public enum Lexer {
         endsInSpace = true
         continue
       }
+      // An unquoted `#` starting a word starts a comment, to the end of the line (as the
+      // README's tour writes them: `cache map   # retention heatmap`).
+      if c == "#" { break }
       // One word: runs until unquoted whitespace or `;`.
       let start = i
       var text = ""

@@ -33,6 +33,14 @@ public struct Notebook {
 
     public var isCode: Bool { kind == "code" }
 
+    /// `code cell 2: load model`: the code cell's number among the code cells (Jupyter's
+    /// `In [2]` after a run from the top) and its first command line, cut at 60 characters.
+    public func title(codeNumber: Int) -> String {
+      let first = commandLines.first?.line.trimmingCharacters(in: .whitespaces) ?? "(no commands)"
+      let shown = first.count > 60 ? first.prefix(59) + "…" : Substring(first)
+      return "code cell \(codeNumber): \(shown)"
+    }
+
     /// The stored output as lines (a final line without a newline still counts).
     public var outputLines: [String] { CaptureSink.lines(outputText) }
 

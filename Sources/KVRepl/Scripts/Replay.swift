@@ -121,6 +121,10 @@ extension Repl {
       if expected.last?.hasPrefix("^C cancelled") ?? false { continue }
       let expectsError = expected.contains { $0.hasPrefix("error: ") }
       frames[frames.count - 1].cell = cell.number
+      let title = cell.title(codeNumber: executionCount)
+      // A plain run marks where each cell's output starts (checks and updates compare and
+      // store each cell's output on its own).
+      if mode == .run { print("── \(title) (cell \(cell.number))") }
       // A notebook shows pictures: checks compare their text, updates store them.
       let capture: CaptureSink? = mode == .run ? nil : CaptureSink(keepsImages: true)
       var result = CommandResult.ok
@@ -143,13 +147,13 @@ extension Repl {
           if !keepGoing { break }
         }
       }
-      let place = "\(typed): cell \(cell.number)"
+      let place = "\(typed): cell \(cell.number) (\(title))"
       switch mode {
       case .check:
         if !Mask.matches(expected: expected, actual: capture!.lines) {
           differing.append(cell.number)
           let e = outputDiffers(
-            "notebook", where: place, heading: "cell \(cell.number)", expected: expected,
+            "notebook", where: place, heading: title, expected: expected,
             actual: capture!.lines)
           if !keepGoing { throw e }
           report(e)

@@ -15,6 +15,14 @@ public struct RetentionView {
 
   public var slots: Int { layers * kvHeads }
 
+  /// Where known (Idefics3's `<row_r_col_c>` markers), each image's tiles as laid over it: rows ×
+  /// cols, keyed by the image's index; tile r·cols + c is at (r, c), the global image after.
+  public var tileGrids: [Int: (rows: Int, cols: Int)] = [:]
+  /// The positions of a synthetic input's target (the patches its answer depends on), and
+  /// what it is (`needle-image seed=3`).
+  public var targets: Set<Int> = []
+  public var targetSource: String?
+
   public init(layers: Int, kvHeads: Int, origins: [TokenOrigin], holders: [Int]) {
     precondition(origins.count == holders.count)
     self.layers = layers
@@ -161,10 +169,19 @@ public enum CacheViews {
       title += " of \(grid.rows)×\(grid.cols) patches"
     }
     title += ", \(plural(per, "frame")) per cell"
-    return [
-      title, "│\(cells)│",
-      axis(first: "\(frames.first!)", last: "\(frames.last!)", cells: cells.count),
-    ]
+    var marks = ""
+    if !view.targets.isEmpty {
+      // `^` under the cells whose frames hold the target.
+      for start in stride(from: 0, to: frames.count, by: per) {
+        let hit = frames[start..<min(frames.count, start + per)].contains { f in
+          byFrame[f]!.contains { view.targets.contains($0) }
+        }
+        marks.append(hit ? "^" : " ")
+      }
+    }
+    return [title, "│\(cells)│"] + (marks.contains("^") ? [trimmedRight(" " + marks)] : []) + [
+      axis(first: "\(frames.first!)", last: "\(frames.last!)", cells: cells.count)
+    ] + targetLines(view, group.positions)
   }
 
   /// One grid per tile, side by side while they fit in 80 columns.
@@ -184,7 +201,15 @@ public enum CacheViews {
     let tiles = byTile.keys.sorted()
     var title = "image \(group.key.image) (feed \(group.key.input)): "
     let sizes = tiles.map { gridSize(view, byTile[$0]!)! }
-    if tiled { title += plural(tiles.count, "tile") }
+    // Tiles on the image's grid: a band per row of tiles, the global image after them.
+    let across = view.tileGrids[group.key.image].flatMap { g in
+      tiled && tiles == Array(0...(g.rows * g.cols)) ? g : nil
+    }
+    if let g = across {
+      title += "\(g.rows)×\(g.cols) tiles + a global image"
+    } else if tiled {
+      title += plural(tiles.count, "tile")
+    }
     if let s = sizes.first, sizes.allSatisfy({ $0 == s }) {
       title += (tiled ? " of " : "") + "\(s.rows)×\(s.cols) patches"
     } else if !tiled {
@@ -205,14 +230,42 @@ public enum CacheViews {
         let o = view.origins[p]
         cells[o.row! / fr][o.col! / fc] = cells[o.row! / fr][o.col! / fc] + view.share([p])
       }
-      var box = tiled ? ["tile \(t)"] : []
+      let marked = byTile[t]!.contains { view.targets.contains($0) } ? "*" : ""
+      var box =
+        across.map { g in [t == g.rows * g.cols ? "global\(marked)" : "\(t)\(marked)"] }
+        ?? (tiled ? ["tile \(t)\(marked)"] : [])
       box.append("┌" + String(repeating: "─", count: cols) + "┐")
       for r in cells { box.append("│" + String(r.map(\.shade)) + "│") }
       box.append("└" + String(repeating: "─", count: cols) + "┘")
       boxes.append(box)
     }
     if let bucketNote { title += ", \(bucketNote)" }
-    return [title] + sideBySide(boxes)
+    var lines = [title]
+    if let g = across, boxes.prefix(g.cols).map({ $0.map(\.count).max() ?? 0 }).reduce(0, +)
+      + 2 * (g.cols - 1) <= width
+    {
+      for r in 0..<g.rows { lines += sideBySide(Array(boxes[(r * g.cols)..<((r + 1) * g.cols)])) }
+      lines += [""] + sideBySide([boxes.last!])
+    } else {
+      lines += sideBySide(boxes)
+    }
+    return lines + targetLines(view, group.positions)
+  }
+
+  /// `target (needle-image seed=3, * above): 12 tokens in tiles 27, 64; 41.7% of their slots
+  /// hold them`, when the group holds a synthetic input's target.
+  static func targetLines(_ view: RetentionView, _ positions: [Int]) -> [String] {
+    let mine = positions.filter { view.targets.contains($0) }
+    guard !mine.isEmpty else { return [] }
+    let video = view.origins[mine[0]].modality == .video
+    let parts = Set(mine.compactMap { video ? view.origins[$0].frame : view.origins[$0].tile })
+    let s = view.share(mine)
+    let list = compactRanges(Array(parts)).joined(separator: ", ")
+    return [
+      "target (\(view.targetSource ?? "synthetic")\(video ? "" : ", * above")): \(plural(mine.count, "token")) in \(video ? "frames" : "tiles") \(list); "
+        + String(format: "%.1f%%", 100 * Double(s.held) / Double(max(1, s.total)))
+        + " of their slots hold them"
+    ]
   }
 
   /// Rows and columns of the patch grid of `positions` (nil: no token has a patch position).

@@ -126,8 +126,13 @@ enum PNGViews {
 
   /// A labelled grid of cells (`shares[row][col]`), each `cell` pixels square; a grid too big
   /// for the canvas gets smaller cells, then merged ones (`fit`).
-  static func grid(_ label: String, _ shares: [[Share]], cell: Int) -> Panel {
+  static func grid(_ label: String, _ shares: [[Share]], cell: Int, marked: Set<Int> = []) -> Panel {
+    let given = shares
     let (shares, cell) = fit(shares, cell: cell, limit: maxPanelWidth - 2)
+    // Marked cells (a synthetic target, row · cols + col) are outlined in red where the grid
+    // was not merged and cells are big enough to show it.
+    let outline = shares.count == given.count && cell >= 4 ? marked : []
+    let givenCols = given.map(\.count).max() ?? 0
     let rows = shares.count
     let cols = shares.map(\.count).max() ?? 0
     let w = min(maxPanelWidth, max(cols * cell + 2, Canvas.textWidth(label)))
@@ -140,8 +145,14 @@ enum PNGViews {
           c.fill(x: x + 1 + k * cell, y: top + 1 + r * cell, w: cell, h: cell, color(s))
         }
       }
+      for m in outline.sorted() where givenCols > 0 {
+        c.frame(x: x + 1 + m % givenCols * cell, y: top + 1 + m / givenCols * cell, w: cell, h: cell, red)
+      }
     }
   }
+
+  /// Ends a row of the flow (tiles on their image's grid).
+  static let lineBreak = Panel(width: 0, height: 0, breaksLine: true) { _, _, _ in }
 
   // MARK: cache map
 
@@ -215,16 +226,28 @@ enum PNGViews {
     var panels = [heading(title)]
     let sizes = keys.map { CacheViews.gridSize(view, parts[$0]!)! }
     let side = sizes.map { max($0.rows, $0.cols) }.max() ?? 1
-    // Cells of 4 to 24 pixels: a tile or frame grid is at most about 200 pixels across.
-    let cell = max(4, min(24, 200 / side))
-    for (k, size) in zip(keys, sizes) {
+    // Tiles on the image's grid: a row of panels per row of tiles, the global image after.
+    let across = video ? nil : view.tileGrids[group.key.image].flatMap { g in
+      keys == Array(0...(g.rows * g.cols)) ? g : nil
+    }
+    // Cells of 4 to 24 pixels: a tile or frame grid is at most about 200 pixels across, and a
+    // row of tiles fits the canvas.
+    var cell = max(4, min(24, 200 / side))
+    if let g = across { cell = max(1, min(cell, ((maxPanelWidth + 12) / g.cols - 14) / side)) }
+    for (i, (k, size)) in zip(keys, sizes).enumerated() {
       var shares = [[Share]](
         repeating: [Share](repeating: Share(held: 0, total: 0), count: size.cols), count: size.rows)
+      var marked: Set<Int> = []
       for p in parts[k]! {
         let o = view.origins[p]
         shares[o.row!][o.col!] = shares[o.row!][o.col!] + view.share([p])
+        if view.targets.contains(p) { marked.insert(o.row! * size.cols + o.col!) }
       }
-      panels.append(grid("\(video ? "frame" : "tile") \(k)", shares, cell: cell))
+      if let g = across, i % g.cols == 0 { panels.append(lineBreak) }
+      let label =
+        across.map { g in k == g.rows * g.cols ? "global" : "\(k / g.cols),\(k % g.cols)" }
+        ?? "\(video ? "frame" : "tile") \(k)"
+      panels.append(grid(label, shares, cell: cell, marked: marked))
     }
     if !loose.isEmpty {
       // One cell per token, wrapped at the canvas width (8 rows at most, then merged).
