@@ -70,7 +70,7 @@ final class CompleterTests: XCTestCase {
   }
 
   func testCacheCommands() {
-    XCTAssertEqual(complete("cache "), ["layer", "log", "map"])
+    XCTAssertEqual(complete("cache "), ["export", "layer", "log", "map"])
     XCTAssertEqual(complete("cache log "), ["layer="])
     XCTAssertEqual(complete("quota "), ["frame=", "image=", "off", "tile="])
     XCTAssertEqual(complete("protect "), ["system=", "text="])

@@ -122,7 +122,10 @@ final class HostileInputTests: XCTestCase {
     }
     let before = capture.text.count
     let result = repl.run(line: row.command)
-    let printed = String(capture.text.dropFirst(before))
+    // `notebook run` marks each code cell it runs (`── code cell 1: …`); the marker is not part
+    // of the error the row documents.
+    let printed = String(capture.text.dropFirst(before)).split(separator: "\n", omittingEmptySubsequences: false)
+      .filter { !$0.hasPrefix("── code cell ") }.joined(separator: "\n")
     XCTAssertEqual(result, .failed, what)
     XCTAssertEqual(printed, row.message + "\n", what)
     if printed != row.message + "\n" { print("HOSTILE \(row.number) ACTUAL: \(printed)") }

@@ -200,7 +200,7 @@ final class ProcessTests: XCTestCase {
     }
     let run = try kvlab(["notebook", "run", "nb.ipynb"])
     XCTAssertEqual(run.status, 0, run.stderr)
-    XCTAssertEqual(run.stdout, "hi\n")
+    XCTAssertEqual(run.stdout, "── code cell 1: echo hi (cell 1)\nhi\n")
     write("bad.ipynb", "nope")
     let bad = try kvlab(["notebook", "run", "bad.ipynb", "--check"])
     XCTAssertEqual(bad.status, 1)

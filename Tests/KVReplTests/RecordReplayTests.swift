@@ -86,7 +86,7 @@ final class RecordReplayTests: XCTestCase {
     XCTAssertTrue(
       lines.contains(#"feed image "../data/a b.png"; cache map out=../data/m.png"#), "\(lines)")
     XCTAssertTrue(
-      lines.contains("#> wrote ../data/m.png: 800×230 PNG, retention of 70 tokens"), "\(lines)")
+      lines.contains("#> wrote ../data/m.png: 800×422 PNG, retention of 70 tokens"), "\(lines)")
     // Replayed from another folder (the recording's own), the paths still resolve.
     let (r2, out2) = repl()
     r2.workingDirectory = "/"

@@ -240,9 +240,11 @@ struct VisionTransformer {
     // Tiles of 256 queries × 1024 keys: a SigLIP tile's 1024 patches in one key tile, so each
     // query's softmax is one pass with no rescaling, and K and V packed by sgemm once per 256
     // queries rather than per 64 (17% less CPU time than 64 × 512, `kvlab-bench --vision-serve`
-    // stages on one thread).
+    // stages on one thread). Never larger than the input, whose scratch would be charged for
+    // nothing (a 64×64 frame has 16 patches).
     let attention = TiledAttention(
-      heads: heads, kvHeads: heads, headDim: headDim, queryTile: 256, keyTile: 1024)
+      heads: heads, kvHeads: heads, headDim: headDim, queryTile: max(1, min(256, n)),
+      keyTile: max(1, min(1024, n)))
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)
