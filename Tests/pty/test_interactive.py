@@ -304,8 +304,9 @@ def readme_tour():
     block = section.split("```text\n", 1)[1].split("```", 1)[0]
     steps = []
     for line in block.splitlines():
-        if line.startswith(PROMPT):
-            steps.append((line[len(PROMPT):], []))
+        prompt = next((q for q in (PROMPT, "kvlab rec> ") if line.startswith(q)), None)
+        if prompt:
+            steps.append((line[len(prompt):], []))
         elif steps:
             steps[-1][1].append(line)
     return steps
@@ -322,7 +323,7 @@ class ReadmeTour(PtyCase):
         self.assertGreater(len(steps), 20, "the tour has its commands")
         os.symlink(os.path.join(ROOT, "models"), os.path.join(self.dir, "models"))
         # Wide enough that no typed line wraps (libedit would redraw it).
-        p = self.start(timeout=600, columns=400)
+        p = self.start(timeout=180, columns=400)
         for command, shown in steps:
             p.sendline(command)
             # The echo of the typed line first, so the output is this command's (up to its
@@ -330,7 +331,8 @@ class ReadmeTour(PtyCase):
             p.expect_exact(command.split(" #", 1)[0].rstrip())
             for line in shown:
                 p.expect_exact(line)
-            p.expect_exact(PROMPT)
+            # While recording, the prompt says so.
+            p.expect_exact([PROMPT, "kvlab rec> "])
             self.assertNotIn("error:", p.before, f"{command!r} printed an error:\n{p.before}")
         self.finish(p)
 
