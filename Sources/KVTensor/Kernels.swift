@@ -11,13 +11,21 @@ public enum Kernels {
   ) {
     Parallel.rows(rows, grain: 16, threads: threads) { range in
       for r in range {
-        let src = x + r * cols
-        let dst = out + r * cols
-        let sum = FastMath.sumOfSquares(src, count: cols)
-        let scale = 1 / (sum / Float(cols) + eps).squareRoot()
-        for c in 0..<cols { dst[c] = weight[c] * (src[c] * scale) }
+        rmsNormRow(x + r * cols, weight: weight, eps: eps, count: cols, out: out + r * cols)
       }
     }
+  }
+
+  /// One row of `rmsNorm` (in place allowed): for rows that are not contiguous, such as the
+  /// heads of a Q/K/V row normalised one by one.
+  @inline(__always)
+  public static func rmsNormRow(
+    _ src: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float, count: Int,
+    out dst: UnsafeMutablePointer<Float>
+  ) {
+    let sum = FastMath.sumOfSquares(src, count: count)
+    let scale = 1 / (sum / Float(count) + eps).squareRoot()
+    for c in 0..<count { dst[c] = weight[c] * (src[c] * scale) }
   }
 
   /// LayerNorm with optional bias (for the ViT towers): mean and variance in float32 over

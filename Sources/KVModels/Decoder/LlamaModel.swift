@@ -219,10 +219,8 @@ public final class LlamaModel: @unchecked Sendable {
       for r in range {
         for h in 0..<(heads + kvHeads) {
           let head = x + r * ld + h * headDim
-          let weight = (h < heads ? q : k).pointer
-          let sum = FastMath.sumOfSquares(head, count: headDim)
-          let scale = 1 / (sum / Float(headDim) + eps).squareRoot()
-          for i in 0..<headDim { head[i] = weight[i] * (head[i] * scale) }
+          Kernels.rmsNormRow(
+            head, weight: (h < heads ? q : k).pointer, eps: eps, count: headDim, out: head)
         }
       }
     }

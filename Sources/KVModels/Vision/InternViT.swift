@@ -242,9 +242,7 @@ struct InternViT {
         for r in 0..<n {
           for (offset, weight) in [(0, qn), (d, kn)] {
             let row = qkv.row(r) + offset
-            let sum = FastMath.sumOfSquares(row, count: d)
-            let s = 1 / (sum / Float(d) + Self.qkNormEps).squareRoot()
-            for c in 0..<d { row[c] = weight.pointer[c] * (row[c] * s) }
+            Kernels.rmsNormRow(row, weight: weight.pointer, eps: Self.qkNormEps, count: d, out: row)
           }
         }
       }
