@@ -27,6 +27,9 @@ final class VisionParityTests: XCTestCase {
     let input_ids: [Int]
     let argmax: [Int]
     let greedy: [Int]
+    /// Qwen: the continuation a bare forward with a cache decodes (rope_deltas), where it is
+    /// not `greedy`.
+    let greedy_rope_deltas: [Int]?
     let files: [String: String]
   }
   struct Cases: Decodable { let cases: [Case] }
@@ -57,6 +60,42 @@ final class VisionParityTests: XCTestCase {
   /// final LayerNorm, 24-pixel tiles of 3-pixel patches, up to 4 tiles.
   func testInternVLQwen3MatchesTransformers() throws {
     try check("internvl", base: "\(Self.dir)/internvl_qwen3")
+  }
+
+  /// InternVL as the published `-hf` checkpoints name their tensors (`model.vision_tower.*`,
+  /// `model.multi_modal_projector.*`, `model.language_model.*`, `lm_head.*`), where the fixture
+  /// above holds what transformers 5.24 saves (`vision_tower.*`, `language_model.model.*`,
+  /// `language_model.lm_head.*`): the same goldens (scripts/gen_layout_fixtures.py).
+  func testInternVLPublishedLayoutMatchesTransformers() throws {
+    let folder = "\(Self.dir)/internvl_qwen3_published/model"
+    try assertLayout(
+      folder,
+      has: [
+        "model.vision_tower.embeddings.cls_token", "model.multi_modal_projector.linear_1.weight",
+        "model.language_model.embed_tokens.weight", "lm_head.weight",
+      ],
+      lacks: ["vision_tower.embeddings.cls_token", "language_model.lm_head.weight"])
+    try check(
+      "internvl", base: "\(Self.dir)/internvl_qwen3", modelFolder: folder, imageDir: Self.dir)
+  }
+
+  /// Qwen2.5-VL's published checkpoints have what transformers 5.24 saves (`model.layers.*`,
+  /// `visual.*`); checkpoints saved by transformers 4.52-4.57 name the module tree instead
+  /// (`model.language_model.*`, `model.visual.*`): the same goldens.
+  func testQwen25VLModuleNamesMatchTransformers() throws {
+    let folder = "\(Self.dir)/qwen2_5_vl_module_names/model"
+    try assertLayout(
+      folder,
+      has: ["model.visual.patch_embed.proj.weight", "model.language_model.embed_tokens.weight"],
+      lacks: ["visual.patch_embed.proj.weight", "model.embed_tokens.weight"])
+    try check(
+      "qwen2_5_vl", base: "\(Self.dir)/qwen2_5_vl", modelFolder: folder, imageDir: Self.dir)
+  }
+
+  private func assertLayout(_ folder: String, has: [String], lacks: [String]) throws {
+    let f = try HFModelFolder(path: folder)
+    for name in has { XCTAssertTrue(f.hasTensor(name), "\(folder): no \(name)") }
+    for name in lacks { XCTAssertFalse(f.hasTensor(name), "\(folder): \(name)") }
   }
 
   /// Qwen2.5-VL's temporal positions follow the clip's frame rate; a rate near zero is an error,
@@ -177,7 +216,11 @@ final class VisionParityTests: XCTestCase {
     return segments
   }
 
-  private func check(_ family: String, base: String? = nil, modelFolder: String? = nil) throws {
+  /// `modelFolder`: another folder run on `base`'s cases, its images under `imageDir` (default:
+  /// beside the cases when a model folder is given, else the shared images).
+  private func check(
+    _ family: String, base: String? = nil, modelFolder: String? = nil, imageDir: String? = nil
+  ) throws {
     let base = base ?? "\(Self.dir)/\(family)"
     let cases = try JSONDecoder().decode(
       Cases.self, from: Data(contentsOf: URL(fileURLWithPath: "\(base)/cases.json"))
@@ -198,7 +241,8 @@ final class VisionParityTests: XCTestCase {
       }
       if let edge = c.longest_edge { idefics?.splitter.longestEdge = edge }
       defer { if let folderSplitter { idefics?.splitter = folderSplitter } }
-      let segments = try Self.segments(model, c, imageDir: modelFolder == nil ? Self.dir : base)
+      let segments = try Self.segments(
+        model, c, imageDir: imageDir ?? (modelFolder == nil ? Self.dir : base))
       XCTAssertEqual(segments.flatMap(\.tokens), c.input_ids, "\(family)/\(c.name): token ids")
       guard segments.flatMap(\.tokens) == c.input_ids else { continue }
       if let expected = c.position_ids {
@@ -269,12 +313,14 @@ final class VisionParityTests: XCTestCase {
           }
         }
         index += s.count
-        lastPosition = max(lastPosition, (s.ropeAxes?.flatMap { $0 } ?? s.positions).max() ?? 0)
+        lastPosition = s.positions.last ?? lastPosition
       }
       XCTAssertLessThanOrEqual(worst, Self.logitTolerance, "\(family)/\(c.name): logits")
       print("parity \(family)/\(c.name): \(index) tokens × \(vocab), max |Δlogit| \(worst)")
 
-      // Greedy continuation (M-RoPE: generated tokens follow the largest position).
+      // Greedy continuation as transformers' generate makes it (M-RoPE: from the prompt's last
+      // position, one a step; not rope_deltas' past the largest, which a slow clip's temporal
+      // positions can put further on: greedy_rope_deltas, recorded where it differs).
       var next = c.argmax[index - 1]
       var generated: [Int] = []
       for step in 0..<c.greedy.count {
@@ -289,6 +335,7 @@ final class VisionParityTests: XCTestCase {
         next = argmax(logits.pointer, vocab)
       }
       XCTAssertEqual(generated, c.greedy, "\(family)/\(c.name): greedy continuation")
+      if let other = c.greedy_rope_deltas { XCTAssertNotEqual(other, c.greedy) }
     }
   }
 
