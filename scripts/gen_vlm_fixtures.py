@@ -47,12 +47,18 @@ Writes Tests/KVEngineTests/Fixtures/vlm/:
                        smallest top-1/top-2 logit gap (>= MIN_GAP everywhere: seeds are picked so),
                        and for qwen2_vl / qwen2_5_vl the M-RoPE position ids (3 x seq) and rope_deltas
                        of model.model.get_rope_index (qwen2_5_vl: with the processor's
-                       second_per_grid_ts, and the clip's video_fps when the case gives one).
+                       second_per_grid_ts, and the clip's video_fps when the case gives one), and
+                       where they differ from greedy, greedy_rope_deltas: the 8 tokens a bare forward
+                       with a cache decodes (at rope_deltas, past the prompt's largest position, where
+                       generate continues from its last).
 
 Qwen2.5-VL: two shapes (build_qwen2_5_vl: qwen2_5_vl and qwen2_5_vl_wide) with windows that split the
 test images, full-attention blocks other than 0 alone, and clips at transformers' default frame rate
-(frames given as a list: VideoMetadata.sampled_fps falls back to 24) and at 3 fps (video_metadata with
-fps), which spaces the clip's temporal positions by tokens_per_second * temporal_patch_size / fps.
+(frames given as a list: VideoMetadata.sampled_fps falls back to 24), at 3 fps and at 0.5 fps
+(video_metadata with fps), which spaces the clip's temporal positions by tokens_per_second *
+temporal_patch_size / fps; at 0.5 fps they pass the closing text's, where generate (which continues
+from the prompt's last position) and a bare forward with a cache (rope_deltas: past the largest)
+part.
 
 Checks on the way: the connector rows equal the decoder's input embeddings at the placeholder
 tokens; tokenizer.json alone re-encodes the expanded prompt to the same ids; the saved folder,
@@ -539,6 +545,11 @@ def build_qwen2_5_vl(base: Tokenizer, variant: str) -> dict:
                  messages=user(IMG, IMG, "Compare the two images."), kwargs={}),
             # no frame rate given: transformers' 24 fps, temporal positions ⌊t·2·2/24⌋ = 0, 0
             dict(name="video", video=clip_files(), messages=user(VID, "What happens in the video?"), kwargs={}),
+            # the clip forward then back (4 temporal patches) at 0.5 fps: positions ⌊t·2·4⌋ = 0, 8,
+            # 16, 24 reach past the closing text's, so generate (from the prompt's last position)
+            # and rope_deltas (past the largest) continue differently
+            dict(name="video_half_fps", video=clip_files() + clip_files()[::-1], video_fps=0.5,
+                 messages=user(VID, "Describe the clip."), kwargs={}),
         ]
     else:
         cases = [
@@ -647,6 +658,21 @@ def greedy_by_recompute(model, enc: dict, n: int) -> tuple[list[int], float]:
             if "mm_token_type_ids" in e:
                 e["mm_token_type_ids"] = torch.cat([e["mm_token_type_ids"], torch.zeros_like(one)], 1)
     return toks, gap
+
+
+def greedy_rope_deltas(model, enc: dict, n: int) -> list[int]:
+    """n greedy tokens decoded as a bare forward with a cache and no positions decodes them (M-RoPE):
+    each new token at its index plus get_rope_index's rope_deltas, one past the prompt's largest
+    position. generate() instead continues from the prompt's last position (its position ids
+    grow by one a step); the two differ once a slow clip's temporal positions pass the text
+    after it."""
+    with torch.no_grad():
+        out = model(**model_inputs(enc), use_cache=True)
+        toks = [int(out.logits[0, -1].argmax())]
+        for _ in range(n - 1):
+            out = model(input_ids=torch.tensor([[toks[-1]]]), cache=out.cache, use_cache=True)
+            toks.append(int(out.logits[0, -1].argmax()))
+    return toks
 
 
 def dumps(obj) -> str:
@@ -833,6 +859,9 @@ def run_family(fam: dict, summary: list) -> None:
                                                      attention_mask=enc["attention_mask"], **timed)
             entry["position_ids"] = pos[:, 0].tolist()
             entry["rope_deltas"] = int(deltas[0, 0])
+            by_deltas = greedy_rope_deltas(model, enc, GREEDY)
+            if by_deltas != cont:
+                entry["greedy_rope_deltas"] = by_deltas
         for k, v in vis.items():
             entry[f"{k}_shape"] = list(v.shape)
         entry.update(argmax=logits_np.argmax(axis=1).tolist(), greedy=cont, min_top2_gap=gap_all,
