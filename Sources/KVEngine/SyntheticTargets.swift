@@ -120,14 +120,19 @@ public enum TargetGeometry {
 
 extension Session {
   /// The oracle's targets for `sample` fed at `index` (default: as the next feed) with the
-  /// loaded model's layout. Throws for a model whose layout it does not know.
+  /// loaded model's layout. Throws for a model whose layout it does not know: the targets are
+  /// pixels carried through the family's resize and tiling to token cells, and only Idefics3's
+  /// (square tiles of a square token grid plus a global tile) is written out; each other family
+  /// resizes and cuts differently (InternVL's aspect-ratio grid and thumbnail, Qwen's
+  /// whole-image grid and paired frames, LLaVA's centre crop) and would need its own.
   public func syntheticTargets(_ sample: SyntheticSample, at index: VisualInputIndex? = nil) throws
     -> SyntheticTargets
   {
     guard model != nil else { throw EngineError.noModel }
     guard let idefics = vision as? Idefics3Model, let perTile = idefics.tokensPerUnit else {
+      let loaded = vision.map { "the loaded model is \($0.family)" } ?? "the loaded model has no vision tower"
       throw EngineError.invalid(
-        "the oracle knows Idefics3's tile layout only (load weights/kvlab-shapes or an Idefics3 / SmolVLM model)"
+        "the oracle's targets follow Idefics3's tiles only; \(loaded) (load weights/kvlab-shapes or an Idefics3 / SmolVLM model)"
       )
     }
     let at = index ?? nextVisualInput

@@ -195,6 +195,26 @@ final class OracleTests: XCTestCase {
     XCTAssertEqual(repl.session.cacheSettings.policy.description, before)
   }
 
+  /// The oracle's targets are worked out for Idefics3's tiles only: another family (here the
+  /// paper's InternVL) gets one line naming it, and the policy and context stay as they were.
+  func testOtherFamilyIsOneLine() throws {
+    let (repl, out) = makeRepl()
+    let internvl = repositoryRoot + "/Tests/KVEngineTests/Fixtures/vlm/internvl_qwen3/model"
+    XCTAssertEqual(repl.run(line: "load \(internvl)"), .ok, out.text)
+    XCTAssertEqual(repl.run(line: "feed synthetic count seed=1"), .ok, out.text)
+    let policy = repl.session.cacheSettings.policy.description
+    let context = repl.session.contextCount
+    let before = out.lines.count
+    XCTAssertEqual(repl.run(line: "policy oracle"), .failed)
+    XCTAssertEqual(out.lines.count, before + 1, out.text)
+    XCTAssertEqual(
+      out.lines.last,
+      "error: policy oracle: the oracle's targets follow Idefics3's tiles only; the loaded model is internvl (load weights/kvlab-shapes or an Idefics3 / SmolVLM model)"
+    )
+    XCTAssertEqual(repl.session.cacheSettings.policy.description, policy)
+    XCTAssertEqual(repl.session.contextCount, context)
+  }
+
   func testBadFillIsOneLine() throws {
     let (repl, out) = loaded()
     XCTAssertEqual(repl.run(line: "feed synthetic count seed=1"), .ok, out.text)
