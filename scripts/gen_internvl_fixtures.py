@@ -23,7 +23,15 @@ Writes Tests/KVEngineTests/Fixtures/vlm/:
 
 Images go through transformers' own InternVLProcessor with GotOcr2ImageProcessorPil. The video
 processor (InternVLVideoProcessor) has only a torchvision backend and the reference venv has no
-torchvision, so a case with a clip runs the processor's steps here (`expand`): each image's tiles
+torchvision: PyPI's torchvision 0.28.0 for x86-64 (the one for torch 2.13) is the CUDA 13 build,
+whose _C.so needs libcudart.so.13, libc10_cuda.so and libtorch_cuda.so, so on torch 2.13.0+cpu
+`import torchvision` stops in _meta_registrations ("operator torchvision::nms does not exist");
+the CPU build is on PyTorch's own index, which is not reachable here. (Installed with
+`pip install --no-deps --target DIR` and that one module replaced by an empty one before the
+import, its Python transforms and InternVLVideoProcessor do run on torch's CPU kernels; its
+bicubic antialiased resize of a uint8 frame differs from Pillow's by at most 1/255 on 0.2-0.6%
+of the samples of the 77x45 photograph at 32 and 24 px.) So a case with a clip runs the
+processor's steps here (`expand`): each image's tiles
 from the real image processor, `<img>` + image_seq_length·tiles `<IMG_CONTEXT>` + `</img>` per
 image and "Frame{i}: <img>…</img>" lines joined by "\\n" per clip (replace_image_token /
 replace_video_token), the clip's frames left at their size (they are one tile already, so the
