@@ -661,9 +661,8 @@ def greedy_by_recompute(model, enc: dict, n: int) -> tuple[list[int], float]:
 
 
 def greedy_rope_deltas(model, enc: dict, n: int) -> list[int]:
-    """n greedy tokens decoded as a bare forward with a cache and no positions decodes them (M-RoPE):
-    each new token at its index plus get_rope_index's rope_deltas, one past the prompt's largest
-    position. generate() instead continues from the prompt's last position (its position ids
+    """n greedy tokens from forwards over a cache given no positions (M-RoPE: each new token at its
+    index plus get_rope_index's rope_deltas, so from one past the prompt's largest position). generate() instead continues from the prompt's last position (its position ids
     grow by one a step); the two differ once a slow clip's temporal positions pass the text
     after it."""
     with torch.no_grad():
