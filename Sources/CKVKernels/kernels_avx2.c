@@ -23,8 +23,10 @@ TARGET static inline float hsum(__m256 v) {
 /// a Q4 byte's high nibble is one shift away (no mask, no byte shuffle).
 TARGET static inline void block_values(kvk_format f, const uint8_t *qs, __m256 v[4]) {
   if (f == KVK_Q8_0) {
-    for (int j = 0; j < 4; j++)
-      v[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8 * j))));
+    for (int j = 0; j < 4; j++) {
+      const __m128i q = _mm_loadl_epi64((const __m128i *)(qs + 8 * j));
+      v[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    }
     return;
   }
   const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));
