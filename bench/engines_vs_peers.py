@@ -355,6 +355,8 @@ def main():
         f"rounds (engines alternating within each round). CPU: **{cpu_model()}** "
         f"({os.cpu_count()} CPUs). 1-min load average: before {load_before:.2f}, after "
         f"{load_after:.2f}" + (f", during min {min(loads):.2f} / max {max(loads):.2f}" if loads else "")
+        + (". AVX2 configuration (`--avx2`: OPENBLAS_CORETYPE=Haswell, ATEN_CPU_CAPABILITY=avx2)"
+           if args.avx2 else "")
         + (f". kvlab args: `{args.kvlab_args}`" if args.kvlab_args else "") + ".",
         "",
         f"| engine | prefill {P} tok/s min / median | decode {D} after {P} tok/s min / median "
