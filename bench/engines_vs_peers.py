@@ -56,6 +56,11 @@ absolute numbers), the CPU model from /proc/cpuinfo, and the GGUF size / tensor 
 
   python3 bench/engines_vs_peers.py [--rounds 5] [--prefill 512] [--decode 64] [--threads 2]
       [--kvlab-args "--kernel-path avx2"] [--engines kvlab,torch,llamacpp] [--out FILE.md]
+      [--avx2] [--binary PATH]
+
+--avx2 is the AVX2 configuration in one flag: kvlab on `--kernel-path avx2` with OpenBLAS's
+Haswell kernels (OPENBLAS_CORETYPE=Haswell) and torch at ATEN_CPU_CAPABILITY=avx2 (this
+xllamacpp wheel's ggml runs AVX2 anyway).
 """
 import argparse
 import math
@@ -284,11 +289,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kvlab-args", default="", help='extra kvlab-bench args, e.g. "--kernel-path avx2"')
     ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--avx2", action="store_true",
+                    help="the AVX2 configuration: kvlab --kernel-path avx2, OpenBLAS Haswell "
+                         "(OPENBLAS_CORETYPE), torch ATEN_CPU_CAPABILITY=avx2")
     ap.add_argument("--model", default=os.path.join(ROOT, "models", GGUF))
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/kvlab-bench"))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     args.model = os.path.abspath(args.model)
+    if args.avx2:  # before torch is imported and the kvlab child starts
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+        os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
+        args.kvlab_args = f"--kernel-path avx2 {args.kvlab_args}".strip()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in ENGINES]
     if bad or not engines:
@@ -343,6 +355,8 @@ def main():
         f"rounds (engines alternating within each round). CPU: **{cpu_model()}** "
         f"({os.cpu_count()} CPUs). 1-min load average: before {load_before:.2f}, after "
         f"{load_after:.2f}" + (f", during min {min(loads):.2f} / max {max(loads):.2f}" if loads else "")
+        + (". AVX2 configuration (`--avx2`: OPENBLAS_CORETYPE=Haswell, ATEN_CPU_CAPABILITY=avx2)"
+           if args.avx2 else "")
         + (f". kvlab args: `{args.kvlab_args}`" if args.kvlab_args else "") + ".",
         "",
         f"| engine | prefill {P} tok/s min / median | decode {D} after {P} tok/s min / median "

@@ -5,6 +5,9 @@
 
 size_t kvk_row_bytes(kvk_format f, size_t cols);
 void kvk_dequantize_row_portable(kvk_format f, const void *src, size_t cols, float *y);
+/// Every f16's float (`kvk_half_to_float` of each of the 65536), filled on the first call: a
+/// block's scale read through it is an integer load and a broadcast, no conversion.
+const float *kvk_half_table(void);
 
 void kvk_dequantize_rows_avx2(kvk_format f, const void *src, size_t rows, size_t cols,
                               float *dst, size_t ldd);

@@ -4,6 +4,7 @@
 #include "kvkernels.h"
 #include "internal.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -110,6 +111,18 @@ float kvk_half_to_float(uint16_t h) {
   float f;
   memcpy(&f, &bits, 4);
   return f;
+}
+
+static float half_table[65536];
+static pthread_once_t half_table_once = PTHREAD_ONCE_INIT;
+
+static void fill_half_table(void) {
+  for (uint32_t h = 0; h < 65536; h++) half_table[h] = kvk_half_to_float((uint16_t)h);
+}
+
+const float *kvk_half_table(void) {
+  pthread_once(&half_table_once, fill_half_table);
+  return half_table;
 }
 
 static inline uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }

@@ -18,32 +18,25 @@ TARGET static inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-/// 16 bytes (low or high nibbles, or int8) as two vectors of 8 floats.
-TARGET static inline void widen_u8(__m128i v, __m256 out[2]) {
-  out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-  out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
-}
-
-TARGET static inline void widen_i8(__m128i v, __m256 out[2]) {
-  out[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-  out[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8)));
-}
-
-/// The 32 elements of a Q8_0/Q4_0/Q4_1 block as four vectors of 8 unscaled values (Q4_0 less 8).
+/// The 32 elements of a Q8_0/Q4_0/Q4_1 block as four vectors of 8 unscaled values (Q4_0 less 8),
+/// elements 0-7, 8-15, 16-23, 24-31. Each widening reads 8 bytes straight into 32-bit lanes, so
+/// a Q4 byte's high nibble is one shift away (no mask, no byte shuffle).
 TARGET static inline void block_values(kvk_format f, const uint8_t *qs, __m256 v[4]) {
   if (f == KVK_Q8_0) {
-    widen_i8(_mm_loadu_si128((const __m128i *)qs), v);
-    widen_i8(_mm_loadu_si128((const __m128i *)(qs + 16)), v + 2);
+    for (int j = 0; j < 4; j++) {
+      const __m128i q = _mm_loadl_epi64((const __m128i *)(qs + 8 * j));
+      v[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    }
     return;
   }
-  const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  widen_u8(_mm_and_si128(q, mask), v);
-  widen_u8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), v + 2);
-  if (f == KVK_Q4_0) {
-    const __m256 eight = _mm256_set1_ps(8);
-    for (int j = 0; j < 4; j++) v[j] = _mm256_sub_ps(v[j], eight);
-  }
+  const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));
+  const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8)));
+  const __m256i mask = _mm256_set1_epi32(0x0F);
+  __m256i n[4] = {_mm256_and_si256(a, mask), _mm256_and_si256(b, mask), _mm256_srli_epi32(a, 4),
+                  _mm256_srli_epi32(b, 4)};
+  if (f == KVK_Q4_0)
+    for (int j = 0; j < 4; j++) n[j] = _mm256_sub_epi32(n[j], _mm256_set1_epi32(8));
+  for (int j = 0; j < 4; j++) v[j] = _mm256_cvtepi32_ps(n[j]);
 }
 
 TARGET static inline __m256 bf16x8(const uint8_t *p) {
@@ -108,14 +101,24 @@ TARGET static inline float dot_f32(const float *a, const float *x, size_t n) {
   return dot;
 }
 
+/// A block's scale d (and Q4_1's minimum m) in every lane, from the block's f16 header through
+/// the table of every f16's float: an integer load and a broadcast load, where converting would
+/// take the vector pipes the products need.
+TARGET static inline void block_scales(kvk_format f, const uint8_t *blk, const float *halves,
+                                       __m256 *d, __m256 *m) {
+  *d = _mm256_broadcast_ss(halves + load16(blk));
+  if (f == KVK_Q4_1) *m = _mm256_broadcast_ss(halves + load16(blk + 2));
+}
+
 /// The dots of `nr` (1-4) consecutive Q8_0/Q4_0/Q4_1 rows with x, interleaved block by block
-/// (x loaded once for all of them); `xsum` (Q4_1 only) holds each block's Σx.
+/// (x loaded once for all of them). Q4_1's m term goes into the same lanes: `xs8` holds each
+/// block's Σx/8 in 8 lanes, so that Σ (q·d + m)·x = d·Σ q·x + m·Σ x is one more FMA. Each row's
+/// sum is the same whatever `nr`, so a thread's share of the rows does not change it.
 TARGET __attribute__((always_inline)) static inline void dot_block_rows(
     kvk_format f, const uint8_t *s, size_t rb, int nr, size_t nb, const float *x,
-    const float *xsum, float *out) {
+    const float *xs8, const float *halves, float *out) {
   __m256 acc[4];
-  float mins[4];
-  for (int i = 0; i < nr; i++) { acc[i] = _mm256_setzero_ps(); mins[i] = 0; }
+  for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
   const size_t bytes = (size_t)kvk_block_bytes(f), header = block_header(f);
   for (size_t b = 0; b < nb; b++) {
     const float *xb = x + 32 * b;
@@ -123,48 +126,99 @@ TARGET __attribute__((always_inline)) static inline void dot_block_rows(
                  x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
     for (int i = 0; i < nr; i++) {
       const uint8_t *blk = s + i * rb + b * bytes;
-      __m256 v[4];
+      __m256 v[4], d, m;
       block_values(f, blk + header, v);
+      block_scales(f, blk, halves, &d, &m);
       __m256 t = _mm256_mul_ps(v[0], x0);
       t = _mm256_fmadd_ps(v[1], x1, t);
       t = _mm256_fmadd_ps(v[2], x2, t);
       t = _mm256_fmadd_ps(v[3], x3, t);
-      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(half(blk)), t, acc[i]);
-      if (f == KVK_Q4_1) mins[i] += half(blk + 2) * xsum[b];
+      acc[i] = _mm256_fmadd_ps(d, t, acc[i]);
+      if (f == KVK_Q4_1) acc[i] = _mm256_fmadd_ps(m, _mm256_loadu_ps(xs8 + 8 * b), acc[i]);
     }
   }
-  for (int i = 0; i < nr; i++) out[i] = hsum(acc[i]) + mins[i];
+  for (int i = 0; i < nr; i++) out[i] = hsum(acc[i]);
 }
+
+/// y = rows·x + beta·y, four rows at a time (`dots` gives 4 or 1 rows' sums).
+#define FOUR_ROWS(rows, y, beta, dots4)                                        \
+  do {                                                                         \
+    float d_[4];                                                               \
+    size_t r_ = 0;                                                             \
+    for (; r_ + 4 <= (rows); r_ += 4) {                                        \
+      dots4(r_, 4, d_);                                                        \
+      for (int i_ = 0; i_ < 4; i_++)                                           \
+        (y)[r_ + i_] = (beta) == 0 ? d_[i_] : d_[i_] + (beta) * (y)[r_ + i_];  \
+    }                                                                          \
+    for (; r_ < (rows); r_++) {                                                \
+      dots4(r_, 1, d_);                                                        \
+      (y)[r_] = (beta) == 0 ? d_[0] : d_[0] + (beta) * (y)[r_];                \
+    }                                                                          \
+  } while (0)
 
 TARGET __attribute__((always_inline)) static inline void dot_block_matrix(
     kvk_format f, const uint8_t *w, size_t rows, size_t rb, size_t nb, const float *x,
-    const float *xsum, float *dots) {
-  size_t r = 0;
-  for (; r + 4 <= rows; r += 4) dot_block_rows(f, w + r * rb, rb, 4, nb, x, xsum, dots + r);
-  for (; r < rows; r++) dot_block_rows(f, w + r * rb, rb, 1, nb, x, xsum, dots + r);
+    const float *xs8, const float *halves, float beta, float *y) {
+#define BLOCK_DOTS(r, nr, out) dot_block_rows(f, w + (r) * rb, rb, nr, nb, x, xs8, halves, out)
+  FOUR_ROWS(rows, y, beta, BLOCK_DOTS);
+#undef BLOCK_DOTS
+}
+
+/// The dots of `nr` (1-4) consecutive F16/BF16 rows with x (cols a multiple of 8), x loaded once
+/// for all of them; each row's sum in the same order whatever `nr`.
+TARGET __attribute__((always_inline)) static inline void dot_half_rows(
+    kvk_format f, const uint8_t *s, size_t rb, int nr, size_t cols, const float *x, float *out) {
+  __m256 acc[4][2];
+  for (int i = 0; i < nr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  size_t c = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *p = s + i * rb + 2 * c;
+      acc[i][0] = _mm256_fmadd_ps(f == KVK_F16 ? f16x8(p) : bf16x8(p), x0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(f == KVK_F16 ? f16x8(p + 16) : bf16x8(p + 16), x1, acc[i][1]);
+    }
+  }
+  if (c < cols) {
+    const __m256 x0 = _mm256_loadu_ps(x + c);
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *p = s + i * rb + 2 * c;
+      acc[i][0] = _mm256_fmadd_ps(f == KVK_F16 ? f16x8(p) : bf16x8(p), x0, acc[i][0]);
+    }
+  }
+  for (int i = 0; i < nr; i++) out[i] = hsum(_mm256_add_ps(acc[i][0], acc[i][1]));
+}
+
+TARGET __attribute__((always_inline)) static inline void dot_half_matrix(
+    kvk_format f, const uint8_t *w, size_t rows, size_t rb, size_t cols, const float *x,
+    float beta, float *y) {
+#define HALF_DOTS(r, nr, out) dot_half_rows(f, w + (r) * rb, rb, nr, cols, x, out)
+  FOUR_ROWS(rows, y, beta, HALF_DOTS);
+#undef HALF_DOTS
 }
 
 TARGET void kvk_matvec_avx2(kvk_format f, const void *w, size_t rows, size_t cols, const float *x,
                             float beta, float *y, float *scratch) {
   const size_t rb = kvk_row_bytes(f, cols), nb = cols / 32;
   if (f == KVK_Q8_0 || f == KVK_Q4_0 || f == KVK_Q4_1) {
-    float *xsum = scratch + cols;
+    const float *halves = kvk_half_table();
+    float *xs8 = scratch;
     if (f == KVK_Q4_1)
       for (size_t b = 0; b < nb; b++) {
         const float *xb = x + 32 * b;
-        xsum[b] = hsum(_mm256_add_ps(
+        const float sum = hsum(_mm256_add_ps(
             _mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
             _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+        _mm256_storeu_ps(xs8 + 8 * b, _mm256_set1_ps(sum * 0.125f));
       }
-    for (size_t done = 0; done < rows; done += cols) {
-      const size_t n = rows - done < cols ? rows - done : cols;
-      const uint8_t *base = (const uint8_t *)w + done * rb;
-      if (f == KVK_Q8_0) dot_block_matrix(KVK_Q8_0, base, n, rb, nb, x, xsum, scratch);
-      else if (f == KVK_Q4_0) dot_block_matrix(KVK_Q4_0, base, n, rb, nb, x, xsum, scratch);
-      else dot_block_matrix(KVK_Q4_1, base, n, rb, nb, x, xsum, scratch);
-      for (size_t r = 0; r < n; r++)
-        y[done + r] = beta == 0 ? scratch[r] : scratch[r] + beta * y[done + r];
-    }
+    if (f == KVK_Q8_0) dot_block_matrix(KVK_Q8_0, w, rows, rb, nb, x, xs8, halves, beta, y);
+    else if (f == KVK_Q4_0) dot_block_matrix(KVK_Q4_0, w, rows, rb, nb, x, xs8, halves, beta, y);
+    else dot_block_matrix(KVK_Q4_1, w, rows, rb, nb, x, xs8, halves, beta, y);
+    return;
+  }
+  if ((f == KVK_F16 || f == KVK_BF16) && cols % 8 == 0) {
+    if (f == KVK_F16) dot_half_matrix(KVK_F16, w, rows, rb, cols, x, beta, y);
+    else dot_half_matrix(KVK_BF16, w, rows, rb, cols, x, beta, y);
     return;
   }
   for (size_t r = 0; r < rows; r++) {

@@ -303,28 +303,31 @@ public final class WeightMatrix: @unchecked Sendable {
       scratch: scratch)
   }
 
-  /// y = W·x + beta·y for one vector, the rows split across the BLAS thread count (each row's
-  /// dot by one thread, so the result does not depend on the split). On an integer kernel path
-  /// each thread quantizes x itself (the same values whatever the split).
+  /// y = W·x + beta·y for one vector, the rows of all parts split across the BLAS thread count
+  /// in one parallel region (each row's dot by one thread, so the result does not depend on the
+  /// split). On an integer kernel path each thread quantizes x itself (the same values whatever
+  /// the split).
   private func matvec(_ x: UnsafePointer<Float>, beta: Float, out: UnsafeMutablePointer<Float>) {
     let path = KernelPath.current
     let isa = path.isa
     let kernel = path.quantizesActivations ? kvk_matvec_int8 : kvk_matvec
     let cols = self.cols
-    var first = 0
-    for p in parts {
-      let rowBytes = p.format.rowBytes(cols: cols)
-      let format = p.format.kernelFormat
-      let scratchCount = kvk_matvec_scratch(format, cols)
-      let y = out + first
-      Parallel.rows(p.rows, grain: 64) { chunk in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchCount) { scratch in
-          kernel(
-            isa, format, p.bytes + chunk.lowerBound * rowBytes, chunk.count, cols, x, beta,
-            y + chunk.lowerBound, scratch.baseAddress!)
+    let parts = self.parts
+    let scratchCount = parts.map { kvk_matvec_scratch($0.format.kernelFormat, cols) }.max() ?? 0
+    Parallel.rows(rows, grain: 64) { chunk in
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchCount) { scratch in
+        var first = 0
+        for p in parts {
+          let lo = max(chunk.lowerBound, first)
+          let hi = min(chunk.upperBound, first + p.rows)
+          if lo < hi {
+            kernel(
+              isa, p.format.kernelFormat, p.bytes + (lo - first) * p.format.rowBytes(cols: cols),
+              hi - lo, cols, x, beta, out + lo, scratch.baseAddress!)
+          }
+          first += p.rows
         }
       }
-      first += p.rows
     }
   }
 }

@@ -203,7 +203,8 @@ final class WeightMatrixTests: XCTestCase {
 
   func testEveryFormatAndPathAgainstDoublePrecision() throws {
     let shapes: [WeightFormat: [Int]] = [
-      .f32: [1, 7, 33, 100], .f16: [1, 17, 33, 100], .bf16: [3, 16, 47],
+      // f16/bf16 rows of a multiple of 8 go four rows at a time on AVX2 (24, 200: an 8-wide tail)
+      .f32: [1, 7, 33, 100], .f16: [1, 17, 33, 64, 100, 200], .bf16: [3, 16, 24, 47],
       .q8_0: [32, 96, 544], .q4_0: [32, 160], .q4_1: [32, 96, 576], .q4_K: [256, 512],
       .q6_K: [256, 768],
     ]
@@ -222,6 +223,32 @@ final class WeightMatrixTests: XCTestCase {
               }
             }
           }
+        }
+      }
+    }
+  }
+
+  /// Block scales across the whole f16 range (subnormals, the largest finite, both signs), which
+  /// the vector paths read through a table of every f16's float, against double precision.
+  func testBlockScalesAcrossTheHalfRange() throws {
+    let scales: [UInt16] = [
+      0x0001, 0x03FF, 0x0400, 0x1C00, 0x3C00, 0x7BFF, 0x8001, 0x83FF, 0xBC00, 0xFBFF, 0x2E66, 0xA3D7,
+    ]
+    for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+      let (w, _) = matrix([format], rows: 13, cols: 96, seed: 21)
+      let p = UnsafeMutableRawPointer(mutating: w.parts[0].bytes)  // the test's own bytes
+      for b in 0..<(13 * 96 / 32) {
+        p.storeBytes(of: scales[b % scales.count], toByteOffset: b * format.blockBytes, as: UInt16.self)
+        if format == .q4_1 {
+          p.storeBytes(of: scales[(b + 5) % scales.count], toByteOffset: b * 20 + 2, as: UInt16.self)
+        }
+      }
+      var values = [Float](repeating: 0, count: w.rows * 96)
+      try withPath(.portable) { w.dequantizeRows(0..<w.rows, into: &values, ld: 96) }
+      for path in KernelPath.allCases where path.isSupported {
+        try withPath(path) {
+          check(w, values, m: 3, scratchFloats: 2 * 96, beta: 0, label: "\(path) \(format.name) scales")
+          check(w, values, m: 1, scratchFloats: 0, beta: 1, label: "\(path) \(format.name) scales")
         }
       }
     }
@@ -288,7 +315,7 @@ final class WeightMatrixTests: XCTestCase {
   func testResultsDoNotDependOnTheThreadCount() throws {
     for path in KernelPath.allCases where path.isSupported {
       try withPath(path) {
-        let (w, _) = matrix([.q4_1, .q8_0], rows: 301, cols: 576, seed: 11)
+        let (w, _) = matrix([.q4_1, .q8_0, .q4_0, .f16], rows: 301, cols: 576, seed: 11)
         let x = randomFloats(3 * 576, seed: 4)
         func run(_ m: Int, threads: Int) -> [UInt32] {
           withBLASThreads(threads) {
