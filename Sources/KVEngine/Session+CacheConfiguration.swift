@@ -213,7 +213,7 @@ extension Session {
   /// prefilled into it — not cancellable, since it puts the session back as it was. Should
   /// the input itself fail now (a file removed since it was fed), the context is emptied and
   /// the error says so.
-  func rebuildAfterRefusal(_ fed: [PromptSegment], builder: CacheBuilder, refusal: Error) throws {
+  func rebuildAfterRefusal(_ fed: SegmentLog, builder: CacheBuilder, refusal: Error) throws {
     do {
       kv = try builder.make(cacheSettings)
     } catch {
@@ -231,13 +231,21 @@ extension Session {
   }
 
   /// Prefills the recorded segments (same tokens, origins, positions and pixels) into the
-  /// (fresh) active cache.
-  func refill(_ saved: [PromptSegment], cancellable: Bool = true) throws {
+  /// (fresh) active cache, record by record: an image or clip is laid out again as it is fed
+  /// and recorded as one record again.
+  func refill(_ saved: SegmentLog, cancellable: Bool = true) throws {
     contextCount = 0
     segments = []
     lastLogits = nil
     let rope = nextRopePosition
-    try prefill(saved, cancellable: cancellable)
+    for record in saved.records {
+      switch record {
+      case .text(let segment): try prefill([segment], cancellable: cancellable)
+      case .visual(let parts, let tokens, _):
+        let fed = PromptParts(parts, upTo: tokens)
+        try prefill(fed, counts: try fed.count(scheduler), cancellable: cancellable)
+      }
+    }
     nextRopePosition = rope
   }
 }
