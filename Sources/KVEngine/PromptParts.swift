@@ -12,10 +12,8 @@ final class PromptParts {
   /// Whether the input is made as a pass goes (a clip, a log): the heap's free pages go back
   /// to the system between its blocks.
   let streamed: Bool
-  /// Whether it is an image or clip (recorded as one record by the session), and for the first
-  /// tokens of one, the whole one (what the record keeps).
+  /// Whether it is an image or clip (recorded as one record by the session).
   let visual: Bool
-  let whole: PromptParts?
   /// Gives every segment, in order, to its argument.
   private let produce: (_ body: (PromptSegment) throws -> Void) throws -> Void
   /// For a laid-out clip: the rotary position after its last part (set by a whole pass).
@@ -25,7 +23,6 @@ final class PromptParts {
   init(_ segments: [PromptSegment]) {
     streamed = false
     visual = false
-    whole = nil
     end = Position()
     produce = { body in for segment in segments { try body(segment) } }
   }
@@ -34,7 +31,6 @@ final class PromptParts {
   init(opening: [PromptSegment], layout: StreamedLayout, start: Int) {
     streamed = true
     visual = true
-    whole = nil
     let end = Position()
     self.end = end
     produce = { body in
@@ -53,18 +49,8 @@ final class PromptParts {
   init(_ log: SegmentLog) {
     streamed = true
     visual = false
-    whole = nil
     end = Position()
     produce = { body in try log.forEach(body) }
-  }
-
-  /// The first `limit` tokens of `parts` (a clip whose feed stopped part way).
-  init(_ parts: PromptParts, upTo limit: Int) {
-    streamed = parts.streamed
-    visual = parts.visual
-    whole = parts.whole ?? parts
-    end = Position()
-    produce = { body in try parts.forEach(upTo: limit, body) }
   }
 
   private struct Stop: Error {}

@@ -17,8 +17,28 @@ public struct SegmentLog: Sequence, ExpressibleByArrayLiteral {
   private var visualOpen = false
   /// Visual tokens in the context (a share of them is a budget).
   public private(set) var visualTokens = 0
+  /// Tokens appended so far.
+  private var appended = 0
+  /// While a rebuild prefills a log again as one stream: its images and clips not yet whole
+  /// again, each with the tokens it spans.
+  private var refilling: [(range: Range<Int>, parts: PromptParts)] = []
 
   public init() {}
+
+  /// An empty log that `saved`'s input, prefilled again in order as one stream (a rebuild),
+  /// fills with the same records: each image or clip becomes one record again as its tokens
+  /// come back.
+  init(refilling saved: SegmentLog) {
+    var at = 0
+    for record in saved.records {
+      switch record {
+      case .text(let s): at += s.count
+      case .visual(let parts, let tokens, _):
+        refilling.append((at..<(at + tokens), parts))
+        at += tokens
+      }
+    }
+  }
   public init(arrayLiteral segments: PromptSegment...) {
     for segment in segments { append(segment) }
   }
@@ -40,10 +60,23 @@ public struct SegmentLog: Sequence, ExpressibleByArrayLiteral {
   /// a time).
   mutating func append(_ segment: PromptSegment) {
     if segment.visual != nil { visualTokens += segment.count }
-    if visualOpen, case .visual(let parts, let tokens, _)? = records.last {
-      records[records.count - 1] = .visual(parts, tokens: tokens + segment.count, last: segment)
+    let at = appended
+    appended += segment.count
+    if let next = refilling.first, next.range.contains(at) {
+      if at == next.range.lowerBound { records.append(.visual(next.parts, tokens: 0, last: nil)) }
+      if appended >= next.range.upperBound { refilling.removeFirst() }
+    } else if !visualOpen {
+      appendOutsideVisual(segment)
       return
     }
+    if case .visual(let parts, let tokens, _)? = records.last {
+      records[records.count - 1] = .visual(parts, tokens: tokens + segment.count, last: segment)
+    }
+  }
+
+  /// A segment outside any image or clip being recorded: text merges into the text run before
+  /// it; a visual unit (fed while stepping) is a record of its own.
+  private mutating func appendOutsideVisual(_ segment: PromptSegment) {
     if case .text(var last)? = records.last, segment.visual == nil {
       records[records.count - 1] = .text(PromptSegment(tokens: [], origins: [], positions: []))
       last.append(segment)

@@ -231,21 +231,15 @@ extension Session {
   }
 
   /// Prefills the recorded segments (same tokens, origins, positions and pixels) into the
-  /// (fresh) active cache, record by record: an image or clip is laid out again as it is fed
-  /// and recorded as one record again.
+  /// (fresh) active cache, as one input: images and clips are laid out again as the blocks
+  /// reach them, and recorded as one record each again.
   func refill(_ saved: SegmentLog, cancellable: Bool = true) throws {
     contextCount = 0
-    segments = []
+    segments = SegmentLog(refilling: saved)
     lastLogits = nil
     let rope = nextRopePosition
-    for record in saved.records {
-      switch record {
-      case .text(let segment): try prefill([segment], cancellable: cancellable)
-      case .visual(let parts, let tokens, _):
-        let fed = PromptParts(parts, upTo: tokens)
-        try prefill(fed, counts: try fed.count(scheduler), cancellable: cancellable)
-      }
-    }
+    let fed = PromptParts(saved)
+    try prefill(fed, counts: try fed.count(scheduler), cancellable: cancellable)
     nextRopePosition = rope
   }
 }

@@ -37,7 +37,7 @@ extension Session {
     }
     try requireNothingPending()
     // An image or clip is recorded as one record, its parts, not a record per frame.
-    if new.visual { segments.openVisual(new.whole ?? new) }
+    if new.visual { segments.openVisual(new) }
     defer { segments.closeVisual() }
     var done = 0
     try new.blocks(scheduler) { block in
