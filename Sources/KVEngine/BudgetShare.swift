@@ -12,7 +12,8 @@ extension Session {
   /// grids; image markers and prompts around them are text), as `feed` and `show tokens`
   /// count them.
   public var visualTokensFed: Int {
-    (segments + pendingBlocks.joined()).filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
+    segments.visualTokens
+      + pendingBlocks.joined().filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
   }
 
   /// `share` of `visual` tokens, rounded down so the share is never exceeded, and at least one.

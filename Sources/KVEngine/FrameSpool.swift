@@ -7,8 +7,7 @@ import KVModels
 /// session's life. The folder goes when the last segment holding these frames does.
 final class FrameSpool: @unchecked Sendable {
   let folder: String
-  /// The frames' file names in `folder` (one path per frame, kept for the session's life, cost
-  /// ~100 bytes a frame; these names are stored inline).
+  /// The frames' file names in `folder` (stored inline, 16 bytes a frame).
   let names: FolderNames
 
   init(_ frames: [RGBImage]) throws {
@@ -35,12 +34,12 @@ final class FrameSpool: @unchecked Sendable {
 
   deinit { try? FileManager.default.removeItem(atPath: folder) }
 
-  /// The frames as sources that keep this spool (and its folder) alive.
-  func sources(_ frames: [RGBImage]) -> [ImageSource] {
-    frames.indices.map { i in
-      ImageSource(width: frames[i].width, height: frames[i].height) { [self] in
-        try ImageDecoder.decode(path: names.path(i))
-      }
+  /// Frame `i` as a source that keeps this spool (and its folder) alive: decoded for its size
+  /// when laid out, again for its pixels.
+  @Sendable func source(_ i: Int) throws -> ImageSource {
+    let image = try ImageDecoder.decode(path: names.path(i))
+    return ImageSource(width: image.width, height: image.height) { [self] in
+      try ImageDecoder.decode(path: names.path(i))
     }
   }
 }

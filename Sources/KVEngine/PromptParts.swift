@@ -2,40 +2,73 @@ import KVCache
 import KVModels
 import KVTensor
 
-/// Input to a prefill, made a part at a time when a pass reaches it: a clip laid out frame by
-/// frame (`StreamedLayout`) after the turn's opening text, or segments already made. A first
-/// pass counts it (the context limit, the budget share and the largest block are checked
-/// before anything runs); the second cuts it into blocks as it goes, so that what is held is
-/// the part and the block being fed, whatever the clip's length.
+/// Input to a prefill, made a segment at a time when a pass reaches it: a clip laid out frame
+/// by frame (`StreamedLayout`) after the turn's opening text, a session's records of what it
+/// was fed (`SegmentLog`, its clips laid out again), or segments already made. A first pass
+/// counts it (the context limit, the budget share and the largest block are checked before
+/// anything runs); the second cuts it into blocks as it goes, so that what is held is the part
+/// and the block being fed, whatever the clip's length.
 final class PromptParts {
-  let count: Int
-  /// Part i; parts are asked for in order from 0 on each pass.
-  private let part: (Int) throws -> [PromptSegment]
-  /// For a laid-out clip: the rotary position after the last part made.
-  private let end : Position
+  /// Whether the input is made as a pass goes (a clip, a log): the heap's free pages go back
+  /// to the system between its blocks.
+  let streamed: Bool
+  /// Whether it is an image or clip (recorded as one record by the session).
+  let visual: Bool
+  /// Gives every segment, in order, to its argument.
+  private let produce: (_ body: (PromptSegment) throws -> Void) throws -> Void
+  /// For a laid-out clip: the rotary position after its last part (set by a whole pass).
+  private let end: Position
   private final class Position { var value: Int? }
 
   init(_ segments: [PromptSegment]) {
-    count = 1
-    part = { _ in segments }
+    streamed = false
+    visual = false
     end = Position()
+    produce = { body in for segment in segments { try body(segment) } }
   }
 
+  /// `start`: the rotary position of the clip's first part (after the opening's text).
   init(opening: [PromptSegment], layout: StreamedLayout, start: Int) {
-    count = layout.parts + 1
-    // The clip's first part starts after the opening's text.
-    let first = start + opening.reduce(0) { $0 + $1.count }
+    streamed = true
+    visual = true
     let end = Position()
     self.end = end
-    part = { i in
-      if i == 0 {
-        end.value = first
-        return opening
+    produce = { body in
+      for segment in opening { try body(segment) }
+      var position = start
+      for i in 0..<layout.parts {
+        let l = try layout.part(i, position)
+        for segment in l.segments { try body(segment) }
+        position = l.nextPosition
       }
-      let l = try layout.part(i - 1, end.value!)
-      end.value = l.nextPosition
-      return l.segments
+      end.value = position
     }
+  }
+
+  /// A session's records, clips laid out again part by part.
+  init(_ log: SegmentLog) {
+    streamed = true
+    visual = false
+    end = Position()
+    produce = { body in try log.forEach(body) }
+  }
+
+  private struct Stop: Error {}
+
+  /// Every segment of a pass, in order, up to `limit` tokens: a text segment the limit falls
+  /// inside is cut there (a feed stops between blocks, and blocks never cut a visual unit).
+  func forEach(upTo limit: Int = .max, _ body: (PromptSegment) throws -> Void) throws {
+    guard limit > 0 else { return }
+    var left = limit
+    do {
+      try produce { segment in
+        let kept = segment.count <= left ? segment : segment.slice(0..<left)
+        left -= kept.count
+        try body(kept)
+        // Nothing past the limit is laid out (its frames may be gone).
+        if left == 0 { throw Stop() }
+      }
+    } catch is Stop {}
   }
 
   /// What a first pass finds.
@@ -71,7 +104,7 @@ final class PromptParts {
 
   /// A pass, giving `body` each block as soon as its last segment is made.
   func blocks(_ scheduler: BlockScheduler, _ body: ([PromptSegment]) throws -> Void) throws {
-    try pass(scheduler, releasingFreePages: count > 1, body)
+    try pass(scheduler, releasingFreePages: streamed, body)
   }
 
   private func pass(
@@ -79,15 +112,13 @@ final class PromptParts {
     _ body: ([PromptSegment]) throws -> Void, each: (PromptSegment) -> Void = { _ in }
   ) throws {
     var cutter = BlockCutter(scheduler)
-    for i in 0..<count {
-      for segment in try part(i) {
-        each(segment)
-        for block in cutter.push(segment) {
-          try body(block)
-          // A clip fed part by part can be an hour long: the pages its blocks freed go back
-          // to the system as it goes, not only those at the heap's top.
-          if releasingFreePages { ProcessMemory.releaseFreeHeapPages() }
-        }
+    try forEach { segment in
+      each(segment)
+      for block in cutter.push(segment) {
+        try body(block)
+        // A clip fed part by part can be an hour long: the pages its blocks freed go back
+        // to the system as it goes, not only those at the heap's top.
+        if releasingFreePages { ProcessMemory.releaseFreeHeapPages() }
       }
     }
     for block in cutter.finish() { try body(block) }

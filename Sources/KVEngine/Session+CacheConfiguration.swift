@@ -213,7 +213,7 @@ extension Session {
   /// prefilled into it — not cancellable, since it puts the session back as it was. Should
   /// the input itself fail now (a file removed since it was fed), the context is emptied and
   /// the error says so.
-  func rebuildAfterRefusal(_ fed: [PromptSegment], builder: CacheBuilder, refusal: Error) throws {
+  func rebuildAfterRefusal(_ fed: SegmentLog, builder: CacheBuilder, refusal: Error) throws {
     do {
       kv = try builder.make(cacheSettings)
     } catch {
@@ -231,13 +231,15 @@ extension Session {
   }
 
   /// Prefills the recorded segments (same tokens, origins, positions and pixels) into the
-  /// (fresh) active cache.
-  func refill(_ saved: [PromptSegment], cancellable: Bool = true) throws {
+  /// (fresh) active cache, as one input: images and clips are laid out again as the blocks
+  /// reach them, and recorded as one record each again.
+  func refill(_ saved: SegmentLog, cancellable: Bool = true) throws {
     contextCount = 0
-    segments = []
+    segments = SegmentLog(refilling: saved)
     lastLogits = nil
     let rope = nextRopePosition
-    try prefill(saved, cancellable: cancellable)
+    let fed = PromptParts(saved)
+    try prefill(fed, counts: try fed.count(scheduler), cancellable: cancellable)
     nextRopePosition = rope
   }
 }

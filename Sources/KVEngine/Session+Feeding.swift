@@ -125,8 +125,19 @@ extension Session {
   @discardableResult
   public func feedFrames(_ paths: [String]) throws -> FeedReport {
     guard !paths.isEmpty else { throw EngineError.invalid("no frames to feed") }
-    return try feedVisual { vlm, index, start in
-      try vlm.layout(frames: ImageSource.files(paths), at: index, start: start)
+    return try feedFrames(FolderNames(paths) ?? FolderNames(prefix: "", names: paths))
+  }
+
+  /// Feeds the image files `files` names, in order, laid out a frame at a time as the prefill
+  /// reaches each (a first pass decodes every frame for its size, so that a file that fails
+  /// leaves the session as it was). The clip is recorded as its names, not per frame.
+  @discardableResult
+  public func feedFrames(_ files: FolderNames) throws -> FeedReport {
+    guard !files.names.isEmpty else { throw EngineError.invalid("no frames to feed") }
+    return try feedVisualParts { vlm, index, start in
+      try vlm.streamedLayout(
+        frames: files.names.count, source: { try ImageSource(path: files.path($0)) }, times: nil,
+        at: index, start: start)
     }
   }
 
@@ -153,8 +164,9 @@ extension Session {
   public func feedFrames(_ frames: [RGBImage]) throws -> FeedReport {
     guard !frames.isEmpty else { throw EngineError.invalid("no frames to feed") }
     let spool = try FrameSpool(frames)
-    return try feedVisual { vlm, index, start in
-      try vlm.layout(frames: spool.sources(frames), at: index, start: start)
+    return try feedVisualParts { vlm, index, start in
+      try vlm.streamedLayout(
+        frames: frames.count, source: spool.source, times: nil, at: index, start: start)
     }
   }
 

@@ -10,7 +10,7 @@ import KVTensor
 public struct AskPoint {
   public let question: String
   public let options: GenerationOptions
-  let segments: [PromptSegment]
+  let segments: SegmentLog
   let nextRopePosition: Int
   let feeds: Int
   let visualInputs: Int

@@ -27,12 +27,13 @@ extension Session {
     defer { writer.abandon() }
     do {
       var done = 0
-      for block in BlockScheduler(blockSize: options.prefillChunk).blocks(segments) {
+      // Clips are laid out again as their blocks are reached, never whole.
+      try PromptParts(segments).blocks(BlockScheduler(blockSize: options.prefillChunk)) { block in
         if cancellation.isSet {
           throw EngineError.cancelled("logits stopped after \(done) positions")
         }
         guard let out = try run(block, model: model, cache: scratch, logits: .all, at: done) else {
-          break
+          return
         }
         try writer.append(UnsafeBufferPointer(out.storage.buffer))
         done += out.rows

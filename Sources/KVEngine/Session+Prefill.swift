@@ -36,6 +36,9 @@ extension Session {
       return
     }
     try requireNothingPending()
+    // An image or clip is recorded as one record, its parts, not a record per frame.
+    if new.visual { segments.openVisual(new) }
+    defer { segments.closeVisual() }
     var done = 0
     try new.blocks(scheduler) { block in
       if cancellable, cancellation.isSet {
@@ -205,18 +208,9 @@ extension Session {
     }
   }
 
-  /// Records a prefilled segment; consecutive text runs merge (generation appends one token at
-  /// a time).
+  /// Records a prefilled segment (`SegmentLog.append`).
   func append(_ segment: PromptSegment) {
     contextCount += segment.count
-    if let last = segments.last, last.visual == nil, segment.visual == nil {
-      segments[segments.count - 1].append(segment)
-    } else {
-      // Nothing merges into the last segment any more: it keeps no spare room.
-      if !segments.isEmpty { segments[segments.count - 1].trimCapacity() }
-      var kept = segment
-      kept.trimCapacity()
-      segments.append(kept)
-    }
+    segments.append(segment)
   }
 }

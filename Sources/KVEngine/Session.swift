@@ -29,12 +29,12 @@ public final class Session {
   var activeCache: KeyValueCache? { kv?.active }
   /// Budget, policy and prefill mode (`configureBudget`, `configurePolicy`, `configurePrefill`).
   public internal(set) var cacheSettings = CacheSettings()
-  /// What was fed, as laid out: runs of text and visual units, in order. Rebuilding the cache
-  /// re-prefills these (visual units re-read their pixels from the files). This is the only
-  /// record of the context: its per-token views (`context`, `contextOrigins`) are made from it
-  /// on demand, so what the session keeps grows per segment (a run-length record per tile or
-  /// frame), not per token.
-  public internal(set) var segments: [PromptSegment] = []
+  /// What was fed, as laid out: runs of text, and each image or clip as one record that lays
+  /// its frames out again when needed. Rebuilding the cache re-prefills these (visual units
+  /// re-read their pixels from the files). This is the only record of the context: its
+  /// per-token views (`context`, `contextOrigins`) are made from it on demand, so what the
+  /// session keeps grows per feed, not per frame or token.
+  public internal(set) var segments: SegmentLog = []
   /// Tokens in the context (`contextCount`, without making the list).
   public internal(set) var contextCount = 0
   /// Every token in the cache, in order (visual tokens as their placeholder id).
@@ -76,15 +76,12 @@ public final class Session {
   /// One sample per prefill block since the model was loaded or `clearMemoryTrace`.
   public internal(set) var memoryTrace: [MemorySample] = []
 
-  /// Bytes the session keeps as its record of what was fed: the segment list and each
-  /// segment's ids, origin runs and position runs, plus one memory sample per prefill block,
-  /// counted by capacity. It grows per segment and per block (a frame adds a few hundred bytes
-  /// however many tokens it has), never per visual token. Not counted: the cache (bounded by
-  /// the budget) and the closures that fetch a unit's pixels again.
+  /// Bytes the session keeps as its record of what was fed (`SegmentLog.recordBytes`: per
+  /// text run and per image or clip, never per frame or visual token), plus the memory trace
+  /// (one sample per prefill block, at most 4,096), counted by capacity. Not counted: the cache
+  /// (bounded by the budget) and what a clip keeps to lay its frames out again.
   public var recordBytes: Int {
-    segments.capacity * MemoryLayout<PromptSegment>.stride
-      + segments.reduce(0) { $0 + $1.recordBytes }
-      + memoryTrace.capacity * MemoryLayout<MemorySample>.stride
+    segments.recordBytes + memoryTrace.capacity * MemoryLayout<MemorySample>.stride
   }
 
   /// Starts a new memory trace (`mem reset`).

@@ -9,10 +9,12 @@ final class SessionRecordTests: XCTestCase {
   static let model = TestPaths.root + "/weights/kvlab-shapes"
   static let frame = TestPaths.root + "/Tests/KVModelsTests/Fixtures/images/rgb_61x45.png"
 
+  static let tiny = TestPaths.root + "/Tests/KVEngineTests/Fixtures/vlm/idefics3/model"
+
   /// Feeds `n` frames (one clip) into a fresh capped session; returns it.
-  func session(frames n: Int) throws -> Session {
+  func session(frames n: Int, model: String = model) throws -> Session {
     let s = Session(options: EngineOptions(threads: 2))
-    _ = try s.load(Self.model)
+    _ = try s.load(model)
     try s.configureBudget(.tokens(64))
     try s.configurePrefill(mode: .capped, blockSize: .units(1))
     try s.feedFrames(Array(repeating: Self.frame, count: n))
@@ -60,5 +62,60 @@ final class SessionRecordTests: XCTestCase {
     let b = try XCTUnwrap(fresh.nextTokenLogits)
     XCTAssertEqual(a.count, b.count)
     XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max() ?? 0, 1e-4)
+  }
+
+  /// A clip is one record whatever its length: four times the frames, from a folder or made in
+  /// memory, leave the session's bookkeeping the same size (a per-frame record fails this).
+  func testClipIsOneRecordWhateverItsLength() throws {
+    let small = try session(frames: 4, model: Self.tiny)
+    let large = try session(frames: 16, model: Self.tiny)
+    XCTAssertGreaterThan(large.contextCount, small.contextCount)
+    XCTAssertEqual(large.segments.recordCount, small.segments.recordCount)
+    XCTAssertEqual(large.segments.recordBytes, small.segments.recordBytes)
+    // Its frames are laid out again when asked for: every unit, every token.
+    XCTAssertEqual(large.segments.filter { $0.visual != nil }.count, 16)
+    XCTAssertEqual(large.context.count, large.contextCount)
+    XCTAssertEqual(large.contextOrigins.compactMap(\.frame).max(), 15)
+
+    func synthetic(_ n: Int) throws -> Session {
+      let s = Session(options: EngineOptions(threads: 2))
+      _ = try s.load(Self.tiny)
+      try s.configureBudget(.tokens(64))
+      try s.configurePrefill(mode: .capped, blockSize: .units(1))
+      let frame = try ImageDecoder.decode(path: Self.frame)
+      try s.feedFrames(Array(repeating: frame, count: n))
+      return s
+    }
+    let a = try synthetic(4)
+    let b = try synthetic(16)
+    XCTAssertEqual(b.segments.recordCount, a.segments.recordCount)
+    XCTAssertEqual(b.segments.recordBytes, a.segments.recordBytes)
+    XCTAssertEqual(b.context, large.context)
+  }
+
+  /// A clip stopped part way (Ctrl-C between blocks) keeps the frames fed before it, and a
+  /// rebuild lays out exactly those again.
+  func testStoppedClipRebuildsWhatWasFed() throws {
+    let s = Session(options: EngineOptions(threads: 2))
+    _ = try s.load(Self.tiny)
+    try s.configureBudget(.tokens(64))
+    try s.configurePrefill(mode: .capped, blockSize: .tokens(5))
+    s.onPrefillProgress = { done, _ in if done >= 23 { s.cancellation.set() } }
+    XCTAssertThrowsError(try s.feedFrames(Array(repeating: Self.frame, count: 8)))
+    s.cancellation.clear()
+    s.onPrefillProgress = nil
+    let fed = s.contextCount
+    XCTAssertGreaterThan(fed, 0)
+    // Stopped part way: some of the 8 frames, not all.
+    let frames = s.segments.filter { $0.visual != nil }.count
+    XCTAssertGreaterThan(frames, 0)
+    XCTAssertLessThan(frames, 8)
+    let context = s.context
+    let origins = s.contextOrigins
+    XCTAssertEqual(context.count, fed)
+    try s.configureBudget(nil)
+    XCTAssertEqual(s.contextCount, fed)
+    XCTAssertEqual(s.context, context)
+    XCTAssertEqual(s.contextOrigins, origins)
   }
 }

@@ -14,6 +14,14 @@ public enum Frames {
   /// files and sub-folders skipped) in natural order (frame2 before frame10), then every `every`-th
   /// one starting with the first, then at most `max` of those.
   public static func list(folder: String, every: Int = 1, max: Int? = nil) throws -> [String] {
+    try names(folder: folder, every: every, max: max).names.map {
+      (folder as NSString).appendingPathComponent($0)
+    }
+  }
+
+  /// The same frames as the folder and their names, the folder stored once (a long clip's list
+  /// of full paths cost ~100 bytes a frame).
+  public static func names(folder: String, every: Int = 1, max: Int? = nil) throws -> FolderNames {
     func fail(_ m: String) -> ImageError { ImageError(path: folder, message: m) }
     guard every >= 1 else { throw fail("every= must be at least 1, got \(every)") }
     if let max, max < 1 { throw fail("max= must be at least 1, got \(max)") }
@@ -51,7 +59,7 @@ public enum Frames {
     images.sort { naturalLess($0, $1) }
     var picked = stride(from: 0, to: images.count, by: every).map { images[$0] }
     if let max, picked.count > max { picked.removeLast(picked.count - max) }
-    return picked.map { (folder as NSString).appendingPathComponent($0) }
+    return FolderNames(prefix: folder.hasSuffix("/") ? folder : folder + "/", names: picked)
   }
 
   /// The folder's entries (without "." and ".."): names that are UTF-8, and the raw bytes of

@@ -380,7 +380,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   /// Either layout above a part at a time: with `times`, the opening text, one part per frame
   /// (its time and its tile), the closing text; without, one part per frame.
   public func streamedLayout(
-    frames count: Int, source: @escaping @Sendable (Int) -> ImageSource, times: ClipTimes?,
+    frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int
   ) throws -> StreamedLayout {
     precondition(times.map { $0.seconds.count == count } ?? true)
@@ -394,8 +394,8 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
       let seg = textSegment(s, origin: origin, start: start, mrope: false)
       return seg.count > 0 ? [seg] : []
     }
-    func frame(_ f: Int, start: Int) -> PromptLayout {
-      let image = source(f)
+    func frame(_ f: Int, start: Int) throws -> PromptLayout {
+      let image = try source(f)
       var label: [PromptSegment] = []
       if let times {
         let t = Swift.max(0, times.seconds[f])
@@ -413,7 +413,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
       PromptLayout(segments: segments, nextPosition: start + segments.reduce(0) { $0 + $1.count })
     }
     guard let times else {
-      return StreamedLayout(parts: count) { i, start in frame(i, start: start) }
+      return StreamedLayout(parts: count) { i, start in try frame(i, start: start) }
     }
     let seconds = Swift.max(0, Int(times.duration.isFinite ? times.duration : 0))
     let opening =
@@ -424,7 +424,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
       switch i {
       case 0: return whole(text(opening, frame: nil, start: start), start)
       case count + 1: return whole(text("\n\n", frame: nil, start: start), start)
-      default: return frame(i - 1, start: start)
+      default: return try frame(i - 1, start: start)
       }
     }
   }

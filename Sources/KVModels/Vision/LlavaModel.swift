@@ -133,14 +133,19 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
   public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
     -> PromptLayout
   {
-    var segments: [PromptSegment] = []
-    var position = start
-    for (f, frame) in frames.enumerated() {
-      let l = try layout(frame, at: index, frame: f, start: position)
-      segments += l.segments
-      position = l.nextPosition
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
+    ).collect(start: start)
+  }
+
+  /// The same a frame at a time (LLaVA states no times).
+  public func streamedLayout(
+    frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
+    at index: VisualInputIndex, start: Int
+  ) throws -> StreamedLayout {
+    StreamedLayout(parts: count) { [self] f, start in
+      try layout(source(f), at: index, frame: f, start: start)
     }
-    return PromptLayout(segments: segments, nextPosition: position)
   }
 
   func layout(_ image: ImageSource, at index: VisualInputIndex, frame: Int?, start: Int) throws

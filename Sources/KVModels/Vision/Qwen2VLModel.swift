@@ -166,54 +166,79 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
   public func layout(
     frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
   ) throws -> PromptLayout {
-    let fps =
-      times.duration > 0 && times.duration.isFinite
-      ? Double(frames.count) / times.duration : Self.defaultFramesPerSecond
-    return try layout(frames: frames, framesPerSecond: fps, at: index, start: start)
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, times: times, at: index, start: start
+    ).collect(start: start)
   }
 
   public func layout(
     frames: [ImageSource], framesPerSecond fps: Double, at index: VisualInputIndex, start: Int
   ) throws -> PromptLayout {
-    guard let first = frames.first else {
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, framesPerSecond: fps, at: index, start: start
+    ).collect(start: start)
+  }
+
+  /// A clip a temporal patch at a time (`<|vision_start|>`, one part per unit of
+  /// `temporalPatch` frames, `<|vision_end|>`): with `times`, Qwen2.5-VL spaces temporal
+  /// positions by the frames' rate (frames over the video's length, transformers'
+  /// `sampled_fps`); Qwen2-VL does not use it.
+  public func streamedLayout(
+    frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
+    at index: VisualInputIndex, start: Int
+  ) throws -> StreamedLayout {
+    let fps =
+      times.map { $0.duration > 0 && $0.duration.isFinite ? Double(count) / $0.duration : nil }
+      ?? nil
+    return try streamedLayout(
+      frames: count, source: source, framesPerSecond: fps ?? Self.defaultFramesPerSecond,
+      at: index, start: start)
+  }
+
+  func streamedLayout(
+    frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource,
+    framesPerSecond fps: Double, at index: VisualInputIndex, start: Int
+  ) throws -> StreamedLayout {
+    guard count > 0 else {
       throw ModelError(path: family, message: "a clip needs frames")
     }
     guard fps > 0, fps.isFinite else {
       throw ModelError(path: family, message: "a clip's frame rate must be positive, got \(fps)")
     }
-    let size = try videoPreprocessor.outputSize(height: first.height, width: first.width)
-    for f in frames where f.width != first.width || f.height != first.height {
-      throw ModelError(
-        path: family,
-        message:
-          "the frames of a clip must share one size (\(first.width)×\(first.height), then \(f.width)×\(f.height))"
-      )
-    }
+    let first = try source(0)
+    let (width, height) = (first.width, first.height)
+    let size = try videoPreprocessor.outputSize(height: height, width: width)
     // The last frame repeats up to a whole temporal patch.
-    var padded = frames
-    while padded.count % temporalPatch != 0 { padded.append(padded[padded.count - 1]) }
+    let (patch, family) = (temporalPatch, self.family)
+    let units = (count + patch - 1) / patch
     let prep = videoPreprocessor
-    let units = stride(from: 0, to: padded.count, by: temporalPatch).map { i in
-      let group = Array(padded[i..<(i + temporalPatch)])
-      return { @Sendable in try group.map { try prep($0.load()) } }
-    }
     // Qwen2.5-VL: temporal patch t sits at ⌊t · tokens_per_second · seconds per patch⌋, in
     // float32 as transformers computes it (the processor's second_per_grid_ts is a float32
     // tensor); Qwen2-VL: at t.
     let step = windowing.map { w in
-      Float(w.tokensPerSecond) * Float(Double(temporalPatch) / fps)
+      Float(w.tokensPerSecond) * Float(Double(patch) / fps)
     }
     // A frame rate near zero (a hostile video length) must not push positions past Int.
-    if let step, !(step.isFinite && Float(units.count) * step < 1e9) {
+    if let step, !(step.isFinite && Float(units) * step < 1e9) {
       throw ModelError(
         path: family,
         message:
-          "a clip of \(frames.count) frames at \(fps) frames a second spreads its temporal positions too far"
+          "a clip of \(count) frames at \(fps) frames a second spreads its temporal positions too far"
       )
     }
-    return try layout(
-      size: size, units: units, token: videoTokenID, at: index, temporalStep: step ?? 1,
-      start: start)
+    return try streamedLayout(
+      size: size, units: units, token: videoTokenID, at: index, temporalStep: step ?? 1
+    ) { t in
+      let group = try (t * patch..<((t + 1) * patch)).map { try source(Swift.min($0, count - 1)) }
+      for f in group where f.width != width || f.height != height {
+        throw ModelError(
+          path: family,
+          message:
+            "the frames of a clip must share one size (\(width)×\(height), then \(f.width)×\(f.height))"
+        )
+      }
+      return { @Sendable in try group.map { try prep($0.load()) } }
+    }
   }
 
   /// `<|vision_start|>`, the units' tokens with 3-D positions, `<|vision_end|>`. `temporalStep`
@@ -222,6 +247,18 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
     size: (height: Int, width: Int), units: [@Sendable () throws -> [PixelValues]], token: Int,
     at index: VisualInputIndex, temporalStep: Float?, start: Int
   ) throws -> PromptLayout {
+    try streamedLayout(
+      size: size, units: units.count, token: token, at: index, temporalStep: temporalStep
+    ) { units[$0] }.collect(start: start)
+  }
+
+  /// The same a part at a time: the start marker, one part per unit (`unit(t)` gives unit t's
+  /// pixels; its tokens sit at the position after the start marker, which the part passes
+  /// on), the end marker.
+  func streamedLayout(
+    size: (height: Int, width: Int), units: Int, token: Int, at index: VisualInputIndex,
+    temporalStep: Float?, unit: @escaping @Sendable (Int) throws -> @Sendable () throws -> [PixelValues]
+  ) throws -> StreamedLayout {
     let f = patchSize * mergeSize
     guard size.height % f == 0, size.width % f == 0, size.height > 0, size.width > 0 else {
       throw ModelError(
@@ -234,34 +271,44 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
     let cols = size.width / f
     let marker = TokenOrigin(
       modality: video ? .video : .image, input: index.input, image: index.image)
-    var segments = [textSegment("<|vision_start|>", origin: marker, start: start, mrope: true)]
-    let origin = start + segments[0].count
-    for (t, pixels) in units.enumerated() {
-      var origins: [TokenOrigin] = []
-      var axes: [[Int]] = [[], [], []]
-      let time = temporalStep.map { Int((Float(t) * $0).rounded(.towardZero)) } ?? t
-      for r in 0..<rows {
-        for c in 0..<cols {
-          var o = marker
-          o.row = r
-          o.col = c
-          if video { o.frame = t * temporalPatch }
-          origins.append(o)
-          axes[0].append(origin + time)
-          axes[1].append(origin + r)
-          axes[2].append(origin + c)
+    let patch = temporalPatch
+    return StreamedLayout(parts: units + 2) { [self] i, start in
+      switch i {
+      case 0:
+        let open = textSegment("<|vision_start|>", origin: marker, start: start, mrope: true)
+        return PromptLayout(segments: [open], nextPosition: start + open.count)
+      case units + 1:
+        // transformers 5.24's get_rope_index: text resumes max(rows, cols) after the image
+        // start.
+        let next = start + max(rows, cols)
+        let close = textSegment("<|vision_end|>", origin: marker, start: next, mrope: true)
+        return PromptLayout(segments: [close], nextPosition: next + close.count)
+      default:
+        let t = i - 1
+        let origin = start
+        var origins: [TokenOrigin] = []
+        var axes: [[Int]] = [[], [], []]
+        let time = temporalStep.map { Int((Float(t) * $0).rounded(.towardZero)) } ?? t
+        for r in 0..<rows {
+          for c in 0..<cols {
+            var o = marker
+            o.row = r
+            o.col = c
+            if video { o.frame = t * patch }
+            origins.append(o)
+            axes[0].append(origin + time)
+            axes[1].append(origin + r)
+            axes[2].append(origin + c)
+          }
         }
-      }
-      segments.append(
-        PromptSegment(
+        let segment = PromptSegment(
           tokens: Array(repeating: token, count: rows * cols), origins: origins,
           positions: axes[0], ropeAxes: axes,
-          visual: VisualUnit(tokenRows: rows, tokenCols: cols, pixels: pixels)))
+          visual: VisualUnit(tokenRows: rows, tokenCols: cols, pixels: try unit(t)))
+        // The units' tokens sit after the start marker; the next part starts there too.
+        return PromptLayout(segments: [segment], nextPosition: start)
+      }
     }
-    // transformers 5.24's get_rope_index: text resumes max(rows, cols) after the image start.
-    let next = origin + max(rows, cols)
-    segments.append(textSegment("<|vision_end|>", origin: marker, start: next, mrope: true))
-    return PromptLayout(segments: segments, nextPosition: next + segments.last!.count)
   }
 
   /// Patches in merge-block order: for each m×m block of the patch grid (row-major), its

@@ -37,10 +37,10 @@ public struct StreamedLayout: Sendable {
 extension VisionLanguageModel {
   /// A family that lays a clip out at once: one part, the whole clip.
   public func streamedLayout(
-    frames count: Int, source: @escaping @Sendable (Int) -> ImageSource, times: ClipTimes?,
+    frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int
   ) throws -> StreamedLayout {
-    let frames = (0..<count).map(source)
+    let frames = try (0..<count).map(source)
     return StreamedLayout(
       whole: try times.map { try layout(frames: frames, times: $0, at: index, start: start) }
         ?? layout(frames: frames, at: index, start: start))

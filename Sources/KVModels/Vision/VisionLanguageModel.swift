@@ -274,7 +274,7 @@ public protocol VisionLanguageModel: AnyObject, Sendable {
   /// is encoded), laid out part by part where the family can (`times`: the timed layout, as
   /// `layout(frames:times:at:start:)`), so that a long clip is never laid out whole.
   func streamedLayout(
-    frames count: Int, source: @escaping @Sendable (Int) -> ImageSource, times: ClipTimes?,
+    frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int
   ) throws -> StreamedLayout
   /// The decoder-space embeddings of a unit's frames (`tokenCount × hidden`), charged to

@@ -73,9 +73,10 @@ public enum VisionCommands {
     for name in ["start", "end"] where ctx.args.string(name) != nil {
       throw ctx.error("\(name)= applies to a video, not a folder of frames")
     }
-    let paths = try Frames.list(folder: source, every: every, max: max)
-    let report = try ctx.session.feedFrames(paths)
-    printFeed(ctx, what: "\(paths.count) frames of \(typed)", report, unit: unitName(ctx.session))
+    let frames = try Frames.names(folder: source, every: every, max: max)
+    let report = try ctx.session.feedFrames(frames)
+    printFeed(
+      ctx, what: "\(frames.names.count) frames of \(typed)", report, unit: unitName(ctx.session))
     if ctx.args.toggle("timing") {
       ctx.print(
         "time: frame decoding and preprocessing \(Mask.seconds(report.pixelSeconds)), vision tower \(Mask.seconds(report.visionSeconds)), decoder \(Mask.seconds(Swift.max(0, report.seconds - report.pixelSeconds - report.visionSeconds)))"
@@ -152,7 +153,7 @@ public enum VisionCommands {
     }
     // Counted as `feed` counts: visual tokens are the vision tower's (the units' grids); the
     // image markers and prompts around them are text.
-    let visual = s.segments.filter { $0.visual != nil }.reduce(0) { $0 + $1.count }
+    let visual = s.segments.visualTokens
     for line in Format.table(rows, left: [1, 3]) { ctx.print(line) }
     ctx.print(
       "context: \(s.contextCount) tokens (\(visual) visual + \(s.contextCount - visual) text)")
