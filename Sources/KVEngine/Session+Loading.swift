@@ -55,7 +55,8 @@ extension Session {
           $0 + Double($1.dataOffsets.count) * ($1.shape.count == 2 ? 1 : 4.0 / Double($1.dtype.byteSize))
         }
       }
-      try checkFits(path: path, bytes: stored, form: "as stored")
+      let float32 = folder.files.allSatisfy { $0.tensorInfos.allSatisfy { $0.dtype == .F32 } }
+      try checkFits(path: path, bytes: stored, form: float32 ? "float32" : "as stored")
       try folder.requireFiniteWeights()  // as GGUF weights are scanned below
       install(try ModelRegistry.load(folder: folder, meter: meter))
       visionParameters = vision?.visionParameterCount ?? 0
