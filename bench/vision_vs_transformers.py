@@ -23,8 +23,13 @@ compared (max |difference|, and relative to the largest value). With --stages, a
 times each stage of one tile's tower in both (kvlab: the kernels the tower calls, on these shapes;
 transformers: the model's own modules of layer 0, times the layer count).
 
+With --bf16 both run bench/out/vision-model-bf16, the same weights rounded to bfloat16 (as
+published checkpoints store them): kvlab keeps them 16-bit (its products dequantize tiles for
+sgemm, or with --prefill-kernel bf16 use the AVX512-BF16 kernel), transformers upcasts to fp32.
+
   .venv-ref/bin/python bench/vision_vs_transformers.py [--tiles 4] [--repeats 5] [--stages]
-      [--binary .build/release/kvlab-bench] [--out bench/out/vision.md]
+      [--bf16] [--prefill-kernel sgemm|bf16] [--binary .build/release/kvlab-bench]
+      [--out bench/out/vision.md]
 """
 import argparse
 import json
@@ -112,6 +117,30 @@ def build_model(folder):
         json.dump(want, f, indent=2, sort_keys=True)
 
 
+def build_bf16(source, folder):
+    """The float32 folder with every float tensor rounded to bfloat16 (what a published checkpoint
+    stores), created once; transformers loads it as float32, so both engines use the same values."""
+    want = dict(spec(), dtype="bfloat16")
+    stamp = os.path.join(folder, "bench_spec.json")
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if json.load(f) == want:
+                return
+    from safetensors.torch import load_file, save_file
+    print(f"creating {folder} ...", file=sys.stderr)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    for name in os.listdir(source):
+        if name.endswith(".safetensors"):
+            tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                       for k, v in load_file(os.path.join(source, name)).items()}
+            save_file(tensors, os.path.join(folder, name), metadata={"format": "pt"})
+        elif name != "bench_spec.json":
+            shutil.copy(os.path.join(source, name), folder)
+    with open(stamp, "w") as f:
+        json.dump(want, f, indent=2, sort_keys=True)
+
+
 def pixels(tiles, size):
     """[tiles][3][size][size]: the same formula as bench/Sources/kvlab-bench/VisionBench.swift."""
     count = 3 * size * size
@@ -192,21 +221,33 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/kvlab-bench"))
-    ap.add_argument("--model", default=os.path.join(ROOT, "bench/out/vision-model"))
+    ap.add_argument("--model", default=None, help="default bench/out/vision-model (-bf16 with --bf16)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="weights stored as bfloat16 (kvlab keeps them so; transformers upcasts to fp32)")
+    ap.add_argument("--prefill-kernel", default="sgemm",
+                    help="kvlab's product kernel for 16-bit weights (sgemm, bf16)")
     ap.add_argument("--attn", default="sdpa", help="transformers attn_implementation (sdpa, eager)")
     ap.add_argument("--blas-core", default=None, help="OPENBLAS_CORETYPE for kvlab (default: as detected)")
     ap.add_argument("--stages", action="store_true", help="also time each stage of the tower in both")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/out/vision.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    build_model(args.model)
+    f32_folder = os.path.join(ROOT, "bench/out/vision-model")
+    if args.model is None:
+        args.model = f32_folder + ("-bf16" if args.bf16 else "")
+    if args.bf16:
+        build_model(f32_folder)
+        build_bf16(f32_folder, args.model)
+    else:
+        build_model(args.model)
     model = Idefics3ForConditionalGeneration.from_pretrained(
         args.model, dtype=torch.float32, attn_implementation=args.attn).eval()
     size = model.config.vision_config.image_size
     env = dict(os.environ)
     if args.blas_core:
         env["OPENBLAS_CORETYPE"] = args.blas_core
-    kv = Kvlab(args.binary, ["--vision-serve", args.model], args.threads, env, ROOT)
+    kv = Kvlab(args.binary, ["--vision-serve", args.model, "--prefill-kernel", args.prefill_kernel],
+               args.threads, env, ROOT)
     core = kv.ready["blas_core"]
     patches = kv.ready["patches_per_tile"]
     tokens = kv.ready["tokens_per_tile"]
@@ -255,7 +296,9 @@ def main():
     lines = [f"Idefics3 vision encoder, SigLIP-base/patch16-{size} sized (hidden {vc.hidden_size}, MLP "
              f"{vc.intermediate_size}, {vc.num_hidden_layers} layers, {vc.num_attention_heads} heads, "
              f"{patches} patches per tile) + pixel-shuffle connector (scale {model.config.scale_factor}: "
-             f"{tokens} tokens per tile), random weights, fp32, {args.threads} threads, {args.tiles} tiles "
+             f"{tokens} tokens per tile), random weights "
+             f"{'stored as bf16 (kvlab keeps them 16-bit, prefill kernel ' + args.prefill_kernel + '; transformers upcasts)' if args.bf16 else 'fp32'}"
+             f", fp32 activations, {args.threads} threads, {args.tiles} tiles "
              f"per measurement, {args.repeats} repeats. kvlab: one tile per encode call, OpenBLAS core "
              f"**{core}**; torch {torch.__version__} ({torch_blas}, CPU capability {capability}): all tiles "
              f"in one get_image_features call, attn_implementation {args.attn}. "

@@ -47,13 +47,16 @@ extension Session {
             "is a folder without config.json; expected a .gguf file or a Hugging Face model folder")
       }
       let folder = try HFModelFolder(path: path)
-      // Every tensor becomes float32 (the shapes are checked before each allocation, so the
-      // weights take no more than this).
-      try checkFits(
-        path: path,
-        bytes: folder.files.reduce(0.0) { total, file in
-          file.tensorInfos.reduce(total) { $0 + 4 * Double($1.elementCount) }
-        })
+      // Matrices (2-D) stay as stored, mapped pages being resident memory too; vectors and
+      // patch kernels become float32 (so do 2-D position tables, a few MiB at most, counted
+      // as stored). The shapes are checked before each allocation.
+      let stored = folder.files.reduce(0.0) { total, file in
+        file.tensorInfos.reduce(total) {
+          $0 + Double($1.dataOffsets.count) * ($1.shape.count == 2 ? 1 : 4.0 / Double($1.dtype.byteSize))
+        }
+      }
+      let float32 = folder.files.allSatisfy { $0.tensorInfos.allSatisfy { $0.dtype == .F32 } }
+      try checkFits(path: path, bytes: stored, form: float32 ? "float32" : "as stored")
       try folder.requireFiniteWeights()  // as GGUF weights are scanned below
       install(try ModelRegistry.load(folder: folder, meter: meter))
       visionParameters = vision?.visionParameterCount ?? 0

@@ -138,6 +138,16 @@ public final class WeightMatrix: @unchecked Sendable {
     return min(pieces * pieceRows * cols, room)
   }
 
+  /// The dequantization scratch of products of `rows` rows of x by any of `matrices` (charged
+  /// to `category`): nil when every matrix is float32 or the products are matrix-vector.
+  public static func tiles(
+    for matrices: [WeightMatrix], rows: Int, category: MemoryCategory, meter: MemoryMeter?
+  ) -> FloatBuffer? {
+    let floats = matrices.map(\.tileFloats).max() ?? 0
+    guard rows > matvecRows, floats > 0 else { return nil }
+    return FloatBuffer(uninitializedCount: floats, category: category, meter: meter)
+  }
+
   /// The scratch the bfloat16 kernel packs into (2 MiB: a quarter of SmolLM2's gate|up, whose
   /// product is no slower in four tiles than in one); the sgemm path takes one piece a thread.
   public static let maxTileFloats = 1 << 19
@@ -301,6 +311,16 @@ public final class WeightMatrix: @unchecked Sendable {
     apply(
       x.pointer, rows: x.rows, ldx: x.cols, beta: beta, out: out.pointer, ldo: out.cols,
       scratch: scratch)
+  }
+
+  /// The same with a scratch of its own for this one product, charged to `category` while
+  /// it runs (a projector's, outside any loop).
+  public func apply(
+    _ x: Matrix, beta: Float = 0, into out: Matrix, category: MemoryCategory, meter: MemoryMeter?
+  ) {
+    apply(
+      x, beta: beta, into: out,
+      scratch: Self.tiles(for: [self], rows: x.rows, category: category, meter: meter))
   }
 
   /// y = W·x + beta·y for one vector, the rows of all parts split across the BLAS thread count

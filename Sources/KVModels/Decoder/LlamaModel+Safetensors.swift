@@ -1,8 +1,9 @@
 import Foundation
 import KVTensor
 
-/// Reads float32 weights out of a Hugging Face folder, each after checking its shape against
-/// what config.json implies, charged to one meter category. The vision towers and the decoder
+/// Reads weights out of a Hugging Face folder, each after checking its shape against what
+/// config.json implies, charged to one meter category: matrices at their stored precision
+/// (`weights`), vectors and element-wise tables as float32. The vision towers and the decoder
 /// share it so that every "shape mismatch between config and weights" reads the same way.
 public struct WeightReader {
   public let folder: HFModelFolder
@@ -33,6 +34,63 @@ public struct WeightReader {
     let m = Matrix(uninitializedRows: rows, cols: cols, category: category, meter: meter)
     try fill(name, shape: [rows, cols], into: m.pointer)
     return m
+  }
+
+  /// The tensors `names` (each `rows × cols`) stacked row-wise into one matrix of products,
+  /// as stored. All float32: a float32 `Matrix` (the reference path). Otherwise (F16 or BF16,
+  /// exact in float32) one part per tensor read where it lies in the file's mapping, charged
+  /// as `.mapped`; a tensor whose bytes are not aligned to its element size (a header of odd
+  /// length) is copied to the heap.
+  public func weights(_ names: [(name: String, rows: Int)], cols: Int) throws -> WeightMatrix {
+    try check(names.map { ($0.name, [$0.rows, cols]) })
+    let tensors = try names.map { try folder.tensor($0.name) }
+    if tensors.allSatisfy({ $0.info.dtype == .F32 }) {
+      let m = Matrix(
+        uninitializedRows: names.reduce(0) { $0 + $1.rows }, cols: cols, category: category,
+        meter: meter)
+      var row = 0
+      for n in names {
+        try fill(n.name, shape: [n.rows, cols], into: m.row(row))
+        row += n.rows
+      }
+      return WeightMatrix(m)
+    }
+    var parts: [WeightMatrix.Part] = []
+    var mapped: [Bool] = []
+    var owners: [AnyObject] = []
+    for ((file, info), n) in zip(tensors, names) {
+      let format: WeightFormat
+      switch info.dtype {
+      case .F32: format = .f32
+      case .F16: format = .f16
+      case .BF16: format = .bf16
+      default:
+        throw SafetensorsError(
+          path: file.path,
+          message:
+            "tensor \(GGUFFile.quoted(n.name)) is \(info.dtype.rawValue); kvlab reads F32, F16 and BF16 weights"
+        )
+      }
+      let bytes = try file.bytes(n.name)
+      let start = bytes.baseAddress!
+      owners.append(file)
+      if Int(bitPattern: start) % info.dtype.byteSize == 0 {
+        parts.append(WeightMatrix.Part(format: format, bytes: start, rows: n.rows))
+        mapped.append(true)
+      } else {
+        let copy = WeightBytes(count: bytes.count, meter: meter)
+        copy.pointer.copyMemory(from: start, byteCount: bytes.count)
+        parts.append(WeightMatrix.Part(format: format, bytes: copy.pointer, rows: n.rows))
+        mapped.append(false)
+        owners.append(copy)
+      }
+    }
+    return WeightMatrix(cols: cols, parts: parts, mapped: mapped, owners: owners, meter: meter)
+  }
+
+  /// One tensor (`rows × cols`) as `weights` holds it.
+  public func weights(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
+    try weights([(name, rows)], cols: cols)
   }
 
   /// A matrix whose tensor has more dimensions (a convolution kernel [out][c][kh][kw]) read as
@@ -99,22 +157,20 @@ extension LlamaModel {
     let qDim = c.heads * c.headDim
     let kvDim = c.kvHeads * c.headDim
 
-    let embedding = WeightMatrix(
-      try w.matrix(prefix + "embed_tokens.weight", rows: c.vocabularySize, cols: d))
+    let embedding = try w.weights(
+      prefix + "embed_tokens.weight", rows: c.vocabularySize, cols: d)
     var layers: [LlamaLayer] = []
     for i in 0..<c.layers {
       let p = "\(prefix)layers.\(i)."
-      try w.check([
-        (p + "self_attn.q_proj.weight", [qDim, d]), (p + "self_attn.k_proj.weight", [kvDim, d]),
-        (p + "self_attn.v_proj.weight", [kvDim, d]),
-        (p + "mlp.gate_proj.weight", [c.intermediateSize, d]),
-        (p + "mlp.up_proj.weight", [c.intermediateSize, d]),
-      ])
-      let qkv = Matrix(
-        uninitializedRows: qDim + 2 * kvDim, cols: d, category: .weights, meter: meter)
-      try w.fill(p + "self_attn.q_proj.weight", shape: [qDim, d], into: qkv.pointer)
-      try w.fill(p + "self_attn.k_proj.weight", shape: [kvDim, d], into: qkv.row(qDim))
-      try w.fill(p + "self_attn.v_proj.weight", shape: [kvDim, d], into: qkv.row(qDim + kvDim))
+      // Q|K|V and gate|up are one product each: a stack of the stored tensors.
+      let qkv = try w.weights(
+        [
+          (p + "self_attn.q_proj.weight", qDim), (p + "self_attn.k_proj.weight", kvDim),
+          (p + "self_attn.v_proj.weight", kvDim),
+        ], cols: d)
+      let gateUp = try w.weights(
+        [(p + "mlp.gate_proj.weight", c.intermediateSize), (p + "mlp.up_proj.weight", c.intermediateSize)],
+        cols: d)
       var qkvBias: FloatBuffer?
       if c.attentionBias || w.has(p + "self_attn.q_proj.bias") {
         try w.check([
@@ -127,12 +183,6 @@ extension LlamaModel {
         try w.fill(p + "self_attn.v_proj.bias", shape: [kvDim], into: b.pointer + qDim + kvDim)
         qkvBias = b
       }
-      let gateUp = Matrix(
-        uninitializedRows: 2 * c.intermediateSize, cols: d, category: .weights, meter: meter)
-      try w.fill(p + "mlp.gate_proj.weight", shape: [c.intermediateSize, d], into: gateUp.pointer)
-      try w.fill(
-        p + "mlp.up_proj.weight", shape: [c.intermediateSize, d],
-        into: gateUp.row(c.intermediateSize))
       var qNorm: FloatBuffer?
       var kNorm: FloatBuffer?
       if c.qkNorm {
@@ -142,22 +192,20 @@ extension LlamaModel {
       layers.append(
         LlamaLayer(
           attentionNorm: try w.vector(p + "input_layernorm.weight", d),
-          qkv: WeightMatrix(qkv), qkvBias: qkvBias,
-          attentionOutput: WeightMatrix(
-            try w.matrix(p + "self_attn.o_proj.weight", rows: d, cols: qDim)),
+          qkv: qkv, qkvBias: qkvBias,
+          attentionOutput: try w.weights(p + "self_attn.o_proj.weight", rows: d, cols: qDim),
           attentionOutputBias: w.has(p + "self_attn.o_proj.bias")
             ? try w.vector(p + "self_attn.o_proj.bias", d) : nil,
           ffnNorm: try w.vector(p + "post_attention_layernorm.weight", d),
-          gateUp: WeightMatrix(gateUp),
-          down: WeightMatrix(
-            try w.matrix(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize)),
+          gateUp: gateUp,
+          down: try w.weights(p + "mlp.down_proj.weight", rows: d, cols: c.intermediateSize),
           qNorm: qNorm, kNorm: kNorm))
     }
     let outputNorm = try w.vector(prefix + "norm.weight", d)
     let head = ["lm_head.weight", "language_model.lm_head.weight"].first(where: w.has)
     let output: WeightMatrix
     if let head, !c.tiedEmbeddings {
-      output = WeightMatrix(try w.matrix(head, rows: c.vocabularySize, cols: d))
+      output = try w.weights(head, rows: c.vocabularySize, cols: d)
     } else if c.tiedEmbeddings {
       output = embedding
     } else {

@@ -36,11 +36,6 @@ public final class LlamaModel: @unchecked Sendable {
   let output: WeightMatrix  // [vocab][hidden]; the embedding itself when tied
   let rope: RotaryEmbedding
   let attention: TiledAttention
-  /// Floats of dequantization scratch a prefill block needs at the current thread count (0
-  /// when every matrix is float32).
-  var weightTileFloats: Int {
-    (layers.flatMap(\.matrices) + [output]).map(\.tileFloats).max() ?? 0
-  }
 
   init(
     config: DecoderConfig, embedding: WeightMatrix, layers: [LlamaLayer], outputNorm: FloatBuffer,
@@ -124,10 +119,8 @@ public final class LlamaModel: @unchecked Sendable {
       uninitializedCount: attention.scratchCount(threads: threads), category: .activations,
       meter: meter)
     // Dequantized weight tiles for the sgemm of a block (decode reads the stored weights).
-    let tiles =
-      all > WeightMatrix.matvecRows && weightTileFloats > 0
-      ? FloatBuffer(uninitializedCount: weightTileFloats, category: .activations, meter: meter)
-      : nil
+    let tiles = WeightMatrix.tiles(
+      for: layers.flatMap(\.matrices) + [output], rows: all, category: .activations, meter: meter)
     let scale = 1 / Float(c.headDim).squareRoot()
     // cos/sin once per block, for every layer. A model with M-RoPE given 1-D positions (text
     // only) uses them on every axis, which is what M-RoPE reduces to.

@@ -159,6 +159,19 @@ public final class SafetensorsFile: @unchecked Sendable {
     default:
       preconditionFailure("checked by convertibleTensor")
     }
+    releasePages(from, count: src.count)
+  }
+
+  /// Hands the mapping's whole pages within `count` bytes at `start` back to the kernel: a
+  /// tensor converted to float32 is read from its copy, and its file pages would otherwise stay
+  /// resident beside it (a float32 folder's load peaked at twice its weights). A later read
+  /// faults them in again from the file, unchanged.
+  private func releasePages(_ start: UnsafeRawPointer, count: Int) {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let first = (Int(bitPattern: start) + page - 1) / page * page
+    let end = (Int(bitPattern: start) + count) / page * page
+    guard page > 0, end > first, let p = UnsafeMutableRawPointer(bitPattern: first) else { return }
+    madvise(p, end - first, MADV_DONTNEED)
   }
 
   /// The tensor as Float32 values.

@@ -256,7 +256,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   let positionEmbedding: Matrix  // [(image/p)²][D]
   let encoder: VisionTransformer
   let postNorm: (weight: FloatBuffer, bias: FloatBuffer)
-  let projection: Matrix  // [text hidden][D·s²]
+  let projection: WeightMatrix  // [text hidden][D·s²]
   let imageTokenID: Int
   let seqLen: Int  // tokens per tile
 
@@ -324,7 +324,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     postNorm = (
       try w.vector(v + "post_layernorm.weight", d), try w.vector(v + "post_layernorm.bias", d)
     )
-    projection = try w.matrix(
+    projection = try w.weights(
       "model.connector.modality_projection.proj.weight", rows: textConfig.hiddenSize,
       cols: d * s * s)
     decoder = try LlamaModel.load(
@@ -531,7 +531,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     }
     let features = Matrix(
       uninitializedRows: out * out, cols: projection.rows, category: .vision, meter: meter)
-    Linear.apply(shuffled, projection, into: features)
+    projection.apply(shuffled, into: features, category: .vision, meter: meter)
     return features
   }
 }

@@ -125,9 +125,9 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
   /// Patches per side merged into one token (1 / downsample_ratio).
   let shuffle: Int
   let projectorNorm: (weight: FloatBuffer, bias: FloatBuffer)
-  let projector1: Matrix
+  let projector1: WeightMatrix
   let projector1Bias: FloatBuffer
-  let projector2: Matrix
+  let projector2: WeightMatrix
   let projector2Bias: FloatBuffer
   let projectorActivation: VisionActivation
   let imageTokenID: Int
@@ -216,9 +216,9 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
     projectorNorm = (
       try w.vector(p + "layer_norm.weight", wide), try w.vector(p + "layer_norm.bias", wide)
     )
-    projector1 = try w.matrix(p + "linear_1.weight", rows: text, cols: wide)
+    projector1 = try w.weights(p + "linear_1.weight", rows: text, cols: wide)
     projector1Bias = try w.vector(p + "linear_1.bias", text)
-    projector2 = try w.matrix(p + "linear_2.weight", rows: text, cols: text)
+    projector2 = try w.weights(p + "linear_2.weight", rows: text, cols: text)
     projector2Bias = try w.vector(p + "linear_2.bias", text)
     decoder = try LlamaModel.load(
       folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig,
@@ -352,11 +352,11 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
       eps: Self.projectorEps, rows: out * out, cols: wide, out: shuffled.pointer)
     let text = projector1.rows
     let h = Matrix(uninitializedRows: out * out, cols: text, category: .vision, meter: meter)
-    Linear.apply(shuffled, projector1, into: h)
+    projector1.apply(shuffled, into: h, category: .vision, meter: meter)
     Kernels.addBias(h.pointer, bias: projector1Bias.pointer, rows: h.rows, cols: text)
     projectorActivation.apply(h.pointer, count: h.rows * text)
     let features = Matrix(uninitializedRows: out * out, cols: text, category: .vision, meter: meter)
-    Linear.apply(h, projector2, into: features)
+    projector2.apply(h, into: features, category: .vision, meter: meter)
     Kernels.addBias(features.pointer, bias: projector2Bias.pointer, rows: h.rows, cols: text)
     return features
   }

@@ -85,17 +85,17 @@ struct InternViTConfig: Decodable {
 /// or an RMSNorm (`bias` nil), Q and K optionally RMS-normalised over the whole width.
 struct InternViTLayer {
   var norm1: (weight: FloatBuffer, bias: FloatBuffer?)
-  var qkv: Matrix  // [3D][D]
+  var qkv: WeightMatrix  // [3D][D]
   var qkvBias: FloatBuffer?
   var qNorm: FloatBuffer?
   var kNorm: FloatBuffer?
-  var out: Matrix
+  var out: WeightMatrix
   var outBias: FloatBuffer
   var scale1: FloatBuffer
   var norm2: (weight: FloatBuffer, bias: FloatBuffer?)
-  var fc1: Matrix
+  var fc1: WeightMatrix
   var fc1Bias: FloatBuffer
-  var fc2: Matrix
+  var fc2: WeightMatrix
   var fc2Bias: FloatBuffer
   var scale2: FloatBuffer
 }
@@ -140,11 +140,7 @@ struct InternViT {
         (try w.vector(l + name + ".weight", d), rms ? nil : try w.vector(l + name + ".bias", d))
       }
       let names = ["q_proj", "k_proj", "v_proj"].map { l + "attention." + $0 }
-      try w.check(names.map { ($0 + ".weight", [d, d]) })
-      let qkv = Matrix(uninitializedRows: 3 * d, cols: d, category: w.category, meter: w.meter)
-      for (k, name) in names.enumerated() {
-        try w.fill(name + ".weight", shape: [d, d], into: qkv.row(k * d))
-      }
+      let qkv = try w.weights(names.map { ($0 + ".weight", d) }, cols: d)
       var qkvBias: FloatBuffer?
       if c.attention_bias {
         try w.check(names.map { ($0 + ".bias", [d]) })
@@ -159,12 +155,12 @@ struct InternViT {
           norm1: try norm("layernorm_before"), qkv: qkv, qkvBias: qkvBias,
           qNorm: c.use_qk_norm ? try w.vector(l + "attention.q_norm.weight", d) : nil,
           kNorm: c.use_qk_norm ? try w.vector(l + "attention.k_norm.weight", d) : nil,
-          out: try w.matrix(l + "attention.projection_layer.weight", rows: d, cols: d),
+          out: try w.weights(l + "attention.projection_layer.weight", rows: d, cols: d),
           outBias: try w.vector(l + "attention.projection_layer.bias", d),
           scale1: try w.vector(l + "lambda_1", d), norm2: try norm("layernorm_after"),
-          fc1: try w.matrix(l + "mlp.fc1.weight", rows: c.intermediate_size, cols: d),
+          fc1: try w.weights(l + "mlp.fc1.weight", rows: c.intermediate_size, cols: d),
           fc1Bias: try w.vector(l + "mlp.fc1.bias", c.intermediate_size),
-          fc2: try w.matrix(l + "mlp.fc2.weight", rows: d, cols: c.intermediate_size),
+          fc2: try w.weights(l + "mlp.fc2.weight", rows: d, cols: c.intermediate_size),
           fc2Bias: try w.vector(l + "mlp.fc2.bias", d), scale2: try w.vector(l + "lambda_2", d)))
     }
     self.layers = layers
@@ -211,6 +207,9 @@ struct InternViT {
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)
+    let tiles = WeightMatrix.tiles(
+      for: layers.flatMap { [$0.qkv, $0.out, $0.fc1, $0.fc2] }, rows: n, category: .vision,
+      meter: meter)
     let eps = config.layer_norm_eps
     func norm(_ p: (weight: FloatBuffer, bias: FloatBuffer?), into out: Matrix) {
       if let bias = p.bias {
@@ -233,7 +232,7 @@ struct InternViT {
 
     for layer in layers.prefix(blocks) {
       norm(layer.norm1, into: h)
-      Linear.apply(h, layer.qkv, into: qkv)
+      layer.qkv.apply(h, into: qkv, scratch: tiles)
       if let b = layer.qkvBias {
         Kernels.addBias(qkv.pointer, bias: b.pointer, rows: n, cols: 3 * d)
       }
@@ -254,15 +253,15 @@ struct InternViT {
             rowStride: 3 * d, causal: false)
         ], scale: 1 / Float(headDim).squareRoot(), out: attended.pointer, ldo: d,
         scratch: scratch.pointer, threads: threads)
-      Linear.apply(attended, layer.out, into: h)
+      layer.out.apply(attended, into: h, scratch: tiles)
       Kernels.addBias(h.pointer, bias: layer.outBias.pointer, rows: n, cols: d)
       addScaled(h, layer.scale1)
 
       norm(layer.norm2, into: h)
-      Linear.apply(h, layer.fc1, into: mlp)
+      layer.fc1.apply(h, into: mlp, scratch: tiles)
       Kernels.addBias(mlp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: ff)
       activation.apply(mlp.pointer, count: n * ff)
-      Linear.apply(mlp, layer.fc2, into: h)
+      layer.fc2.apply(mlp, into: h, scratch: tiles)
       Kernels.addBias(h.pointer, bias: layer.fc2Bias.pointer, rows: n, cols: d)
       addScaled(h, layer.scale2)
     }

@@ -23,9 +23,9 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
   /// Blocks to run: the output of block `layersToRun` is the selected hidden state.
   let layersToRun: Int
   let keepClassToken: Bool
-  let projector1: Matrix
+  let projector1: WeightMatrix
   let projector1Bias: FloatBuffer?
-  let projector2: Matrix
+  let projector2: WeightMatrix
   let projector2Bias: FloatBuffer?
   let projectorActivation: VisionActivation
   let imageTokenID: Int
@@ -100,9 +100,9 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
     let text = textConfig.hiddenSize
     let p = try w.prefix(
       ["model.multi_modal_projector.", "multi_modal_projector."], probe: "linear_1.weight")
-    projector1 = try w.matrix(p + "linear_1.weight", rows: text, cols: d)
+    projector1 = try w.weights(p + "linear_1.weight", rows: text, cols: d)
     projector1Bias = w.has(p + "linear_1.bias") ? try w.vector(p + "linear_1.bias", text) : nil
-    projector2 = try w.matrix(p + "linear_2.weight", rows: text, cols: text)
+    projector2 = try w.weights(p + "linear_2.weight", rows: text, cols: text)
     projector2Bias = w.has(p + "linear_2.bias") ? try w.vector(p + "linear_2.bias", text) : nil
     decoder = try LlamaModel.load(
       folder: folder, prefix: try LlamaModel.tensorPrefix(in: folder), config: textConfig,
@@ -185,13 +185,13 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
     let n = hidden.rows - first
     let text = projector1.rows
     let h = Matrix(uninitializedRows: n, cols: text, category: .vision, meter: meter)
-    Linear.apply(
-      hidden.row(first), rows: n, ldx: hidden.cols, weight: projector1.pointer, outFeatures: text,
-      inFeatures: hidden.cols, out: h.pointer, ldo: text)
+    projector1.apply(
+      hidden.row(first), rows: n, ldx: hidden.cols, out: h.pointer, ldo: text,
+      scratch: WeightMatrix.tiles(for: [projector1], rows: n, category: .vision, meter: meter))
     if let b = projector1Bias { Kernels.addBias(h.pointer, bias: b.pointer, rows: n, cols: text) }
     projectorActivation.apply(h.pointer, count: n * text)
     let out = Matrix(uninitializedRows: n, cols: text, category: .vision, meter: meter)
-    Linear.apply(h, projector2, into: out)
+    projector2.apply(h, into: out, category: .vision, meter: meter)
     if let b = projector2Bias { Kernels.addBias(out.pointer, bias: b.pointer, rows: n, cols: text) }
     return out
   }

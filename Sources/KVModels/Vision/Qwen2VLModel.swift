@@ -27,9 +27,9 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
   let patchEmbedding: Matrix  // [E][3·t·p·p], no bias
   let encoder: VisionTransformer
   let mergerNorm: (weight: FloatBuffer, bias: FloatBuffer?)  // no bias: an RMSNorm
-  let merger1: Matrix  // [4E][4E]
+  let merger1: WeightMatrix  // [4E][4E]
   let merger1Bias: FloatBuffer
-  let merger2: Matrix  // [out][4E]
+  let merger2: WeightMatrix  // [out][4E]
   let merger2Bias: FloatBuffer
   let inverseFrequencies: [Float]  // the vision RoPE's, head_dim/4 of them
   let windowing: QwenVisionConfig.Windowing?
@@ -114,9 +114,9 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
       try w.vector(v + "merger.ln_q.weight", e),
       windowed ? nil : try w.vector(v + "merger.ln_q.bias", e)
     )
-    merger1 = try w.matrix(v + "merger.mlp.0.weight", rows: merged, cols: merged)
+    merger1 = try w.weights(v + "merger.mlp.0.weight", rows: merged, cols: merged)
     merger1Bias = try w.vector(v + "merger.mlp.0.bias", merged)
-    merger2 = try w.matrix(v + "merger.mlp.2.weight", rows: vc.outWidth, cols: merged)
+    merger2 = try w.weights(v + "merger.mlp.2.weight", rows: vc.outWidth, cols: merged)
     merger2Bias = try w.vector(v + "merger.mlp.2.bias", vc.outWidth)
     let theta = Float(
       c["vision_config"]?.object?["rope_parameters"]?.object?["rope_theta"]?.double ?? 10000)
@@ -430,11 +430,11 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
         out: normed.pointer)
     }
     let h = Matrix(uninitializedRows: n, cols: merger1.rows, category: .vision, meter: meter)
-    Linear.apply(normed, merger1, into: h)
+    merger1.apply(normed, into: h, category: .vision, meter: meter)
     Kernels.addBias(h.pointer, bias: merger1Bias.pointer, rows: n, cols: merger1.rows)
     Kernels.gelu(h.pointer, count: n * merger1.rows)
     let out = Matrix(uninitializedRows: n, cols: merger2.rows, category: .vision, meter: meter)
-    Linear.apply(h, merger2, into: out)
+    merger2.apply(h, into: out, category: .vision, meter: meter)
     Kernels.addBias(out.pointer, bias: merger2Bias.pointer, rows: n, cols: merger2.rows)
     return out
   }

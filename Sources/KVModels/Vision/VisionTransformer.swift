@@ -67,14 +67,14 @@ struct ViTConfig: Decodable {
 /// down(silu(gate(x)) · up(x)) with `fc1` the fused [gate; up] rows and `fc2` down.
 struct VisionLayer {
   var norm1: (weight: FloatBuffer, bias: FloatBuffer?)
-  var qkv: Matrix
+  var qkv: WeightMatrix
   var qkvBias: FloatBuffer
-  var out: Matrix
+  var out: WeightMatrix
   var outBias: FloatBuffer
   var norm2: (weight: FloatBuffer, bias: FloatBuffer?)
-  var fc1: Matrix
+  var fc1: WeightMatrix
   var fc1Bias: FloatBuffer
-  var fc2: Matrix
+  var fc2: WeightMatrix
   var fc2Bias: FloatBuffer
 }
 
@@ -161,42 +161,42 @@ struct VisionTransformer {
             [($0 + ".weight", [intermediate, d]), ($0 + ".bias", [intermediate])]
           })
       }
-      let qkv = Matrix(uninitializedRows: 3 * d, cols: d, category: w.category, meter: w.meter)
+      // Q, K and V (and a gated MLP's gate and up, gate rows first as Kernels.siluGate reads
+      // them) are one product each: a stack of the stored tensors.
       let qkvBias = FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter)
+      let qkv: WeightMatrix
       if let fused = n.qkv {
-        try w.fill(fused + ".weight", shape: [3 * d, d], into: qkv.pointer)
+        qkv = try w.weights(fused + ".weight", rows: 3 * d, cols: d)
         try w.fill(fused + ".bias", shape: [3 * d], into: qkvBias.pointer)
       } else if let q = n.q, let k = n.k, let v = n.v {
+        qkv = try w.weights([q, k, v].map { ($0 + ".weight", d) }, cols: d)
         for (i, name) in [q, k, v].enumerated() {
-          try w.fill(name + ".weight", shape: [d, d], into: qkv.row(i * d))
           try w.fill(name + ".bias", shape: [d], into: qkvBias.pointer + i * d)
         }
+      } else {
+        preconditionFailure("VisionLayerNames has q, k and v, or qkv")
       }
-      // A gated MLP's gate and up are fused into one [2I][D] matmul (gate rows first, as
-      // Kernels.siluGate reads them).
-      let fc1: Matrix
+      let fc1: WeightMatrix
       let fc1Bias: FloatBuffer
       if let gate = n.gate {
-        fc1 = Matrix(
-          uninitializedRows: 2 * intermediate, cols: d, category: w.category, meter: w.meter)
+        fc1 = try w.weights([(gate + ".weight", intermediate), (n.fc1 + ".weight", intermediate)], cols: d)
         fc1Bias = FloatBuffer(
           uninitializedCount: 2 * intermediate, category: w.category, meter: w.meter)
         for (i, name) in [gate, n.fc1].enumerated() {
-          try w.fill(name + ".weight", shape: [intermediate, d], into: fc1.row(i * intermediate))
           try w.fill(
             name + ".bias", shape: [intermediate], into: fc1Bias.pointer + i * intermediate)
         }
       } else {
-        fc1 = try w.matrix(n.fc1 + ".weight", rows: intermediate, cols: d)
+        fc1 = try w.weights(n.fc1 + ".weight", rows: intermediate, cols: d)
         fc1Bias = try w.vector(n.fc1 + ".bias", intermediate)
       }
       layers.append(
         VisionLayer(
           norm1: try norm(n.norm1), qkv: qkv, qkvBias: qkvBias,
-          out: try w.matrix(n.out + ".weight", rows: d, cols: d),
+          out: try w.weights(n.out + ".weight", rows: d, cols: d),
           outBias: try w.vector(n.out + ".bias", d), norm2: try norm(n.norm2),
           fc1: fc1, fc1Bias: fc1Bias,
-          fc2: try w.matrix(n.fc2 + ".weight", rows: d, cols: intermediate),
+          fc2: try w.weights(n.fc2 + ".weight", rows: d, cols: intermediate),
           fc2Bias: try w.vector(n.fc2 + ".bias", d)))
     }
     return VisionTransformer(
@@ -248,6 +248,10 @@ struct VisionTransformer {
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)
+    // Dequantized weight tiles when the matrices are 16-bit (the decoder's prefill products).
+    let tiles = WeightMatrix.tiles(
+      for: layers.flatMap { [$0.qkv, $0.out, $0.fc1, $0.fc2] }, rows: n, category: .vision,
+      meter: meter)
     let scale = 1 / Float(headDim).squareRoot()
     let rope = RotaryEmbedding(dimension: headDim, base: 10000)  // only its layout is used
     func norm(_ p: (weight: FloatBuffer, bias: FloatBuffer?), into out: Matrix) {
@@ -264,7 +268,7 @@ struct VisionTransformer {
     for (index, layer) in layers.prefix(count ?? layers.count).enumerated() {
       // Attention: h = N₁(x); q,k,v = h·Wᵀ + b; rotate q,k; attend within each group
       norm(layer.norm1, into: h)
-      Linear.apply(h, layer.qkv, into: qkv)
+      layer.qkv.apply(h, into: qkv, scratch: tiles)
       Kernels.addBias(qkv.pointer, bias: layer.qkvBias.pointer, rows: n, cols: 3 * d)
       if let rotary {
         // Q's heads then K's: 2·heads contiguous heads per row.
@@ -282,22 +286,22 @@ struct VisionTransformer {
           ], scale: scale, out: attended.row(g.lowerBound), ldo: d, scratch: scratch.pointer,
           threads: threads)
       }
-      Linear.apply(attended, layer.out, beta: 1, into: x)
+      layer.out.apply(attended, beta: 1, into: x, scratch: tiles)
       Kernels.addBias(x.pointer, bias: layer.outBias.pointer, rows: n, cols: d)
 
       // MLP: x += fc₂(act(fc₁(N₂(x)))), or x += down(silu(gate(N₂(x))) · up(N₂(x)))
       norm(layer.norm2, into: h)
       if let gateUp {
-        Linear.apply(h, layer.fc1, into: gateUp)
+        layer.fc1.apply(h, into: gateUp, scratch: tiles)
         Kernels.addBias(
           gateUp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: 2 * intermediate)
         Kernels.siluGate(gateUp.pointer, rows: n, cols: intermediate, out: mlp.pointer)
       } else {
-        Linear.apply(h, layer.fc1, into: mlp)
+        layer.fc1.apply(h, into: mlp, scratch: tiles)
         Kernels.addBias(mlp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: intermediate)
         activation.apply(mlp.pointer, count: n * intermediate)
       }
-      Linear.apply(mlp, layer.fc2, beta: 1, into: x)
+      layer.fc2.apply(mlp, beta: 1, into: x, scratch: tiles)
       Kernels.addBias(x.pointer, bias: layer.fc2Bias.pointer, rows: n, cols: d)
     }
   }

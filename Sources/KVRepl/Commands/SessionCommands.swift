@@ -22,7 +22,8 @@ public enum SessionCommands {
       Replaces any loaded model and empties the context. A GGUF's matrices stay in the \
       precision the file stores them in, read in place from the file (precision=stored); \
       precision=f32 dequantizes them to float32, the reference path whose numerics match \
-      transformers' (`fidelity` measures the distance between the two).
+      transformers' (`fidelity` measures the distance between the two). A folder's F16 and \
+      BF16 matrices likewise stay 16-bit, read in place (exact in float32).
       """,
     positionals: [
       Positional(
