@@ -9,13 +9,13 @@ extension CacheCommands {
   static func withGeometry(_ ctx: CommandContext, _ view: RetentionView) -> RetentionView {
     var view = view
     view.tileGrids = tileGrids(ctx.session, view.origins)
-    if let (sample, index) = ctx.repl.syntheticFed,
-      index.input < ctx.session.nextVisualInput.input,
-      let targets = try? ctx.session.syntheticTargets(sample, at: index)
+    if let fed = ctx.repl.syntheticFed, fed.index.input < ctx.session.nextVisualInput.input,
+      let sample = try? fed.sample(ctx),
+      let targets = try? ctx.session.syntheticTargets(sample, at: fed.index)
     {
       view.targetSource = targets.source
       for (p, o) in view.origins.enumerated() {
-        guard o.input == index.input, let image = o.image, let tile = o.tile, let row = o.row,
+        guard o.input == fed.index.input, let image = o.image, let tile = o.tile, let row = o.row,
           let col = o.col
         else { continue }
         let key = PatchKey(input: o.input, image: image, tile: tile, row: row, col: col, frame: o.frame)

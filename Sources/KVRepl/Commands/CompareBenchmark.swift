@@ -70,14 +70,14 @@ enum CompareBenchmark {
     _ ctx: CommandContext, settings: [CompareCommands.Labelled], maxTokens: Int
   ) throws {
     let session = ctx.session
-    let fed = ctx.repl.syntheticFed?.sample
+    let fed = ctx.repl.syntheticFed
     let tasks = try tasks(ctx, try CompareCommands.list(ctx, "tasks"))
     let seedWords = try CompareCommands.list(ctx, "seeds")
     let chosenTasks = tasks.isEmpty ? fed.map { [$0.task] } ?? [] : tasks
     guard !chosenTasks.isEmpty else {
       throw ctx.error("tasks: give tasks=needle-image,... (no synthetic sample fed to take it from)")
     }
-    let chosenSeeds = try seedWords.isEmpty ? fed.map { [Int($0.seed)] } ?? [] : seeds(ctx, seedWords)
+    let chosenSeeds = try seedWords.isEmpty ? fed.map { [$0.seed] } ?? [] : seeds(ctx, seedWords)
     guard !chosenSeeds.isEmpty else {
       throw ctx.error("seeds: give seeds=0-7 (no synthetic sample fed to take it from)")
     }

@@ -1,6 +1,7 @@
 import Foundation
 import KVCache
 import KVEngine
+import KVModels
 import KVTasks
 
 /// The synthetic tasks of the embedded model: `feed synthetic`, `synthetic ask`,
@@ -77,7 +78,9 @@ public enum SyntheticCommands {
       throw error
     }
     ctx.repl.syntheticQuestion = (sample.question, sample.answer)
-    ctx.repl.syntheticFed = (sample, index)
+    ctx.repl.syntheticFed = FedSynthetic(
+      task: task, seed: seed, size: size, question: question,
+      questionKind: sample.questionKind, index: index)
     let what =
       "\(task.rawValue) seed=\(seed) "
       + (task.isClip
@@ -100,7 +103,8 @@ public enum SyntheticCommands {
       throw ReplError(
         "policy oracle", "needs a synthetic input (feed synthetic TASK seed=N) to know its target")
     }
-    return try ctx.session.syntheticTargets(fed.sample, at: fed.index).oracle(fill: oracle.fill)
+    return try ctx.session.syntheticTargets(try fed.sample(ctx), at: fed.index).oracle(
+      fill: oracle.fill)
   }
 
   static let ask = Command(
@@ -238,5 +242,24 @@ public enum SyntheticCommands {
       }
     default: ctx.print(SyntheticVocabulary.allWords.joined(separator: " "))
     }
+  }
+}
+
+/// A synthetic sample fed, kept as what generates it rather than as its pixels: the generator
+/// gives the same sample for the same request, and a clip of thousands of frames would otherwise
+/// stay in memory beside the next one generated.
+public struct FedSynthetic: Sendable {
+  public let task: SyntheticTask
+  public let seed: Int
+  public let size: SyntheticSize
+  /// The question kind asked for (nil: the seed's own), as given to the generator.
+  public let question: QuestionKind?
+  /// The kind of the question the sample asks.
+  public let questionKind: QuestionKind
+  /// The indices the sample's tokens carry in the context.
+  public let index: VisualInputIndex
+
+  func sample(_ ctx: CommandContext) throws -> SyntheticSample {
+    try SyntheticCommands.generate(ctx, task, seed: seed, size, question)
   }
 }

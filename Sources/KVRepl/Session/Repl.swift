@@ -30,8 +30,9 @@ public final class Repl {
   public internal(set) var loaded: LoadReport?
   /// The question and answer of the last sample `feed synthetic` fed (for `synthetic ask`).
   public internal(set) var syntheticQuestion: (question: String, answer: String)?
-  /// That sample and the indices its tokens carry (for `policy oracle`'s targets).
-  public internal(set) var syntheticFed: (sample: SyntheticSample, index: VisualInputIndex)?
+  /// What generated that sample and the indices its tokens carry (for `policy oracle`'s targets
+  /// and the cache map's marks).
+  public internal(set) var syntheticFed: FedSynthetic?
 
   private var sinks: [OutputSink]
   var recorder: Recorder?
