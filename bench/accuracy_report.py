@@ -17,7 +17,7 @@ REPORT = os.path.join(ROOT, "bench/accuracy.md")
 PLOT = os.path.join(ROOT, "docs/accuracy-vs-budget.png")
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
 NEEDLES = TASKS[:2]
-EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle", "bound"]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle", "bound", "structure"]
 # The oracle experiment's budgets: where the policies lose accuracy (50% is near the full cache).
 ORACLE_FRACTIONS = "0.05,0.1,0.25"
 
@@ -33,7 +33,7 @@ def experiment_args(experiment: str) -> tuple[str, list[str]]:
     runs: control is main's first two settings (full cache, blank image) without its grid."""
     if experiment == "control":
         return "main", ["--policies", ""]
-    if experiment in ("oracle", "bound"):
+    if experiment in ("oracle", "bound", "structure"):
         return experiment, ["--fractions", ORACLE_FRACTIONS]
     return experiment, []
 
@@ -93,6 +93,10 @@ def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 BOUND_COLUMNS = {
     "oracle": {"snapkv": "SnapKV", "keydiff": "KeyDiff", "oracle": "oracle"},
     "bound": {"question": "SnapKV told the question", "oracle+question": "oracle, SnapKV told the question fills"},
+    "structure": {"question": "SnapKV +q", "gridpool+question": "grid pool +q", "gridpool keydiff": "grid pool KeyDiff",
+                  "floors+question": "floors +q", "floors keydiff": "floors KeyDiff",
+                  "floors+gridpool+question": "floors, grid pool, thumbnail ×2 +q", "infinipot": "InfiniPot-V",
+                  "infinipot+question": "InfiniPot-V, SnapKV +q fills"},
 }
 
 

@@ -134,7 +134,7 @@ final class OraclePolicyTests: XCTestCase {
     XCTAssertThrowsError(try PolicyCatalog.make("oracle", options: ["fill": "oracle"])) {
       XCTAssertEqual(
         "\($0)",
-        "oracle: fill must be one of keydiff, snapkv, knorm, vnorm, random, streaming, h2o, infinipot, got 'oracle'")
+        "oracle: fill must be one of keydiff, snapkv, knorm, vnorm, random, streaming, h2o, infinipot, gridpool, floors, got 'oracle'")
     }
     XCTAssertThrowsError(try PolicyCatalog.make("oracle", options: ["window": "8"])) {
       XCTAssertEqual("\($0)", "oracle: unknown option 'window'; options: fill")
