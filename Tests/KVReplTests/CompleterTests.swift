@@ -63,7 +63,7 @@ final class CompleterTests: XCTestCase {
     XCTAssertEqual(complete("policy snapkv pooling="), ["pooling=avg", "pooling=max"])
     XCTAssertEqual(complete("policy snapkv window=8 "), ["kernel=", "pooling="])
     XCTAssertEqual(complete("policy h2o "), ["recent="])
-    XCTAssertEqual(complete("policy infinipot "), ["alpha=", "recent=", "fill=", "window="])
+    XCTAssertEqual(complete("policy infinipot "), ["alpha=", "fill=", "recent=", "window="])
     XCTAssertEqual(complete("policy keydiff "), [])
     XCTAssertEqual(complete("policy streamingllm s"), ["sinks="])
     XCTAssertEqual(complete("policy snapkv --"), ["--help"])
