@@ -93,10 +93,9 @@ def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 BOUND_COLUMNS = {
     "oracle": {"snapkv": "SnapKV", "keydiff": "KeyDiff", "oracle": "oracle"},
     "bound": {"question": "SnapKV told the question", "oracle+question": "oracle, SnapKV told the question fills"},
-    "structure": {"question": "SnapKV +q", "gridpool+question": "grid pool +q", "gridpool keydiff": "grid pool KeyDiff",
-                  "floors+question": "floors +q", "floors keydiff": "floors KeyDiff",
-                  "floors+gridpool+question": "floors, grid pool, thumbnail ×2 +q", "infinipot": "InfiniPot-V",
-                  "infinipot+question": "InfiniPot-V, SnapKV +q fills"},
+    "structure": {"gridpool+question": "grid pool, SnapKV told the question", "gridpool keydiff": "grid pool, KeyDiff",
+                  "floors+question": "floors, SnapKV told the question", "floors keydiff": "floors, KeyDiff",
+                  "infinipot": "InfiniPot-V", "infinipot+question": "InfiniPot-V, SnapKV told the question fills"},
 }
 
 
