@@ -15,22 +15,17 @@ import KVTensor
 /// for one decision, and later decisions may take it back.
 public struct UnitFloorsPolicy: CatalogPolicy {
   public enum Thumbnail: String, Sendable, CaseIterable { case same, double, whole }
-  public var base = BaseScore.snapkv
-  public var window = 8
+  /// The score and its grid pooling (kernel 1 by default: none).
+  public var scoring = GridPoolPolicy(base: .snapkv, kernel: 1)
   public var floor = 0.5
-  public var kernel = 1
-  public var pooling = GridPooling.max
   public var thumbnail = Thumbnail.same
   public init() {}
   public init(
     base: BaseScore, window: Int = 8, floor: Double = 0.5, kernel: Int = 1,
     pooling: GridPooling = .max, thumbnail: Thumbnail = .same
   ) {
-    self.base = base
-    self.window = window
+    scoring = GridPoolPolicy(base: base, window: window, kernel: kernel, pooling: pooling)
     self.floor = floor
-    self.kernel = kernel
-    self.pooling = pooling
     self.thumbnail = thumbnail
   }
   public static let about = PolicyAbout(
@@ -46,24 +41,19 @@ public struct UnitFloorsPolicy: CatalogPolicy {
       """)
   public static var fields: [PolicyField<Self>] {
     [
-      .choice("base", \.base, help: "the score: snapkv, keydiff or knorm", quiet: false),
-      .integer("window", \.window, 1...65536, help: "queries that score, with base=snapkv"),
+      .choice("base", \.scoring.base, help: "the score: snapkv, keydiff or knorm", quiet: false),
+      .integer("window", \.scoring.window, 1...65536, help: "queries that score, with base=snapkv"),
       .number("floor", \.floor, 0...1, help: "share of a unit's fair share of the slots it keeps first"),
-      .integer("kernel", \.kernel, 1...15, odd: true, help: "grid pooling of the score first (1: none)"),
-      .choice("pooling", \.pooling, help: "with kernel > 1: max or avg over the neighbourhood"),
+      .integer(
+        "kernel", \.scoring.kernel, 1...15, odd: true, help: "grid pooling of the score first (1: none)"),
+      .choice("pooling", \.scoring.pooling, help: "with kernel > 1: max or avg over the neighbourhood"),
       .choice("thumbnail", \.thumbnail, help: "the image's last unit: same floor, double, or whole"),
     ]
   }
-  public var queryWindow: Int { base.queryWindow(window) }
-  public var minimumBudget: Int { max(1, base.queryWindow(window)) }
-
-  public func mustKeep(_ entries: EntryList) -> [Bool] { base.mustKeep(entries, window: window) }
-
-  public func score(_ view: CandidateView) -> [Float] {
-    let raw = base.score(view, window: window)
-    let free = mustKeep(view.entries).map { !$0 }
-    return pooling.pool(view.entries.meta, raw, kernel: kernel, eligible: free)
-  }
+  public var queryWindow: Int { scoring.queryWindow }
+  public var minimumBudget: Int { scoring.minimumBudget }
+  public func mustKeep(_ entries: EntryList) -> [Bool] { scoring.mustKeep(entries) }
+  public func score(_ view: CandidateView) -> [Float] { scoring.score(view) }
 
   /// How many tokens each unit keeps first, for `slots` free slots, and the thumbnail kept whole
   /// (ranked before the other floors).
