@@ -33,7 +33,7 @@ public struct GridPoolPolicy: CatalogPolicy {
       .choice("base", \.base, help: "the score pooled: snapkv, keydiff or knorm", quiet: false),
       .integer("window", \.window, 1...65536, help: "queries that score, with base=snapkv"),
       .integer("kernel", \.kernel, 1...15, odd: true, help: "side of the square neighbourhood (odd)"),
-      .choice("pooling", \.pooling, help: "max (default) or avg over the neighbourhood", quiet: false),
+      .choice("pooling", \.pooling, help: "max or avg over the neighbourhood", quiet: false),
     ]
   }
   public var queryWindow: Int { base.queryWindow(window) }
