@@ -17,7 +17,7 @@ REPORT = os.path.join(ROOT, "bench/accuracy.md")
 PLOT = os.path.join(ROOT, "docs/accuracy-vs-budget.png")
 TASKS = ["needle-image", "needle-video", "count", "attribute"]
 NEEDLES = TASKS[:2]
-EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle", "bound"]
+EXPERIMENTS = ["control", "main", "blocks", "bulk", "schedule", "resolution", "proxy", "oracle", "bound", "structure"]
 # The oracle experiment's budgets: where the policies lose accuracy (50% is near the full cache).
 ORACLE_FRACTIONS = "0.05,0.1,0.25"
 
@@ -33,7 +33,7 @@ def experiment_args(experiment: str) -> tuple[str, list[str]]:
     runs: control is main's first two settings (full cache, blank image) without its grid."""
     if experiment == "control":
         return "main", ["--policies", ""]
-    if experiment in ("oracle", "bound"):
+    if experiment in ("oracle", "bound", "structure"):
         return experiment, ["--fractions", ORACLE_FRACTIONS]
     return experiment, []
 
@@ -93,6 +93,9 @@ def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 BOUND_COLUMNS = {
     "oracle": {"snapkv": "SnapKV", "keydiff": "KeyDiff", "oracle": "oracle"},
     "bound": {"question": "SnapKV told the question", "oracle+question": "oracle, SnapKV told the question fills"},
+    "structure": {"gridpool+question": "grid pool, SnapKV told the question", "gridpool keydiff": "grid pool, KeyDiff",
+                  "floors+question": "floors, SnapKV told the question", "floors keydiff": "floors, KeyDiff",
+                  "infinipot": "InfiniPot-V", "infinipot+question": "InfiniPot-V, SnapKV told the question fills"},
 }
 
 
@@ -123,6 +126,39 @@ def oracle_table(rows: list[dict], experiment: str = "oracle") -> str:
             pct = f"{round(f * 100)}%"
             lines.append(f"| {t} (n={n}) | {pct} | "
                          + " | ".join(cell(t, f"{p} capped {pct}") for p in policies) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def distance_table(rows: list[dict], bound_rows: list[dict], fraction: float = 0.1) -> str:
+    """The structure experiment at one budget: each policy's accuracy [95% Wilson interval] and
+    its distance in points to the full cache and to the bound (the oracle told the question), with
+    SnapKV told the question beside them, both from the bound experiment on the same seeds (the
+    runs are deterministic, so a seed's answer there is its answer here)."""
+    pct = f"{round(fraction * 100)}%"
+    seeds = {(r["task"], r["seed"]) for r in rows}
+    theirs = [r for r in bound_rows if (r["task"], r["seed"]) in seeds]
+    acc, ref = accuracy(rows), accuracy(theirs)
+    tasks = [t for t in TASKS if any(k[0] == t for k in acc)]
+    names = {"question": "SnapKV told the question (bound run)", **BOUND_COLUMNS["structure"]}
+    lines = [f"**structure at {pct}: accuracy in % [95% Wilson interval]; points to the full cache / to the bound**", "",
+             "| task | full cache | bound | " + " | ".join(names.values()) + " |",
+             "|---|---:|---:|" + "---:|" * len(names)]
+    for t in tasks:
+        full, bound = acc.get((t, "full")), ref.get((t, f"oracle+question capped {pct}"))
+        if full is None or bound is None:
+            continue
+        n = full[1]
+
+        def cell(a):
+            if a is None:
+                return ""
+            lo, hi = wilson(a[0], a[1])
+            return (f"{share(a):.1f} [{lo:.0f}–{hi:.0f}]; {share(a) - share(full):+.1f} / {share(a) - share(bound):+.1f}"
+                    + (f" ({a[2]} refused)" if a[2] else ""))
+        cells = [cell(ref.get((t, f"question capped {pct}")))]
+        cells += [cell(acc.get((t, f"{p} capped {pct}"))) for p in BOUND_COLUMNS["structure"]]
+        lo, hi = wilson(bound[0], bound[1])
+        lines.append(f"| {t} (n={n}) | {share(full):.1f} | {share(bound):.1f} [{lo:.0f}–{hi:.0f}] | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -196,6 +232,9 @@ def sections_for(experiment: str, rows: list[dict]) -> str:
     parts = [table(rows, experiment)]
     if experiment in BOUND_COLUMNS:
         parts.append(oracle_table(rows, experiment))
+    bound = os.path.join(OUT, "bound.jsonl")
+    if experiment == "structure" and os.path.exists(bound):
+        parts.append(distance_table(rows, [json.loads(line) for line in open(bound)]))
     needles = [r for r in rows if r["task"].startswith("needle")]
     if needles:
         parts.append(table(needles, f"{experiment}, the needle questions by kind", column=by_kind))

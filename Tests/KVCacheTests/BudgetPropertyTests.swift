@@ -14,7 +14,7 @@ import XCTest
 /// schedule: each layer then holds its own budget, and the storage still sums to the budget.
 final class BudgetPropertyTests: XCTestCase {
   static func randomPolicy(_ rng: inout SeededRNG) -> any EvictionPolicy {
-    switch Int.random(in: 0..<8, using: &rng) {
+    switch Int.random(in: 0..<10, using: &rng) {
     case 0:
       return SnapKVPolicy(
         window: Int.random(in: 1...8, using: &rng), kernel: [1, 3, 5].randomElement(using: &rng)!)
@@ -25,10 +25,25 @@ final class BudgetPropertyTests: XCTestCase {
     case 5: return StreamingLLMPolicy(sinks: Int.random(in: 0...4, using: &rng))
     case 6:
       return H2OPolicy(recent: Bool.random(using: &rng) ? nil : Int.random(in: 0...6, using: &rng))
+    case 7:
+      return GridPoolPolicy(
+        base: BaseScore.allCases.randomElement(using: &rng)!, window: Int.random(in: 1...8, using: &rng),
+        kernel: [1, 3, 5].randomElement(using: &rng)!,
+        pooling: GridPooling.allCases.randomElement(using: &rng)!)
+    case 8:
+      return UnitFloorsPolicy(
+        base: BaseScore.allCases.randomElement(using: &rng)!, window: Int.random(in: 1...8, using: &rng),
+        floor: Double.random(in: 0...1, using: &rng), kernel: [1, 3].randomElement(using: &rng)!,
+        thumbnail: UnitFloorsPolicy.Thumbnail.allCases.randomElement(using: &rng)!)
     default:
-      return InfiniPotVPolicy(
+      var p = InfiniPotVPolicy(
         alpha: Double.random(in: 0...1, using: &rng),
         recent: Double.random(in: 0...0.5, using: &rng))
+      if Bool.random(using: &rng) {
+        p.fill = .snapkv
+        p.window = Int.random(in: 1...8, using: &rng)
+      }
+      return p
     }
   }
 
@@ -186,7 +201,7 @@ final class BudgetPropertyTests: XCTestCase {
         }
       }
     }
-    XCTAssertEqual(usedPolicies.count, 8, "every policy drawn")
+    XCTAssertEqual(usedPolicies.count, 10, "every policy drawn")
     print(
       "hard-cap property: \(trials) trials, \(refused) refused (budget below the mandatory set), policies \(usedPolicies.sorted()); "
         + "capped peak/budget max \(cappedPeakOverBudget), sequential peak/(budget+block) max \(String(format: "%.3f", sequentialPeakOverBound)), "

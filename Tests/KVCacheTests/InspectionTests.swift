@@ -107,7 +107,7 @@ final class InspectionTests: XCTestCase {
   func testCatalogSpecsDescribeWhatMakeAccepts() throws {
     XCTAssertEqual(
       PolicyCatalog.names,
-      ["snapkv", "keydiff", "knorm", "vnorm", "random", "streaming", "h2o", "infinipot", "oracle"])
+      ["snapkv", "keydiff", "knorm", "vnorm", "random", "streaming", "h2o", "infinipot", "gridpool", "floors", "oracle"])
     for spec in PolicyCatalog.specs {
       let p = try PolicyCatalog.make(spec.name)
       XCTAssertEqual(p.name, spec.name)

@@ -134,10 +134,57 @@ final class OraclePolicyTests: XCTestCase {
     XCTAssertThrowsError(try PolicyCatalog.make("oracle", options: ["fill": "oracle"])) {
       XCTAssertEqual(
         "\($0)",
-        "oracle: fill must be one of keydiff, snapkv, knorm, vnorm, random, streaming, h2o, infinipot, got 'oracle'")
+        "oracle: fill must be one of keydiff, snapkv, knorm, vnorm, random, streaming, h2o, infinipot, gridpool, floors, got 'oracle'")
     }
     XCTAssertThrowsError(try PolicyCatalog.make("oracle", options: ["window": "8"])) {
       XCTAssertEqual("\($0)", "oracle: unknown option 'window'; options: fill")
     }
+  }
+
+  /// Why the oracle filled by SnapKV (told the question) was refused on count samples that
+  /// SnapKV alone answered: not its targets (never mandatory: it must keep exactly what its fill
+  /// must), but its reply. A prompt-sized budget (text protected, one visual slot, a few
+  /// unprotected marker slots) holds a one-token reply and the turn's end; a reply that runs on
+  /// keeps its tokens in SnapKV's window (kept whatever their score), so closing the turn
+  /// (protected text) is refused. K-norm, with no window, evicts the reply instead.
+  func testARunOnReplyInSnapKVsWindowIsWhatOutgrowsThePromptBudget() throws {
+    // Prompt: 10 text, 4 patches; then the reply (generated) and the turn's end (2 text).
+    func run(_ policy: any EvictionPolicy, reply: Int) throws -> BudgetedCache {
+      var origins = Array(repeating: TokenOrigin(modality: .text, input: 0), count: 6)
+      origins += (0..<4).map {
+        TokenOrigin(modality: .image, input: 1, image: 0, tile: 0, row: $0 / 2, col: $0 % 2)
+      }
+      origins += Array(repeating: TokenOrigin(modality: .text, input: 2), count: 4)
+      origins += Array(repeating: TokenOrigin(modality: .generated, input: 2), count: reply)
+      origins += Array(repeating: TokenOrigin(modality: .text, input: 2), count: 2)
+      var rng = SeededRNG(seed: 4)
+      let x = SyntheticInput(
+        layers: 1, kvHeads: 1, queryHeads: 2, headDim: 8, origins: origins, rng: &rng)
+      let c = try BudgetedCache(
+        layers: 1, kvHeads: 1, headDim: 8, queryHeads: 2, budget: 10 + 3, mode: .capped,
+        policy: policy, options: RetentionOptions(protectText: true), meter: MemoryMeter())
+      try x.feed(0..<6, into: c)
+      try x.feed(6..<10, into: c)
+      try x.feed(10..<14, into: c)
+      for g in 0..<reply { try x.feed((14 + g)..<(15 + g), into: c) }
+      try x.feed((14 + reply)..<(16 + reply), into: c)
+      return c
+    }
+    let target: Set<PatchKey> = [PatchKey(input: 1, image: 0, tile: 0, row: 0, col: 0)]
+    let snap = SnapKVPolicy(window: 4, kernel: 1)
+    let oracle = OraclePolicy(fill: snap, targets: target, source: "test")
+    for p in [snap, oracle] as [any EvictionPolicy] {
+      XCTAssertNoThrow(try run(p, reply: 1), "\(p): a one-token reply fits")
+      XCTAssertThrowsError(try run(p, reply: 3), "\(p)") { e in
+        XCTAssertTrue("\(e)".hasPrefix("budget of 13 tokens cannot hold the 14 entries"), "\(e)")
+      }
+    }
+    // The oracle must keep what its fill must, whatever its targets.
+    let c = try run(snap, reply: 1)
+    let list = EntryList(
+      layer: 0, kvHead: 0, budget: 13, meta: c.entries(layer: 0, head: 0),
+      windowPositions: [12, 13, 14, 15])
+    XCTAssertEqual(oracle.mustKeep(list), snap.mustKeep(list))
+    XCTAssertNoThrow(try run(KNormPolicy(), reply: 3), "no window: the reply is evictable")
   }
 }

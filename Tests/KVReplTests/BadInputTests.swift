@@ -102,7 +102,7 @@ final class BadInputTests: XCTestCase {
   func testBudgetFractionalTokens() { expect("budget 1.5 tokens", "error: budget: tokens must be a whole number, got '1.5 tokens'") }
   func testBudgetBelowPolicyMinimum() { expect("budget 16 tokens", "error: budget: budget of 16 tokens is below what snapkv window=32 kernel=5 needs (32)") }
   func testUnknownPolicySuggests() { expect("policy snapk", "error: policy: unknown policy 'snapk' (did you mean 'snapkv'?)") }
-  func testUnknownPolicyLists() { expect("policy lru", "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot, oracle)") }
+  func testUnknownPolicyLists() { expect("policy lru", "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot, gridpool, floors, oracle)") }
   func testPolicyUnknownOptionSuggestsAndLists() { expect("policy snapkv windw=3", "error: policy snapkv: unknown option 'windw' (did you mean 'window'? options: window, kernel, pooling)") }
   func testPolicyUnknownOptionLists() { expect("policy h2o window=8", "error: policy h2o: unknown option 'window' (options: recent)") }
   func testPolicyWithoutOptions() { expect("policy keydiff x=1", "error: policy keydiff: unknown option 'x' (policy keydiff takes no options)") }

@@ -194,7 +194,7 @@ final class CacheCommandTests: XCTestCase {
       ("policy snapkv kernel=4", "error: policy snapkv: kernel must be odd, got 4"),
       (
         "policy lru",
-        "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot, oracle)"
+        "error: policy: unknown policy 'lru' (known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot, gridpool, floors, oracle)"
       ),
       (
         "prefill block=0",

@@ -111,7 +111,7 @@ final class CompareTests: XCTestCase {
       ),
       (
         "compare policies=lru",
-        "error: compare: policies: unknown policy 'lru'; known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot, oracle"
+        "error: compare: policies: unknown policy 'lru'; known: snapkv, keydiff, knorm, vnorm, random, streaming, h2o, infinipot, gridpool, floors, oracle"
       ),
       (
         "compare budgets=1,2,3,4,5,6,7,8,9 policies=knorm,keydiff,vnorm,random modes=capped,post",

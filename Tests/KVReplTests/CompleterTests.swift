@@ -57,13 +57,13 @@ final class CompleterTests: XCTestCase {
   func testPolicyNamesAndTheirOptions() {
     XCTAssertEqual(
       complete("policy "),
-      ["h2o", "infinipot", "keydiff", "knorm", "oracle", "random", "snapkv", "streaming", "vnorm"])
+      ["floors", "gridpool", "h2o", "infinipot", "keydiff", "knorm", "oracle", "random", "snapkv", "streaming", "vnorm"])
     XCTAssertEqual(complete("policy s"), ["snapkv", "streaming"])
     XCTAssertEqual(complete("policy snapkv "), ["kernel=", "pooling=", "window="])
     XCTAssertEqual(complete("policy snapkv pooling="), ["pooling=avg", "pooling=max"])
     XCTAssertEqual(complete("policy snapkv window=8 "), ["kernel=", "pooling="])
     XCTAssertEqual(complete("policy h2o "), ["recent="])
-    XCTAssertEqual(complete("policy infinipot "), ["alpha=", "recent="])
+    XCTAssertEqual(complete("policy infinipot "), ["alpha=", "fill=", "recent=", "window="])
     XCTAssertEqual(complete("policy keydiff "), [])
     XCTAssertEqual(complete("policy streamingllm s"), ["sinks="])
     XCTAssertEqual(complete("policy snapkv --"), ["--help"])

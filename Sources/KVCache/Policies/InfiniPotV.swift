@@ -9,9 +9,18 @@ import KVTensor
 /// col) in the recent frames, and value norm (VaN) `‖v‖` fills the rest. A past token whose patch
 /// appears in no recent frame gets TaR 0. `score` returns VaN (what fills); the TaR stage is in
 /// `preference`. Without frames in the cache it reduces to VaN.
+///
+/// `fill=snapkv` replaces VaN by SnapKV's window attention (unpooled, a `window` of queries):
+/// with `prefill proxy="the question"` the slots TaR leaves go to what the question attends to.
 public struct InfiniPotVPolicy: CatalogPolicy {
+  /// What fills the slots TaR leaves.
+  public enum Fill: String, Sendable, CaseIterable { case vnorm, snapkv }
   public var alpha = 0.5
   public var recent = 0.25
+  public var fill = Fill.vnorm
+  /// SnapKV's window with fill=snapkv; nil: 8 (an optional so that the descriptions of the
+  /// value-norm fill, recorded before it existed, stay as they were).
+  public var window: Int?
   public init() {}
   public init(alpha: Double, recent: Double) {
     self.alpha = alpha
@@ -24,14 +33,20 @@ public struct InfiniPotVPolicy: CatalogPolicy {
       InfiniPot-V (streaming video): tokens before the video stay; the most recent frames \
       (up to RECENT of the budget) stay; of the past frames, about ALPHA of the free slots go \
       to the tokens least redundant with the same patch in the recent frames (TaR), and value \
-      norm fills the rest. Without video it reduces to value norm.
+      norm (or, with FILL=snapkv, the attention of the last WINDOW queries or of the \
+      question given by `prefill proxy=`) fills the rest. Without video it reduces to the fill.
       """)
   public static var fields: [PolicyField<Self>] {
     [
       .number("alpha", \.alpha, 0...1, help: "share of the free slots chosen by temporal redundancy"),
       .number("recent", \.recent, 0...1, help: "share of the budget for the most recent frames"),
+      .choice("fill", \.fill, help: "what fills the rest: vnorm (value norm) or snapkv (attention)"),
+      .integer("window", \.window, 1...65536, help: "queries that score, with fill=snapkv (8 if unset)"),
     ]
   }
+  var snapWindow: Int { window ?? 8 }
+  public var queryWindow: Int { fill == .snapkv ? snapWindow : 0 }
+  public var minimumBudget: Int { max(1, queryWindow) }
 
   struct FrameKey: Hashable {
     var input: Int32
@@ -71,11 +86,18 @@ public struct InfiniPotVPolicy: CatalogPolicy {
 
   public func mustKeep(_ entries: EntryList) -> [Bool] {
     let s = structure(entries)
-    return zip(s.preVideo, s.recentFrame).map { $0 || $1 }
+    let inWindow =
+      fill == .snapkv
+      ? BaseScore.snapkv.mustKeep(entries, window: snapWindow)
+      : Array(repeating: false, count: entries.count)
+    return entries.meta.indices.map { s.preVideo[$0] || s.recentFrame[$0] || inWindow[$0] }
   }
 
   public func score(_ view: CandidateView) -> [Float] {
-    (0..<view.count).map { Vector.norm(view.value($0), view.headDim) }
+    switch fill {
+    case .vnorm: return (0..<view.count).map { Vector.norm(view.value($0), view.headDim) }
+    case .snapkv: return BaseScore.snapkv.score(view, window: snapWindow)
+    }
   }
 
   /// TaR of each candidate (0 where it does not apply).

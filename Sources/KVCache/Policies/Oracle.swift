@@ -69,7 +69,7 @@ public struct OraclePolicy: CatalogPolicy {
       """)
   /// The policies an oracle can fill with: every other one (named here, not read from the
   /// catalog, which is built from these very declarations).
-  static let fills = ["keydiff", "snapkv", "knorm", "vnorm", "random", "streaming", "h2o", "infinipot"]
+  static let fills = ["keydiff", "snapkv", "knorm", "vnorm", "random", "streaming", "h2o", "infinipot", "gridpool", "floors"]
   public static var fields: [PolicyField<Self>] {
     [
       .policy(

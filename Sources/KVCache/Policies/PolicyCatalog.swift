@@ -79,13 +79,14 @@ public struct PolicyField<P: CatalogPolicy> {
       quietAtDefault: false, set: { p, text in p[keyPath: path] = Double(text)! })
   }
 
-  /// One of an enumeration's raw values; printed only when not the default.
+  /// One of an enumeration's raw values; printed only when not the default, unless `quiet` is
+  /// false (a choice that says what the policy is, as a structure policy's base score).
   public static func choice<E: RawRepresentable & CaseIterable>(
-    _ name: String, _ path: WritableKeyPath<P, E>, help: String
+    _ name: String, _ path: WritableKeyPath<P, E>, help: String, quiet: Bool = true
   ) -> Self where E.RawValue == String {
     Self(
       name: name, kind: .choice(E.allCases.map(\.rawValue)), help: help,
-      value: { $0[keyPath: path].rawValue }, quietAtDefault: true,
+      value: { $0[keyPath: path].rawValue }, quietAtDefault: quiet,
       set: { p, text in p[keyPath: path] = E(rawValue: text)! })
   }
 
@@ -181,6 +182,8 @@ public enum PolicyCatalog {
     PolicySpec(StreamingLLMPolicy.self),
     PolicySpec(H2OPolicy.self),
     PolicySpec(InfiniPotVPolicy.self),
+    PolicySpec(GridPoolPolicy.self),
+    PolicySpec(UnitFloorsPolicy.self),
     PolicySpec(OraclePolicy.self),
   ]
 

@@ -78,6 +78,32 @@ enum AccuracyBench {
             return s
           }
         }
+    case "structure":
+      // Structure-aware policies, capped: grid pooling and per-unit floors over SnapKV told the
+      // question and over KeyDiff (no query), and on the clip InfiniPot-V, with value norm and
+      // with the question's attention filling. SnapKV told the question alone and the oracle it
+      // fills are `bound`'s (deterministic: the same seeds give the same answers there).
+      var policies: [(label: String, policy: String, proxy: String)] = [
+        ("gridpool+question", "gridpool base=snapkv kernel=3 pooling=max", "question"),
+        ("gridpool keydiff", "gridpool base=keydiff kernel=3 pooling=max", "block"),
+        ("floors+question", "floors base=snapkv floor=0.5", "question"),
+        ("floors keydiff", "floors base=keydiff floor=0.5", "block"),
+      ]
+      if task == .needleVideo {
+        policies += [
+          ("infinipot", "infinipot", "block"),
+          ("infinipot+question", "infinipot fill=snapkv", "question"),
+        ]
+      }
+      return [full]
+        + plan.fractions.flatMap { f in
+          policies.map { p in
+            var s = budgeted(p.policy, .capped, f)
+            s.proxy = p.proxy
+            s.label = "\(p.label) capped \(percent(f))"
+            return s
+          }
+        }
     case "blocks":
       // The block-size ablation at one budget: the structure's own unit, then 3 fixed sizes.
       let f = ablationFraction
@@ -145,15 +171,24 @@ enum AccuracyBench {
     }
   }
 
-  /// A policy by name; SnapKV with an 8-query observation window (its default, 32, is more
-  /// than a single-tile task's whole budget: 16 visual tokens and about as much text).
-  /// "oracle" fills with KeyDiff, "oracle-NAME" with NAME (SnapKV's window 8 too); its targets
-  /// are given per sample in `answer`.
-  static func policy(_ name: String) throws -> any EvictionPolicy {
+  /// A policy by name, optionally with `key=value` options after it ("floors floor=0.5");
+  /// SnapKV with an 8-query observation window (its default, 32, is more than a single-tile
+  /// task's whole budget: 16 visual tokens and about as much text; the structure policies'
+  /// SnapKV base defaults to 8). "oracle" fills with KeyDiff, "oracle-NAME" with NAME (SnapKV's
+  /// window 8 too); its targets are given per sample in `answer`.
+  static func policy(_ text: String) throws -> any EvictionPolicy {
+    let words = text.split(separator: " ").map(String.init)
+    let name = words.first ?? ""
     if name.hasPrefix("oracle-") {
-      return OraclePolicy(fill: try policy(String(name.dropFirst("oracle-".count))))
+      return OraclePolicy(fill: try policy(String(text.dropFirst("oracle-".count))))
     }
-    return try PolicyCatalog.make(name, options: name == "snapkv" ? ["window": "8"] : [:])
+    var options: [String: String] = name == "snapkv" ? ["window": "8"] : [:]
+    for w in words.dropFirst() {
+      let kv = w.split(separator: "=", maxSplits: 1).map(String.init)
+      guard kv.count == 2 else { throw Failure("policy '\(text)': '\(w)' is not key=value") }
+      options[kv[0]] = kv[1]
+    }
+    return try PolicyCatalog.make(name, options: options)
   }
 
   /// The budget of the block-size and bulk ablations.
@@ -170,10 +205,23 @@ enum AccuracyBench {
   struct Outcome {
     var answer: String
     var visualTokens: Int
-    var promptTokens: Int
+    /// nil when the reply was cut by a refusal (its question's tokens were not reported).
+    var promptTokens: Int?
     var kvPeak: Int
     /// The oracle's target tokens (nil for the other policies).
     var targets: Int?
+    /// A refusal after the first word of the reply was complete (see `answer`).
+    var lateRefusal: String?
+  }
+
+  /// The reply's first word once another piece has begun after it; nil while it may go on.
+  static func completeFirstWord(_ reply: String) -> String? {
+    let chars = Array(reply.lowercased())
+    func inWord(_ c: Character) -> Bool { c.isLetter || c == "-" }
+    guard let start = chars.firstIndex(where: inWord),
+      let end = chars[start...].firstIndex(where: { !inWord($0) })
+    else { return nil }
+    return String(chars[start..<end])
   }
 
   /// Feeds `sample` (lowered to `resolution` if given) into a fresh session over `parent`'s
@@ -204,8 +252,22 @@ enum AccuracyBench {
     } else {
       fed = try session.feed(sample)
     }
-    let asked = try session.ask(
-      sample.question, options: GenerationOptions(maxTokens: 4), onText: { _ in })
+    var reply = ""
+    let asked: GenerationReport
+    do {
+      asked = try session.ask(
+        sample.question, options: GenerationOptions(maxTokens: 4), onText: { reply += $0 })
+    } catch let refusal {
+      // A refusal once the reply's first word is complete (the next piece began another word)
+      // comes too late to change the answer, which is that word: a reply that runs on holds
+      // its tokens in SnapKV's window, and closing the turn adds protected text, so a budget
+      // sized for the prompt can refuse the turn's end. The answer stands; the refusal is kept.
+      guard completeFirstWord(reply) != nil else { throw refusal }
+      return Outcome(
+        answer: reply, visualTokens: fed.visualTokens, promptTokens: nil,
+        kvPeak: session.meter.reading(.kv).highWater, targets: targets,
+        lateRefusal: "\(refusal)")
+    }
     return Outcome(
       answer: asked.text, visualTokens: fed.visualTokens,
       promptTokens: fed.tokens + asked.prefillTokens, kvPeak: session.meter.reading(.kv).highWater,
@@ -222,7 +284,7 @@ enum AccuracyBench {
         let sample = try SyntheticGenerator.generate(task, seed: UInt64(seed))
         // The full cache first: its visual and text token counts size every budget.
         let full = try answer(parent, sample, CacheSettings(), resolution: nil)
-        let textTokens = full.promptTokens - full.visualTokens
+        let textTokens = full.promptTokens! - full.visualTokens
         var lowered: [Int: Outcome] = [:]  // resolution → the lowered input's full-cache run
         for s in list {
           var outcome: Outcome?
@@ -278,6 +340,7 @@ enum AccuracyBench {
             "correct": outcome.map { firstWord($0.answer) == sample.answer } ?? false,
             "kv_peak": outcome?.kvPeak ?? NSNull(), "error": failure ?? NSNull(),
             "oracle_targets": outcome?.targets ?? NSNull(),
+            "late_refusal": outcome?.lateRefusal ?? NSNull(),
           ])
         }
       }
