@@ -23,6 +23,7 @@ static inline void relax(void) { sched_yield(); }
 
 // PAUSE takes ~25 ns on Zen 4: 2^11 of them are ~50 µs; then up to 2^8 yields before sleeping.
 enum { MAX_HELPERS = 255, PAUSES = 1 << 11, YIELDS = 1 << 8 };
+_Static_assert(MAX_HELPERS + 1 <= 0xffff, "a region's workers fit the state's low 16 bits");
 
 // One look of a waiting thread: PAUSE for the first `PAUSES` looks, then sched_yield.
 static inline void wait_a_little(int look) {
@@ -35,17 +36,21 @@ static inline void wait_a_little(int look) {
 static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;  // one region at a time
 static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static atomic_ulong generation;
+// The region's number and how many workers it has, in one word (number << 16 | workers): a
+// helper learns whether it takes part from the load that tells it a region began. Read from
+// a field of its own, a helper left out of a region could read it while the next region
+// writes it, and a late one could take part in that next region twice.
+static atomic_ulong region_state;
 static atomic_int remaining;
 static int sleepers;  // under sleep_lock
 static int helpers;   // under region_lock
-// The region's job, written before `generation` is released and read after it is acquired.
+// The region's job, written before `region_state` is released and read after it is acquired,
+// by the region's workers only (the next region waits for them before it writes).
 static kvk_task job_task;
 static void *job_context;
-static long job_workers;
 static _Thread_local int inside_region;
-// The generation each helper was created in (it takes part from the next one on): read by the
-// helper itself, it could already be the region it was created for, which it would then miss.
+// The region state each helper was created in (it takes part from the next one on): read by
+// the helper itself, it could already be the region it was created for, which it would miss.
 static unsigned long created_in[MAX_HELPERS + 1];
 
 static void *helper_main(void *arg) {
@@ -54,21 +59,21 @@ static void *helper_main(void *arg) {
   for (;;) {
     unsigned long g;
     int spins = 0;
-    while ((g = atomic_load_explicit(&generation, memory_order_acquire)) == seen) {
+    while ((g = atomic_load_explicit(&region_state, memory_order_acquire)) == seen) {
       if (++spins < PAUSES + YIELDS) {
         wait_a_little(spins);
         continue;
       }
       pthread_mutex_lock(&sleep_lock);
       sleepers++;
-      while ((g = atomic_load_explicit(&generation, memory_order_acquire)) == seen)
+      while ((g = atomic_load_explicit(&region_state, memory_order_acquire)) == seen)
         pthread_cond_wait(&wake, &sleep_lock);
       sleepers--;
       pthread_mutex_unlock(&sleep_lock);
       break;
     }
     seen = g;
-    if (id < job_workers) {
+    if (id < (long)(g & 0xffff)) {
       inside_region = 1;
       job_task(job_context, id);
       inside_region = 0;
@@ -92,7 +97,7 @@ void kvk_parallel(long workers, kvk_task task, void *context) {
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 8 << 20);
-    created_in[helpers + 1] = atomic_load_explicit(&generation, memory_order_relaxed);
+    created_in[helpers + 1] = atomic_load_explicit(&region_state, memory_order_relaxed);
     const int failed = pthread_create(&thread, &attr, helper_main, (void *)(long)(helpers + 1));
     pthread_attr_destroy(&attr);
     if (failed) break;
@@ -105,9 +110,11 @@ void kvk_parallel(long workers, kvk_task task, void *context) {
   }
   job_task = task;
   job_context = context;
-  job_workers = workers;
   atomic_store_explicit(&remaining, (int)(workers - 1), memory_order_relaxed);
-  atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+  // Only this thread (holding region_lock) writes the state: the next number, these workers.
+  const unsigned long number = atomic_load_explicit(&region_state, memory_order_relaxed) >> 16;
+  atomic_store_explicit(&region_state, (number + 1) << 16 | (unsigned long)workers,
+                        memory_order_release);
   pthread_mutex_lock(&sleep_lock);
   if (sleepers > 0) pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&sleep_lock);

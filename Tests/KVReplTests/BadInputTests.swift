@@ -12,9 +12,8 @@ final class BadInputTests: XCTestCase {
     let folder = temporaryFolder(self)
     repl.workingDirectory = folder
     setUp?(repl, folder)
-    let before = out.text.count
-    XCTAssertEqual(repl.run(line: line), .failed, file: file, line: lineNumber)
-    let printed = String(out.text.dropFirst(before))
+    let printed = output(
+      of: line, in: repl, out, expecting: .failed, file: file, line: lineNumber)
     XCTAssertEqual(printed, message + "\n", file: file, line: lineNumber)
     XCTAssertEqual(repl.run(line: "echo alive"), .ok, file: file, line: lineNumber)
     XCTAssertTrue(out.text.hasSuffix("alive\n"), file: file, line: lineNumber)

@@ -13,9 +13,7 @@ final class BudgetShareTests: XCTestCase {
   func embedded() -> (Repl, CaptureSink) { makeEmbeddedRepl(self) }
 
   func run(_ r: Repl, _ out: CaptureSink, _ line: String, _ expected: CommandResult = .ok) -> [String] {
-    let before = out.text.count
-    XCTAssertEqual(r.run(line: line), expected, line + "\n" + out.text.suffix(1500))
-    return CaptureSink.lines(String(out.text.dropFirst(before)))
+    CaptureSink.lines(output(of: line, in: r, out, expecting: expected))
   }
 
   func testShareIsPendingUntilAnImageThenResolvedBeforeItsBlocks() throws {

@@ -24,10 +24,7 @@ final class CacheCommandTests: XCTestCase {
   func ok(
     _ r: Repl, _ out: CaptureSink, _ line: String, file: StaticString = #filePath, at: UInt = #line
   ) -> [String] {
-    let before = out.text.count
-    XCTAssertEqual(
-      r.run(line: line), .ok, "\(line)\n\(out.text.dropFirst(before))", file: file, line: at)
-    return CaptureSink.lines(String(out.text.dropFirst(before)))
+    CaptureSink.lines(output(of: line, in: r, out, file: file, line: at))
   }
 
   /// Everything the cache commands may change.
@@ -60,9 +57,8 @@ final class CacheCommandTests: XCTestCase {
     file: StaticString = #filePath, at: UInt = #line
   ) {
     let before = state(r.session)
-    let printed = out.text.count
-    XCTAssertEqual(r.run(line: line), .failed, line, file: file, line: at)
-    XCTAssertEqual(String(out.text.dropFirst(printed)), message + "\n", file: file, line: at)
+    let printed = output(of: line, in: r, out, expecting: .failed, file: file, line: at)
+    XCTAssertEqual(printed, message + "\n", file: file, line: at)
     XCTAssertEqual(state(r.session), before, "\(line) changed the session", file: file, line: at)
   }
 

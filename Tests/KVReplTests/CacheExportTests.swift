@@ -24,9 +24,7 @@ final class CacheExportTests: XCTestCase {
 
   /// The positions `cache layer N` lists for each head (its ranges expanded).
   func listed(_ r: Repl, _ out: CaptureSink, layer: Int) -> [[Int]] {
-    let before = out.text.count
-    XCTAssertEqual(r.run(line: "cache layer \(layer)"), .ok)
-    let lines = CaptureSink.lines(String(out.text.dropFirst(before)))
+    let lines = CaptureSink.lines(output(of: "cache layer \(layer)", in: r, out))
     let start = lines.firstIndex { $0.hasPrefix("positions kept") }! + 1
     var heads: [[Int]] = []
     for line in lines[start...] {
@@ -182,9 +180,7 @@ final class CacheExportTests: XCTestCase {
       ("cache export out=no/such/kv.npz", "error: cache export: no/such/kv.npz: cannot "),
       ("cache export out=plain/kv.json", "error: cache export: plain/kv.json: cannot "),
     ] {
-      let before = out.text.count
-      XCTAssertEqual(r.run(line: line), .failed, line)
-      let shown = CaptureSink.lines(String(out.text.dropFirst(before)))
+      let shown = CaptureSink.lines(output(of: line, in: r, out, expecting: .failed))
       XCTAssertEqual(shown.count, 1, "\(line): \(shown)")
       XCTAssertTrue(shown[0].hasPrefix(prefix), "\(line): \(shown[0])")
     }

@@ -10,9 +10,7 @@ import XCTest
 /// oracle's targets fall in), and a clip's target frames marked `^` in the timeline.
 final class CacheMapGeometryTests: XCTestCase {
   func mapLines(_ repl: Repl, _ out: CaptureSink) -> [String] {
-    let before = out.text.count
-    XCTAssertEqual(repl.run(line: "cache map"), .ok, out.text)
-    return CaptureSink.lines(String(out.text.dropFirst(before)))
+    CaptureSink.lines(output(of: "cache map", in: repl, out))
   }
 
   func testNeedleImageTilesOnTheGridWithTheTargetMarked() throws {

@@ -48,9 +48,7 @@ final class CompareBenchmarkTests: XCTestCase {
       }
     }
     for format in ["csv", "json"] {
-      let before = out.text.count
-      XCTAssertEqual(repl.run(line: Self.command + " out=acc.\(format)"), .ok, out.text)
-      let shown = CaptureSink.lines(String(out.text.dropFirst(before)))
+      let shown = CaptureSink.lines(output(of: Self.command + " out=acc.\(format)", in: repl, out))
       XCTAssertEqual(shown[0], "8 samples (count, attribute; seeds 0-3), each in a fresh cache:")
       // Rows: per task (count, attribute) then all, each full + 4 settings.
       let rows = shown[2...].prefix(15).map { $0.split(separator: " ").map(String.init) }
@@ -108,9 +106,8 @@ final class CompareBenchmarkTests: XCTestCase {
   func testCompareAfterFeedSyntheticAsksItsQuestion() throws {
     let (repl, out) = makeEmbeddedRepl(self, load: true)
     XCTAssertEqual(repl.run(line: "feed synthetic attribute seed=2"), .ok, out.text)
-    let before = out.text.count
-    XCTAssertEqual(repl.run(line: "compare budgets=8 policies=keydiff max=4"), .ok, out.text)
-    let shown = CaptureSink.lines(String(out.text.dropFirst(before)))
+    let shown = CaptureSink.lines(
+      output(of: "compare budgets=8 policies=keydiff max=4", in: repl, out))
     XCTAssertEqual(
       shown[0].split(separator: " ").map(String.init),
       ["mode", "budget", "policy", "answer", "=full", "correct", "kv", "peak", "rss", "peak",
@@ -137,18 +134,15 @@ final class CompareBenchmarkTests: XCTestCase {
       ("compare seeds=0-5000 budgets=8", "error: compare: seeds: '0-5000' is more than 1000 seeds"),
     ].map { ($0.0, $0.1 ?? "") }
     for (line, message) in cases {
-      let before = out.text.count
-      XCTAssertEqual(repl.run(line: line), .failed, line)
-      let shown = CaptureSink.lines(String(out.text.dropFirst(before)))
+      let shown = CaptureSink.lines(output(of: line, in: repl, out, expecting: .failed))
       XCTAssertEqual(shown.count, 1, "\(line): \(shown)")
       if !message.isEmpty { XCTAssertEqual(shown.first, message, line) }
       XCTAssertTrue(shown.first!.hasPrefix("error: compare: "), shown.first!)
     }
     // Unwritable: a folder that refuses writes (as root, a path under a file).
     FileManager.default.createFile(atPath: dir + "/plain", contents: Data())
-    let before = out.text.count
-    XCTAssertEqual(repl.run(line: "compare seeds=0 budgets=8 out=plain/acc.csv"), .failed)
-    let shown = CaptureSink.lines(String(out.text.dropFirst(before)))
+    let shown = CaptureSink.lines(
+      output(of: "compare seeds=0 budgets=8 out=plain/acc.csv", in: repl, out, expecting: .failed))
     XCTAssertEqual(shown, ["error: compare: plain/acc.csv: no such folder"])
     XCTAssertEqual(repl.session.context, context)
     XCTAssertEqual(repl.session.cacheSettings.description, settings)

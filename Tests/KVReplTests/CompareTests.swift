@@ -24,9 +24,7 @@ final class CompareTests: XCTestCase {
   }
 
   func lines(_ r: Repl, _ out: CaptureSink, _ line: String) -> [String] {
-    let before = out.text.count
-    XCTAssertEqual(r.run(line: line), .ok, line + "\n" + out.text)
-    return CaptureSink.lines(String(out.text.dropFirst(before)))
+    CaptureSink.lines(output(of: line, in: r, out))
   }
 
   func testRowsPerSettingAndTheSessionIsUntouched() throws {
@@ -118,9 +116,7 @@ final class CompareTests: XCTestCase {
         "error: compare: 72 settings; at most 64 per compare"
       ),
     ] {
-      let before = out.text.count
-      XCTAssertEqual(r.run(line: line), .failed, line)
-      XCTAssertEqual(String(out.text.dropFirst(before)), message + "\n", line)
+      XCTAssertEqual(output(of: line, in: r, out, expecting: .failed), message + "\n", line)
     }
     XCTAssertEqual(r.session.context, context)
     let (fresh, freshOut) = makeRepl()
@@ -135,9 +131,8 @@ final class CompareTests: XCTestCase {
         "error: compare: no budget to compare: set one or give budgets=256,512,..."
       ),
     ] {
-      let before = freshOut.text.count
-      XCTAssertEqual(fresh.run(line: line), .failed, line)
-      XCTAssertEqual(String(freshOut.text.dropFirst(before)), message + "\n", line)
+      XCTAssertEqual(
+        output(of: line, in: fresh, freshOut, expecting: .failed), message + "\n", line)
     }
   }
 }

@@ -63,10 +63,9 @@ final class FeedTextFileTests: XCTestCase {
       ),
       ("feed text @", "@ needs a file name (feed text @notes.txt; @@ for a text starting with @)"),
     ] {
-      let before = out.text.count
-      XCTAssertEqual(r.run(line: line), .failed, line)
       XCTAssertEqual(
-        CaptureSink.lines(String(out.text.dropFirst(before))), ["error: feed text: " + message], line)
+        CaptureSink.lines(output(of: line, in: r, out, expecting: .failed)),
+        ["error: feed text: " + message], line)
       XCTAssertEqual(r.session.context, context, line)
     }
   }

@@ -120,13 +120,11 @@ final class HostileInputTests: XCTestCase {
     for line in c.before {
       XCTAssertEqual(repl.run(line: line), .ok, "\(what): \(line): \(capture.text)")
     }
-    let before = capture.text.count
-    let result = repl.run(line: row.command)
     // `notebook run` marks each code cell it runs (`── code cell 1: …`); the marker is not part
     // of the error the row documents.
-    let printed = String(capture.text.dropFirst(before)).split(separator: "\n", omittingEmptySubsequences: false)
+    let printed = output(of: row.command, in: repl, capture, expecting: .failed)
+      .split(separator: "\n", omittingEmptySubsequences: false)
       .filter { !$0.hasPrefix("── code cell ") }.joined(separator: "\n")
-    XCTAssertEqual(result, .failed, what)
     XCTAssertEqual(printed, row.message + "\n", what)
     if printed != row.message + "\n" { print("HOSTILE \(row.number) ACTUAL: \(printed)") }
     // The session survived: it answers, loads a model and uses it.

@@ -30,11 +30,7 @@ final class InternVLReplTests: XCTestCase {
       let (r, out) = makeRepl()
       let folder = temporaryFolder(self)
       r.workingDirectory = folder
-      func run(_ line: String) -> String {
-        let before = out.text.count
-        XCTAssertEqual(r.run(line: line), .ok, line + "\n" + out.text)
-        return String(out.text.dropFirst(before))
-      }
+      func run(_ line: String) -> String { output(of: line, in: r, out) }
       let tile = shape == "internvl" ? 32 : 24
       XCTAssertTrue(run("load \(base)/model").contains("internvl"), out.text)
       _ = run("feed image \(Self.vlm)/images/photo_39x53.png")
@@ -65,11 +61,7 @@ final class InternVLReplTests: XCTestCase {
   func testTilesAndFramesAreUnitsUnderABudget() throws {
     for block in ["tile", "frame"] {
       let (r, out) = makeRepl()
-      func run(_ line: String) -> String {
-        let before = out.text.count
-        XCTAssertEqual(r.run(line: line), .ok, line + "\n" + out.text)
-        return String(out.text.dropFirst(before))
-      }
+      func run(_ line: String) -> String { output(of: line, in: r, out) }
       _ = run("load \(Self.vlm)/internvl/model")
       let info = run("info model")
       XCTAssertTrue(info.contains("tile 32×32 → 16 tokens"), info)

@@ -38,11 +38,8 @@ final class PNGViewTests: XCTestCase {
     for budget in [false, true] {
       let (r, out) = fed(budget: budget)
       let file = dir + "/map-\(budget).png"
-      let before = out.text.count
-      XCTAssertEqual(r.run(line: "cache map out=\(file)"), .ok, out.text)
-      XCTAssertTrue(
-        out.text.dropFirst(before).hasPrefix("wrote \(file): 800×"),
-        String(out.text.dropFirst(before)))
+      let printed = output(of: "cache map out=\(file)", in: r, out)
+      XCTAssertTrue(printed.hasPrefix("wrote \(file): 800×"), printed)
       let image = try ImageDecoder.decode(path: file)
       XCTAssertEqual(image.width, 800)
       XCTAssertGreaterThan(image.height, 150)
@@ -87,10 +84,8 @@ final class PNGViewTests: XCTestCase {
     XCTAssertTrue(trace.allSatisfy { $0.kvPeak <= 24 * 512 }, "the capped KV peak per block")
     XCTAssertEqual(trace.last?.contextTokens, r.session.context.count)
     XCTAssertTrue(trace.contains { $0.visionPeak > 0 }, "vision runs per tile block")
-    let before = out.text.count
-    XCTAssertEqual(r.run(line: "mem plot out=\(dir)/mem.png"), .ok, out.text)
     XCTAssertEqual(
-      String(out.text.dropFirst(before)),
+      output(of: "mem plot out=\(dir)/mem.png", in: r, out),
       "wrote \(dir)/mem.png: 800×536 PNG, 13 blocks, kv peak 12.00 KiB (budget 12.00 KiB)\n")
     let image = try ImageDecoder.decode(path: dir + "/mem.png")
     XCTAssertEqual(image.width, 800)
@@ -162,15 +157,11 @@ final class PNGViewTests: XCTestCase {
         "error: cache map: out must name a .png file, got '\(dir)/m.txt'"
       ),
     ] {
-      let before = out.text.count
-      XCTAssertEqual(r.run(line: line), .failed, line)
-      XCTAssertEqual(String(out.text.dropFirst(before)), message + "\n")
+      XCTAssertEqual(output(of: line, in: r, out, expecting: .failed), message + "\n")
     }
     XCTAssertEqual(r.run(line: #"feed text "hello""#), .ok)
-    let before = out.text.count
-    XCTAssertEqual(r.run(line: "cache map out=\(dir)/no/such/m.png"), .failed)
     XCTAssertEqual(
-      String(out.text.dropFirst(before)),
+      output(of: "cache map out=\(dir)/no/such/m.png", in: r, out, expecting: .failed),
       "error: cache map: \(dir)/no/such/m.png: no such folder '\(dir)/no/such'\n")
     // A file in the way is replaced whole; no temporary is left behind.
     XCTAssertTrue(

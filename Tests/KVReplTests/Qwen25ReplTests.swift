@@ -13,11 +13,7 @@ final class Qwen25ReplTests: XCTestCase {
   func testImageAndFramesThroughTheRepl() throws {
     for block in ["tile", "frame"] {
       let (r, out) = makeRepl()
-      func run(_ line: String) -> String {
-        let before = out.text.count
-        XCTAssertEqual(r.run(line: line), .ok, line + "\n" + out.text)
-        return String(out.text.dropFirst(before))
-      }
+      func run(_ line: String) -> String { output(of: line, in: r, out) }
       _ = run("load \(Self.vlm)/qwen2_5_vl/model")
       let info = run("info model")
       XCTAssertTrue(info.contains("qwen2_5_vl"), info)

@@ -110,10 +110,9 @@ final class RefusalTests: XCTestCase {
     let (repl, out) = try loaded([])
     XCTAssertEqual(
       repl.run(line: "feed text \(String(repeating: "B", count: 60)) raw=on"), .ok, out.text)
-    let start = out.text.count
-    XCTAssertEqual(repl.run(line: "generate max=10"), .failed)
-    XCTAssertEqual(repl.run(line: "echo next"), .ok)
-    let lines = CaptureSink.lines(String(out.text.dropFirst(start)))
+    let lines = CaptureSink.lines(
+      output(of: "generate max=10", in: repl, out, expecting: .failed)
+        + output(of: "echo next", in: repl, out))
     XCTAssertEqual(lines.count, 3, lines.description)
     XCTAssertFalse(lines[0].isEmpty, "4 tokens were generated before the limit")
     XCTAssertEqual(lines[1], "error: generate: context would hold 65 tokens; the model's limit is 64")

@@ -61,9 +61,7 @@ final class StepCommandTests: XCTestCase {
     ] {
       XCTAssertEqual(repl.run(line: line), .ok, out.text)
     }
-    let before = out.text.count
-    XCTAssertEqual(repl.run(line: "prefill step"), .ok)
-    let shown = String(out.text.dropFirst(before))
+    let shown = output(of: "prefill step", in: repl, out)
     XCTAssertTrue(shown.hasPrefix("block 4/8: +7 tokens"), shown)
     XCTAssertTrue(shown.contains("layer 0 head 0: 6 left, highest score "), shown)
     XCTAssertTrue(shown.contains("(lowest kept "), shown)

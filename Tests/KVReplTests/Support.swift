@@ -41,6 +41,20 @@ func runLines(_ repl: Repl, _ lines: String...) -> CommandResult {
   return last
 }
 
+/// Runs `line`, expects `result` (else fails with the line and what it printed) and returns
+/// what it printed.
+@discardableResult
+func output(
+  of line: String, in repl: Repl, _ out: CaptureSink, expecting result: CommandResult = .ok,
+  file: StaticString = #filePath, line at: UInt = #line
+) -> String {
+  let before = out.text.count
+  let got = repl.run(line: line)
+  let printed = String(out.text.dropFirst(before))
+  XCTAssertEqual(got, result, "\(line)\n\(printed)", file: file, line: at)
+  return printed
+}
+
 /// The kvlab executable built next to the test bundle (tests that run it skip without it).
 let builtKvlab = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
   .appendingPathComponent("kvlab").path

@@ -223,9 +223,7 @@ final class SyntheticTests: XCTestCase {
       ("synthetic write x count", "error: synthetic write: missing count=N"),
     ]
     for (line, message) in cases {
-      let before = out.text.count
-      XCTAssertEqual(repl.run(line: line), .failed, line)
-      let printed = String(out.text.dropFirst(before))
+      let printed = output(of: line, in: repl, out, expecting: .failed)
       XCTAssertEqual(printed, message + "\n", line)
       XCTAssertEqual(repl.session.context, context, line)
     }

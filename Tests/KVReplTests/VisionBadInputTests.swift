@@ -27,11 +27,9 @@ final class VisionBadInputTests: XCTestCase {
       repl.run(line: "feed image \(Self.vlm)/images/img_33x33.png"), .ok, out.text, file: file,
       line: lineNumber)
     let context = repl.session.context
-    let before = out.text.count
-    XCTAssertEqual(repl.run(line: line), .failed, file: file, line: lineNumber)
     XCTAssertEqual(
-      String(out.text.dropFirst(before)), message + "\n",
-      file: file, line: lineNumber)
+      output(of: line, in: repl, out, expecting: .failed, file: file, line: lineNumber),
+      message + "\n", file: file, line: lineNumber)
     XCTAssertEqual(
       repl.session.context, context, "the context changed", file: file, line: lineNumber)
     XCTAssertEqual(repl.run(line: "show tokens"), .ok, file: file, line: lineNumber)

@@ -4,9 +4,9 @@ import XCTest
 
 @testable import KVTensor
 
-/// The kernels' thread pool: every worker runs exactly once per region, regions follow each
-/// other quickly (helpers spinning or asleep), a region inside a region and two callers at once
-/// run their workers on the calling thread instead of deadlocking.
+/// The kernels' thread pool: every worker runs exactly once per region, regions of any sizes
+/// follow each other quickly (helpers spinning or asleep), a region inside a region and two
+/// callers at once run their workers on the calling thread instead of deadlocking.
 final class ParallelPoolTests: XCTestCase {
   private final class Counts: @unchecked Sendable {
     let lock = NSLock()
@@ -30,6 +30,21 @@ final class ParallelPoolTests: XCTestCase {
     let counts = Counts(4)
     Parallel.region(4) { counts.add($0) }
     XCTAssertEqual(counts.values, [1, 1, 1, 1])
+  }
+
+  /// Regions of different sizes back to back: the helpers a small region leaves out must not
+  /// read the region's job (the next, larger region writes it meanwhile: ThreadSanitizer
+  /// reports that as a race, and a helper late enough would run its share of it twice).
+  func testHelpersLeftOutOfASmallRegionStayOutOfTheNext() {
+    let sizes = [6, 2, 3, 6, 2, 4]
+    var expected = Array(repeating: 0, count: 6)
+    let counts = Counts(6)
+    for round in 0..<600 {
+      let workers = sizes[round % sizes.count]
+      Parallel.region(workers) { counts.add($0) }
+      for w in 0..<workers { expected[w] += 1 }
+    }
+    XCTAssertEqual(counts.values, expected)
   }
 
   func testNestedRegionsAndConcurrentCallers() {

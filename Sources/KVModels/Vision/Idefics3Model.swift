@@ -388,13 +388,15 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     noSplit.splitting = false
     let unsplit = noSplit
     let clip = TokenOrigin(modality: .video, input: index.input, image: index.image)
-    func text(_ s: String, frame: Int?, start: Int) -> [PromptSegment] {
+    // The parts are laid out by a @Sendable closure, so the helpers it calls are @Sendable too
+    // (everything they capture is: the splitter, the times, the source, this model).
+    @Sendable func text(_ s: String, frame: Int?, start: Int) -> [PromptSegment] {
       var origin = clip
       origin.frame = frame
       let seg = textSegment(s, origin: origin, start: start, mrope: false)
       return seg.count > 0 ? [seg] : []
     }
-    func frame(_ f: Int, start: Int) throws -> PromptLayout {
+    @Sendable func frame(_ f: Int, start: Int) throws -> PromptLayout {
       let image = try source(f)
       var label: [PromptSegment] = []
       if let times {
@@ -409,7 +411,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
       }
       return PromptLayout(segments: label + l.segments, nextPosition: l.nextPosition)
     }
-    func whole(_ segments: [PromptSegment], _ start: Int) -> PromptLayout {
+    @Sendable func whole(_ segments: [PromptSegment], _ start: Int) -> PromptLayout {
       PromptLayout(segments: segments, nextPosition: start + segments.reduce(0) { $0 + $1.count })
     }
     guard let times else {
@@ -435,7 +437,6 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     rows: Int, cols: Int, at index: VisualInputIndex, frame: Int?, start: Int,
     tile: @escaping @Sendable (Int) throws -> [PixelValues]
   ) -> PromptLayout {
-    let side = Int(Double(seqLen).squareRoot())
     var segments: [PromptSegment] = []
     var position = start
     let marker = TokenOrigin(
@@ -447,19 +448,10 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
       position += seg.count
     }
     func unit(_ i: Int) {
-      var origins: [TokenOrigin] = []
-      for k in 0..<seqLen {
-        var o = marker
-        o.tile = i
-        o.row = k / side
-        o.col = k % side
-        origins.append(o)
-      }
       segments.append(
-        PromptSegment(
-          tokens: Array(repeating: imageTokenID, count: seqLen), origins: origins,
-          positions: Array(position..<(position + seqLen)),
-          visual: VisualUnit(tokenRows: side, tokenCols: side) { try tile(i) }))
+        .squareUnit(
+          id: imageTokenID, count: seqLen, origin: marker, tile: i, start: position,
+          pixels: { try tile(i) }))
       position += seqLen
     }
     if rows > 0 {

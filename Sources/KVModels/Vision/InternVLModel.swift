@@ -295,23 +295,11 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
     }
 
     mutating func unit(tile: Int?, pixels: @escaping @Sendable () throws -> [PixelValues]) {
-      let n = model.seqLen
-      let side = Int(Double(n).squareRoot())
-      var origins: [TokenOrigin] = []
-      origins.reserveCapacity(n)
-      for k in 0..<n {
-        var o = marker
-        o.tile = tile
-        o.row = k / side
-        o.col = k % side
-        origins.append(o)
-      }
       segments.append(
-        PromptSegment(
-          tokens: Array(repeating: model.imageTokenID, count: n), origins: origins,
-          positions: Array(position..<(position + n)),
-          visual: VisualUnit(tokenRows: side, tokenCols: side, pixels: pixels)))
-      position += n
+        .squareUnit(
+          id: model.imageTokenID, count: model.seqLen, origin: marker, tile: tile, start: position,
+          pixels: pixels))
+      position += model.seqLen
     }
   }
 

@@ -167,6 +167,31 @@ public struct PromptSegment: Sendable {
   }
 }
 
+extension PromptSegment {
+  /// A square visual unit (an InternVL or Idefics3 tile): `count` placeholder tokens `id`, a
+  /// √count × √count grid, at positions from `start`; each token's origin is `marker` with
+  /// `tile` and its grid cell.
+  public static func squareUnit(
+    id: Int, count: Int, origin marker: TokenOrigin, tile: Int?, start: Int,
+    pixels: @escaping @Sendable () throws -> [PixelValues]
+  ) -> PromptSegment {
+    let side = Int(Double(count).squareRoot())
+    var origins: [TokenOrigin] = []
+    origins.reserveCapacity(count)
+    for k in 0..<count {
+      var o = marker
+      o.tile = tile
+      o.row = k / side
+      o.col = k % side
+      origins.append(o)
+    }
+    return PromptSegment(
+      tokens: Array(repeating: id, count: count), origins: origins,
+      positions: Array(start..<(start + count)),
+      visual: VisualUnit(tokenRows: side, tokenCols: side, pixels: pixels))
+  }
+}
+
 /// A laid-out input: its segments and the rotary position the next token takes.
 public struct PromptLayout: Sendable {
   public var segments: [PromptSegment]
