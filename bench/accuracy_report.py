@@ -112,8 +112,7 @@ def oracle_table(rows: list[dict], experiment: str = "oracle") -> str:
         if (t, s) not in acc:
             return ""
         right, n, errors = acc[(t, s)]
-        lo, hi = wilson(right, n)
-        return f"{100 * right / n:.1f} [{lo:.0f}–{hi:.0f}]" + (f" ({errors} refused)" if errors else "")
+        return interval_cell(right, n) + (f" ({errors} refused)" if errors else "")
 
     lines = [f"**{experiment}: accuracy in % [95% Wilson interval], capped prefill, n per task in the header**", "",
              "| task | budget | " + " | ".join(names[p] for p in policies) + " |",
@@ -152,23 +151,28 @@ def distance_table(rows: list[dict], bound_rows: list[dict], fraction: float = 0
         def cell(a):
             if a is None:
                 return ""
-            lo, hi = wilson(a[0], a[1])
-            return (f"{share(a):.1f} [{lo:.0f}–{hi:.0f}]; {share(a) - share(full):+.1f} / {share(a) - share(bound):+.1f}"
+            return (f"{interval_cell(a[0], a[1])}; {share(a) - share(full):+.1f} / {share(a) - share(bound):+.1f}"
                     + (f" ({a[2]} refused)" if a[2] else ""))
         cells = [cell(ref.get((t, f"question capped {pct}")))]
         cells += [cell(acc.get((t, f"{p} capped {pct}"))) for p in BOUND_COLUMNS["structure"]]
-        lo, hi = wilson(bound[0], bound[1])
-        lines.append(f"| {t} (n={n}) | {share(full):.1f} | {share(bound):.1f} [{lo:.0f}–{hi:.0f}] | " + " | ".join(cells) + " |")
+        lines.append(f"| {t} (n={n}) | {share(full):.1f} | {interval_cell(bound[0], bound[1])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def interval_cell(right: int, n: int) -> str:
+    """right/n in % with its 95% Wilson interval, as every table prints a cell."""
+    lo, hi = wilson(right, n)
+    return f"{100 * right / n:.1f} [{lo:.0f}–{hi:.0f}]"
+
+
 def table(rows: list[dict], title: str, column=by_task) -> str:
-    """Settings down, tasks across in TASKS order (or the distinct values of `column`, sorted)."""
+    """Settings down, tasks across in TASKS order (or the distinct values of `column`, sorted);
+    each cell with its 95% Wilson interval, the mean over tasks without one."""
     acc = accuracy(rows, column)
     tasks = [t for t in TASKS if any(k[0] == t for k in acc)] if column is by_task else sorted({k[0] for k in acc})
     settings = list(dict.fromkeys(k[1] for k in acc))
     n = {t: max(v[1] for k, v in acc.items() if k[0] == t) for t in tasks}
-    lines = [f"**{title}** (accuracy in %, n = held-out questions per column)", "",
+    lines = [f"**{title}** (accuracy in % [95% Wilson interval], n = held-out questions per column)", "",
              "| setting | " + " | ".join(f"{t} (n={n[t]})" for t in tasks) + " | mean |",
              "|---|" + "---:|" * (len(tasks) + 1)]
     for s in settings:
@@ -177,7 +181,7 @@ def table(rows: list[dict], title: str, column=by_task) -> str:
             if (t, s) in acc:
                 right, total, errors = acc[(t, s)]
                 shares.append(right / total)
-                cells.append(f"{100 * right / total:.1f}" + (f" ({errors} refused)" if errors else ""))
+                cells.append(interval_cell(right, total) + (f" ({errors} refused)" if errors else ""))
             else:
                 cells.append("")
         mean = f"{100 * sum(shares) / len(shares):.1f}" if shares else ""
