@@ -251,9 +251,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   let imageSize: Int
   let patchSize: Int
   let scaleFactor: Int
-  let patchEmbedding: Matrix  // [D][3·p·p]
-  let patchBias: FloatBuffer
-  let positionEmbedding: Matrix  // [(image/p)²][D]
+  let embedding: TileEmbedding  // no class token
   let encoder: VisionTransformer
   let postNorm: (weight: FloatBuffer, bias: FloatBuffer)
   let projection: WeightMatrix  // [text hidden][D·s²]
@@ -310,11 +308,13 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     let w = WeightReader(folder: folder, category: .weights, meter: meter)
     let d = vc.hidden_size
     let v = "model.vision_model."
-    patchEmbedding = try w.flattened(
-      v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize])
-    patchBias = try w.vector(v + "embeddings.patch_embedding.bias", d)
-    positionEmbedding = try w.matrix(
-      v + "embeddings.position_embedding.weight", rows: side * side, cols: d)
+    embedding = TileEmbedding(
+      patchSize: patchSize, classToken: nil,
+      patch: try w.flattened(
+        v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize]),
+      patchBias: try w.vector(v + "embeddings.patch_embedding.bias", d),
+      positions: try w.matrix(
+        v + "embeddings.position_embedding.weight", rows: side * side, cols: d))
     encoder = try VisionTransformer.load(
       w, names: (0..<vc.num_hidden_layers).map { .siglip(v + "encoder.layers.\($0).") },
       hidden: d, heads: vc.num_attention_heads, intermediate: vc.intermediate_size,
@@ -333,8 +333,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   }
 
   public var visionParameterCount: Int {
-    patchEmbedding.rows * patchEmbedding.cols + patchBias.count
-      + positionEmbedding.rows * positionEmbedding.cols + encoder.parameterCount
+    embedding.parameterCount + encoder.parameterCount
       + 2 * postNorm.weight.count + projection.rows * projection.cols
   }
 
@@ -486,18 +485,13 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
           "a tile must be 3×\(imageSize)×\(imageSize), got \(tile.channels)×\(tile.height)×\(tile.width)"
       )
     }
-    let d = encoder.hidden
-    let patches = patchMatrix([tile], patch: patchSize, category: .vision, meter: meter)
-    let x = Matrix(uninitializedRows: patches.rows, cols: d, category: .vision, meter: meter)
     // A full tile's patches take positions 0..<n in order: Idefics3's bucketised position ids
     // are the identity when every patch is real (the processor's tiles always are).
-    x.storage.pointer.update(from: positionEmbedding.pointer, count: patches.rows * d)
-    Linear.apply(patches, patchEmbedding, beta: 1, into: x)
-    Kernels.addBias(x.pointer, bias: patchBias.pointer, rows: x.rows, cols: d)
+    let x = embedding(tile, meter: meter)
     encoder.run(x, groups: [0..<x.rows], meter: meter)
     Kernels.layerNorm(
       x.pointer, weight: postNorm.weight.pointer, bias: postNorm.bias.pointer, eps: encoder.eps,
-      rows: x.rows, cols: d, out: x.pointer)
+      rows: x.rows, cols: x.cols, out: x.pointer)
     return x
   }
 

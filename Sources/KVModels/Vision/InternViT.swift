@@ -87,10 +87,7 @@ struct InternViTConfig: Decodable {
 /// (row 0).
 struct InternViT {
   let config: InternViTConfig
-  let classToken: FloatBuffer  // [D]
-  let patchEmbedding: Matrix  // [D][3·p·p]
-  let patchBias: FloatBuffer
-  let positions: Matrix  // [1 + (image/p)²][D]
+  let embedding: TileEmbedding
   let encoder: VisionTransformer
   let finalNorm: (weight: FloatBuffer, bias: FloatBuffer)?
 
@@ -100,14 +97,17 @@ struct InternViT {
     config = c
     let d = c.hidden_size
     let p = c.patch_size
-    classToken = try w.vector(v + "embeddings.cls_token", d, shape: [1, 1, d])
-    patchEmbedding = try w.flattened(
+    let classToken = try w.vector(v + "embeddings.cls_token", d, shape: [1, 1, d])
+    let patch = try w.flattened(
       v + "embeddings.patch_embeddings.projection.weight", shape: [d, 3, p, p])
-    patchBias = try w.vector(v + "embeddings.patch_embeddings.projection.bias", d)
+    let patchBias = try w.vector(v + "embeddings.patch_embeddings.projection.bias", d)
     let n = (c.image_size / p) * (c.image_size / p) + 1
     try w.check([(v + "embeddings.position_embeddings", [1, n, d])])
-    positions = Matrix(uninitializedRows: n, cols: d, category: w.category, meter: w.meter)
+    let positions = Matrix(uninitializedRows: n, cols: d, category: w.category, meter: w.meter)
     try w.fill(v + "embeddings.position_embeddings", shape: [1, n, d], into: positions.pointer)
+    embedding = TileEmbedding(
+      patchSize: p, classToken: classToken, patch: patch, patchBias: patchBias,
+      positions: positions)
     encoder = try VisionTransformer.load(
       w,
       names: (0..<c.num_hidden_layers).map {
@@ -123,29 +123,18 @@ struct InternViT {
   }
 
   var parameterCount: Int {
-    classToken.count + patchEmbedding.rows * patchEmbedding.cols + patchBias.count
-      + positions.rows * positions.cols + 2 * (finalNorm?.weight.count ?? 0)
-      + encoder.parameterCount
+    embedding.parameterCount + encoder.parameterCount + 2 * (finalNorm?.weight.count ?? 0)
   }
 
   /// The hidden state after `blocks` blocks (`1 + patches` rows, class token first); with every
   /// block, after the final LayerNorm when there is one.
   func run(_ tile: PixelValues, blocks: Int, meter: MemoryMeter?) -> Matrix {
-    let d = config.hidden_size
-    let patches = patchMatrix([tile], patch: config.patch_size, category: .vision, meter: meter)
-    let n = patches.rows + 1
-    let x = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
-    x.storage.pointer.update(from: positions.pointer, count: n * d)
-    for c in 0..<d { x.pointer[c] += classToken.pointer[c] }
-    Linear.apply(
-      patches.pointer, rows: patches.rows, ldx: patches.cols, weight: patchEmbedding.pointer,
-      outFeatures: d, inFeatures: patches.cols, beta: 1, out: x.row(1), ldo: d)
-    Kernels.addBias(x.row(1), bias: patchBias.pointer, rows: patches.rows, cols: d)
-    encoder.run(x, groups: [0..<n], count: blocks, meter: meter)
+    let x = embedding(tile, meter: meter)
+    encoder.run(x, groups: [0..<x.rows], count: blocks, meter: meter)
     if blocks == encoder.layers.count, let f = finalNorm {
       Kernels.layerNorm(
-        x.pointer, weight: f.weight.pointer, bias: f.bias.pointer, eps: encoder.eps, rows: n,
-        cols: d, out: x.pointer)
+        x.pointer, weight: f.weight.pointer, bias: f.bias.pointer, eps: encoder.eps, rows: x.rows,
+        cols: x.cols, out: x.pointer)
     }
     return x
   }
