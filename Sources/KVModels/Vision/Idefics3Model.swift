@@ -237,7 +237,7 @@ extension RGBImage {
 /// patches concatenated) with a linear projection, and a llama decoder. An image becomes
 /// `<fake_token_around_image><row_r_col_c><image>×n` per tile, a newline per row, then the
 /// global image between `<fake_token_around_image><global-img>` and `<fake_token_around_image>`.
-public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
+public final class Idefics3Model: VisionLanguageFamily, StreamedClipFamily, @unchecked Sendable {
   public let family = "idefics3"
   public static let unitName = "tile"
   /// `split=on|off`: whether an image is cut into tiles (plus the global image).
@@ -258,16 +258,13 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   let imageTokenID: Int
   let seqLen: Int  // tokens per tile
 
-  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
-    try self.init(folder: folder, meter: meter)
-  }
-
   public var splitting: Bool? {
     get { splitter.splitting }
     set { if let newValue { splitter.splitting = newValue } }
   }
 
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `modelType` changes nothing: idefics3 and smolvlm folders load alike.
+  public init(folder: HFModelFolder, modelType _: String, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
@@ -354,30 +351,11 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     }
   }
 
-  /// Frames of a clip: each frame one unsplit tile (SmolVLM's video layout, without its
-  /// timestamp text).
-  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
-    -> PromptLayout
-  {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
-    ).collect(start: start)
-  }
-
-  /// The frames of a video as SmolVLM's processor lays them out (transformers'
-  /// `SmolVLMProcessor`): "You are provided the following series of {count in words} frames
-  /// from a {H:MM:SS} [H:MM:SS] video.\n", then per frame "\nFrame from mm:ss:" and the
-  /// frame as one unsplit tile, then "\n\n". Times are whole seconds, rounded down.
-  public func layout(
-    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
-  ) throws -> PromptLayout {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: times, at: index, start: start
-    ).collect(start: start)
-  }
-
-  /// Either layout above a part at a time: with `times`, the opening text, one part per frame
-  /// (its time and its tile), the closing text; without, one part per frame.
+  /// The frames of a clip, a part at a time, each frame one unsplit tile. With `times`, as
+  /// SmolVLM's processor lays out a video (transformers' `SmolVLMProcessor`): the opening text
+  /// "You are provided the following series of {count in words} frames from a {H:MM:SS}
+  /// [H:MM:SS] video.\n", one part per frame ("\nFrame from mm:ss:" and its tile; times are
+  /// whole seconds, rounded down), the closing "\n\n". Without, one part per frame: its tile.
   public func streamedLayout(
     frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int

@@ -137,11 +137,8 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
   /// LayerNorm epsilon of the projector (nn.LayerNorm's default; the config has none for it).
   static let projectorEps: Float = 1e-5
 
-  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
-    try self.init(folder: folder, meter: meter)
-  }
-
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `modelType` changes nothing: the family has one layout.
+  public init(folder: HFModelFolder, modelType _: String, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let c = folder.config

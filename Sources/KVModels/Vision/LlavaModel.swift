@@ -5,7 +5,7 @@ import KVTensor
 /// the hidden state of `vision_feature_layer`, the class token dropped under the "default"
 /// strategy), a two-layer MLP projector, and a llama decoder. An image is one `<image>` token
 /// expanded to one token per patch.
-public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
+public final class LlavaModel: VisionLanguageFamily, StreamedClipFamily, @unchecked Sendable {
   public let family = "llava"
   public static let unitName = "image"
   public let decoder: LlamaModel
@@ -28,11 +28,8 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
   let projectorActivation: VisionActivation
   let imageTokenID: Int
 
-  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
-    try self.init(folder: folder, meter: meter)
-  }
-
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `modelType` changes nothing: the family has one layout.
+  public init(folder: HFModelFolder, modelType _: String, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
@@ -128,16 +125,7 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
     try layout(image, at: index, frame: nil, start: start)
   }
 
-  /// Frames of a clip: one image each.
-  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
-    -> PromptLayout
-  {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
-    ).collect(start: start)
-  }
-
-  /// The same a frame at a time (LLaVA states no times).
+  /// Frames of a clip, a frame at a time: one image each (LLaVA states no times).
   public func streamedLayout(
     frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int
