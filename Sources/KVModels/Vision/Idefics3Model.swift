@@ -473,28 +473,12 @@ public final class Idefics3Model: VisionLanguageFamily, StreamedClipFamily, @unc
     return x
   }
 
-  /// Pixel shuffle then projection: token (i, j) concatenates patches (i·s + a, j·s + b) for
-  /// a, b in 0..<s (a major), as Idefics3Connector's view/permute sequence does.
+  /// Pixel shuffle then projection.
   func connect(_ hidden: Matrix, meter: MemoryMeter?) -> Matrix {
-    let d = encoder.hidden
-    let s = scaleFactor
-    let side = imageSize / patchSize
-    let out = side / s
-    let shuffled = Matrix(
-      uninitializedRows: out * out, cols: d * s * s, category: .vision, meter: meter)
-    for i in 0..<out {
-      for j in 0..<out {
-        let dst = shuffled.row(i * out + j)
-        for a in 0..<s {
-          for b in 0..<s {
-            (dst + (a * s + b) * d).update(
-              from: hidden.row((i * s + a) * side + j * s + b), count: d)
-          }
-        }
-      }
-    }
+    let shuffled = pixelShuffle(
+      hidden, side: imageSize / patchSize, by: scaleFactor, meter: meter)
     let features = Matrix(
-      uninitializedRows: out * out, cols: projection.rows, category: .vision, meter: meter)
+      uninitializedRows: shuffled.rows, cols: projection.rows, category: .vision, meter: meter)
     projection.apply(shuffled, into: features, category: .vision, meter: meter)
     return features
   }
