@@ -185,6 +185,13 @@ public final class LlavaModel: VisionLanguageFamily, StreamedClipFamily, @unchec
 
   /// The selected hidden state (`1 + patches` rows, class token first).
   public func visionHiddenStates(_ image: PixelValues, meter: MemoryMeter?) throws -> Matrix {
+    guard image.height == imageSize, image.width == imageSize, image.channels == 3 else {
+      throw ModelError(
+        path: "llava",
+        message:
+          "an image must be 3×\(imageSize)×\(imageSize), got \(image.channels)×\(image.height)×\(image.width)"
+      )
+    }
     let x = embedding(image, meter: meter)
     Kernels.layerNorm(
       x.pointer, weight: preNorm.weight.pointer, bias: preNorm.bias.pointer, eps: encoder.eps,
