@@ -98,6 +98,21 @@ final class VisionParityTests: XCTestCase {
     for name in lacks { XCTAssertFalse(f.hasTensor(name), "\(folder): \(name)") }
   }
 
+  /// An image of the wrong size given to LLaVA's encoder is a one-line error, not a read past
+  /// its position table.
+  func testLlavaRefusesAnImageOfTheWrongSize() throws {
+    let model = try XCTUnwrap(
+      try VisionLanguageModels.load(folder: "\(Self.dir)/llava/model", meter: nil) as? LlavaModel)
+    let size = model.imageSize + model.patchSize
+    let image = PixelValues(
+      channels: 3, height: size, width: size, values: Array(repeating: 0, count: 3 * size * size))
+    XCTAssertThrowsError(try model.encode([image], meter: nil)) { error in
+      XCTAssertEqual(
+        "\(error)",
+        "llava: an image must be 3×\(model.imageSize)×\(model.imageSize), got 3×\(size)×\(size)")
+    }
+  }
+
   /// Qwen2.5-VL's temporal positions follow the clip's frame rate; a rate near zero is an error,
   /// not positions past Int.
   func testQwen25VLClipFrameRate() throws {

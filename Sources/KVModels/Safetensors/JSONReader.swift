@@ -285,15 +285,8 @@ public struct JSONReader {
     guard at + 4 <= bytes.count else { return nil }
     var v: UInt32 = 0
     for k in at..<(at + 4) {
-      let b = bytes[k]
-      let d: UInt8
-      switch b {
-      case 0x30...0x39: d = b - 0x30
-      case 0x41...0x46: d = b - 0x41 + 10
-      case 0x61...0x66: d = b - 0x61 + 10
-      default: return nil
-      }
-      v = v << 4 | UInt32(d)
+      guard let d = JSONEscape.hexDigit(bytes[k]) else { return nil }
+      v = v << 4 | d
     }
     return v
   }
@@ -339,16 +332,9 @@ public struct JSONReader {
       guard i + 1 < bytes.count else { throw fail("unterminated string (opened here)", at: open) }
       let e = bytes[i + 1]
       i += 2
-      switch e {
-      case UInt8(ascii: "\""): out.append(0x22)
-      case UInt8(ascii: "\\"): out.append(0x5C)
-      case UInt8(ascii: "/"): out.append(0x2F)
-      case UInt8(ascii: "b"): out.append(0x08)
-      case UInt8(ascii: "f"): out.append(0x0C)
-      case UInt8(ascii: "n"): out.append(0x0A)
-      case UInt8(ascii: "r"): out.append(0x0D)
-      case UInt8(ascii: "t"): out.append(0x09)
-      case UInt8(ascii: "u"):
+      if let byte = JSONEscape.byte(e) {
+        out.append(byte)
+      } else if e == UInt8(ascii: "u") {
         guard var u = hex4(i) else { throw fail("\\u needs four hex digits", at: i - 2) }
         i += 4
         if (0xD800..<0xDC00).contains(u), i + 1 < bytes.count, bytes[i] == 0x5C,
@@ -357,10 +343,8 @@ public struct JSONReader {
           u = 0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00)
           i += 6
         }
-        // A lone surrogate becomes U+FFFD (Python keeps it; Swift strings cannot hold one).
-        let scalar = Unicode.Scalar(u) ?? "\u{FFFD}"
-        out.append(contentsOf: Array(String(Character(scalar)).utf8))
-      default:
+        JSONEscape.appendUTF8(u, to: &out)
+      } else {
         throw fail("invalid escape '\\\(Character(Unicode.Scalar(e)))' in a string", at: i - 2)
       }
     }
@@ -368,5 +352,42 @@ public struct JSONReader {
       throw fail("string is not valid UTF-8", at: open)
     }
     return s
+  }
+}
+
+/// What kvlab's two JSON readers (this one, and the REPL's notebook reader, which keeps numbers
+/// as written and members in order) share about string escapes.
+public enum JSONEscape {
+  /// The byte a one-character escape stands for (`n` → 0x0A); nil for `u` and for a byte that
+  /// is no escape.
+  public static func byte(_ e: UInt8) -> UInt8? {
+    switch e {
+    case UInt8(ascii: "\""): return 0x22
+    case UInt8(ascii: "\\"): return 0x5C
+    case UInt8(ascii: "/"): return 0x2F
+    case UInt8(ascii: "b"): return 0x08
+    case UInt8(ascii: "f"): return 0x0C
+    case UInt8(ascii: "n"): return 0x0A
+    case UInt8(ascii: "r"): return 0x0D
+    case UInt8(ascii: "t"): return 0x09
+    default: return nil
+    }
+  }
+
+  /// The value of a hex digit of a `\u` escape.
+  public static func hexDigit(_ b: UInt8) -> UInt32? {
+    switch b {
+    case 0x30...0x39: return UInt32(b - 0x30)
+    case 0x41...0x46: return UInt32(b - 0x41 + 10)
+    case 0x61...0x66: return UInt32(b - 0x61 + 10)
+    default: return nil
+    }
+  }
+
+  /// Appends code point `u` as UTF-8. A lone surrogate becomes U+FFFD (Python keeps it; Swift
+  /// strings cannot hold one).
+  public static func appendUTF8(_ u: UInt32, to out: inout [UInt8]) {
+    let scalar = Unicode.Scalar(u) ?? "\u{FFFD}"
+    out.append(contentsOf: Array(String(Character(scalar)).utf8))
   }
 }

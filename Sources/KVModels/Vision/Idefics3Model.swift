@@ -237,7 +237,7 @@ extension RGBImage {
 /// patches concatenated) with a linear projection, and a llama decoder. An image becomes
 /// `<fake_token_around_image><row_r_col_c><image>×n` per tile, a newline per row, then the
 /// global image between `<fake_token_around_image><global-img>` and `<fake_token_around_image>`.
-public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
+public final class Idefics3Model: VisionLanguageFamily, StreamedClipFamily, @unchecked Sendable {
   public let family = "idefics3"
   public static let unitName = "tile"
   /// `split=on|off`: whether an image is cut into tiles (plus the global image).
@@ -251,25 +251,20 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   let imageSize: Int
   let patchSize: Int
   let scaleFactor: Int
-  let patchEmbedding: Matrix  // [D][3·p·p]
-  let patchBias: FloatBuffer
-  let positionEmbedding: Matrix  // [(image/p)²][D]
+  let embedding: TileEmbedding  // no class token
   let encoder: VisionTransformer
   let postNorm: (weight: FloatBuffer, bias: FloatBuffer)
   let projection: WeightMatrix  // [text hidden][D·s²]
   let imageTokenID: Int
   let seqLen: Int  // tokens per tile
 
-  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
-    try self.init(folder: folder, meter: meter)
-  }
-
   public var splitting: Bool? {
     get { splitter.splitting }
     set { if let newValue { splitter.splitting = newValue } }
   }
 
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `modelType` changes nothing: idefics3 and smolvlm folders load alike.
+  public init(folder: HFModelFolder, modelType _: String, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
@@ -310,11 +305,13 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     let w = WeightReader(folder: folder, category: .weights, meter: meter)
     let d = vc.hidden_size
     let v = "model.vision_model."
-    patchEmbedding = try w.flattened(
-      v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize])
-    patchBias = try w.vector(v + "embeddings.patch_embedding.bias", d)
-    positionEmbedding = try w.matrix(
-      v + "embeddings.position_embedding.weight", rows: side * side, cols: d)
+    embedding = TileEmbedding(
+      patchSize: patchSize, classToken: nil,
+      patch: try w.flattened(
+        v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize]),
+      patchBias: try w.vector(v + "embeddings.patch_embedding.bias", d),
+      positions: try w.matrix(
+        v + "embeddings.position_embedding.weight", rows: side * side, cols: d))
     encoder = try VisionTransformer.load(
       w, names: (0..<vc.num_hidden_layers).map { .siglip(v + "encoder.layers.\($0).") },
       hidden: d, heads: vc.num_attention_heads, intermediate: vc.intermediate_size,
@@ -333,8 +330,7 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
   }
 
   public var visionParameterCount: Int {
-    patchEmbedding.rows * patchEmbedding.cols + patchBias.count
-      + positionEmbedding.rows * positionEmbedding.cols + encoder.parameterCount
+    embedding.parameterCount + encoder.parameterCount
       + 2 * postNorm.weight.count + projection.rows * projection.cols
   }
 
@@ -355,30 +351,11 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
     }
   }
 
-  /// Frames of a clip: each frame one unsplit tile (SmolVLM's video layout, without its
-  /// timestamp text).
-  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
-    -> PromptLayout
-  {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
-    ).collect(start: start)
-  }
-
-  /// The frames of a video as SmolVLM's processor lays them out (transformers'
-  /// `SmolVLMProcessor`): "You are provided the following series of {count in words} frames
-  /// from a {H:MM:SS} [H:MM:SS] video.\n", then per frame "\nFrame from mm:ss:" and the
-  /// frame as one unsplit tile, then "\n\n". Times are whole seconds, rounded down.
-  public func layout(
-    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
-  ) throws -> PromptLayout {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: times, at: index, start: start
-    ).collect(start: start)
-  }
-
-  /// Either layout above a part at a time: with `times`, the opening text, one part per frame
-  /// (its time and its tile), the closing text; without, one part per frame.
+  /// The frames of a clip, a part at a time, each frame one unsplit tile. With `times`, as
+  /// SmolVLM's processor lays out a video (transformers' `SmolVLMProcessor`): the opening text
+  /// "You are provided the following series of {count in words} frames from a {H:MM:SS}
+  /// [H:MM:SS] video.\n", one part per frame ("\nFrame from mm:ss:" and its tile; times are
+  /// whole seconds, rounded down), the closing "\n\n". Without, one part per frame: its tile.
   public func streamedLayout(
     frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int
@@ -486,43 +463,22 @@ public final class Idefics3Model: VisionLanguageFamily, @unchecked Sendable {
           "a tile must be 3×\(imageSize)×\(imageSize), got \(tile.channels)×\(tile.height)×\(tile.width)"
       )
     }
-    let d = encoder.hidden
-    let patches = patchMatrix([tile], patch: patchSize, category: .vision, meter: meter)
-    let x = Matrix(uninitializedRows: patches.rows, cols: d, category: .vision, meter: meter)
     // A full tile's patches take positions 0..<n in order: Idefics3's bucketised position ids
     // are the identity when every patch is real (the processor's tiles always are).
-    x.storage.pointer.update(from: positionEmbedding.pointer, count: patches.rows * d)
-    Linear.apply(patches, patchEmbedding, beta: 1, into: x)
-    Kernels.addBias(x.pointer, bias: patchBias.pointer, rows: x.rows, cols: d)
+    let x = embedding(tile, meter: meter)
     encoder.run(x, groups: [0..<x.rows], meter: meter)
     Kernels.layerNorm(
       x.pointer, weight: postNorm.weight.pointer, bias: postNorm.bias.pointer, eps: encoder.eps,
-      rows: x.rows, cols: d, out: x.pointer)
+      rows: x.rows, cols: x.cols, out: x.pointer)
     return x
   }
 
-  /// Pixel shuffle then projection: token (i, j) concatenates patches (i·s + a, j·s + b) for
-  /// a, b in 0..<s (a major), as Idefics3Connector's view/permute sequence does.
+  /// Pixel shuffle then projection.
   func connect(_ hidden: Matrix, meter: MemoryMeter?) -> Matrix {
-    let d = encoder.hidden
-    let s = scaleFactor
-    let side = imageSize / patchSize
-    let out = side / s
-    let shuffled = Matrix(
-      uninitializedRows: out * out, cols: d * s * s, category: .vision, meter: meter)
-    for i in 0..<out {
-      for j in 0..<out {
-        let dst = shuffled.row(i * out + j)
-        for a in 0..<s {
-          for b in 0..<s {
-            (dst + (a * s + b) * d).update(
-              from: hidden.row((i * s + a) * side + j * s + b), count: d)
-          }
-        }
-      }
-    }
+    let shuffled = pixelShuffle(
+      hidden, side: imageSize / patchSize, by: scaleFactor, meter: meter)
     let features = Matrix(
-      uninitializedRows: out * out, cols: projection.rows, category: .vision, meter: meter)
+      uninitializedRows: shuffled.rows, cols: projection.rows, category: .vision, meter: meter)
     projection.apply(shuffled, into: features, category: .vision, meter: meter)
     return features
   }

@@ -137,11 +137,8 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
   /// LayerNorm epsilon of the projector (nn.LayerNorm's default; the config has none for it).
   static let projectorEps: Float = 1e-5
 
-  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
-    try self.init(folder: folder, meter: meter)
-  }
-
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `modelType` changes nothing: the family has one layout.
+  public init(folder: HFModelFolder, modelType _: String, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let c = folder.config
@@ -316,36 +313,20 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
         message: "a tile must be 3×\(size)×\(size), got \(tile.channels)×\(tile.height)×\(tile.width)")
     }
     let hidden = tower.run(tile, blocks: blocks, meter: meter)
-    let d = tower.config.hidden_size
-    let s = shuffle
-    let side = tower.side
-    let out = side / s
-    let wide = d * s * s
-    // Token (i, j) concatenates patches (i·s + a, j·s + b), a major: the view/permute sequence
-    // of InternVLModel.pixel_shuffle. Row 0 of `hidden` is the class token.
-    let shuffled = Matrix(uninitializedRows: out * out, cols: wide, category: .vision, meter: meter)
-    for i in 0..<out {
-      for j in 0..<out {
-        let dst = shuffled.row(i * out + j)
-        for a in 0..<s {
-          for b in 0..<s {
-            (dst + (a * s + b) * d).update(
-              from: hidden.row(1 + (i * s + a) * side + j * s + b), count: d)
-          }
-        }
-      }
-    }
+    // Row 0 of `hidden` is the class token.
+    let shuffled = pixelShuffle(hidden, from: 1, side: tower.side, by: shuffle, meter: meter)
+    let (rows, wide) = (shuffled.rows, shuffled.cols)
     Kernels.layerNorm(
       shuffled.pointer, weight: projectorNorm.weight.pointer, bias: projectorNorm.bias.pointer,
-      eps: Self.projectorEps, rows: out * out, cols: wide, out: shuffled.pointer)
+      eps: Self.projectorEps, rows: rows, cols: wide, out: shuffled.pointer)
     let text = projector1.rows
-    let h = Matrix(uninitializedRows: out * out, cols: text, category: .vision, meter: meter)
+    let h = Matrix(uninitializedRows: rows, cols: text, category: .vision, meter: meter)
     projector1.apply(shuffled, into: h, category: .vision, meter: meter)
-    Kernels.addBias(h.pointer, bias: projector1Bias.pointer, rows: h.rows, cols: text)
-    projectorActivation.apply(h.pointer, count: h.rows * text)
-    let features = Matrix(uninitializedRows: out * out, cols: text, category: .vision, meter: meter)
+    Kernels.addBias(h.pointer, bias: projector1Bias.pointer, rows: rows, cols: text)
+    projectorActivation.apply(h.pointer, count: rows * text)
+    let features = Matrix(uninitializedRows: rows, cols: text, category: .vision, meter: meter)
     projector2.apply(h, into: features, category: .vision, meter: meter)
-    Kernels.addBias(features.pointer, bias: projector2Bias.pointer, rows: h.rows, cols: text)
+    Kernels.addBias(features.pointer, bias: projector2Bias.pointer, rows: rows, cols: text)
     return features
   }
 }

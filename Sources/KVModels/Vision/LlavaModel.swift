@@ -5,7 +5,7 @@ import KVTensor
 /// the hidden state of `vision_feature_layer`, the class token dropped under the "default"
 /// strategy), a two-layer MLP projector, and a llama decoder. An image is one `<image>` token
 /// expanded to one token per patch.
-public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
+public final class LlavaModel: VisionLanguageFamily, StreamedClipFamily, @unchecked Sendable {
   public let family = "llava"
   public static let unitName = "image"
   public let decoder: LlamaModel
@@ -15,9 +15,7 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
 
   let imageSize: Int
   let patchSize: Int
-  let classEmbedding: FloatBuffer  // [D]
-  let patchEmbedding: Matrix  // [D][3·p·p], no bias
-  let positionEmbedding: Matrix  // [1 + (image/p)²][D]
+  let embedding: TileEmbedding  // a class token, no patch bias
   let preNorm: (weight: FloatBuffer, bias: FloatBuffer)
   let encoder: VisionTransformer
   /// Blocks to run: the output of block `layersToRun` is the selected hidden state.
@@ -30,11 +28,8 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
   let projectorActivation: VisionActivation
   let imageTokenID: Int
 
-  public convenience init(folder: HFModelFolder, modelType: String, meter: MemoryMeter?) throws {
-    try self.init(folder: folder, meter: meter)
-  }
-
-  init(folder: HFModelFolder, meter: MemoryMeter?) throws {
+  /// `modelType` changes nothing: the family has one layout.
+  public init(folder: HFModelFolder, modelType _: String, meter: MemoryMeter?) throws {
     let configPath = (folder.path as NSString).appendingPathComponent("config.json")
     func fail(_ m: String) -> ModelError { ModelError(path: configPath, message: m) }
     let vc = try folder.decodeConfig(ViTConfig.self, at: "vision_config")
@@ -85,11 +80,13 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
         "model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
         "vision_tower.",
       ], probe: "embeddings.class_embedding")
-    classEmbedding = try w.vector(v + "embeddings.class_embedding", d)
-    patchEmbedding = try w.flattened(
-      v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize])
-    positionEmbedding = try w.matrix(
-      v + "embeddings.position_embedding.weight", rows: side * side + 1, cols: d)
+    embedding = TileEmbedding(
+      patchSize: patchSize, classToken: try w.vector(v + "embeddings.class_embedding", d),
+      patch: try w.flattened(
+        v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize]),
+      patchBias: nil,
+      positions: try w.matrix(
+        v + "embeddings.position_embedding.weight", rows: side * side + 1, cols: d))
     preNorm = (try w.vector(v + "pre_layrnorm.weight", d), try w.vector(v + "pre_layrnorm.bias", d))
     encoder = try VisionTransformer.load(
       w, names: (0..<selected).map { .siglip(v + "encoder.layers.\($0).") }, hidden: d,
@@ -112,8 +109,7 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
   var side: Int { imageSize / patchSize }
 
   public var visionParameterCount: Int {
-    classEmbedding.count + patchEmbedding.rows * patchEmbedding.cols
-      + positionEmbedding.rows * positionEmbedding.cols + 2 * preNorm.weight.count
+    embedding.parameterCount + 2 * preNorm.weight.count
       + encoder.parameterCount + projector1.rows * projector1.cols + (projector1Bias?.count ?? 0)
       + projector2.rows * projector2.cols + (projector2Bias?.count ?? 0)
   }
@@ -129,16 +125,7 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
     try layout(image, at: index, frame: nil, start: start)
   }
 
-  /// Frames of a clip: one image each.
-  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
-    -> PromptLayout
-  {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
-    ).collect(start: start)
-  }
-
-  /// The same a frame at a time (LLaVA states no times).
+  /// Frames of a clip, a frame at a time: one image each (LLaVA states no times).
   public func streamedLayout(
     frames count: Int, source: @escaping @Sendable (Int) throws -> ImageSource, times: ClipTimes?,
     at index: VisualInputIndex, start: Int
@@ -198,19 +185,18 @@ public final class LlavaModel: VisionLanguageFamily, @unchecked Sendable {
 
   /// The selected hidden state (`1 + patches` rows, class token first).
   public func visionHiddenStates(_ image: PixelValues, meter: MemoryMeter?) throws -> Matrix {
-    let d = encoder.hidden
-    let patches = patchMatrix([image], patch: patchSize, category: .vision, meter: meter)
-    let n = patches.rows + 1
-    let x = Matrix(uninitializedRows: n, cols: d, category: .vision, meter: meter)
-    x.storage.pointer.update(from: positionEmbedding.pointer, count: n * d)
-    for c in 0..<d { x.pointer[c] += classEmbedding.pointer[c] }
-    Linear.apply(
-      patches.pointer, rows: patches.rows, ldx: patches.cols, weight: patchEmbedding.pointer,
-      outFeatures: d, inFeatures: patches.cols, beta: 1, out: x.row(1), ldo: d)
+    guard image.height == imageSize, image.width == imageSize, image.channels == 3 else {
+      throw ModelError(
+        path: "llava",
+        message:
+          "an image must be 3×\(imageSize)×\(imageSize), got \(image.channels)×\(image.height)×\(image.width)"
+      )
+    }
+    let x = embedding(image, meter: meter)
     Kernels.layerNorm(
       x.pointer, weight: preNorm.weight.pointer, bias: preNorm.bias.pointer, eps: encoder.eps,
-      rows: n, cols: d, out: x.pointer)
-    encoder.run(x, groups: [0..<n], meter: meter)
+      rows: x.rows, cols: x.cols, out: x.pointer)
+    encoder.run(x, groups: [0..<x.rows], meter: meter)
     return x
   }
 }

@@ -11,7 +11,7 @@ import KVTensor
 /// windows of merged units except in `fullatt_block_indexes` (the patches are reordered window
 /// by window for the tower and the merged tokens put back after), an RMSNorm before the merger;
 /// and a clip's temporal positions are spaced by its frame rate (`tokens_per_second`).
-public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
+public final class Qwen2VLModel: VisionLanguageFamily, StreamedClipFamily, @unchecked Sendable {
   public let family: String
   /// A unit is a temporal patch: an image, or two consecutive frames of a clip.
   public static let unitName = "temporal patch"
@@ -152,23 +152,6 @@ public final class Qwen2VLModel: VisionLanguageFamily, @unchecked Sendable {
     }
     return try layout(
       size: size, units: [unit], token: imageTokenID, at: index, temporalStep: nil, start: start)
-  }
-
-  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
-    -> PromptLayout
-  {
-    try layout(
-      frames: frames, framesPerSecond: Self.defaultFramesPerSecond, at: index, start: start)
-  }
-
-  /// A clip with its times: Qwen2.5-VL spaces temporal positions by the frames' rate (frames
-  /// over the video's length, transformers' `sampled_fps`); Qwen2-VL does not use it.
-  public func layout(
-    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
-  ) throws -> PromptLayout {
-    try streamedLayout(
-      frames: frames.count, source: { frames[$0] }, times: times, at: index, start: start
-    ).collect(start: start)
   }
 
   public func layout(

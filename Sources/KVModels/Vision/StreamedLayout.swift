@@ -46,3 +46,25 @@ extension VisionLanguageModel {
         ?? layout(frames: frames, at: index, start: start))
   }
 }
+
+/// A family that lays a clip out part by part (Idefics3, LLaVA, Qwen2-VL): it writes
+/// `streamedLayout` itself, and a whole clip, timed or not, is its parts collected.
+public protocol StreamedClipFamily: VisionLanguageModel {}
+
+extension StreamedClipFamily {
+  public func layout(frames: [ImageSource], at index: VisualInputIndex, start: Int) throws
+    -> PromptLayout
+  {
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, times: nil, at: index, start: start
+    ).collect(start: start)
+  }
+
+  public func layout(
+    frames: [ImageSource], times: ClipTimes, at index: VisualInputIndex, start: Int
+  ) throws -> PromptLayout {
+    try streamedLayout(
+      frames: frames.count, source: { frames[$0] }, times: times, at: index, start: start
+    ).collect(start: start)
+  }
+}

@@ -385,3 +385,28 @@ func patchMatrix(
   }
   return m
 }
+
+/// Pixel shuffle (Idefics3's connector, InternVL's `pixel_shuffle`): the `side × side` patch rows
+/// of `hidden` from row `first` on, `s × s` neighbours concatenated into one row. Token (i, j)
+/// holds patches (i·s + a, j·s + b) for a, b in 0..<s, a major, as both models' view/permute
+/// sequences order them.
+func pixelShuffle(
+  _ hidden: Matrix, from first: Int = 0, side: Int, by s: Int, meter: MemoryMeter?
+) -> Matrix {
+  let d = hidden.cols
+  let out = side / s
+  let shuffled = Matrix(
+    uninitializedRows: out * out, cols: d * s * s, category: .vision, meter: meter)
+  for i in 0..<out {
+    for j in 0..<out {
+      let dst = shuffled.row(i * out + j)
+      for a in 0..<s {
+        for b in 0..<s {
+          (dst + (a * s + b) * d).update(
+            from: hidden.row(first + (i * s + a) * side + j * s + b), count: d)
+        }
+      }
+    }
+  }
+  return shuffled
+}

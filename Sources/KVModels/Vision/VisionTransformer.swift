@@ -62,20 +62,29 @@ struct ViTConfig: Decodable {
 }
 
 /// One pre-norm ViT block: x += attn(N₁(x)); x += MLP(N₂(x)). Q, K and V are one fused [3D][D]
-/// matrix (Qwen2-VL stores them so; SigLIP and CLIP are fused on load). N is a LayerNorm, or an
-/// RMSNorm (Qwen2.5-VL: `bias` nil); the MLP is fc₂(act(fc₁(x))), or with a gate (Qwen2.5-VL)
-/// down(silu(gate(x)) · up(x)) with `fc1` the fused [gate; up] rows and `fc2` down.
+/// matrix (Qwen2-VL stores them so; SigLIP, CLIP and InternViT are fused on load). N is a
+/// LayerNorm, or an RMSNorm (Qwen2.5-VL, InternViT's `rms_norm`: `bias` nil); the MLP is
+/// fc₂(act(fc₁(x))), or with a gate (Qwen2.5-VL) down(silu(gate(x)) · up(x)) with `fc1` the fused
+/// [gate; up] rows and `fc2` down. InternViT adds a layer scale to each branch
+/// (x += λ ⊙ branch) and optionally RMS-normalises Q and K over the whole width.
 struct VisionLayer {
   var norm1: (weight: FloatBuffer, bias: FloatBuffer?)
   var qkv: WeightMatrix
-  var qkvBias: FloatBuffer
+  /// nil: no Q/K/V biases (InternViT without `attention_bias`).
+  var qkvBias: FloatBuffer?
+  var qNorm: FloatBuffer? = nil
+  var kNorm: FloatBuffer? = nil
   var out: WeightMatrix
   var outBias: FloatBuffer
+  /// λ₁: the attention branch's layer scale.
+  var scale1: FloatBuffer? = nil
   var norm2: (weight: FloatBuffer, bias: FloatBuffer?)
   var fc1: WeightMatrix
   var fc1Bias: FloatBuffer
   var fc2: WeightMatrix
   var fc2Bias: FloatBuffer
+  /// λ₂: the MLP branch's layer scale.
+  var scale2: FloatBuffer? = nil
 }
 
 /// Tensor names of one block, for the checkpoint layouts kvlab reads.
@@ -88,6 +97,14 @@ struct VisionLayerNames {
   var gate: String? = nil
   /// RMSNorms with a weight only (Qwen2.5-VL) instead of LayerNorms with a bias.
   var rmsNorm = false
+  /// Whether Q, K and V have biases (InternViT: `attention_bias`).
+  var qkvBias = true
+  /// RMSNorm weights of Q and K over the whole width (InternViT: `use_qk_norm`).
+  var qNorm: String? = nil
+  var kNorm: String? = nil
+  /// The layer scales λ₁ and λ₂ (InternViT), whole tensor names.
+  var scale1: String? = nil
+  var scale2: String? = nil
 
   /// SigLIP / Idefics3 and CLIP: `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `mlp.fc1/fc2`.
   static func siglip(_ p: String) -> VisionLayerNames {
@@ -111,11 +128,25 @@ struct VisionLayerNames {
       out: p + "attn.proj", q: nil, k: nil, v: nil, qkv: p + "attn.qkv",
       gate: p + "mlp.gate_proj", rmsNorm: true)
   }
+
+  /// InternViT: `layernorm_before/after`, `attention.{q,k,v}_proj`, `attention.projection_layer`,
+  /// `mlp.fc1/fc2`, `lambda_1/2`, and with `qkNorm` `attention.{q,k}_norm`.
+  static func internViT(_ p: String, rmsNorm: Bool, qkvBias: Bool, qkNorm: Bool)
+    -> VisionLayerNames
+  {
+    VisionLayerNames(
+      norm1: p + "layernorm_before", norm2: p + "layernorm_after", fc1: p + "mlp.fc1",
+      fc2: p + "mlp.fc2", out: p + "attention.projection_layer", q: p + "attention.q_proj",
+      k: p + "attention.k_proj", v: p + "attention.v_proj", qkv: nil, rmsNorm: rmsNorm,
+      qkvBias: qkvBias, qNorm: qkNorm ? p + "attention.q_norm" : nil,
+      kNorm: qkNorm ? p + "attention.k_norm" : nil, scale1: p + "lambda_1", scale2: p + "lambda_2")
+  }
 }
 
-/// The transformer encoder shared by the vision towers (SigLIP, CLIP, Qwen2-VL's and Qwen2.5-VL's ViT):
-/// bidirectional multi-head attention within groups of rows (one tile, one image, one frame),
-/// optionally with a rotary table (Qwen2-VL's 2-D RoPE). Reads top to bottom in `run`.
+/// The transformer encoder shared by the vision towers (SigLIP, CLIP, InternViT, Qwen2-VL's and
+/// Qwen2.5-VL's ViT): bidirectional multi-head attention within groups of rows (one tile, one
+/// image, one frame), optionally with a rotary table (Qwen2-VL's 2-D RoPE). Reads top to bottom
+/// in `run`.
 struct VisionTransformer {
   let hidden: Int
   let heads: Int
@@ -127,6 +158,10 @@ struct VisionTransformer {
   let gated: Bool
 
   var headDim: Int { hidden / heads }
+
+  /// RMSNorm epsilon of the Q/K norms: InternVLVisionRMSNorm's default (the config's
+  /// layer_norm_eps is not passed to them).
+  static let qkNormEps: Float = 1e-6
 
   static func load(
     _ w: WeightReader, names: [VisionLayerNames], hidden: Int, heads: Int, intermediate: Int,
@@ -151,9 +186,11 @@ struct VisionTransformer {
       // Shapes first: a config claiming a larger hidden size than the weights have must not
       // allocate for it.
       if let fused = n.qkv {
-        try w.check([(fused + ".weight", [3 * d, d]), (fused + ".bias", [3 * d])])
+        try w.check(
+          [(fused + ".weight", [3 * d, d])] + (n.qkvBias ? [(fused + ".bias", [3 * d])] : []))
       } else if let q = n.q, let k = n.k, let v = n.v {
-        try w.check([q, k, v].flatMap { [($0 + ".weight", [d, d]), ($0 + ".bias", [d])] })
+        try w.check(
+          [q, k, v].flatMap { [($0 + ".weight", [d, d])] + (n.qkvBias ? [($0 + ".bias", [d])] : []) })
       }
       if let gate = n.gate {
         try w.check(
@@ -163,15 +200,17 @@ struct VisionTransformer {
       }
       // Q, K and V (and a gated MLP's gate and up, gate rows first as Kernels.siluGate reads
       // them) are one product each: a stack of the stored tensors.
-      let qkvBias = FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter)
+      let qkvBias =
+        n.qkvBias
+        ? FloatBuffer(uninitializedCount: 3 * d, category: w.category, meter: w.meter) : nil
       let qkv: WeightMatrix
       if let fused = n.qkv {
         qkv = try w.weights(fused + ".weight", rows: 3 * d, cols: d)
-        try w.fill(fused + ".bias", shape: [3 * d], into: qkvBias.pointer)
+        if let qkvBias { try w.fill(fused + ".bias", shape: [3 * d], into: qkvBias.pointer) }
       } else if let q = n.q, let k = n.k, let v = n.v {
         qkv = try w.weights([q, k, v].map { ($0 + ".weight", d) }, cols: d)
         for (i, name) in [q, k, v].enumerated() {
-          try w.fill(name + ".bias", shape: [d], into: qkvBias.pointer + i * d)
+          if let qkvBias { try w.fill(name + ".bias", shape: [d], into: qkvBias.pointer + i * d) }
         }
       } else {
         preconditionFailure("VisionLayerNames has q, k and v, or qkv")
@@ -190,14 +229,17 @@ struct VisionTransformer {
         fc1 = try w.weights(n.fc1 + ".weight", rows: intermediate, cols: d)
         fc1Bias = try w.vector(n.fc1 + ".bias", intermediate)
       }
+      func vector(_ name: String?) throws -> FloatBuffer? { try name.map { try w.vector($0, d) } }
       layers.append(
         VisionLayer(
           norm1: try norm(n.norm1), qkv: qkv, qkvBias: qkvBias,
+          qNorm: try vector(n.qNorm.map { $0 + ".weight" }),
+          kNorm: try vector(n.kNorm.map { $0 + ".weight" }),
           out: try w.weights(n.out + ".weight", rows: d, cols: d),
-          outBias: try w.vector(n.out + ".bias", d), norm2: try norm(n.norm2),
-          fc1: fc1, fc1Bias: fc1Bias,
+          outBias: try w.vector(n.out + ".bias", d), scale1: try vector(n.scale1),
+          norm2: try norm(n.norm2), fc1: fc1, fc1Bias: fc1Bias,
           fc2: try w.weights(n.fc2 + ".weight", rows: d, cols: intermediate),
-          fc2Bias: try w.vector(n.fc2 + ".bias", d)))
+          fc2Bias: try w.vector(n.fc2 + ".bias", d), scale2: try vector(n.scale2)))
     }
     return VisionTransformer(
       hidden: hidden, heads: heads, intermediate: intermediate, eps: eps, activation: activation,
@@ -206,10 +248,11 @@ struct VisionTransformer {
 
   var parameterCount: Int {
     layers.reduce(0) { n, l in
-      n + l.qkv.rows * l.qkv.cols + l.qkvBias.count + l.out.rows * l.out.cols + l.outBias.count
-        + l.fc1.rows * l.fc1.cols + l.fc1Bias.count + l.fc2.rows * l.fc2.cols + l.fc2Bias.count
-        + l.norm1.weight.count + (l.norm1.bias?.count ?? 0) + l.norm2.weight.count
-        + (l.norm2.bias?.count ?? 0)
+      n + l.qkv.rows * l.qkv.cols + (l.qkvBias?.count ?? 0) + l.out.rows * l.out.cols
+        + l.outBias.count + l.fc1.rows * l.fc1.cols + l.fc1Bias.count + l.fc2.rows * l.fc2.cols
+        + l.fc2Bias.count + l.norm1.weight.count + (l.norm1.bias?.count ?? 0)
+        + l.norm2.weight.count + (l.norm2.bias?.count ?? 0)
+        + [l.qNorm, l.kNorm, l.scale1, l.scale2].reduce(0) { $0 + ($1?.count ?? 0) }
     }
   }
 
@@ -265,11 +308,38 @@ struct VisionTransformer {
       }
     }
 
+    /// x += λ ⊙ (W·a + b), or x += W·a + b without a layer scale λ. `h` is free by then.
+    func addBranch(_ weight: WeightMatrix, _ a: Matrix, bias: FloatBuffer, scale: FloatBuffer?) {
+      guard let scale else {
+        weight.apply(a, beta: 1, into: x, scratch: tiles)
+        Kernels.addBias(x.pointer, bias: bias.pointer, rows: n, cols: d)
+        return
+      }
+      weight.apply(a, into: h, scratch: tiles)
+      Kernels.addBias(h.pointer, bias: bias.pointer, rows: n, cols: d)
+      for r in 0..<n {
+        let dst = x.row(r)
+        let src = h.row(r)
+        for c in 0..<d { dst[c] += scale.pointer[c] * src[c] }
+      }
+    }
+
     for (index, layer) in layers.prefix(count ?? layers.count).enumerated() {
-      // Attention: h = N₁(x); q,k,v = h·Wᵀ + b; rotate q,k; attend within each group
+      // Attention: h = N₁(x); q,k,v = h·Wᵀ + b; normalise and rotate q,k; attend within each group
       norm(layer.norm1, into: h)
       layer.qkv.apply(h, into: qkv, scratch: tiles)
-      Kernels.addBias(qkv.pointer, bias: layer.qkvBias.pointer, rows: n, cols: 3 * d)
+      if let b = layer.qkvBias {
+        Kernels.addBias(qkv.pointer, bias: b.pointer, rows: n, cols: 3 * d)
+      }
+      if let qn = layer.qNorm, let kn = layer.kNorm {
+        // Over the whole width of Q (and of K), before the split into heads.
+        for r in 0..<n {
+          for (offset, weight) in [(0, qn), (d, kn)] {
+            let row = qkv.row(r) + offset
+            Kernels.rmsNormRow(row, weight: weight.pointer, eps: Self.qkNormEps, count: d, out: row)
+          }
+        }
+      }
       if let rotary {
         // Q's heads then K's: 2·heads contiguous heads per row.
         rope.apply(qkv.pointer, rows: n, ld: 3 * d, heads: 2 * heads, table: rotary)
@@ -286,10 +356,10 @@ struct VisionTransformer {
           ], scale: scale, out: attended.row(g.lowerBound), ldo: d, scratch: scratch.pointer,
           threads: threads)
       }
-      layer.out.apply(attended, beta: 1, into: x, scratch: tiles)
-      Kernels.addBias(x.pointer, bias: layer.outBias.pointer, rows: n, cols: d)
+      addBranch(layer.out, attended, bias: layer.outBias, scale: layer.scale1)
 
-      // MLP: x += fc₂(act(fc₁(N₂(x)))), or x += down(silu(gate(N₂(x))) · up(N₂(x)))
+      // MLP: x += fc₂(act(fc₁(N₂(x)))), or x += down(silu(gate(N₂(x))) · up(N₂(x))) (each times
+      // λ₂ with a layer scale)
       norm(layer.norm2, into: h)
       if let gateUp {
         layer.fc1.apply(h, into: gateUp, scratch: tiles)
@@ -301,8 +371,7 @@ struct VisionTransformer {
         Kernels.addBias(mlp.pointer, bias: layer.fc1Bias.pointer, rows: n, cols: intermediate)
         activation.apply(mlp.pointer, count: n * intermediate)
       }
-      layer.fc2.apply(mlp, beta: 1, into: x, scratch: tiles)
-      Kernels.addBias(x.pointer, bias: layer.fc2Bias.pointer, rows: n, cols: d)
+      addBranch(layer.fc2, mlp, bias: layer.fc2Bias, scale: layer.scale2)
     }
   }
 }

@@ -169,14 +169,7 @@ public struct JSONReader {
     guard i + 4 <= bytes.count else { throw fail("bad \\u escape") }
     var v: UInt32 = 0
     for _ in 0..<4 {
-      let c = bytes[i]
-      let d: UInt32
-      switch c {
-      case 0x30...0x39: d = UInt32(c - 0x30)
-      case 0x41...0x46: d = UInt32(c - 0x41 + 10)
-      case 0x61...0x66: d = UInt32(c - 0x61 + 10)
-      default: throw fail("bad \\u escape")
-      }
+      guard let d = JSONEscape.hexDigit(bytes[i]) else { throw fail("bad \\u escape") }
       v = v * 16 + d
       i += 1
     }
@@ -199,16 +192,9 @@ public struct JSONReader {
       case UInt8(ascii: "\\"):
         guard let e = current else { throw fail("unterminated string", at: open) }
         i += 1
-        switch e {
-        case UInt8(ascii: "\""): out.append(0x22)
-        case UInt8(ascii: "\\"): out.append(0x5C)
-        case UInt8(ascii: "/"): out.append(0x2F)
-        case UInt8(ascii: "b"): out.append(0x08)
-        case UInt8(ascii: "f"): out.append(0x0C)
-        case UInt8(ascii: "n"): out.append(0x0A)
-        case UInt8(ascii: "r"): out.append(0x0D)
-        case UInt8(ascii: "t"): out.append(0x09)
-        case UInt8(ascii: "u"):
+        if let byte = JSONEscape.byte(e) {
+          out.append(byte)
+        } else if e == UInt8(ascii: "u") {
           var code = try hex4()
           if (0xD800..<0xDC00).contains(code), current == UInt8(ascii: "\\"),
             i + 1 < bytes.count, bytes[i + 1] == UInt8(ascii: "u")
@@ -222,10 +208,8 @@ public struct JSONReader {
               i = save
             }
           }
-          // A lone surrogate cannot be text: it becomes U+FFFD.
-          let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
-          out.append(contentsOf: Array(String(Character(scalar)).utf8))
-        default:
+          JSONEscape.appendUTF8(code, to: &out)
+        } else {
           throw fail("unknown escape '\\\(Character(Unicode.Scalar(e)))'", at: i - 2)
         }
       case 0..<0x20:
