@@ -271,7 +271,8 @@ do {
   let common: [String: Any] = [
     "engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads,
     "kernel_path": KernelPath.current.rawValue, "weights": model.weightFormat,
-    "prefill_kernel": PrefillKernel.current.rawValue,
+    // Float32 weights take sgemm whatever the selection (WeightMatrix.takesBFloat16).
+    "prefill_kernel": model.weightFormat == "F32" ? "sgemm" : PrefillKernel.current.rawValue,
     "cpu_features": KernelPath.cpuFeatures.joined(separator: " "),
   ]
   if args.serve {
