@@ -17,7 +17,7 @@ What is measured, per engine (P = --prefill, default 512; D = --decode, default 
     last position only); tokens/s = P / seconds, as kvlab-bench reports it.
   - decode: the line `decode P D`: a fresh P-token prefill (untimed), then D single-token
     forward passes (ids[P..P+D), logits of each); tokens/s = D / seconds of those D passes.
-  - kernels: `blas_core`, `kernel_path`, `cpu_features`, `weights` from its JSON lines.
+  - kernels: `blas_core`, `kernel_path`, `prefill_kernel`, `cpu_features`, `weights` from its JSON lines.
   - peak RSS: VmHWM of the child (/proc/<pid>/status) read after the last round, before it
     exits. The child only ever held at most P + D tokens of KV (float32 K and V), so the table
     relates that peak to GGUF file size + KV bytes, KV bytes = 2 * layers * kv_heads *
@@ -142,6 +142,7 @@ class KvlabEngine:
         self.kv = Kvlab(args.binary, mode, args.threads, dict(os.environ), ROOT)
         r = self.kv.ready
         self.info = (f"blas_core {r.get('blas_core')}, kernel_path {r.get('kernel_path')}, "
+                     f"prefill {r.get('prefill_kernel')}, "
                      f"cpu_features {r.get('cpu_features')}, weights {r.get('weights')}")
         self.rows = []
 

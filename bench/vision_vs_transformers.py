@@ -24,11 +24,12 @@ times each stage of one tile's tower in both (kvlab: the kernels the tower calls
 transformers: the model's own modules of layer 0, times the layer count).
 
 With --bf16 both run bench/out/vision-model-bf16, the same weights rounded to bfloat16 (as
-published checkpoints store them): kvlab keeps them 16-bit (its products dequantize tiles for
-sgemm, or with --prefill-kernel bf16 use the AVX512-BF16 kernel), transformers upcasts to fp32.
+published checkpoints store them): kvlab keeps them 16-bit (its products run kvlab's default
+prefill kernel, `auto`: the AVX512-BF16 kernel where the CPU has it, else sgemm on dequantized
+tiles; --prefill-kernel sgemm is the float32 reference), transformers upcasts to fp32.
 
   .venv-ref/bin/python bench/vision_vs_transformers.py [--tiles 4] [--repeats 5] [--stages]
-      [--bf16] [--prefill-kernel sgemm|bf16] [--binary .build/release/kvlab-bench]
+      [--bf16] [--prefill-kernel auto|sgemm|bf16] [--binary .build/release/kvlab-bench]
       [--out bench/out/vision.md]
 """
 import argparse
@@ -224,8 +225,9 @@ def main():
     ap.add_argument("--model", default=None, help="default bench/out/vision-model (-bf16 with --bf16)")
     ap.add_argument("--bf16", action="store_true",
                     help="weights stored as bfloat16 (kvlab keeps them so; transformers upcasts to fp32)")
-    ap.add_argument("--prefill-kernel", default="sgemm",
-                    help="kvlab's product kernel for 16-bit weights (sgemm, bf16)")
+    ap.add_argument("--prefill-kernel", default="auto",
+                    help="kvlab's product kernel for 16-bit weights: auto (kvlab's default: bf16 "
+                         "where the CPU has avx512_bf16, else sgemm), sgemm (the float32 reference), bf16")
     ap.add_argument("--attn", default="sdpa", help="transformers attn_implementation (sdpa, eager)")
     ap.add_argument("--blas-core", default=None, help="OPENBLAS_CORETYPE for kvlab (default: as detected)")
     ap.add_argument("--stages", action="store_true", help="also time each stage of the tower in both")
@@ -297,7 +299,7 @@ def main():
              f"{vc.intermediate_size}, {vc.num_hidden_layers} layers, {vc.num_attention_heads} heads, "
              f"{patches} patches per tile) + pixel-shuffle connector (scale {model.config.scale_factor}: "
              f"{tokens} tokens per tile), random weights "
-             f"{'stored as bf16 (kvlab keeps them 16-bit, prefill kernel ' + args.prefill_kernel + '; transformers upcasts)' if args.bf16 else 'fp32'}"
+             f"{'stored as bf16 (kvlab keeps them 16-bit, prefill kernel ' + kv.ready['prefill_kernel'] + '; transformers upcasts)' if args.bf16 else 'fp32'}"
              f", fp32 activations, {args.threads} threads, {args.tiles} tiles "
              f"per measurement, {args.repeats} repeats. kvlab: one tile per encode call, OpenBLAS core "
              f"**{core}**; torch {torch.__version__} ({torch_blas}, CPU capability {capability}): all tiles "

@@ -121,36 +121,100 @@ public struct KernelPathError: Error, CustomStringConvertible, Sendable {
 /// How a prefill block multiplies by the weights: OpenBLAS's float32 sgemm on dequantized
 /// tiles (the reference's values exactly), or kvlab's bfloat16 kernel (AVX512-BF16: weights and
 /// activations rounded to bfloat16, sums in float32; twice the multiply-adds per instruction).
+/// Either applies to weights stored below float32 only: float32 weights always take sgemm
+/// (`WeightMatrix.takesBFloat16`).
+///
+/// `auto` (kvlab's and kvlab-bench's default) is bf16 where the CPU has avx512_bf16, else sgemm.
+/// Output that is recorded or compared with a recording runs on sgemm under `auto`
+/// (`withReferenceUnlessNamed`), so that it is the same on every CPU. A program that selects
+/// nothing gets sgemm.
 public enum PrefillKernel: String, CaseIterable, Sendable {
   case sgemm, bf16
 
-  public var isSupported: Bool {
-    switch self {
+  /// `auto`, or a kernel named (`--prefill-kernel sgemm|bf16`).
+  public enum Choice: Equatable, Sendable {
+    case auto
+    case named(PrefillKernel)
+  }
+
+  public var isSupported: Bool { Self.isSupported(self, features: KernelPath.cpuFeatures) }
+
+  static func isSupported(_ kernel: PrefillKernel, features: [String]) -> Bool {
+    switch kernel {
     case .sgemm: return true
-    case .bf16: return KernelPath.cpuFeatures.contains("avx512_bf16")
+    case .bf16: return features.contains("avx512_bf16")
     }
   }
 
-  public static var current: PrefillKernel { state.current }
+  /// What `auto` chooses on a CPU with `features` (`KernelPath.cpuFeatures`' names): the
+  /// fastest kernel it runs.
+  public static func automatic(features: [String]) -> PrefillKernel {
+    isSupported(.bf16, features: features) ? .bf16 : .sgemm
+  }
 
-  public static func select(_ kernel: PrefillKernel) throws {
-    guard kernel.isSupported else {
+  /// What `auto` chooses on this CPU.
+  public static let automatic = automatic(features: KernelPath.cpuFeatures)
+
+  /// Why `auto` chooses what it does on a CPU with `features` (what `info` prints).
+  public static func automaticReason(features: [String]) -> String {
+    automatic(features: features) == .bf16
+      ? "avx512_bf16; --prefill-kernel sgemm for the float32 reference"
+      : "no avx512_bf16"
+  }
+
+  /// The kernel prefill products run on now.
+  public static var current: PrefillKernel {
+    switch state.current {
+    case .named(let kernel): return kernel
+    case .auto: return state.referenceScopes > 0 ? .sgemm : automatic
+    }
+  }
+
+  /// How the current kernel was chosen.
+  public static var choice: Choice { state.current }
+
+  /// Whether `current` is sgemm because the choice is `auto` and the output being made is
+  /// recorded or checked against a recording (`withReferenceUnlessNamed`), whatever the CPU.
+  public static var isPinnedToReference: Bool {
+    state.current == .auto && state.referenceScopes > 0
+  }
+
+  public static func select(_ kernel: PrefillKernel) throws { try select(.named(kernel)) }
+
+  /// Makes `choice` the current one; a named kernel the CPU lacks is an error.
+  public static func select(_ choice: Choice) throws {
+    if case .named(let kernel) = choice, !kernel.isSupported {
       throw KernelPathError(
         message: "prefill kernel '\(kernel.rawValue)' needs avx512_bf16, which this CPU does not have")
     }
-    state.current = kernel
+    state.current = choice
   }
 
-  /// `auto`, `sgemm` or `bf16`; auto is sgemm (the exact path).
-  public static func parse(_ text: String) throws -> PrefillKernel {
-    if text == "auto" { return .sgemm }
+  /// Runs `body` on sgemm when the current kernel is `auto`'s choice; a named kernel stays.
+  /// Recorded output (a recording, a replay, a notebook run) is made this way, so that a
+  /// session recorded on one CPU checks on another whichever `auto` picks there. Nests.
+  public static func withReferenceUnlessNamed<T>(_ body: () throws -> T) rethrows -> T {
+    state.referenceScopes += 1
+    defer { state.referenceScopes -= 1 }
+    return try body()
+  }
+
+  /// `auto`, `sgemm` or `bf16`.
+  public static func parse(_ text: String) throws -> Choice {
+    if text == "auto" { return .auto }
     guard let kernel = PrefillKernel(rawValue: text) else {
       throw KernelPathError(message: "unknown prefill kernel '\(text)' (auto, sgemm, bf16)")
     }
-    return kernel
+    return .named(kernel)
   }
 
-  private static let state = ProcessSetting(PrefillKernel.sgemm)
+  private static let state = PrefillSetting()
+}
+
+/// The prefill kernel's process-wide choice, and how many scopes pin `auto` to sgemm.
+private final class PrefillSetting: @unchecked Sendable {
+  var current = PrefillKernel.Choice.named(.sgemm)
+  var referenceScopes = 0
 }
 
 /// A process-wide choice (like the BLAS thread count), set from the command line at start.

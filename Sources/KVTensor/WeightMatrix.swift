@@ -217,7 +217,7 @@ public final class WeightMatrix: @unchecked Sendable {
       return
     }
     let scratch = scratch!
-    if PrefillKernel.current == .bf16 {
+    if PrefillKernel.current == .bf16 && takesBFloat16 {
       applyBF16(x, rows: m, ldx: ldx, beta: beta, out: out, ldo: ldo, scratch: scratch)
       return
     }
@@ -241,6 +241,12 @@ public final class WeightMatrix: @unchecked Sendable {
           c: out + first, ldc: ldo)
       }
     }
+  }
+
+  /// Whether prefill products by W take the bfloat16 kernel when it is selected: only when no
+  /// part is float32 (stored at full precision: kept so, as a dense matrix is).
+  public var takesBFloat16: Bool {
+    dense == nil && !parts.contains { $0.format == .f32 }
   }
 
   /// Rows of W one prefill piece holds: up to `pieceFloats` of dequantized weights (a multiple

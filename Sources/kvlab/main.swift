@@ -74,7 +74,7 @@ struct KVLab: ParsableCommand {
   @ArgumentParser.Option(
     name: .customLong("prefill-kernel"),
     help: ArgumentHelp(
-      "How prefill blocks multiply by the weights: sgemm (OpenBLAS float32 on dequantized tiles, the default) or bf16 (kvlab's AVX512-BF16 kernel: bfloat16 products, float32 sums; see `fidelity`).",
+      "How prefill blocks multiply by weights stored below float32: auto (the default: bf16 where the CPU has avx512_bf16, else sgemm), sgemm (OpenBLAS float32 on dequantized tiles: the float32 reference) or bf16 (kvlab's AVX512-BF16 kernel: bfloat16 products, float32 sums; see `fidelity`). Under auto, recording, replay and notebook run use sgemm, so that recorded output is the same on every CPU; a kernel named here applies to them too.",
       valueName: "auto|sgemm|bf16"))
   var prefillKernel: String = "auto"
 

@@ -1,3 +1,4 @@
+import KVTensor
 import XCTest
 
 @testable import KVRepl
@@ -341,6 +342,64 @@ final class RecordReplayTests: XCTestCase {
       [" a", "-b", "+x", " c", "+d"])
     XCTAssertEqual(LineDiff.unified(expected: [], actual: []), [])
   }
+
+  /// Under `--prefill-kernel auto` (bf16 on this CPU), what is recorded and what is replayed
+  /// (a script, a notebook) runs on the float32 reference, so a recording checks on a CPU with
+  /// avx512_bf16 and one without; a named kernel applies to them as to anything else.
+  func testRecordingAndReplayRunTheReferenceUnderAuto() throws {
+    guard defaultModelPath != nil else { throw XCTSkip("needs the text model (scripts/setup.sh)") }
+    guard PrefillKernel.automatic == .bf16 else {
+      throw XCTSkip("auto is sgemm on this CPU (no avx512_bf16)")
+    }
+    defer { try? PrefillKernel.select(.sgemm) }
+    // A capped prefill's eviction scores: they differ between the two kernels.
+    let commands = [
+      "load", "policy snapkv window=8", "budget 16 tokens", "prefill mode=capped block=8",
+      #"feed text "The keeper counted the boats in the harbour and wrote the numbers in a small book every evening.""#,
+      "cache log",
+    ]
+    func outputOn(_ kernel: PrefillKernel) throws -> [String] {
+      try PrefillKernel.select(kernel)
+      let (r, out) = repl()
+      for c in commands { XCTAssertEqual(r.run(line: c), .ok, out.text) }
+      return out.lines
+    }
+    let sgemm = try outputOn(.sgemm)
+    XCTAssertNotEqual(sgemm, try outputOn(.bf16), "the output shows which kernel ran")
+
+    try PrefillKernel.select(.auto)
+    let (r, out) = repl()
+    XCTAssertEqual(r.run(line: "record start s.kvl"), .ok)
+    for c in commands { XCTAssertEqual(r.run(line: c), .ok, out.text) }
+    XCTAssertEqual(r.run(line: "record stop"), .ok)
+    let recorded = readFile(folder + "/s.kvl").split(separator: "\n").filter { $0.hasPrefix("#>") }
+      .map { String($0.dropFirst(3)) }
+    XCTAssertEqual(recorded, sgemm, "recorded under auto: the reference's output")
+    XCTAssertTrue(output(of: "info", in: r, out).contains("prefill ~bf16 ~(auto: avx512_bf16;"))
+
+    // The notebook of the same commands, its outputs written under auto.
+    let cell: [String: Any] = [
+      "cell_type": "code", "id": "c", "metadata": [:], "execution_count": NSNull(),
+      "outputs": [], "source": commands.joined(separator: "\n"),
+    ]
+    let notebook: [String: Any] = [
+      "nbformat": 4, "nbformat_minor": 5, "metadata": [:], "cells": [cell],
+    ]
+    try JSONSerialization.data(withJSONObject: notebook).write(
+      to: URL(fileURLWithPath: folder + "/nb.ipynb"))
+    let (fresh, freshOut) = repl()
+    XCTAssertEqual(fresh.run(line: "notebook run nb.ipynb --update"), .ok, freshOut.text)
+
+    for (kernel, result) in [
+      (PrefillKernel.Choice.auto, CommandResult.ok), (.named(.sgemm), .ok), (.named(.bf16), .failed),
+    ] {
+      try PrefillKernel.select(kernel)
+      for line in ["replay s.kvl --check", "notebook run nb.ipynb --check"] {
+        let (r, out) = repl()
+        XCTAssertEqual(r.run(line: line), result, "\(kernel): \(line)\n\(out.text)")
+      }
+    }
+  }
 }
 
 final class FixtureScriptTests: XCTestCase {
@@ -357,3 +416,4 @@ final class FixtureScriptTests: XCTestCase {
     XCTAssertTrue(out2.text.hasSuffix("still running\n"), out2.text)
   }
 }
+

@@ -287,10 +287,11 @@ final class WeightMatrixTests: XCTestCase {
     // Panels cut short (n not a multiple of 32), odd k, row counts around the 8-row block,
     // tiles of one panel and of several, parts of different formats, beta 0 and 1.
     for (formats, rows, cols) in [
-      ([WeightFormat.q4_1], 67, 96), ([.q8_0, .q4_0], 40, 64), ([.f32], 5, 33), ([.f16, .bf16], 33, 17),
-      ([.q4_K], 32, 256), ([.q6_K, .q4_1], 19, 256), ([.q4_1], 40, 800), ([.f32], 9, 385),
+      ([WeightFormat.q4_1], 67, 96), ([.q8_0, .q4_0], 40, 64), ([.f16], 5, 33), ([.f16, .bf16], 33, 17),
+      ([.q4_K], 32, 256), ([.q6_K, .q4_1], 19, 256), ([.q4_1], 40, 800), ([.bf16], 9, 385),
     ] {
       let (w, values) = matrix(formats, rows: rows, cols: cols, seed: UInt64(rows + cols))
+      XCTAssertTrue(w.takesBFloat16, w.formatName)
       for m in [3, 8, 9, 21] {
         for scratch in [32 * ((cols + 1) / 2), w.rows * cols + 64 * cols] {
           check(
@@ -345,6 +346,91 @@ final class WeightMatrixTests: XCTestCase {
         XCTAssertEqual(pieces(threads: 1), pieces(threads: 2), "\(path) pieces, 2 threads")
         XCTAssertEqual(pieces(threads: 1), pieces(threads: 3), "\(path) pieces, 3 threads")
       }
+    }
+  }
+
+  /// Float32 weights (a dense matrix, F32 parts alone or beside others) keep the sgemm product
+  /// bit for bit when bf16 is selected; a Q4_1 matrix does not (so the comparison can fail).
+  func testFloat32WeightsNeverTakeTheBFloat16Kernel() throws {
+    guard PrefillKernel.bf16.isSupported else { throw XCTSkip("this CPU has no avx512_bf16") }
+    defer { try? PrefillKernel.select(.sgemm) }
+    let cols = 96
+    let dense = Matrix(rows: 40, cols: cols, category: .weights, meter: nil)
+    let denseValues = randomFloats(40 * cols, seed: 3)
+    dense.pointer.update(from: denseValues, count: denseValues.count)
+    let cases: [(WeightMatrix, Bool)] = [
+      (WeightMatrix(dense), false),
+      (matrix([.f32], rows: 40, cols: cols, seed: 1).0, false),
+      (matrix([.q4_1, .f32], rows: 20, cols: cols, seed: 2).0, false),
+      (matrix([.q4_1], rows: 40, cols: cols, seed: 4).0, true),
+      (matrix([.f16, .bf16], rows: 20, cols: cols, seed: 5).0, true),
+    ]
+    let x = randomFloats(9 * cols, seed: 6)
+    for (w, takes) in cases {
+      XCTAssertEqual(w.takesBFloat16, takes, w.formatName)
+      func run(_ kernel: PrefillKernel) throws -> [UInt32] {
+        try PrefillKernel.select(kernel)
+        var out = [Float](repeating: 0, count: 9 * w.rows)
+        let scratch = FloatBuffer(
+          count: max(w.tileFloats, WeightMatrix.maxTileFloats), category: .activations, meter: nil)
+        w.apply(x, rows: 9, ldx: cols, out: &out, ldo: w.rows, scratch: scratch)
+        return out.map(\.bitPattern)
+      }
+      if takes {
+        XCTAssertNotEqual(try run(.sgemm), try run(.bf16), "\(w.formatName) takes bf16")
+      } else {
+        XCTAssertEqual(try run(.sgemm), try run(.bf16), "\(w.formatName) keeps sgemm")
+      }
+    }
+  }
+
+  /// `auto` as a function of the CPU's features, and how a choice resolves (named, auto, auto
+  /// under a recording's scope).
+  func testPrefillKernelChoice() throws {
+    let zen4 = ["avx2", "avx512", "avx512_vnni", "avx512_bf16"]
+    XCTAssertEqual(PrefillKernel.automatic(features: zen4), .bf16)
+    XCTAssertEqual(PrefillKernel.automatic(features: zen4 + ["amx"]), .bf16)
+    XCTAssertEqual(PrefillKernel.automatic(features: ["avx2", "avx512", "avx512_vnni"]), .sgemm)
+    XCTAssertEqual(PrefillKernel.automatic(features: ["avx2"]), .sgemm)
+    XCTAssertEqual(PrefillKernel.automatic(features: []), .sgemm)
+    XCTAssertEqual(
+      PrefillKernel.automaticReason(features: zen4),
+      "avx512_bf16; --prefill-kernel sgemm for the float32 reference")
+    XCTAssertEqual(PrefillKernel.automaticReason(features: ["avx2"]), "no avx512_bf16")
+    XCTAssertEqual(
+      PrefillKernel.automatic, PrefillKernel.automatic(features: KernelPath.cpuFeatures))
+
+    XCTAssertEqual(try PrefillKernel.parse("auto"), .auto)
+    XCTAssertEqual(try PrefillKernel.parse("sgemm"), .named(.sgemm))
+    XCTAssertEqual(try PrefillKernel.parse("bf16"), .named(.bf16))
+    XCTAssertThrowsError(try PrefillKernel.parse("int4")) {
+      XCTAssertEqual("\($0)", "unknown prefill kernel 'int4' (auto, sgemm, bf16)")
+    }
+    if !PrefillKernel.bf16.isSupported {
+      XCTAssertThrowsError(try PrefillKernel.select(.bf16)) {
+        XCTAssertEqual(
+          "\($0)", "prefill kernel 'bf16' needs avx512_bf16, which this CPU does not have")
+      }
+    }
+
+    defer { try? PrefillKernel.select(.sgemm) }
+    try PrefillKernel.select(.auto)
+    XCTAssertEqual(PrefillKernel.choice, .auto)
+    XCTAssertEqual(PrefillKernel.current, PrefillKernel.automatic)
+    XCTAssertFalse(PrefillKernel.isPinnedToReference)
+    PrefillKernel.withReferenceUnlessNamed {
+      XCTAssertEqual(PrefillKernel.current, .sgemm)
+      XCTAssertTrue(PrefillKernel.isPinnedToReference)
+      PrefillKernel.withReferenceUnlessNamed { XCTAssertEqual(PrefillKernel.current, .sgemm) }
+      XCTAssertEqual(PrefillKernel.current, .sgemm, "an inner scope's end keeps the outer one")
+    }
+    XCTAssertEqual(PrefillKernel.current, PrefillKernel.automatic)
+    // A named kernel holds inside the scope too.
+    let named = PrefillKernel.automatic
+    try PrefillKernel.select(named)
+    PrefillKernel.withReferenceUnlessNamed {
+      XCTAssertEqual(PrefillKernel.current, named)
+      XCTAssertFalse(PrefillKernel.isPinnedToReference)
     }
   }
 

@@ -10,7 +10,8 @@ pieces of one stream are joined first, as Jupyter shows them. A notebook whose m
 `kvlab_test.expect_error = {"cell": I, "ename": ..., "evalue": ...}` must make nbclient raise
 CellExecutionError at code cell I (0-based, among all cells) with that ename and evalue; any
 other notebook must run without one. --update rewrites the stored outputs (joined as
-above) instead of comparing.
+above) instead of comparing. The kernel's kvlab runs `--prefill-kernel sgemm` (the reference,
+so that stored outputs do not depend on the CPU) unless $KVLAB_ARGS names another.
 Exit status 1 on any difference.
 """
 
@@ -178,6 +179,10 @@ def main() -> int:
     parser.add_argument("--update", action="store_true", help="rewrite the stored outputs")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per cell")
     args = parser.parse_args()
+    # Stored outputs are the float32 reference's (as `kvlab notebook run` makes them under
+    # `--prefill-kernel auto`), the same on a CPU with avx512_bf16 and one without; an option
+    # already in $KVLAB_ARGS comes later and wins.
+    os.environ["KVLAB_ARGS"] = ("--prefill-kernel sgemm " + os.environ.get("KVLAB_ARGS", "")).strip()
     results = [check(p, args.update, args.timeout) for p in args.notebooks]
     return 0 if all(results) else 1
 

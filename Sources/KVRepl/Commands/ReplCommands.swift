@@ -59,7 +59,9 @@ public enum ReplCommands {
       machine, so printed as ~NAME) and how it was chosen: ~(detected) by OpenBLAS itself, \
       ~(OPENBLAS_CORETYPE) from the environment, or ~(auto) by `kvlab --blas-core auto`; the \
       path of kvlab's own weight kernels (portable, avx2, avx512: the widest this CPU runs, \
-      unless `kvlab --kernels` chose one) with the CPU's vector features; then the loaded \
+      unless `kvlab --kernels` chose one) with the CPU's vector features, and the prefill \
+      kernel with why (`kvlab --prefill-kernel`: auto is bf16 where the CPU has avx512_bf16, \
+      sgemm, the float32 reference, elsewhere and while recording or replaying); then the loaded \
       model, its weights' formats and where they are resident, and how many tokens the context \
       and cache hold. What depends on the machine prints as ~values.
       """
@@ -72,8 +74,15 @@ public enum ReplCommands {
     ctx.print("blas: OpenBLAS, kernel ~\(BLAS.coreName) ~(\(source))")
     let path = KernelPath.current
     let features = KernelPath.cpuFeatures.joined(separator: " ")
+    let prefillWhy: String
+    switch PrefillKernel.choice {
+    case .named: prefillWhy = "chosen by --prefill-kernel"
+    case .auto where PrefillKernel.isPinnedToReference:
+      prefillWhy = "auto: recording and replay run the float32 reference"
+    case .auto: prefillWhy = "auto: " + PrefillKernel.automaticReason(features: KernelPath.cpuFeatures)
+    }
     ctx.print(
-      "kernels: ~\(path.rawValue) ~(\(path == KernelPath.best ? "widest this CPU runs" : "chosen by --kernels")), prefill \(PrefillKernel.current.rawValue); cpu ~(\(features.isEmpty ? "no avx2" : features))")
+      "kernels: ~\(path.rawValue) ~(\(path == KernelPath.best ? "widest this CPU runs" : "chosen by --kernels")), prefill ~\(PrefillKernel.current.rawValue) ~(\(prefillWhy)); cpu ~(\(features.isEmpty ? "no avx2" : features))")
     guard let m = ctx.repl.loaded, ctx.session.modelPath != nil else {
       ctx.print("model: none (use 'load')")
       return

@@ -2,6 +2,7 @@ import Foundation
 import KVEngine
 import KVModels
 import KVTasks
+import KVTensor
 
 /// How a command line ended.
 public enum CommandResult: Equatable, Sendable {
@@ -123,6 +124,11 @@ public final class Repl {
   }
 
   public var isRecording: Bool { recorder != nil }
+
+  /// Whether what runs now is recorded, or replayed from a script or notebook: it runs on the
+  /// reference prefill kernel unless one was named (`PrefillKernel.withReferenceUnlessNamed`),
+  /// so that recorded output is the same whichever kernel `auto` picks on this CPU.
+  var makesRecordedOutput: Bool { recorder != nil || !frames.isEmpty }
 
   // MARK: paths
 
@@ -252,7 +258,11 @@ public final class Repl {
           context.progress(nil)
         }
       }
-      try context.command.run(context)
+      if makesRecordedOutput {
+        try PrefillKernel.withReferenceUnlessNamed { try context.command.run(context) }
+      } else {
+        try context.command.run(context)
+      }
       if let code = context.quitCode { return .quit(code: code) }
       return .ok
     } catch let e as ReplError {

@@ -190,6 +190,7 @@ enum KernelBench {
       let out = FloatBuffer(count: m * n, category: .activations, meter: nil)
       let tiles = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
       let gflop = 2 * Double(m * n * k) / 1e9
+      let savedPrefill = PrefillKernel.choice
       for kernel in PrefillKernel.allCases where kernel.isSupported {
         try? PrefillKernel.select(kernel)
         var best = Double.infinity
@@ -201,7 +202,7 @@ enum KernelBench {
         emit(["kind": "kernel", "shape": "Q4_1 \(name) m=\(m)", "prefill_kernel": kernel.rawValue,
               "ms": best * 1e3, "gflops": gflop / best, "threads": threads])
       }
-      try? PrefillKernel.select(.sgemm)
+      try? PrefillKernel.select(savedPrefill)
       let saved = KernelPath.current
       for path in KernelPath.allCases where path.isSupported {
         try? KernelPath.select(path)

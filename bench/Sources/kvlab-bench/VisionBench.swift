@@ -61,7 +61,7 @@ enum VisionBench {
     let shape = try Shape(folder: folder)
     let common: [String: Any] = ["engine": "kvlab", "blas_core": BLAS.coreName, "threads": threads]
     emit(common.merging([
-      "kind": "ready", "family": model.family, "image_size": shape.imageSize,
+      "kind": "ready", "family": model.family, "prefill_kernel": PrefillKernel.current.rawValue, "image_size": shape.imageSize,
       "patches_per_tile": shape.patches, "tokens_per_tile": model.tokensPerUnit ?? 0,
       "vision_parameters": model.visionParameterCount,
     ]) { a, _ in a })

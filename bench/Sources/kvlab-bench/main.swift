@@ -48,8 +48,9 @@ struct Arguments {
   var precision = WeightPrecision.stored
   /// --kernel-path auto|portable|avx2|avx512: the weight kernels' instruction set.
   var kernelPath = KernelPath.best
-  /// --prefill-kernel auto|sgemm|bf16: how prefill blocks multiply by the weights.
-  var prefillKernel = PrefillKernel.sgemm
+  /// --prefill-kernel auto|sgemm|bf16: how prefill blocks multiply by the weights (auto, as in
+  /// kvlab: bf16 where the CPU has avx512_bf16, else sgemm).
+  var prefillKernel = PrefillKernel.Choice.auto
 
   init(_ argv: [String]) throws {
     var it = argv.dropFirst().makeIterator()
@@ -270,7 +271,8 @@ do {
   let common: [String: Any] = [
     "engine": "kvlab", "blas_core": BLAS.coreName, "threads": args.threads,
     "kernel_path": KernelPath.current.rawValue, "weights": model.weightFormat,
-    "prefill_kernel": PrefillKernel.current.rawValue,
+    // Float32 weights take sgemm whatever the selection (WeightMatrix.takesBFloat16).
+    "prefill_kernel": model.weightFormat == "F32" ? "sgemm" : PrefillKernel.current.rawValue,
     "cpu_features": KernelPath.cpuFeatures.joined(separator: " "),
   ]
   if args.serve {
