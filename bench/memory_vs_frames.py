@@ -77,139 +77,13 @@ import argparse
 import json
 import os
 import re
-import shutil
-import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(ROOT, "Tests", "KVEngineTests", "Fixtures", "vlm", "idefics3", "model")
-OUTDIR = os.path.join(ROOT, "bench", "out")
-# --model PATH measures another model folder instead (e.g. the embedded weights/kvlab-shapes); the
-# environment carries it to the --worker subprocesses.
-MODEL_DIR = os.environ.get("KVLAB_MEMORY_MODEL") or os.path.join(OUTDIR, "memory-model")
-FRAMES_DIR = os.path.join(OUTDIR, "frames")
-FRAME_SIZE = 512
-SEED = 20260604
-
-VISION = dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6,
-              image_size=FRAME_SIZE, patch_size=32, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
-SCALE_FACTOR = 2
-# SmolLM2-135M's decoder (HuggingFaceTB/SmolLM2-135M config.json), vocabulary from the fixture.
-TEXT = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-            num_key_value_heads=3, head_dim=64, hidden_act="silu", rms_norm_eps=1e-5,
-            max_position_embeddings=8192, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
-            attention_bias=False, mlp_bias=False, tie_word_embeddings=False)
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
-KV_BYTES_PER_TOKEN = TEXT["num_hidden_layers"] * TEXT["num_key_value_heads"] * TEXT["head_dim"] * 2 * 4
-TOKENS_PER_FRAME = 64
-MODEL_DESC = ("random Idefics3 (SmolVLM layout), decoder SmolLM2-135M-shaped (30 layers, 3 KV heads x 64), "
-              "vision SigLIP-like 512x512 / patch 32, hidden 384, 6 layers, scale 2")
-MiB = 1024 * 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# The model folder and the frames (built with the reference venv's transformers)
-
-
-def spec():
-    with open(os.path.join(FIXTURE, "config.json")) as f:
-        fixture = json.load(f)
-    import torch
-    return {"vision": VISION, "text": TEXT, "scale_factor": SCALE_FACTOR, "seed": SEED,
-            "fixture_config": fixture, "torch": torch.__version__}
-
-
-def build_model(folder=MODEL_DIR):
-    want = spec()
-    stamp = os.path.join(folder, "bench_spec.json")
-    if os.path.exists(stamp) and os.path.exists(os.path.join(folder, "model.safetensors")):
-        with open(stamp) as f:
-            if json.load(f) == want:
-                return
-    import torch
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
-    print(f"creating {folder} ...", file=sys.stderr)
-    shutil.rmtree(folder, ignore_errors=True)
-    fixture = want["fixture_config"]
-    with open(os.path.join(FIXTURE, "tokenizer.json")) as f:
-        added = {t["content"]: t["id"] for t in json.load(f)["added_tokens"]}
-    for token in ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"):
-        assert token in added, f"fixture tokenizer has no {token}"
-    assert added["<image>"] == fixture["image_token_id"], "image_token_id differs from <image>'s id"
-    ftext = fixture["text_config"]
-    text = dict(TEXT, model_type="llama", vocab_size=ftext["vocab_size"], bos_token_id=ftext["bos_token_id"],
-                eos_token_id=ftext["eos_token_id"], pad_token_id=ftext["pad_token_id"])
-    assert text["vocab_size"] >= max(added.values()) + 1
-    cfg = Idefics3Config(vision_config=VISION, text_config=text, scale_factor=SCALE_FACTOR,
-                         image_token_id=fixture["image_token_id"], tie_word_embeddings=False,
-                         pad_token_id=fixture.get("_pad_token_id", fixture.get("pad_token_id")))
-    torch.manual_seed(SEED)
-    model = Idefics3ForConditionalGeneration(cfg).eval()
-    g = torch.Generator().manual_seed(SEED)
-    with torch.no_grad():  # non-trivial biases and norms (init leaves them at 0 and 1)
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))
-            elif "norm" in name and name.endswith(".weight") and p.dim() == 1:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-    os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(os.path.join(FIXTURE, name), folder)
-    with open(os.path.join(FIXTURE, "preprocessor_config.json")) as f:
-        prep = json.load(f)
-    prep["max_image_size"] = {"longest_edge": FRAME_SIZE}
-    prep["size"] = {"longest_edge": 4 * FRAME_SIZE}
-    with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
-        json.dump(prep, f, indent=2, sort_keys=True)
-    tokens = (FRAME_SIZE // VISION["patch_size"]) ** 2 // SCALE_FACTOR ** 2
-    with open(os.path.join(folder, "processor_config.json"), "w") as f:
-        json.dump({"image_processor": prep, "image_seq_len": tokens, "processor_class": "Idefics3Processor"},
-                  f, indent=2, sort_keys=True)
-    with open(stamp, "w") as f:
-        json.dump(want, f, indent=2, sort_keys=True)
-
-
-def make_frames(count, folder=FRAMES_DIR):
-    """frame_000.png ...: smooth value noise (fixed seed) drifting right, plus a disc moving on a
-    circle; deterministic (regenerated only when missing)."""
-    import numpy as np
-    from PIL import Image
-    os.makedirs(folder, exist_ok=True)
-    names = [os.path.join(folder, f"frame_{i:03d}.png") for i in range(count)]
-    if all(os.path.exists(n) for n in names):
-        return
-    rng = np.random.default_rng(SEED)
-    coarse = rng.uniform(0, 255, (3, 20, 40))  # 3 channels of coarse noise, upsampled smoothly
-    s = FRAME_SIZE
-    y, x = np.mgrid[0:s, 0:s].astype(np.float64)
-    for i, name in enumerate(names):
-        if os.path.exists(name):
-            continue
-        planes = []
-        for c in range(3):
-            gx = (x + 6.0 * i) / s * 19.0  # drift right 6 px a frame
-            gy = y / s * 19.0
-            x0, y0 = np.floor(gx).astype(int) % 40, np.floor(gy).astype(int) % 20
-            fx, fy = gx - np.floor(gx), gy - np.floor(gy)
-            fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
-            n = coarse[c]
-            a = n[y0, x0] * (1 - fx) + n[y0, (x0 + 1) % 40] * fx
-            b = n[(y0 + 1) % 20, x0] * (1 - fx) + n[(y0 + 1) % 20, (x0 + 1) % 40] * fx
-            planes.append(a * (1 - fy) + b * fy)
-        img = np.stack(planes, -1)
-        cx = s / 2 + 0.3 * s * np.cos(i * 0.35)
-        cy = s / 2 + 0.3 * s * np.sin(i * 0.35)
-        disc = (x - cx) ** 2 + (y - cy) ** 2 < (0.08 * s) ** 2
-        img[disc] = [230, 40, 40]
-        img += np.random.default_rng(SEED + i).normal(0, 4, img.shape)
-        Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8)).save(name)
-
-
-def frame_paths(n):
-    return [os.path.join(FRAMES_DIR, f"frame_{i:03d}.png") for i in range(n)]
+import memory_model as mm
+import memory_report as rep
+from memory_model import MiB, OUTDIR, ROOT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,8 +116,8 @@ def worker(kind, n, budget, threads):
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
-    model = Idefics3ForConditionalGeneration.from_pretrained(MODEL_DIR, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(MODEL_DIR)
+    model = Idefics3ForConditionalGeneration.from_pretrained(mm.MODEL_DIR, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(mm.MODEL_DIR)
     press = None
     if kind in ("kvpress", "kvpress-off"):  # the same libraries resident in both kvpress-venv runs
         import kvpress
@@ -257,7 +131,7 @@ def worker(kind, n, budget, threads):
     rss_load = proc_status_mib("VmRSS")
     reset_peak_rss()
     t0 = time.perf_counter()
-    images = [Image.open(p).convert("RGB") for p in frame_paths(n)]
+    images = [Image.open(p).convert("RGB") for p in mm.frame_paths(n)]
     messages = [{"role": "user", "content": [{"type": "image"} for _ in range(n)]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
     inputs = processor(text=prompt, images=[images], do_image_splitting=False, return_tensors="pt")
@@ -312,8 +186,8 @@ def kvlab_script(mode, n, budget, policy):
     if mode != "full":
         setup = [f"budget {budget} tokens", f"policy {policy}", f"prefill mode={mode} block=frame"]
     return "; ".join(setup + [
-        f"load {os.path.relpath(MODEL_DIR, ROOT)}", "mem reset", "echo AFTER-LOAD", "mem unit=MiB",
-        f"feed frames {os.path.relpath(FRAMES_DIR, ROOT)} max={n} --timing", "echo AFTER-FEED",
+        f"load {os.path.relpath(mm.MODEL_DIR, ROOT)}", "mem reset", "echo AFTER-LOAD", "mem unit=MiB",
+        f"feed frames {os.path.relpath(mm.FRAMES_DIR, ROOT)} max={n} --timing", "echo AFTER-FEED",
         "mem unit=MiB"])
 
 
@@ -392,217 +266,6 @@ def blas_info(binary):
     return "?"
 
 
-def slope(points):
-    """Least-squares MiB per frame."""
-    if len(points) < 2:
-        return float("nan")
-    xs, ys = zip(*points)
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
-
-
-def fmt(v, digits=1):
-    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
-
-
-def report(args, runs, blas, loads, elapsed):
-    kv = {(r["mode"], r["frames"]): r for r in runs if r["engine"] == "kvlab" and not r["env"]}
-    diag = {r["frames"]: r for r in runs if r["engine"] == "kvlab" and r["env"]}
-    tr = {(r["engine"], r["frames"]): r for r in runs
-          if r["engine"] in ("torch", "kvpress", "kvpress-off") and "error" not in r}
-    errs = [r for r in runs if "error" in r]
-    frames, modes = args.frames, args.modes
-    lo, hi = frames[0], frames[-1]
-    L = []
-    L.append(f"# Peak memory vs frames: kvlab prefill modes vs transformers (+kvpress)\n")
-    L.append(f"Model: {MODEL_DESC}: {KV_BYTES_PER_TOKEN} B of K/V per token, "
-             f"{TOKENS_PER_FRAME} tokens per frame. Budget {args.budget} tokens "
-             f"({args.budget * KV_BYTES_PER_TOKEN / MiB:.2f} MiB), policy {args.policy}, block=frame; "
-             f"mode full has no budget. {args.threads} threads. kvlab BLAS: {blas}. "
-             f"1-min load average before each run: min {min(loads):.2f}, median {statistics.median(loads):.2f}, "
-             f"max {max(loads):.2f} ({os.cpu_count()} CPUs). Whole benchmark {elapsed / 60:.1f} min.\n")
-    L.append("kvlab columns: the meter's high-water marks during `feed frames` (after `mem reset` following "
-             "`load`), the process's VmRSS after load and its VmHWM during the feed, the feed's seconds "
-             "(kvlab's own ~s) and the process's CPU seconds (user+sys, load included). "
-             "Transformers columns: VmRSS after from_pretrained, VmHWM during processor + one forward "
-             "(clear_refs reset after load), the K/V left in the cache after the forward.\n")
-    L.append("| frames | engine / mode | context | KV peak MiB | act. peak MiB | vision peak MiB | "
-             "RSS after load MiB | peak RSS MiB | peak - load MiB | prefill s | CPU s |")
-    L.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n in frames:
-        for m in modes:
-            r = kv.get((m, n))
-            if r:
-                L.append(f"| {n} | kvlab {m} | {r['context']} | {fmt(r['kv_peak_mib'])} | {fmt(r['act_peak_mib'])} | "
-                         f"{fmt(r['vision_peak_mib'])} | {fmt(r['rss_load_mib'])} | **{fmt(r['rss_peak_mib'])}** | "
-                         f"{fmt(r['rss_peak_mib'] - r['rss_load_mib'])} | {fmt(r['feed_s'], 2)} | {fmt(r['cpu_s'], 1)} |")
-        r = diag.get(n)
-        if r:
-            L.append(f"| {n} | kvlab capped, MALLOC_MMAP_THRESHOLD_=65536 (diagnostic) | {r['context']} | "
-                     f"{fmt(r['kv_peak_mib'])} | {fmt(r['act_peak_mib'])} | {fmt(r['vision_peak_mib'])} | "
-                     f"{fmt(r['rss_load_mib'])} | **{fmt(r['rss_peak_mib'])}** | "
-                     f"{fmt(r['rss_peak_mib'] - r['rss_load_mib'])} | {fmt(r['feed_s'], 2)} | {fmt(r['cpu_s'], 1)} |")
-        for kind, label in (("torch", "transformers full prefill"), ("kvpress", "transformers + kvpress KeyDiffPress"),
-                            ("kvpress-off", "transformers full prefill, kvpress venv, no press")):
-            r = tr.get((kind, n))
-            if r:
-                L.append(f"| {n} | {label} ({r['transformers']}) | {r['seq_len']} | {fmt(r['kv_end_mib'])} (after) | | "
-                         f"| {fmt(r['rss_load_mib'])} | **{fmt(r['rss_peak_mib'])}** | "
-                         f"{fmt(r['rss_peak_mib'] - r['rss_load_mib'])} | {fmt(r['feed_s'], 2)} | {fmt(r['cpu_s'], 1)} |")
-    L.append("")
-    L.append("## Ratios\n")
-    L.append(f"| mode | peak RSS {lo} -> {hi} frames MiB | ratio RSS({hi})/RSS({lo}) | peak RSS slope MiB/frame | "
-             f"KV peak {lo} -> {hi} MiB | (peak - load) {lo} -> {hi} MiB |")
-    L.append("| --- | --- | ---: | ---: | --- | --- |")
-    verdict = {}
-    series = [(f"kvlab {m}", {n: kv[(m, n)] for n in frames if (m, n) in kv}) for m in modes]
-    series.append(("kvlab capped + MALLOC_MMAP_THRESHOLD_=65536", diag))
-    series += [(f"transformers {'full' if k == 'torch' else '+ kvpress'}", {n: tr[(k, n)] for n in frames if (k, n) in tr})
-               for k in ("torch", "kvpress")]
-    for name, d in series:
-        if lo in d and hi in d:
-            a, b = d[lo], d[hi]
-            ratio = b["rss_peak_mib"] / a["rss_peak_mib"]
-            verdict[name] = ratio
-            kvs = (f"{fmt(a['kv_peak_mib'])} -> {fmt(b['kv_peak_mib'])}" if "kv_peak_mib" in a
-                   else f"{fmt(a['kv_end_mib'])} -> {fmt(b['kv_end_mib'])} (after prefill)")
-            L.append(f"| {name} | {fmt(a['rss_peak_mib'])} -> {fmt(b['rss_peak_mib'])} | {ratio:.3f} | "
-                     f"{fmt(slope([(n, d[n]['rss_peak_mib']) for n in sorted(d)]), 2)} | {kvs} | "
-                     f"{fmt(a['rss_peak_mib'] - a['rss_load_mib'])} -> {fmt(b['rss_peak_mib'] - b['rss_load_mib'])} |")
-    L.append("")
-    if "kvlab capped" in verdict:
-        ok = verdict["kvlab capped"] <= 1.05
-        L.append(f"- capped: peak RSS({hi}) / peak RSS({lo}) = **{verdict['kvlab capped']:.3f}** "
-                 f"(target <= 1.05: {'met' if ok else 'NOT met'}).")
-    diag_name = "kvlab capped + MALLOC_MMAP_THRESHOLD_=65536"
-    if diag_name in verdict and "kvlab capped" in verdict:
-        c = [kv[("capped", n)] for n in frames if ("capped", n) in kv]
-        flat = all(abs(r["kv_peak_mib"] - c[0]["kv_peak_mib"]) < 0.01 and abs(r["act_peak_mib"] - c[0]["act_peak_mib"]) < 0.01
-                   and abs(r["vision_peak_mib"] - c[0]["vision_peak_mib"]) < 0.01 for r in c)
-        L.append(f"- capped with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_=65536, which also turns "
-                 f"off its dynamic adjustment): RSS({hi}) / RSS({lo}) = **{verdict[diag_name]:.3f}**. "
-                 + ("The meter's KV, activation and vision peaks are the same at every frame count, so " if flat else "")
-                 + "the default run's extra growth is freed heap memory that glibc keeps resident (its mmap threshold "
-                 "rises to the largest block freed, so later large transient buffers come from the brk heap and "
-                 "fragment it), not data that kvlab holds.")
-    for m in ("sequential", "capped"):
-        if (m, hi) in kv:
-            r = kv[(m, hi)]
-            L.append(f"- {m}: KV high-water mark {r['kv_peak_mib']:.2f} MiB = "
-                     f"{r['kv_peak_mib'] * MiB / KV_BYTES_PER_TOKEN:.0f} tokens per layer and KV head "
-                     f"(budget {args.budget}; a block=frame block is {TOKENS_PER_FRAME} visual tokens and the frame's text tokens).")
-    if "kvlab full" in verdict:
-        d = {n: kv[("full", n)] for n in frames if ("full", n) in kv}
-        L.append(f"- full: peak RSS grows {verdict['kvlab full']:.2f}x from {lo} to {hi} frames, "
-                 f"{slope([(n, d[n]['rss_peak_mib']) for n in sorted(d)]):.2f} MiB/frame "
-                 f"(K/V alone: {TOKENS_PER_FRAME} tokens x {KV_BYTES_PER_TOKEN} B = "
-                 f"{TOKENS_PER_FRAME * KV_BYTES_PER_TOKEN / MiB:.2f} MiB/frame); "
-                 f"KV peak slope {slope([(n, d[n]['kv_peak_mib']) for n in sorted(d)]):.2f} MiB/frame.")
-    for n in frames:
-        if ("capped", n) in kv and ("full", n) in kv:
-            c, f = kv[("capped", n)], kv[("full", n)]
-            if n == hi:
-                L.append(f"- prefill time capped / full at {n} frames: **{c['feed_s'] / f['feed_s']:.2f}x** wall "
-                         f"({c['feed_s']:.1f} s / {f['feed_s']:.1f} s), {c['cpu_s'] / f['cpu_s']:.2f}x CPU seconds "
-                         f"(target <= 1.2; single runs on a shared machine, see the load average).")
-    others = ", ".join(f"{n}: {kv[('capped', n)]['feed_s'] / kv[('full', n)]['feed_s']:.2f}x"
-                       for n in frames if ("capped", n) in kv and ("full", n) in kv)
-    if others:
-        L.append(f"- capped / full prefill wall-time ratio per frame count: {others}.")
-    for kind, label in (("kvpress", "transformers + kvpress (KeyDiffPress after prefill)"),
-                        ("torch", "transformers full prefill")):
-        cells = []
-        for n in frames:
-            if (kind, n) in tr and ("capped", n) in kv:
-                t, c = tr[(kind, n)], kv[("capped", n)]
-                cells.append(f"{n}: {t['rss_peak_mib'] / c['rss_peak_mib']:.2f}x "
-                             f"(peak - load: {(t['rss_peak_mib'] - t['rss_load_mib']) / max(1e-9, c['rss_peak_mib'] - c['rss_load_mib']):.1f}x)")
-        if cells:
-            L.append(f"- {label} peak RSS / kvlab capped peak RSS, per frame count: " + "; ".join(cells) + ".")
-    off = [r for (k, n), r in tr.items() if k == "kvpress-off"]
-    for r in off:
-        on = tr.get(("kvpress", r["frames"]))
-        if on:
-            don, doff = on["rss_peak_mib"] - on["rss_load_mib"], r["rss_peak_mib"] - r["rss_load_mib"]
-            L.append(f"- same venv (transformers {r['transformers']}, kvpress imported in both), {r['frames']} frames: "
-                     f"peak RSS with the press {on['rss_peak_mib']:.1f} MiB vs without {r['rss_peak_mib']:.1f} MiB "
-                     f"({on['rss_peak_mib'] / r['rss_peak_mib']:.3f}x; peak - load {don:.1f} vs {doff:.1f} MiB). "
-                     f"The press prunes each layer's cache right after that layer has run over the whole input: "
-                     f"at best it saves the other layers' full-length K/V "
-                     f"({(r['kv_end_mib'] - on['kv_end_mib']):.1f} MiB here), never the full-length activations "
-                     f"or the pixels.")
-    kp = [r for (k, n), r in tr.items() if k == "kvpress"]
-    if kp:
-        r = kp[0]
-        L.append(f"- kvpress {r.get('kvpress', '?')} with transformers {r['transformers']}, torch {r['torch']} "
-                 f"({r['cpu_capability']}); the cache after prefill held "
-                 + ", ".join(f"{x['frames']} frames: {x['kv_tokens_min']}-{x['kv_tokens_max']} tokens/layer"
-                             for x in sorted(kp, key=lambda x: x["frames"])) + ".")
-    for r in errs:
-        L.append(f"- ERROR {r['engine']} at {r['frames']} frames: {r['error'].splitlines()[-1] if r['error'] else ''}")
-    return "\n".join(L) + "\n"
-
-
-def plot(args, runs, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    styles = {"full": "o-", "post": "s-", "sequential": "^-", "capped": "D-"}
-    for m in args.modes:
-        pts = sorted((r["frames"], r) for r in runs if r["engine"] == "kvlab" and r["mode"] == m and not r["env"])
-        if pts:
-            ax1.plot([p[0] for p in pts], [p[1]["rss_peak_mib"] for p in pts], styles.get(m, "o-"), label=f"kvlab {m}")
-            ax2.plot([p[0] for p in pts], [p[1]["kv_peak_mib"] for p in pts], styles.get(m, "o-"), label=f"kvlab {m}")
-    pts = sorted((r["frames"], r) for r in runs if r["engine"] == "kvlab" and r["env"])
-    if pts:
-        ax1.plot([p[0] for p in pts], [p[1]["rss_peak_mib"] for p in pts], "D:", color="gray",
-                 label="kvlab capped, MALLOC_MMAP_THRESHOLD_=65536")
-    for kind, label, st in (("torch", "transformers full", "x--"), ("kvpress", "transformers + kvpress", "+--"),
-                            ("kvpress-off", "transformers (kvpress venv), no press", "*")):
-        pts = sorted((r["frames"], r) for r in runs if r["engine"] == kind and "error" not in r)
-        if pts:
-            ax1.plot([p[0] for p in pts], [p[1]["rss_peak_mib"] for p in pts], st, label=label)
-    for ax in (ax1, ax2):
-        ax.set_xticks(args.frames)
-        ax.set_xticklabels([str(n) for n in args.frames])
-        ax.set_xlabel(f"frames ({TOKENS_PER_FRAME} tokens each)")
-        ax.grid(True, alpha=0.3)
-    ax1.set_ylabel("process peak RSS during prefill (MiB)")
-    ax1.set_title("peak RSS (VmHWM)")
-    ax2.set_ylabel("KV high-water mark (MiB)")
-    ax2.set_title(f"KV peak, budget {args.budget} tokens")
-    ax2.axhline(args.budget * KV_BYTES_PER_TOKEN / MiB, color="k", lw=0.8, ls=":")
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def use_internvl(args):
-    """--family internvl: the random InternVL3.5-1B-shaped folder (written once, numpy only) and 448-px
-    frames (one tile each, 256 visual tokens); transformers and kvpress are not run for it."""
-    global MODEL_DIR, FRAMES_DIR, FRAME_SIZE, MODEL_DESC, KV_BYTES_PER_TOKEN, TOKENS_PER_FRAME
-    import internvl_memory_model as internvl
-    MODEL_DIR = os.path.join(OUTDIR, f"memory-internvl-t{args.tower_layers}d{args.decoder_layers}")
-    cfg = internvl.write(MODEL_DIR, args.tower_layers, args.decoder_layers)
-    FRAME_SIZE, FRAMES_DIR = internvl.TILE, os.path.join(OUTDIR, f"frames{internvl.TILE}")
-    t, v = cfg["text_config"], cfg["vision_config"]
-    KV_BYTES_PER_TOKEN = t["num_hidden_layers"] * t["num_key_value_heads"] * t["head_dim"] * 2 * 4
-    TOKENS_PER_FRAME = internvl.TOKENS_PER_TILE
-    counts = internvl.parameter_count(cfg)
-    MODEL_DESC = (f"random InternVL (InternVL3.5-1B shapes, BF16 file): InternViT hidden {v['hidden_size']}, "
-                  f"{v['num_hidden_layers']} of 24 layers, {v['num_attention_heads']} heads, MLP "
-                  f"{v['intermediate_size']}, {FRAME_SIZE}-px tiles of {v['patch_size'][0]}-px patches, "
-                  f"pixel shuffle 0.5 -> {TOKENS_PER_FRAME} tokens a frame; Qwen3 decoder hidden {t['hidden_size']}, "
-                  f"{t['num_hidden_layers']} of 28 layers, {t['num_attention_heads']} heads, "
-                  f"{t['num_key_value_heads']} KV heads x {t['head_dim']}, MLP {t['intermediate_size']}, vocab "
-                  f"{t['vocab_size']} (tied); parameters: tower {counts['tower'] / 1e6:.1f}M, projector "
-                  f"{counts['projector'] / 1e6:.1f}M, decoder {counts['decoder'] / 1e6:.1f}M")
-    args.no_torch = args.no_kvpress = True
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", default="4,8,16,32,64")
@@ -639,27 +302,18 @@ def main():
     torch_frames = args.frames
     full_frames = sorted(int(x) for x in args.full_frames.split(",")) if args.full_frames else args.frames
     if args.family == "internvl":
-        use_internvl(args)
+        mm.use_internvl(args)
     if args.model:
-        global MODEL_DIR, MODEL_DESC, KV_BYTES_PER_TOKEN, TOKENS_PER_FRAME
-        MODEL_DIR = os.environ["KVLAB_MEMORY_MODEL"] = os.path.abspath(args.model)
-        with open(os.path.join(MODEL_DIR, "config.json")) as f:
-            cfg = json.load(f)
-        t, v = cfg["text_config"], cfg["vision_config"]
-        head_dim = t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"]
-        KV_BYTES_PER_TOKEN = t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim * 2 * 4
-        TOKENS_PER_FRAME = (v["image_size"] // v["patch_size"] // cfg.get("scale_factor", 2)) ** 2
-        MODEL_DESC = (f"{os.path.relpath(MODEL_DIR, ROOT)} ({t['num_hidden_layers']} decoder layers, "
-                      f"{t['num_key_value_heads']} KV heads x {head_dim})")
+        mm.use_model(args)
     if args.replot:
         with open(args.replot) as f:
             saved = json.load(f)
         runs = saved["runs"]
         loads = [r.get("load1", 0.0) for r in runs]
-        text = report(args, runs, saved["blas"], loads, saved["elapsed_s"])
+        text = rep.report(args, runs, saved["blas"], loads, saved["elapsed_s"])
         with open(args.out, "w") as f:
             f.write(text)
-        plot(args, runs, args.plot)
+        rep.plot(args, runs, args.plot)
         print(text + f"\nplot: {os.path.relpath(args.plot, ROOT)}")
         return
     binary = args.binary or next((b for b in (os.path.join(ROOT, ".build-mem", "release", "kvlab"),
@@ -670,8 +324,8 @@ def main():
     if not args.no_kvpress and not kvpress_ok:
         print(f"warning: {args.kvpress_python} not found; skipping kvpress (see --kvpress-python)", file=sys.stderr)
     if not args.model and args.family == "idefics3":
-        build_model()
-    make_frames(args.frames[-1], FRAMES_DIR)
+        mm.build_model()
+    mm.make_frames(args.frames[-1], mm.FRAMES_DIR)
     blas = blas_info(binary)
     start = time.perf_counter()
     runs, loads = [], []
@@ -703,14 +357,14 @@ def main():
                 if not args.no_kvpress_baseline and n == args.frames[-1]:
                     log(timed(torch_run, args.kvpress_python, "kvpress-off", n, args.budget, args.threads))
     elapsed = time.perf_counter() - start
-    text = report(args, runs, blas, loads, elapsed)
+    text = rep.report(args, runs, blas, loads, elapsed)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump({"blas": blas, "runs": runs, "elapsed_s": elapsed}, f, indent=1)
     try:
-        plot(args, runs, args.plot)
+        rep.plot(args, runs, args.plot)
         text += f"\nplot: {os.path.relpath(args.plot, ROOT)}\n"
     except ImportError as e:
         text += f"\nno plot ({e}; pip install matplotlib)\n"

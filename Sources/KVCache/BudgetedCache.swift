@@ -1,101 +1,6 @@
 import KVModels
 import KVTensor
 
-/// One layer's storage: per KV head, `capacity` rows of keys and of values (`[head][row][dim]`,
-/// so each head's keys are one contiguous matrix for the attention matmuls), and the metadata of
-/// each held row. Every head holds the same number of rows, not necessarily the same positions.
-final class LayerStore {
-  var keys: FloatBuffer
-  var values: FloatBuffer
-  var meta: [[EntryMeta]]
-  var count = 0
-  /// Rows allocated per KV head (each layer has its own with a per-layer budget schedule).
-  var capacity: Int
-
-  init(kvHeads: Int, capacity: Int, headDim: Int, meter: MemoryMeter?) {
-    self.capacity = capacity
-    keys = FloatBuffer(count: kvHeads * capacity * headDim, category: .kv, meter: meter)
-    values = FloatBuffer(count: kvHeads * capacity * headDim, category: .kv, meter: meter)
-    meta = (0..<kvHeads).map { _ in
-      var m: [EntryMeta] = []
-      m.reserveCapacity(capacity)
-      return m
-    }
-  }
-}
-
-/// The last `size` queries (all query heads) a layer has seen, oldest first: SnapKV's
-/// observation window, carried across blocks so that a block shorter than the window (a
-/// generated token) still has one.
-final class QueryWindow {
-  let size: Int
-  let width: Int
-  let rows: FloatBuffer
-  var positions: [Int] = []
-
-  init(size: Int, width: Int, meter: MemoryMeter?) {
-    self.size = size
-    self.width = width
-    rows = FloatBuffer(count: max(1, size * width), category: .activations, meter: meter)
-  }
-
-  /// The block's last queries — or, when the block brings proxy queries, those (at negative
-  /// positions: they are no entry of the cache, so the window protects nothing, and scoring
-  /// lets them see every entry, as they come after the block).
-  func append(_ block: KVBlock) {
-    if let proxy = block.proxyQueries, block.proxyCount > 0 {
-      append(
-        proxy, ld: block.queryLD, count: block.proxyCount,
-        positions: Self.proxyPositions(block.proxyCount))
-    } else {
-      append(block.queries, ld: block.queryLD, count: block.count, positions: block.positions)
-    }
-  }
-
-  static func proxyPositions(_ n: Int) -> [Int] { Array(-n..<0) }
-
-  private func append(_ queries: UnsafePointer<Float>, ld: Int, count: Int, positions new: [Int]) {
-    let k = min(size, count)
-    guard k > 0 else { return }
-    let keep = min(positions.count, size - k)
-    let drop = positions.count - keep
-    if drop > 0, keep > 0 {
-      (rows.pointer).update(from: rows.pointer + drop * width, count: keep * width)
-    }
-    positions.removeFirst(drop)
-    for r in 0..<k {
-      let src = count - k + r
-      (rows.pointer + (keep + r) * width).update(from: queries + src * ld, count: width)
-      positions.append(new[src])
-    }
-  }
-
-  static func prospective(_ old: [Int], _ block: [Int], size: Int) -> [Int] {
-    Array((old + block).suffix(size))
-  }
-
-  var queryRows: QueryRows {
-    QueryRows(pointer: rows.pointer, ld: width, count: positions.count, positions: positions)
-  }
-}
-
-/// Where the last evictions happened: a block going through the layers (its index, counting
-/// from 1, and its positions), or a compression of the whole cache to a budget (`post` mode
-/// after an input, `compress`, a smaller budget).
-public enum EvictionEvent: Equatable, Sendable {
-  case block(index: Int, positions: ClosedRange<Int>)
-  case compression(budget: Int)
-}
-
-/// What one eviction decision removed, for the eviction log.
-public struct EvictionRecord: Sendable {
-  public var layer: Int
-  public var kvHead: Int
-  public var evicted: [(position: Int, score: Float)]
-  /// The lowest score among the survivors that were not mandatory (nil: none).
-  public var lowestKept: Float?
-}
-
 /// A KV cache that holds at most a fixed budget of entries per layer and KV head, evicting with
 /// an `EvictionPolicy`. Storage is allocated once, charged to the meter as
 /// `.kv`: exactly `budget` rows in `capped` mode, `budget + block` in `sequential`, growable in
@@ -132,8 +37,8 @@ public final class BudgetedCache: KeyValueCache {
   public static func defaultEvictEvery(budget: Int) -> Int { min(16, max(1, budget / 32)) }
 
   private let meter: MemoryMeter?
-  private var stores: [LayerStore]
-  private var windows: [QueryWindow]
+  var stores: [LayerStore]
+  var windows: [QueryWindow]
 
   /// Entries evicted so far, summed over layers and KV heads.
   public private(set) var evictedEntries = 0
@@ -263,63 +168,7 @@ public final class BudgetedCache: KeyValueCache {
     }
   }
 
-  // MARK: inspection
-
-  /// The most entries any layer holds per KV head (every head of a layer holds the same number;
-  /// with the uniform schedule, between blocks, every layer does too).
-  public var count: Int { stores.map(\.count).max()! }
-  /// The most rows any layer has room for per KV head.
-  public var capacityTokens: Int { stores.map(\.capacity).max()! }
-  public func capacity(layer: Int) -> Int { stores[layer].capacity }
-  /// Bytes of K/V storage allocated (what the meter charges as `.kv`).
-  public var bytesHeld: Int { 2 * kvHeads * headDim * 4 * stores.reduce(0) { $0 + $1.capacity } }
-  /// Bytes of the budget: `budget` tokens of K and V for every layer and KV head (the layer
-  /// budgets of any schedule sum to the same).
-  public var budgetBytes: Int { budget * bytesPerToken }
-  public var evictedBytes: Int { evictedEntries * 2 * headDim * 4 }
-
-  public func count(layer: Int) -> Int { stores[layer].count }
-  public func entries(layer: Int, head: Int) -> [EntryMeta] { stores[layer].meta[head] }
-  public func positions(layer: Int, head: Int) -> [Int] {
-    stores[layer].meta[head].map { Int($0.position) }
-  }
-  /// Held entries by modality for one layer and KV head.
-  public func countsByModality(layer: Int, head: Int) -> [TokenOrigin.Modality: Int] {
-    var c: [TokenOrigin.Modality: Int] = [:]
-    for m in stores[layer].meta[head] { c[m.originModality, default: 0] += 1 }
-    return c
-  }
-  /// Row `row` of KV head `head`'s keys / values at `layer`.
-  public func key(layer: Int, head: Int, row: Int) -> UnsafePointer<Float> {
-    UnsafePointer(stores[layer].keys.pointer + (head * stores[layer].capacity + row) * headDim)
-  }
-  public func value(layer: Int, head: Int, row: Int) -> UnsafePointer<Float> {
-    UnsafePointer(stores[layer].values.pointer + (head * stores[layer].capacity + row) * headDim)
-  }
-
-  /// The active policy's scores of the entries held for one layer and KV head, as a compression
-  /// to `budget` (default: the layer's) would compute them now: no new block; the observation
-  /// window is the last queries seen; carried scores as stored.
-  public func currentScores(layer: Int, head: Int, budget: Int? = nil) -> [Float] {
-    let store = stores[layer]
-    let window = windows.isEmpty ? nil : windows[layer].queryRows
-    let list = entries(
-      layer, head, blockMeta: [], window: window?.positions ?? [],
-      budget: budget ?? layerBudgets[layer])
-    return policy.score(
-      view(list, store: store, head: head, block: nil, window: window, blockQueries: nil))
-  }
-
-  /// Which held entries of one layer and KV head the policy and options make mandatory now.
-  public func mandatory(layer: Int, head: Int, budget: Int? = nil) -> [Bool] {
-    let window = windows.isEmpty ? [] : windows[layer].positions
-    return Selection.mandatory(
-      policy,
-      entries(layer, head, blockMeta: [], window: window, budget: budget ?? layerBudgets[layer]),
-      options)
-  }
-
-  private func view(
+  func view(
     _ list: EntryList, store: LayerStore, head g: Int, block: KVBlock?, window: QueryRows?,
     blockQueries: QueryRows?
   ) -> CandidateView {
@@ -485,7 +334,7 @@ public final class BudgetedCache: KeyValueCache {
 
   // MARK: internals
 
-  private func entries(
+  func entries(
     _ layer: Int, _ head: Int, blockMeta: [EntryMeta], window: [Int], budget: Int
   ) -> EntryList {
     EntryList(
