@@ -198,6 +198,31 @@ final class StructurePolicyTests: XCTestCase {
     XCTAssertGreaterThanOrEqual(doubled[2], 4)
   }
 
+  /// Six split images and room for one thumbnail: `thumbnail=whole` ranks the thumbnails by
+  /// score, so the best-scored one is kept. Once the one ranked first was whichever unit a
+  /// dictionary happened to list last, so a process's hash seed chose what a cache kept (this
+  /// test then failed in 5 runs of 6).
+  func testWholeThumbnailsRankByScoreNotByHashOrder() throws {
+    var o = Array(repeating: TokenOrigin(modality: .text, input: 0), count: 2)
+    for image in 0..<6 {
+      for t in 0..<2 {
+        for r in 0..<2 {
+          for c in 0..<2 {
+            o.append(TokenOrigin(modality: .image, input: 1, image: image, tile: t, row: r, col: c))
+          }
+        }
+      }
+    }
+    // K-norm keeps the smallest keys: image 3's thumbnail (tile 1) scores best.
+    let x = input(o) { i in o[i].image == 3 && o[i].tile == 1 ? 0.1 : 5 }
+    let meta = try kept(UnitFloorsPolicy(base: .knorm, floor: 0.5, thumbnail: .whole), x, budget: 2 + 4)
+    let visual = meta.filter { !$0.isText }
+    XCTAssertEqual(visual.count, 4)
+    XCTAssertTrue(
+      visual.allSatisfy { $0.imageIndex == 3 && $0.tileIndex == 1 },
+      "image 3's thumbnail, not \(visual.map { [$0.imageIndex!, $0.tileIndex!] })")
+  }
+
   /// Frames are units too; a single-tile image is no thumbnail of itself.
   func testFloorsOnFramesAndUnsplitImages() throws {
     let o = origins(tiles: 1, frames: 3, side: 3)

@@ -55,9 +55,10 @@ public struct UnitFloorsPolicy: CatalogPolicy {
   public func mustKeep(_ entries: EntryList) -> [Bool] { scoring.mustKeep(entries) }
   public func score(_ view: CandidateView) -> [Float] { scoring.score(view) }
 
-  /// How many tokens each unit keeps first, for `slots` free slots, and the thumbnail kept whole
-  /// (ranked before the other floors).
-  func floors(_ entries: EntryList, slots: Int) -> (quota: [VisualUnit: Int], whole: VisualUnit?) {
+  /// How many tokens each unit keeps first, for `slots` free slots, and the thumbnails kept whole
+  /// (ranked before the other floors): every image's, so nothing depends on the order in which
+  /// a dictionary lists the units (it differs from process to process).
+  func floors(_ entries: EntryList, slots: Int) -> (quota: [VisualUnit: Int], whole: Set<VisualUnit>) {
     let must = mustKeep(entries)
     var sizes: [VisualUnit: Int] = [:]
     var lastTile: [Int64: Int32] = [:]  // (input, image) → its highest tile, for images
@@ -69,13 +70,13 @@ public struct UnitFloorsPolicy: CatalogPolicy {
         lastTile[k] = Swift.max(lastTile[k] ?? m.tile, m.tile)
       }
     }
-    guard !sizes.isEmpty else { return ([:], nil) }
+    guard !sizes.isEmpty else { return ([:], []) }
     let tilesOf = Dictionary(grouping: sizes.keys.filter { $0.frame < 0 }) {
       Int64($0.input) << 32 | Int64($0.image)
     }.mapValues(\.count)
     let share = floor * Double(slots) / Double(sizes.count)
     var out: [VisualUnit: Int] = [:]
-    var whole: VisualUnit?
+    var whole: Set<VisualUnit> = []
     for (u, n) in sizes {
       let k = Int64(u.input) << 32 | Int64(u.image)
       // A thumbnail only where the image has several tiles (an unsplit image is its own).
@@ -83,7 +84,7 @@ public struct UnitFloorsPolicy: CatalogPolicy {
       switch (isThumbnail, thumbnail) {
       case (true, .whole):
         out[u] = n
-        whole = u
+        whole.insert(u)
       case (true, .double): out[u] = Swift.min(n, Int((2 * share).rounded(.down)))
       default: out[u] = Swift.min(n, Int(share.rounded(.down)))
       }
@@ -108,8 +109,9 @@ public struct UnitFloorsPolicy: CatalogPolicy {
       first.append(i)
       picked[i] = true
     }
-    // A whole thumbnail first (stable: the floors keep their score order behind it).
-    let thumb = first.filter { VisualUnit(meta[$0]) == whole }
-    return thumb + first.filter { VisualUnit(meta[$0]) != whole } + order.filter { !picked[$0] }
+    // Whole thumbnails first (stable: the floors keep their score order behind them).
+    let isWhole = first.map { whole.contains(VisualUnit(meta[$0])!) }
+    return first.indices.filter { isWhole[$0] }.map { first[$0] }
+      + first.indices.filter { !isWhole[$0] }.map { first[$0] } + order.filter { !picked[$0] }
   }
 }
