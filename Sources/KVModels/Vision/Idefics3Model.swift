@@ -306,7 +306,7 @@ public final class Idefics3Model: VisionLanguageFamily, StreamedClipFamily, @unc
     let d = vc.hidden_size
     let v = "model.vision_model."
     embedding = TileEmbedding(
-      patchSize: patchSize, classToken: nil,
+      imageSize: imageSize, patchSize: patchSize, classToken: nil,
       patch: try w.flattened(
         v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize]),
       patchBias: try w.vector(v + "embeddings.patch_embedding.bias", d),
@@ -456,16 +456,9 @@ public final class Idefics3Model: VisionLanguageFamily, StreamedClipFamily, @unc
 
   /// The vision tower's output for one tile (`patches × D`), after the post-LayerNorm.
   public func visionHiddenStates(_ tile: PixelValues, meter: MemoryMeter?) throws -> Matrix {
-    guard tile.height == imageSize, tile.width == imageSize, tile.channels == 3 else {
-      throw ModelError(
-        path: "idefics3",
-        message:
-          "a tile must be 3×\(imageSize)×\(imageSize), got \(tile.channels)×\(tile.height)×\(tile.width)"
-      )
-    }
     // A full tile's patches take positions 0..<n in order: Idefics3's bucketised position ids
     // are the identity when every patch is real (the processor's tiles always are).
-    let x = embedding(tile, meter: meter)
+    let x = try embedding(tile, family: family, unit: "a tile", meter: meter)
     encoder.run(x, groups: [0..<x.rows], meter: meter)
     Kernels.layerNorm(
       x.pointer, weight: postNorm.weight.pointer, bias: postNorm.bias.pointer, eps: encoder.eps,

@@ -305,14 +305,7 @@ public final class InternVLModel: VisionLanguageFamily, @unchecked Sendable {
     guard frames.count == 1 else {
       throw ModelError(path: "internvl", message: "a unit is one tile, got \(frames.count) frames")
     }
-    let tile = frames[0]
-    let size = tower.config.image_size
-    guard tile.channels == 3, tile.height == size, tile.width == size else {
-      throw ModelError(
-        path: "internvl",
-        message: "a tile must be 3×\(size)×\(size), got \(tile.channels)×\(tile.height)×\(tile.width)")
-    }
-    let hidden = tower.run(tile, blocks: blocks, meter: meter)
+    let hidden = try tower.run(frames[0], blocks: blocks, meter: meter)
     // Row 0 of `hidden` is the class token.
     let shuffled = pixelShuffle(hidden, from: 1, side: tower.side, by: shuffle, meter: meter)
     let (rows, wide) = (shuffled.rows, shuffled.cols)

@@ -106,7 +106,7 @@ struct InternViT {
     let positions = Matrix(uninitializedRows: n, cols: d, category: w.category, meter: w.meter)
     try w.fill(v + "embeddings.position_embeddings", shape: [1, n, d], into: positions.pointer)
     embedding = TileEmbedding(
-      patchSize: p, classToken: classToken, patch: patch, patchBias: patchBias,
+      imageSize: c.image_size, patchSize: p, classToken: classToken, patch: patch, patchBias: patchBias,
       positions: positions)
     encoder = try VisionTransformer.load(
       w,
@@ -128,8 +128,8 @@ struct InternViT {
 
   /// The hidden state after `blocks` blocks (`1 + patches` rows, class token first); with every
   /// block, after the final LayerNorm when there is one.
-  func run(_ tile: PixelValues, blocks: Int, meter: MemoryMeter?) -> Matrix {
-    let x = embedding(tile, meter: meter)
+  func run(_ tile: PixelValues, blocks: Int, meter: MemoryMeter?) throws -> Matrix {
+    let x = try embedding(tile, family: "internvl", unit: "a tile", meter: meter)
     encoder.run(x, groups: [0..<x.rows], count: blocks, meter: meter)
     if blocks == encoder.layers.count, let f = finalNorm {
       Kernels.layerNorm(

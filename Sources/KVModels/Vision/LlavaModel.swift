@@ -81,7 +81,7 @@ public final class LlavaModel: VisionLanguageFamily, StreamedClipFamily, @unchec
         "vision_tower.",
       ], probe: "embeddings.class_embedding")
     embedding = TileEmbedding(
-      patchSize: patchSize, classToken: try w.vector(v + "embeddings.class_embedding", d),
+      imageSize: imageSize, patchSize: patchSize, classToken: try w.vector(v + "embeddings.class_embedding", d),
       patch: try w.flattened(
         v + "embeddings.patch_embedding.weight", shape: [d, 3, patchSize, patchSize]),
       patchBias: nil,
@@ -185,14 +185,7 @@ public final class LlavaModel: VisionLanguageFamily, StreamedClipFamily, @unchec
 
   /// The selected hidden state (`1 + patches` rows, class token first).
   public func visionHiddenStates(_ image: PixelValues, meter: MemoryMeter?) throws -> Matrix {
-    guard image.height == imageSize, image.width == imageSize, image.channels == 3 else {
-      throw ModelError(
-        path: "llava",
-        message:
-          "an image must be 3×\(imageSize)×\(imageSize), got \(image.channels)×\(image.height)×\(image.width)"
-      )
-    }
-    let x = embedding(image, meter: meter)
+    let x = try embedding(image, family: family, unit: "an image", meter: meter)
     Kernels.layerNorm(
       x.pointer, weight: preNorm.weight.pointer, bias: preNorm.bias.pointer, eps: encoder.eps,
       rows: x.rows, cols: x.cols, out: x.pointer)
