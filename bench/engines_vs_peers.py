@@ -376,12 +376,12 @@ def main():
         fd = f"{d[0]:.1f} / {d[1]:.1f}" if d else "-"
         lines.append(f"| {LABEL[e]} | {fp} | {fd} | {live[e].info} |")
     ratio_rows = []
+    # llama.cpp beside torch in this process decodes slower than alone: no decode ratio then.
+    llama_beside_torch = "llamacpp" in live and "torch" in live
     for kind, a, b in (("prefill", "kvlab", "torch"), ("decode", "kvlab", "llamacpp")):
         x, y = stats(res.get((a, kind), [])), stats(res.get((b, kind), []))
-        if x and y:
+        if x and y and not (kind == "decode" and llama_beside_torch):
             ratio_rows.append(f"| {kind}: kvlab / {LABEL[b]} | {x[1] / y[1]:.2f}x | {x[0] / y[0]:.2f}x |")
-    if "llamacpp" in live and "torch" in live:
-        ratio_rows = [r for r in ratio_rows if not r.startswith("| decode")]
     if ratio_rows:
         lines += ["", "| ratio | on medians | on mins |", "| --- | --- | --- |", *ratio_rows]
     lines += ["", f"GGUF: file {mib(facts['file_bytes'])} ({facts['file_bytes']} B), tensors "
@@ -393,7 +393,7 @@ def main():
         lines.append(f"kvlab peak RSS (VmHWM of the --serve child): {mib(rss)}; RSS / (file + KV) "
                      f"= {rss / (facts['file_bytes'] + kv_bytes):.2f}; RSS / (tensors + KV) = "
                      f"{rss / (facts['tensor_bytes'] + kv_bytes):.2f}.")
-    if "llamacpp" in live and "torch" in live:
+    if llama_beside_torch:
         # Measured on this machine: llama.cpp decoded at 35-66 tok/s with torch in the run and
         # 83-94 tok/s without it, kvlab (its own process) the same either way.
         lines.append("**Decode against llama.cpp is not fair in this run**: llama.cpp runs in this "
