@@ -1,3 +1,4 @@
+import CKVKernels
 import Foundation
 
 /// One run of keys and values that queries attend to: for KV head g, row j of the keys is at
@@ -34,6 +35,12 @@ public struct KVSegment {
 /// each and OpenBLAS single-threaded inside. Each item's arithmetic is fixed by the item alone,
 /// so the output is bitwise the same whatever the thread count (1 included) or the order items
 /// run in.
+///
+/// A few queries (decode) take another route: sgemm would pack K and V for a product of one
+/// row, so kvlab's own kernel (`kvk_attend`) scores, softmaxes and sums the values in one pass,
+/// and the keys are cut into runs of `decodeKeyRun` so that threads share one KV group's work.
+/// Each run's softmax state is merged with the others' in run order: bitwise the same for any
+/// thread count here too.
 public struct TiledAttention {
   public let heads: Int
   public let kvHeads: Int
@@ -62,17 +69,30 @@ public struct TiledAttention {
   public func scratchCount(threads: Int) -> Int { scratchCount * max(1, threads) }
 
   /// Below this many scores (query rows × heads × keys) a call runs on one thread: splitting
-  /// costs more than it saves (decode steps).
+  /// costs more than it saves.
   public var parallelThreshold = 1 << 15
+
+  /// Calls with at most this many queries take the decode route (`kvk_attend`).
+  public var decodeQueries = 4
+  /// Keys per work item on the decode route.
+  public var decodeKeyRun = 256
+  /// Below this many scores the decode route runs on one thread (it splits at a lower count
+  /// than the tiles, having no packing to repeat per item).
+  public var decodeParallelThreshold = 1 << 11
 
   /// out[i, h·d ..< (h+1)·d] = softmax(q_i,h · Kᵀ · scale) · V over every segment.
   /// `q` is `n × ldq` (head h at column h·headDim); `out` is `n × ldo`. `scratch` holds
-  /// `scratchCount(threads:)` floats.
+  /// `scratchCount(threads:)` floats. `path` is the decode route's instruction set.
   public func run(
     q: UnsafePointer<Float>, ldq: Int, n: Int, segments: [KVSegment], scale: Float,
     out: UnsafeMutablePointer<Float>, ldo: Int, scratch: UnsafeMutablePointer<Float>,
-    threads: Int = 1
+    threads: Int = 1, path: KernelPath = .current
   ) {
+    if n <= decodeQueries {
+      return runDecode(
+        q: q, ldq: ldq, n: n, segments: segments, scale: scale, out: out, ldo: ldo,
+        threads: threads, path: path)
+    }
     let tiles = (n + queryTile - 1) / queryTile
     let keys = segments.reduce(0) { $0 + $1.count }
     let workers = n * keys * heads >= parallelThreshold ? max(1, threads) : 1
@@ -166,6 +186,97 @@ public struct TiledAttention {
         let dst = out + (i0 + i) * ldo + (g * group + h) * d
         let a = acc + r * d
         for x in 0..<d { dst[x] = a[x] * inv }
+      }
+    }
+  }
+
+  /// The decode route: items are (KV group × run of keys); each keeps its own softmax state
+  /// (maximum, sum, unnormalised output per row), merged afterwards in run order. The states
+  /// and the stacked queries are a few KiB per layer (a run's scores stay in 64 keys per row).
+  private func runDecode(
+    q: UnsafePointer<Float>, ldq: Int, n: Int, segments: [KVSegment], scale: Float,
+    out: UnsafeMutablePointer<Float>, ldo: Int, threads: Int, path: KernelPath
+  ) {
+    let group = heads / kvHeads
+    let d = headDim
+    let rows = group * n  // row h·n + i: query i of the group's head h, as in the tiles
+    // Runs of keys, segment by segment: a causal segment's keys j < n at most (query i sees
+    // j <= i).
+    var runs: [(segment: Int, start: Int, count: Int)] = []
+    for (index, segment) in segments.enumerated() {
+      let visible = segment.causal ? min(segment.count, n) : segment.count
+      var start = 0
+      while start < visible {
+        let count = min(decodeKeyRun, visible - start)
+        runs.append((index, start, count))
+        start += count
+      }
+    }
+    let keys = runs.reduce(0) { $0 + $1.count }
+    let items = kvHeads * runs.count
+    let workers = n * keys * heads >= decodeParallelThreshold ? max(1, threads) : 1
+    let stateFloats = rows * (d + 2)
+    let scoreFloats = 64 * rows
+    let floats = kvHeads * rows * d + items * stateFloats + workers * scoreFloats
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: floats) { buffer in
+      let stacked = buffer.baseAddress!
+      let states = stacked + kvHeads * rows * d
+      let scores = states + items * stateFloats
+      for g in 0..<kvHeads {
+        for h in 0..<group {
+          for i in 0..<n {
+            (stacked + (g * rows + h * n + i) * d).update(
+              from: q + i * ldq + (g * group + h) * d, count: d)
+          }
+        }
+      }
+      withUnsafeTemporaryAllocation(of: Int.self, capacity: items * rows) { visibleBuffer in
+        let visibleRows = visibleBuffer.baseAddress!
+        Parallel.forEach(items, threads: workers) { item, worker in
+          let g = item % kvHeads
+          let run = runs[item / kvHeads]
+          let segment = segments[run.segment]
+          let state = states + item * stateFloats
+          let m = state
+          let l = m + rows
+          let acc = l + rows
+          m.update(repeating: -.infinity, count: rows)
+          l.update(repeating: 0, count: rows)
+          acc.update(repeating: 0, count: rows * d)
+          var visible: UnsafeMutablePointer<Int>?
+          if segment.causal {
+            let v = visibleRows + item * rows
+            for r in 0..<rows { v[r] = max(0, r % n + 1 - run.start) }
+            visible = v
+          }
+          let offset = g * segment.headStride + run.start * segment.rowStride
+          kvk_attend(
+            path.isa, stacked + g * rows * d, rows, d, segment.keys + offset,
+            segment.values + offset, run.count, segment.rowStride, scale,
+            visible.map { UnsafePointer($0) }, m, l, acc,
+            scores + worker * scoreFloats)
+        }
+      }
+      // Merge each row's runs: M = max m_c, L = Σ l_c·e^(m_c − M), out = Σ acc_c·e^(m_c − M) / L.
+      for g in 0..<kvHeads {
+        for r in 0..<rows {
+          var best = -Float.infinity
+          for c in 0..<runs.count { best = Swift.max(best, states[(c * kvHeads + g) * stateFloats + r]) }
+          let dst = out + (r % n) * ldo + (g * group + r / n) * d
+          dst.update(repeating: 0, count: d)
+          var sum: Float = 0
+          for c in 0..<runs.count {
+            let state = states + (c * kvHeads + g) * stateFloats
+            let m = state[r]
+            if m == -.infinity { continue }
+            let w = FastMath.exp(m - best)
+            sum += state[rows + r] * w
+            let acc = state + 2 * rows + r * d
+            for x in 0..<d { dst[x] += acc[x] * w }
+          }
+          let inv = sum > 0 ? 1 / sum : 0
+          for x in 0..<d { dst[x] *= inv }
+        }
       }
     }
   }

@@ -66,10 +66,14 @@ final class AttentionTests: XCTestCase {
     return out
   }
 
-  func run(_ c: Case, _ x: Inputs, threads: Int) -> [Float] {
+  func run(
+    _ c: Case, _ x: Inputs, threads: Int, path: KernelPath = .current, decodeKeyRun: Int = 256
+  ) -> [Float] {
     var attention = TiledAttention(
       heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, queryTile: c.queryTile, keyTile: c.keyTile)
     attention.parallelThreshold = 0  // thread even the small cases
+    attention.decodeParallelThreshold = 0
+    attention.decodeKeyRun = decodeKeyRun
     let ld = (c.heads + 2 * c.kvHeads) * c.d
     var out = [Float](repeating: .nan, count: c.n * c.heads * c.d)
     var scratch = [Float](repeating: .nan, count: attention.scratchCount(threads: threads))
@@ -90,11 +94,41 @@ final class AttentionTests: XCTestCase {
               headStride: c.d, rowStride: ld, causal: true))
           attention.run(
             q: q, ldq: ld, n: c.n, segments: segments, scale: 1 / Float(c.d).squareRoot(),
-            out: &out, ldo: c.heads * c.d, scratch: &scratch, threads: threads)
+            out: &out, ldo: c.heads * c.d, scratch: &scratch, threads: threads, path: path)
         }
       }
     }
     return out
+  }
+
+  /// The decode route (`kvk_attend`, at most `decodeQueries` queries) on every instruction set
+  /// this CPU runs: head sizes that take the AVX-512 (64), AVX2 (8, 24) and portable (12)
+  /// kernels, runs of keys that split the cache unevenly, 1 to 4 queries (the causal block
+  /// masks all but the first's row), against Double; bitwise the same on 1, 2 and 3 threads.
+  func testDecodeRouteOnEveryPathAgainstDouble() {
+    let paths = [KernelPath.portable, .avx2, .avx512].filter(\.isSupported)
+    XCTAssertTrue(paths.contains(.portable))
+    for (heads, kvHeads, d) in [(9, 3, 64), (4, 2, 8), (6, 3, 24), (4, 1, 12)] {
+      for n in 1...4 {
+        for (cached, keyRun) in [(0, 256), (130, 256), (601, 256), (70, 7)] {
+          let c = Case(
+            heads: heads, kvHeads: kvHeads, d: d, cached: cached, n: n, queryTile: 64,
+            keyTile: 256)
+          let x = inputs(c)
+          let ref = reference(c, x)
+          for path in paths {
+            let one = run(c, x, threads: 1, path: path, decodeKeyRun: keyRun)
+            var worst: Double = 0
+            for (a, b) in zip(one, ref) { worst = max(worst, abs(Double(a) - b)) }
+            XCTAssertLessThan(worst, 2e-5, "\(c) run \(keyRun) on \(path)")
+            for threads in [2, 3] {
+              let t = run(c, x, threads: threads, path: path, decodeKeyRun: keyRun)
+              XCTAssertTrue(t == one, "\(threads) threads differ: \(c) run \(keyRun) on \(path)")
+            }
+          }
+        }
+      }
+    }
   }
 
   func check(_ c: Case, file: StaticString = #filePath, line: UInt = #line) {

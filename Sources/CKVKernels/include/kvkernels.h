@@ -98,6 +98,18 @@ void kvk_matvec_int8(kvk_isa isa, kvk_format format, const void *w, size_t rows,
 float kvk_max(kvk_isa isa, const float *x, size_t n);
 float kvk_exp_shift_sum(kvk_isa isa, float *x, size_t n, float shift);
 
+/// Attention of a few query rows (the query heads of one KV group at decode) over one run of
+/// keys, in one pass with no packing. s_j = scale·(q_r·k_j); row r sees key j iff
+/// j < visible[r] (visible NULL: every key). The online softmax's state of each row is carried
+/// in and out: m[r] the running maximum, l[r] the sum of e^(s − m[r]), acc[r·d ..< r·d + d]
+/// = Σ e^(s_j − m[r])·v_j; start from m = −inf, l = 0, acc = 0, and split the keys into runs
+/// whose states are merged afterwards. q is rows × d, contiguous; k and v are nk rows of d at
+/// stride ld; `scores` is 64·rows floats of scratch. The order of every sum depends on the
+/// path and d only (AVX-512 where d is a multiple of 16, AVX2 where of 8, else portable).
+void kvk_attend(kvk_isa isa, const float *q, size_t rows, size_t d, const float *k,
+                const float *v, size_t nk, size_t ld, float scale, const size_t *visible,
+                float *m, float *l, float *acc, float *scores);
+
 /// Runs task(context, w) for w in 0..<workers, worker 0 on the calling thread and the others on
 /// helper threads that spin briefly between regions before they sleep. Returns when all are
 /// done. A region opened inside a region (or while another thread holds one) runs its workers
