@@ -155,13 +155,6 @@ public enum PrefillKernel: String, CaseIterable, Sendable {
   /// What `auto` chooses on this CPU.
   public static let automatic = automatic(features: KernelPath.cpuFeatures)
 
-  /// Why `auto` chooses what it does on a CPU with `features` (what `info` prints).
-  public static func automaticReason(features: [String]) -> String {
-    automatic(features: features) == .bf16
-      ? "avx512_bf16; --prefill-kernel sgemm for the float32 reference"
-      : "no avx512_bf16"
-  }
-
   /// The kernel prefill products run on now.
   public static var current: PrefillKernel {
     switch state.current {

@@ -1,6 +1,7 @@
 import Foundation
 import KVEngine
 import KVModels
+import KVTensor
 import XCTest
 
 @testable import KVRepl
@@ -8,6 +9,23 @@ import XCTest
 /// `info models` prints the registry, needing no model: what a folder's model_type or a GGUF's
 /// architecture may be, and each family's visual unit and options, as `feed` uses them.
 final class InfoModelsTests: XCTestCase {
+  /// `info`'s reason for the prefill kernel, for each way it can have been chosen.
+  func testPrefillKernelReason() {
+    let zen4 = ["avx2", "avx512", "avx512_vnni", "avx512_bf16"]
+    XCTAssertEqual(
+      ReplCommands.prefillKernelReason(.auto, pinnedToReference: false, features: zen4),
+      "auto: avx512_bf16; --prefill-kernel sgemm for the float32 reference")
+    XCTAssertEqual(
+      ReplCommands.prefillKernelReason(.auto, pinnedToReference: false, features: ["avx2"]),
+      "auto: no avx512_bf16")
+    XCTAssertEqual(
+      ReplCommands.prefillKernelReason(.auto, pinnedToReference: true, features: zen4),
+      "auto: recording and replay run the float32 reference")
+    XCTAssertEqual(
+      ReplCommands.prefillKernelReason(.named(.bf16), pinnedToReference: false, features: zen4),
+      "chosen by --prefill-kernel")
+  }
+
   func testInfoModelsListsEveryRegisteredFamily() throws {
     let (repl, capture) = makeRepl()
     XCTAssertEqual(repl.run(line: "info models"), .ok, capture.text)

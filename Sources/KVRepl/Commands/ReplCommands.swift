@@ -74,13 +74,9 @@ public enum ReplCommands {
     ctx.print("blas: OpenBLAS, kernel ~\(BLAS.coreName) ~(\(source))")
     let path = KernelPath.current
     let features = KernelPath.cpuFeatures.joined(separator: " ")
-    let prefillWhy: String
-    switch PrefillKernel.choice {
-    case .named: prefillWhy = "chosen by --prefill-kernel"
-    case .auto where PrefillKernel.isPinnedToReference:
-      prefillWhy = "auto: recording and replay run the float32 reference"
-    case .auto: prefillWhy = "auto: " + PrefillKernel.automaticReason(features: KernelPath.cpuFeatures)
-    }
+    let prefillWhy = prefillKernelReason(
+      PrefillKernel.choice, pinnedToReference: PrefillKernel.isPinnedToReference,
+      features: KernelPath.cpuFeatures)
     ctx.print(
       "kernels: ~\(path.rawValue) ~(\(path == KernelPath.best ? "widest this CPU runs" : "chosen by --kernels")), prefill ~\(PrefillKernel.current.rawValue) ~(\(prefillWhy)); cpu ~(\(features.isEmpty ? "no avx2" : features))")
     guard let m = ctx.repl.loaded, ctx.session.modelPath != nil else {
@@ -220,6 +216,24 @@ public enum ReplCommands {
     notRecorded: true
   ) { ctx in
     ctx.quitCode = 0
+  }
+}
+
+extension ReplCommands {
+  /// Why the prefill runs on the kernel it does, as `info` words it: named on the command
+  /// line, `auto` pinned to the reference by a recording or replay, or `auto`'s choice on a CPU
+  /// with `features`.
+  static func prefillKernelReason(
+    _ choice: PrefillKernel.Choice, pinnedToReference: Bool, features: [String]
+  ) -> String {
+    switch choice {
+    case .named: return "chosen by --prefill-kernel"
+    case .auto where pinnedToReference: return "auto: recording and replay run the float32 reference"
+    case .auto:
+      return PrefillKernel.automatic(features: features) == .bf16
+        ? "auto: avx512_bf16; --prefill-kernel sgemm for the float32 reference"
+        : "auto: no avx512_bf16"
+    }
   }
 }
 
