@@ -40,6 +40,51 @@ TARGET void kvk_bf16_pack_weights(kvk_format f, const void *w, size_t n, size_t 
   }
 }
 
+TARGET void kvk_bf16_pack_strided(const float *w, size_t n, size_t k, size_t row_stride,
+                                  size_t col_stride, uint16_t *packed) {
+  const size_t pairs = (k + 1) / 2;
+  const size_t panels = (n + NR - 1) / NR;
+  memset(packed, 0, panels * NR * pairs * 2 * sizeof(uint16_t));
+  size_t r0 = 0, c0 = 0;  // what the vector loops leave to the scalar one: rows >= r0 or cols >= c0
+  if (col_stride == 1) {
+    // Rows contiguous (K): 16 pairs of a row converted at once, each stored at its panel slot.
+    c0 = k / 32 * 32;
+    for (size_t r = 0; r < n; r++) {
+      const float *src = w + r * row_stride;
+      uint32_t *dst = (uint32_t *)(packed + (r / NR) * NR * pairs * 2) + r % NR;
+      for (size_t c = 0; c < c0; c += 32) {
+        uint32_t t[16];
+        _mm512_storeu_si512((void *)t, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + c + 16),
+                                                                    _mm512_loadu_ps(src + c)));
+        for (int q = 0; q < 16; q++) dst[(c / 2 + q) * NR] = t[q];
+      }
+    }
+    r0 = n;
+  } else if (row_stride == 1) {
+    // Columns contiguous (Vᵀ: V's rows are W's columns): two columns' 16 rows interleaved into
+    // 16 pairs, which is the panel's layout.
+    r0 = n / 16 * 16;
+    for (size_t c = 0; c + 1 < k; c += 2) {
+      const float *a = w + c * col_stride, *b = a + col_stride;
+      for (size_t r = 0; r < r0; r += 16) {
+        const __m256i x = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + r));
+        const __m256i y = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b + r));
+        const __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);
+        uint16_t *dst = packed + (r / NR) * NR * pairs * 2 + (c / 2) * NR * 2 + (r % NR) * 2;
+        _mm256_storeu_si256((__m256i *)dst, _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(dst + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+      }
+    }
+    c0 = k / 2 * 2;
+  }
+  for (size_t r = 0; r < n; r++) {
+    const float *src = w + r * row_stride;
+    uint16_t *dst = packed + (r / NR) * NR * pairs * 2 + (r % NR) * 2;
+    for (size_t c = r < r0 ? c0 : 0; c < k; c++)
+      dst[(c / 2) * NR * 2 + (c & 1)] = to_bf16(src[c * col_stride]);
+  }
+}
+
 TARGET void kvk_bf16_pack_activations(const float *a, size_t m, size_t k, size_t lda,
                                       uint16_t *out) {
   const size_t kp = (k + 1) / 2 * 2;

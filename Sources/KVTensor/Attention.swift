@@ -57,11 +57,27 @@ public struct TiledAttention {
     self.keyTile = keyTile
   }
 
+  /// The tiles' two products (q·Kᵀ and p·V) in bfloat16 (`kvk_bf16_gemm`: inputs rounded to
+  /// bfloat16, sums in float32), as prefill's weight products run under the bf16 kernel; set
+  /// only where the CPU has AVX512-BF16. The decode route is unaffected.
+  public var bfloat16Products = false
+
   /// Scratch floats one thread needs.
   public var scratchCount: Int {
     let g = heads / kvHeads
     let rows = g * queryTile
-    return rows * headDim * 2 + rows * keyTile + rows * 2
+    let floats = rows * headDim * 2 + rows * keyTile + rows * 2
+    guard bfloat16Products else { return floats }
+    return floats + (bfloat16Counts(rows: rows).reduce(0, +) + 1) / 2
+  }
+
+  /// The bfloat16 products' packed operands, in 16-bit elements: the query rows, a key tile,
+  /// a tile's probabilities, and its values transposed.
+  private func bfloat16Counts(rows: Int) -> [Int] {
+    [
+      kvk_bf16_activation_count(rows, headDim), kvk_bf16_packed_count(keyTile, headDim),
+      kvk_bf16_activation_count(rows, keyTile), kvk_bf16_packed_count(headDim, keyTile),
+    ]
   }
 
   /// Scratch floats a call with `threads` threads needs (charged to the meter by the caller's
@@ -135,6 +151,18 @@ public struct TiledAttention {
         (qTile + (h * tq + i) * d).update(from: src, count: d)
       }
     }
+    // bfloat16: the scale goes into q before rounding (kvk_bf16_gemm has no alpha), and q is
+    // packed once for every key tile.
+    let packed = UnsafeMutableRawPointer(rowSum + maxRows).assumingMemoryBound(to: UInt16.self)
+    let counts = bfloat16Counts(rows: maxRows)
+    let qPacked = packed
+    let kPacked = qPacked + counts[0]
+    let pPacked = kPacked + counts[1]
+    let vPacked = pPacked + counts[2]
+    if bfloat16Products {
+      for x in 0..<(rows * d) { qTile[x] *= scale }
+      kvk_bf16_pack_activations(qTile, rows, d, d, qPacked)
+    }
     rowMax.update(repeating: -.infinity, count: rows)
     rowSum.update(repeating: 0, count: rows)
 
@@ -148,9 +176,14 @@ public struct TiledAttention {
       var j0 = 0
       while j0 < visible {
         let tk = min(keyTile, visible - j0)
-        BLAS.sgemm(
-          transB: true, m: rows, n: tk, k: d, alpha: scale, a: qTile, lda: d,
-          b: kBase + j0 * segment.rowStride, ldb: segment.rowStride, c: scores, ldc: tk)
+        if bfloat16Products {
+          kvk_bf16_pack_strided(kBase + j0 * segment.rowStride, tk, d, segment.rowStride, 1, kPacked)
+          kvk_bf16_gemm(qPacked, rows, d, kPacked, tk, 0, (tk + 31) / 32, 0, scores, tk)
+        } else {
+          BLAS.sgemm(
+            transB: true, m: rows, n: tk, k: d, alpha: scale, a: qTile, lda: d,
+            b: kBase + j0 * segment.rowStride, ldb: segment.rowStride, c: scores, ldc: tk)
+        }
         let needsMask = segment.causal && j0 + tk - 1 > i0
         for r in 0..<rows {
           let s = scores + r * tk
@@ -171,9 +204,15 @@ public struct TiledAttention {
           rowSum[r] += sum
           rowMax[r] = m
         }
-        BLAS.sgemm(
-          m: rows, n: d, k: tk, a: scores, lda: tk, b: vBase + j0 * segment.rowStride,
-          ldb: segment.rowStride, beta: accumulated ? 1 : 0, c: acc, ldc: d)
+        if bfloat16Products {
+          kvk_bf16_pack_activations(scores, rows, tk, tk, pPacked)
+          kvk_bf16_pack_strided(vBase + j0 * segment.rowStride, d, tk, 1, segment.rowStride, vPacked)
+          kvk_bf16_gemm(pPacked, rows, tk, vPacked, d, 0, (d + 31) / 32, accumulated ? 1 : 0, acc, d)
+        } else {
+          BLAS.sgemm(
+            m: rows, n: d, k: tk, a: scores, lda: tk, b: vBase + j0 * segment.rowStride,
+            ldb: segment.rowStride, beta: accumulated ? 1 : 0, c: acc, ldc: d)
+        }
         accumulated = true
         j0 += tk
       }

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 
 @testable import KVTensor
+import CKVKernels
 
 final class AttentionTests: XCTestCase {
   /// A cached segment (`cached` entries, stored `[kvHead][capacity][d]` like DenseKVCache) and
@@ -233,5 +234,93 @@ final class AttentionTests: XCTestCase {
     XCTAssertLessThan(worst, 1e-4)
     c.n = 1
     _ = c
+  }
+
+  /// `kvk_bf16_pack_strided` lays out K (rows contiguous) and Vᵀ (columns contiguous) exactly
+  /// as `kvk_bf16_pack_weights` lays out the same matrix copied into contiguous rows: panels
+  /// cut short, odd k, rows not a multiple of 16, and a stride that is neither.
+  func testStridedBFloat16PackingMatchesContiguous() throws {
+    guard PrefillKernel.bf16.isSupported else { throw XCTSkip("this CPU has no avx512_bf16") }
+    for (n, k) in [(64, 64), (37, 33), (16, 1024), (5, 7), (70, 96)] {
+      let ld = max(n, k) + 5
+      let source = randomFloats(max(n, k) * ld, seed: UInt64(n * 31 + k))
+      // W[r][c] read three ways: contiguous copy, rows at stride ld, columns at stride ld.
+      let byRows = (0..<n).flatMap { r in (0..<k).map { source[r * ld + $0] } }
+      let byColumns = (0..<n).flatMap { r in (0..<k).map { source[$0 * ld + r] } }
+      for (contiguous, rowStride, colStride, label) in [
+        (byRows, ld, 1, "rows"), (byColumns, 1, ld, "columns"),
+      ] {
+        var expected = [UInt16](repeating: 1, count: kvk_bf16_packed_count(n, k))
+        var packed = [UInt16](repeating: 2, count: kvk_bf16_packed_count(n, k))
+        var row = [Float](repeating: 0, count: k)
+        contiguous.withUnsafeBytes { w in
+          kvk_bf16_pack_weights(KVK_F32, w.baseAddress!, n, k, &expected, &row)
+        }
+        source.withUnsafeBufferPointer { src in
+          kvk_bf16_pack_strided(src.baseAddress!, n, k, rowStride, colStride, &packed)
+        }
+        XCTAssertEqual(packed, expected, "\(n)x\(k) by \(label)")
+      }
+    }
+  }
+
+  /// The tiles' products in bfloat16 (`bfloat16Products`, a 16-bit vision tower under the bf16
+  /// kernel): within bfloat16's rounding of a Double reference, for causal and cached segments
+  /// and odd tiles, and bitwise the same on 1, 2 and 3 threads.
+  func testBFloat16ProductsAgainstDouble() throws {
+    guard PrefillKernel.bf16.isSupported else { throw XCTSkip("this CPU has no avx512_bf16") }
+    for c in [
+      Case(heads: 12, kvHeads: 12, d: 64, cached: 0, n: 300, queryTile: 256, keyTile: 1024),
+      Case(heads: 9, kvHeads: 3, d: 64, cached: 70, n: 45, queryTile: 16, keyTile: 40),
+      Case(heads: 4, kvHeads: 1, d: 12, cached: 11, n: 23, queryTile: 5, keyTile: 7),
+    ] {
+      let x = inputs(c)
+      let ref = reference(c, x)
+      func run(threads: Int) -> [Float] {
+        var attention = TiledAttention(
+          heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, queryTile: c.queryTile,
+          keyTile: c.keyTile)
+        attention.bfloat16Products = true
+        attention.parallelThreshold = 0
+        let ld = (c.heads + 2 * c.kvHeads) * c.d
+        var out = [Float](repeating: .nan, count: c.n * c.heads * c.d)
+        var scratch = [Float](repeating: .nan, count: attention.scratchCount(threads: threads))
+        x.qkv.withUnsafeBufferPointer { qkv in
+          x.cacheK.withUnsafeBufferPointer { ck in
+            x.cacheV.withUnsafeBufferPointer { cv in
+              let q = qkv.baseAddress!
+              var segments: [KVSegment] = []
+              if c.cached > 0 {
+                segments.append(
+                  KVSegment(
+                    keys: ck.baseAddress!, values: cv.baseAddress!, count: c.cached,
+                    headStride: x.capacity * c.d, rowStride: c.d, causal: false))
+              }
+              segments.append(
+                KVSegment(
+                  keys: q + c.heads * c.d, values: q + (c.heads + c.kvHeads) * c.d, count: c.n,
+                  headStride: c.d, rowStride: ld, causal: true))
+              attention.run(
+                q: q, ldq: ld, n: c.n, segments: segments, scale: 1 / Float(c.d).squareRoot(),
+                out: &out, ldo: c.heads * c.d, scratch: &scratch, threads: threads)
+            }
+          }
+        }
+        return out
+      }
+      let one = run(threads: 1)
+      var worst: Double = 0
+      var largest: Double = 0
+      for (a, b) in zip(one, ref) {
+        worst = max(worst, abs(Double(a) - b))
+        largest = max(largest, abs(b))
+      }
+      // Inputs rounded to 8 significant bits: a few 2⁻⁸ of the largest value at most.
+      XCTAssertLessThan(worst, 4.0 / 256 * largest, "\(c)")
+      XCTAssertGreaterThan(worst, 0, "\(c): no rounding at all means the bf16 path did not run")
+      for threads in [2, 3] {
+        XCTAssertTrue(run(threads: threads) == one, "\(threads) threads differ: \(c)")
+      }
+    }
   }
 }

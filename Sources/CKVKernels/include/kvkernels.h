@@ -75,6 +75,10 @@ size_t kvk_bf16_packed_count(size_t n, size_t k);
 size_t kvk_bf16_activation_count(size_t m, size_t k);
 void kvk_bf16_pack_weights(kvk_format format, const void *w, size_t n, size_t k,
                            uint16_t *packed, float *row);
+/// `kvk_bf16_pack_weights` for float32 rows anywhere: W's element (r, c), r < n, c < k, is
+/// w[r·row_stride + c·col_stride] (K as stored: col_stride 1; Vᵀ: row_stride 1).
+void kvk_bf16_pack_strided(const float *w, size_t n, size_t k, size_t row_stride,
+                           size_t col_stride, uint16_t *packed);
 void kvk_bf16_pack_activations(const float *a, size_t m, size_t k, size_t lda, uint16_t *out);
 void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed, size_t n,
                    size_t panel_first, size_t panel_count, float beta, float *c, size_t ldc);

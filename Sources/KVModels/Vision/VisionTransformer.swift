@@ -285,9 +285,14 @@ struct VisionTransformer {
     // queries rather than per 64 (17% less CPU time than 64 × 512, `kvlab-bench --vision-serve`
     // stages on one thread). Never larger than the input, whose scratch would be charged for
     // nothing (a 64×64 frame has 16 patches).
-    let attention = TiledAttention(
+    var attention = TiledAttention(
       heads: heads, kvHeads: heads, headDim: headDim, queryTile: max(1, min(256, n)),
       keyTile: max(1, min(1024, n)))
+    // Under the bf16 prefill kernel, 16-bit towers take it for attention's products too: they
+    // are a third of a tile's time, the linears already run in bfloat16, and a float32 tower
+    // (whose linears stay exact) stays exact.
+    attention.bfloat16Products =
+      PrefillKernel.current == .bf16 && layers.allSatisfy { $0.qkv.takesBFloat16 }
     let threads = BLAS.threads
     let scratch = FloatBuffer(
       uninitializedCount: attention.scratchCount(threads: threads), category: .vision, meter: meter)

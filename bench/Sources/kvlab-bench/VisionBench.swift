@@ -10,7 +10,9 @@
 //   stages R            per-stage time of one tile's tower, best of R: the same kernels the tower
 //                       calls (VisionTransformer.run is internal) on the folder's shapes, with
 //                       random weights; plus "what-if" rows (other attention tiles, untiled
-//                       attention, softmax alone, a SIMD GELU) that the tower does not run
+//                       attention, softmax alone, a SIMD GELU) that the tower does not run, and
+//                       where the CPU has avx512_bf16, attention with bfloat16 products (what a
+//                       16-bit tower runs under the bf16 kernel; these stages are the float32's)
 import Foundation
 import KVModels
 import KVTensor
@@ -222,11 +224,18 @@ enum VisionBench {
     // What-ifs (not what the tower runs now; left out of the total): other attention tiles,
     // and GELU-tanh as x·sigmoid(2u) with FastMath's vectorised exp on `threads` threads.
     var whatIfs: Set<String> = []
-    for (qt, kt) in [(64, 512), (64, 1024), (128, 1024)] {
-      let variant = TiledAttention(heads: s.heads, kvHeads: s.heads, headDim: headDim, queryTile: qt, keyTile: kt)
+    // The last: what a 16-bit tower runs under the bf16 prefill kernel (where the CPU has it).
+    let variants = [(64, 512, false), (64, 1024, false), (128, 1024, false)]
+      + (PrefillKernel.bf16.isSupported ? [(256, 1024, true)] : [])
+    for (qt, kt, bf16) in variants {
+      var variant = TiledAttention(heads: s.heads, kvHeads: s.heads, headDim: headDim, queryTile: qt, keyTile: kt)
+      variant.bfloat16Products = bf16
       let scratch2 = FloatBuffer(
         uninitializedCount: variant.scratchCount(threads: threads), category: .vision, meter: nil)
-      let name = "what-if: attention tiles \(qt)x\(kt) (now 256x1024)"
+      let name =
+        bf16
+        ? "attention, bfloat16 products (a 16-bit tower under the bf16 kernel)"
+        : "what-if: attention tiles \(qt)x\(kt) (now 256x1024)"
       whatIfs.insert(name)
       steps.append((name, s.layers, {
         variant.run(
