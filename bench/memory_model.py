@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
+
+from idefics3_folder import FIXTURE, build_idefics3_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(ROOT, "Tests", "KVEngineTests", "Fixtures", "vlm", "idefics3", "model")
 OUTDIR = os.path.join(ROOT, "bench", "out")
 # --model PATH measures another model folder instead (e.g. the embedded weights/kvlab-shapes); the
 # environment carries it to the --worker subprocesses.
@@ -25,7 +24,6 @@ TEXT = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_a
             num_key_value_heads=3, head_dim=64, hidden_act="silu", rms_norm_eps=1e-5,
             max_position_embeddings=8192, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
             attention_bias=False, mlp_bias=False, tie_word_embeddings=False)
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
 KV_BYTES_PER_TOKEN = TEXT["num_hidden_layers"] * TEXT["num_key_value_heads"] * TEXT["head_dim"] * 2 * 4
 TOKENS_PER_FRAME = 64
 MODEL_DESC = ("random Idefics3 (SmolVLM layout), decoder SmolLM2-135M-shaped (30 layers, 3 KV heads x 64), "
@@ -47,53 +45,11 @@ def spec():
 
 def build_model(folder=MODEL_DIR):
     want = spec()
-    stamp = os.path.join(folder, "bench_spec.json")
-    if os.path.exists(stamp) and os.path.exists(os.path.join(folder, "model.safetensors")):
-        with open(stamp) as f:
-            if json.load(f) == want:
-                return
-    import torch
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
-    print(f"creating {folder} ...", file=sys.stderr)
-    shutil.rmtree(folder, ignore_errors=True)
-    fixture = want["fixture_config"]
-    with open(os.path.join(FIXTURE, "tokenizer.json")) as f:
-        added = {t["content"]: t["id"] for t in json.load(f)["added_tokens"]}
-    for token in ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"):
-        assert token in added, f"fixture tokenizer has no {token}"
-    assert added["<image>"] == fixture["image_token_id"], "image_token_id differs from <image>'s id"
-    ftext = fixture["text_config"]
+    ftext = want["fixture_config"]["text_config"]
     text = dict(TEXT, model_type="llama", vocab_size=ftext["vocab_size"], bos_token_id=ftext["bos_token_id"],
                 eos_token_id=ftext["eos_token_id"], pad_token_id=ftext["pad_token_id"])
-    assert text["vocab_size"] >= max(added.values()) + 1
-    cfg = Idefics3Config(vision_config=VISION, text_config=text, scale_factor=SCALE_FACTOR,
-                         image_token_id=fixture["image_token_id"], tie_word_embeddings=False,
-                         pad_token_id=fixture.get("_pad_token_id", fixture.get("pad_token_id")))
-    torch.manual_seed(SEED)
-    model = Idefics3ForConditionalGeneration(cfg).eval()
-    g = torch.Generator().manual_seed(SEED)
-    with torch.no_grad():  # non-trivial biases and norms (init leaves them at 0 and 1)
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))
-            elif "norm" in name and name.endswith(".weight") and p.dim() == 1:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-    os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(os.path.join(FIXTURE, name), folder)
-    with open(os.path.join(FIXTURE, "preprocessor_config.json")) as f:
-        prep = json.load(f)
-    prep["max_image_size"] = {"longest_edge": FRAME_SIZE}
-    prep["size"] = {"longest_edge": 4 * FRAME_SIZE}
-    with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
-        json.dump(prep, f, indent=2, sort_keys=True)
-    tokens = (FRAME_SIZE // VISION["patch_size"]) ** 2 // SCALE_FACTOR ** 2
-    with open(os.path.join(folder, "processor_config.json"), "w") as f:
-        json.dump({"image_processor": prep, "image_seq_len": tokens, "processor_class": "Idefics3Processor"},
-                  f, indent=2, sort_keys=True)
-    with open(stamp, "w") as f:
-        json.dump(want, f, indent=2, sort_keys=True)
+    build_idefics3_folder(folder, want, VISION, text, SCALE_FACTOR, SEED,
+                          tile_edge=FRAME_SIZE, image_edge=4 * FRAME_SIZE)
 
 
 def make_frames(count, folder=FRAMES_DIR):

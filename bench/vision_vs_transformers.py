@@ -42,15 +42,14 @@ import time
 
 import numpy as np
 import torch
+from idefics3_folder import FIXTURE, build_idefics3_folder
 from kvlab_serve import Kvlab
-from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+from transformers import Idefics3ForConditionalGeneration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(ROOT, "Tests", "KVEngineTests", "Fixtures", "vlm", "idefics3", "model")
 VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
               image_size=512, patch_size=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
 SCALE_FACTOR = 4
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
 SEED = 20260601
 
 
@@ -63,59 +62,14 @@ def spec():
             "fixture_config": fixture, "torch": torch.__version__}
 
 
-def perturb(model, seed):
-    """transformers' init leaves biases at 0 and LayerNorms at (1, 0): give them small random
-    values so that the numerical check covers every term (linear weights keep their init)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))
-            elif "norm" in name and name.endswith(".weight") and p.dim() == 1:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-
-
 def build_model(folder):
-    """The benchmark's Idefics3 folder, created once (fp32 safetensors, ~350 MB)."""
+    """The benchmark's Idefics3 folder, created once (fp32 safetensors, ~350 MB), with the fixture's
+    text decoder and SmolVLM-256M's processor sizes: 512x512 tiles, images resized to a longest
+    edge of 4 tiles."""
     want = spec()
-    stamp = os.path.join(folder, "bench_spec.json")
-    if os.path.exists(stamp) and os.path.exists(os.path.join(folder, "model.safetensors")):
-        with open(stamp) as f:
-            if json.load(f) == want:
-                return
-    print(f"creating {folder} ...", file=sys.stderr)
-    shutil.rmtree(folder, ignore_errors=True)
-    fixture = want["fixture_config"]
-    with open(os.path.join(FIXTURE, "tokenizer.json")) as f:
-        added = {t["content"]: t["id"] for t in json.load(f)["added_tokens"]}
-    for token in ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"):
-        assert token in added, f"fixture tokenizer has no {token}"
-    assert added["<image>"] == fixture["image_token_id"], "image_token_id differs from <image>'s id"
-    text = dict(fixture["text_config"])
-    assert text["vocab_size"] >= max(added.values()) + 1
-    cfg = Idefics3Config(vision_config=VISION, text_config=text, scale_factor=SCALE_FACTOR,
-                         image_token_id=fixture["image_token_id"], tie_word_embeddings=False,
-                         pad_token_id=fixture.get("_pad_token_id", fixture.get("pad_token_id")))
-    torch.manual_seed(SEED)
-    model = Idefics3ForConditionalGeneration(cfg).eval()
-    perturb(model, SEED)
-    os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(os.path.join(FIXTURE, name), folder)
-    # SmolVLM-256M's processor sizes: 512x512 tiles, images resized to a longest edge of 4 tiles.
-    with open(os.path.join(FIXTURE, "preprocessor_config.json")) as f:
-        prep = json.load(f)
-    prep["max_image_size"] = {"longest_edge": VISION["image_size"]}
-    prep["size"] = {"longest_edge": 4 * VISION["image_size"]}
-    with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
-        json.dump(prep, f, indent=2, sort_keys=True)
-    tokens = (VISION["image_size"] // VISION["patch_size"]) ** 2 // SCALE_FACTOR ** 2
-    with open(os.path.join(folder, "processor_config.json"), "w") as f:
-        json.dump({"image_processor": prep, "image_seq_len": tokens, "processor_class": "Idefics3Processor"},
-                  f, indent=2, sort_keys=True)
-    with open(stamp, "w") as f:
-        json.dump(want, f, indent=2, sort_keys=True)
+    text = dict(want["fixture_config"]["text_config"])
+    build_idefics3_folder(folder, want, VISION, text, SCALE_FACTOR, SEED,
+                          tile_edge=VISION["image_size"], image_edge=4 * VISION["image_size"])
 
 
 def build_bf16(source, folder):
