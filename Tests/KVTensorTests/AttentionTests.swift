@@ -68,13 +68,15 @@ final class AttentionTests: XCTestCase {
   }
 
   func run(
-    _ c: Case, _ x: Inputs, threads: Int, path: KernelPath = .current, decodeKeyRun: Int = 256
+    _ c: Case, _ x: Inputs, threads: Int, path: KernelPath = .current, decodeKeyRun: Int = 256,
+    bfloat16: Bool = false
   ) -> [Float] {
     var attention = TiledAttention(
       heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, queryTile: c.queryTile, keyTile: c.keyTile)
     attention.parallelThreshold = 0  // thread even the small cases
     attention.decodeParallelThreshold = 0
     attention.decodeKeyRun = decodeKeyRun
+    attention.bfloat16Products = bfloat16
     let ld = (c.heads + 2 * c.kvHeads) * c.d
     var out = [Float](repeating: .nan, count: c.n * c.heads * c.d)
     var scratch = [Float](repeating: .nan, count: attention.scratchCount(threads: threads))
@@ -276,39 +278,7 @@ final class AttentionTests: XCTestCase {
     ] {
       let x = inputs(c)
       let ref = reference(c, x)
-      func run(threads: Int) -> [Float] {
-        var attention = TiledAttention(
-          heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, queryTile: c.queryTile,
-          keyTile: c.keyTile)
-        attention.bfloat16Products = true
-        attention.parallelThreshold = 0
-        let ld = (c.heads + 2 * c.kvHeads) * c.d
-        var out = [Float](repeating: .nan, count: c.n * c.heads * c.d)
-        var scratch = [Float](repeating: .nan, count: attention.scratchCount(threads: threads))
-        x.qkv.withUnsafeBufferPointer { qkv in
-          x.cacheK.withUnsafeBufferPointer { ck in
-            x.cacheV.withUnsafeBufferPointer { cv in
-              let q = qkv.baseAddress!
-              var segments: [KVSegment] = []
-              if c.cached > 0 {
-                segments.append(
-                  KVSegment(
-                    keys: ck.baseAddress!, values: cv.baseAddress!, count: c.cached,
-                    headStride: x.capacity * c.d, rowStride: c.d, causal: false))
-              }
-              segments.append(
-                KVSegment(
-                  keys: q + c.heads * c.d, values: q + (c.heads + c.kvHeads) * c.d, count: c.n,
-                  headStride: c.d, rowStride: ld, causal: true))
-              attention.run(
-                q: q, ldq: ld, n: c.n, segments: segments, scale: 1 / Float(c.d).squareRoot(),
-                out: &out, ldo: c.heads * c.d, scratch: &scratch, threads: threads)
-            }
-          }
-        }
-        return out
-      }
-      let one = run(threads: 1)
+      let one = run(c, x, threads: 1, bfloat16: true)
       var worst: Double = 0
       var largest: Double = 0
       for (a, b) in zip(one, ref) {
@@ -319,7 +289,8 @@ final class AttentionTests: XCTestCase {
       XCTAssertLessThan(worst, 4.0 / 256 * largest, "\(c)")
       XCTAssertGreaterThan(worst, 0, "\(c): no rounding at all means the bf16 path did not run")
       for threads in [2, 3] {
-        XCTAssertTrue(run(threads: threads) == one, "\(threads) threads differ: \(c)")
+        XCTAssertTrue(
+          run(c, x, threads: threads, bfloat16: true) == one, "\(threads) threads differ: \(c)")
       }
     }
   }
