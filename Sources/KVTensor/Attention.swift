@@ -153,15 +153,16 @@ public struct TiledAttention {
     }
     // bfloat16: the scale goes into q before rounding (kvk_bf16_gemm has no alpha), and q is
     // packed once for every key tile.
-    let packed = UnsafeMutableRawPointer(rowSum + maxRows).assumingMemoryBound(to: UInt16.self)
-    let counts = bfloat16Counts(rows: maxRows)
-    let qPacked = packed
-    let kPacked = qPacked + counts[0]
-    let pPacked = kPacked + counts[1]
-    let vPacked = pPacked + counts[2]
+    var bf16: (q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>,
+      p: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>)?
     if bfloat16Products {
+      let counts = bfloat16Counts(rows: maxRows)
+      let q = UnsafeMutableRawPointer(rowSum + maxRows).assumingMemoryBound(to: UInt16.self)
+      let k = q + counts[0]
+      let p = k + counts[1]
+      bf16 = (q, k, p, p + counts[2])
       for x in 0..<(rows * d) { qTile[x] *= scale }
-      kvk_bf16_pack_activations(qTile, rows, d, d, qPacked)
+      kvk_bf16_pack_activations(qTile, rows, d, d, q)
     }
     rowMax.update(repeating: -.infinity, count: rows)
     rowSum.update(repeating: 0, count: rows)
@@ -176,9 +177,9 @@ public struct TiledAttention {
       var j0 = 0
       while j0 < visible {
         let tk = min(keyTile, visible - j0)
-        if bfloat16Products {
-          kvk_bf16_pack_strided(kBase + j0 * segment.rowStride, tk, d, segment.rowStride, 1, kPacked)
-          kvk_bf16_gemm(qPacked, rows, d, kPacked, tk, 0, (tk + 31) / 32, 0, scores, tk)
+        if let bf16 {
+          kvk_bf16_pack_strided(kBase + j0 * segment.rowStride, tk, d, segment.rowStride, 1, bf16.k)
+          kvk_bf16_gemm(bf16.q, rows, d, bf16.k, tk, 0, (tk + 31) / 32, 0, scores, tk)
         } else {
           BLAS.sgemm(
             transB: true, m: rows, n: tk, k: d, alpha: scale, a: qTile, lda: d,
@@ -204,10 +205,10 @@ public struct TiledAttention {
           rowSum[r] += sum
           rowMax[r] = m
         }
-        if bfloat16Products {
-          kvk_bf16_pack_activations(scores, rows, tk, tk, pPacked)
-          kvk_bf16_pack_strided(vBase + j0 * segment.rowStride, d, tk, 1, segment.rowStride, vPacked)
-          kvk_bf16_gemm(pPacked, rows, tk, vPacked, d, 0, (d + 31) / 32, accumulated ? 1 : 0, acc, d)
+        if let bf16 {
+          kvk_bf16_pack_activations(scores, rows, tk, tk, bf16.p)
+          kvk_bf16_pack_strided(vBase + j0 * segment.rowStride, d, tk, 1, segment.rowStride, bf16.v)
+          kvk_bf16_gemm(bf16.p, rows, tk, bf16.v, d, 0, (d + 31) / 32, accumulated ? 1 : 0, acc, d)
         } else {
           BLAS.sgemm(
             m: rows, n: d, k: tk, a: scores, lda: tk, b: vBase + j0 * segment.rowStride,
