@@ -416,65 +416,96 @@ public final class BudgetedCache: KeyValueCache {
       QueryRows(pointer: $0.queries, ld: $0.queryLD, count: $0.count, positions: $0.positions)
     }
     let window = windows.isEmpty ? nil : windows[layer].queryRows
+    // Each KV head decides on its own (its candidates, its rows of storage), so the heads run
+    // on the threads at once, each computing exactly what it would alone; what they report is
+    // applied in head order afterwards.
+    var outcomes = [HeadOutcome?](repeating: nil, count: kvHeads)
+    let threads = BLAS.threads
+    outcomes.withUnsafeMutableBufferPointer { slots in
+      Parallel.withSingleThreadedBLAS {
+        Parallel.forEach(kvHeads, threads: threads) { g, _ in
+          slots[g] = decideHead(
+            g, layer: layer, store: store, block: block, blockMeta: blockMeta, keep: keep,
+            reserve: reserve, evicting: evicting, window: window, blockQueries: blockQueries)
+        }
+      }
+    }
     var newCount = total
-    for g in 0..<kvHeads {
-      let list = entries(
-        layer, g, blockMeta: blockMeta, window: window?.positions ?? [], budget: keep)
-      let view = view(
-        list, store: store, head: g, block: block, window: window, blockQueries: blockQueries)
-      let scores = policy.score(view)
-      var keepMask = [Bool](repeating: true, count: total)
-      var mandatory: [Bool] = []
-      if evicting {
-        mandatory = Selection.mandatory(policy, list, options)
-        let mandatoryCount = mandatory.lazy.filter { $0 }.count
-        let target = max(keep - reserve, min(keep, mandatoryCount))
-        let slots = max(0, target - mandatoryCount)
-        let order = policy.preference(view, scores: scores, slots: slots)
-        let groups = options.quota.map { Selection.groups(list.meta, $0.unit) }
-        keepMask = Selection.select(
-          budget: target, mandatory: mandatory, preference: order, groups: groups,
-          quota: options.quota?.minimum ?? 0)
-      }
-      // Compact: stored survivors move down (destination ≤ source), block survivors follow.
-      var meta = list.meta
-      if policy.carriesScores { for i in 0..<total { meta[i].carried = scores[i] } }
-      let kBase = store.keys.pointer + g * store.capacity * headDim
-      let vBase = store.values.pointer + g * store.capacity * headDim
-      var w = 0
-      var newMeta: [EntryMeta] = []
-      newMeta.reserveCapacity(min(total, keep))
-      var record: EvictionRecord? =
-        logEvictions ? EvictionRecord(layer: layer, kvHead: g, evicted: [], lowestKept: nil) : nil
-      for i in 0..<total {
-        guard keepMask[i] else {
-          record?.evicted.append((Int(meta[i].position), scores[i]))
-          continue
-        }
-        if record != nil, !mandatory.isEmpty, !mandatory[i] {
-          record!.lowestKept = min(record!.lowestKept ?? scores[i], scores[i])
-        }
-        if i < stored {
-          if w != i {
-            (kBase + w * headDim).update(from: kBase + i * headDim, count: headDim)
-            (vBase + w * headDim).update(from: vBase + i * headDim, count: headDim)
-          }
-        } else {
-          let r = i - stored
-          (kBase + w * headDim).update(
-            from: block!.keys + r * block!.ld + g * headDim, count: headDim)
-          (vBase + w * headDim).update(
-            from: block!.values + r * block!.ld + g * headDim, count: headDim)
-        }
-        newMeta.append(meta[i])
-        w += 1
-      }
-      store.meta[g] = newMeta
-      evictedEntries += total - w
-      newCount = w
-      if let record { pendingEvictions.append(record) }
+    for case let (g, outcome?) in outcomes.enumerated() {
+      store.meta[g] = outcome.meta
+      evictedEntries += total - outcome.meta.count
+      newCount = outcome.meta.count
+      if let record = outcome.record { pendingEvictions.append(record) }
     }
     store.count = newCount
+  }
+
+  /// What one KV head's decision leaves: its entries, and what it evicted when logging.
+  private struct HeadOutcome {
+    var meta: [EntryMeta]
+    var record: EvictionRecord?
+  }
+
+  /// `decide` for KV head `g`: scores, selects and compacts that head's rows in place (memory
+  /// no other head touches), returning its entries for the caller to store.
+  private func decideHead(
+    _ g: Int, layer: Int, store: LayerStore, block: KVBlock?, blockMeta: [EntryMeta], keep: Int,
+    reserve: Int, evicting: Bool, window: QueryRows?, blockQueries: QueryRows?
+  ) -> HeadOutcome {
+    let stored = store.count
+    let total = stored + (block?.count ?? 0)
+    let list = entries(
+      layer, g, blockMeta: blockMeta, window: window?.positions ?? [], budget: keep)
+    let view = view(
+      list, store: store, head: g, block: block, window: window, blockQueries: blockQueries)
+    let scores = policy.score(view)
+    var keepMask = [Bool](repeating: true, count: total)
+    var mandatory: [Bool] = []
+    if evicting {
+      mandatory = Selection.mandatory(policy, list, options)
+      let mandatoryCount = mandatory.lazy.filter { $0 }.count
+      let target = max(keep - reserve, min(keep, mandatoryCount))
+      let slots = max(0, target - mandatoryCount)
+      let order = policy.preference(view, scores: scores, slots: slots)
+      let groups = options.quota.map { Selection.groups(list.meta, $0.unit) }
+      keepMask = Selection.select(
+        budget: target, mandatory: mandatory, preference: order, groups: groups,
+        quota: options.quota?.minimum ?? 0)
+    }
+    // Compact: stored survivors move down (destination ≤ source), block survivors follow.
+    var meta = list.meta
+    if policy.carriesScores { for i in 0..<total { meta[i].carried = scores[i] } }
+    let kBase = store.keys.pointer + g * store.capacity * headDim
+    let vBase = store.values.pointer + g * store.capacity * headDim
+    var w = 0
+    var newMeta: [EntryMeta] = []
+    newMeta.reserveCapacity(min(total, keep))
+    var record: EvictionRecord? =
+      logEvictions ? EvictionRecord(layer: layer, kvHead: g, evicted: [], lowestKept: nil) : nil
+    for i in 0..<total {
+      guard keepMask[i] else {
+        record?.evicted.append((Int(meta[i].position), scores[i]))
+        continue
+      }
+      if record != nil, !mandatory.isEmpty, !mandatory[i] {
+        record!.lowestKept = min(record!.lowestKept ?? scores[i], scores[i])
+      }
+      if i < stored {
+        if w != i {
+          (kBase + w * headDim).update(from: kBase + i * headDim, count: headDim)
+          (vBase + w * headDim).update(from: vBase + i * headDim, count: headDim)
+        }
+      } else {
+        let r = i - stored
+        (kBase + w * headDim).update(
+          from: block!.keys + r * block!.ld + g * headDim, count: headDim)
+        (vBase + w * headDim).update(
+          from: block!.values + r * block!.ld + g * headDim, count: headDim)
+      }
+      newMeta.append(meta[i])
+      w += 1
+    }
+    return HeadOutcome(meta: newMeta, record: record)
   }
 
   /// New storage of `newCapacity` rows per head for one layer, one buffer at a time (its keys,
