@@ -416,22 +416,16 @@ public final class BudgetedCache: KeyValueCache {
       QueryRows(pointer: $0.queries, ld: $0.queryLD, count: $0.count, positions: $0.positions)
     }
     let window = windows.isEmpty ? nil : windows[layer].queryRows
-    // Each KV head decides on its own (its candidates, its rows of storage), so the heads run
-    // on the threads at once, each computing exactly what it would alone; what they report is
-    // applied in head order afterwards.
-    var outcomes = [HeadOutcome?](repeating: nil, count: kvHeads)
-    let threads = BLAS.threads
-    outcomes.withUnsafeMutableBufferPointer { slots in
-      Parallel.withSingleThreadedBLAS {
-        Parallel.forEach(kvHeads, threads: threads) { g, _ in
-          slots[g] = decideHead(
-            g, layer: layer, store: store, block: block, blockMeta: blockMeta, keep: keep,
-            reserve: reserve, evicting: evicting, window: window, blockQueries: blockQueries)
-        }
-      }
+    // Each KV head decides on its own (its candidates, its rows of storage). Not on several
+    // threads: the scoring scratch of heads deciding at once would make the activations' peak
+    // depend on timing.
+    let outcomes = (0..<kvHeads).map { g in
+      decideHead(
+        g, layer: layer, store: store, block: block, blockMeta: blockMeta, keep: keep,
+        reserve: reserve, evicting: evicting, window: window, blockQueries: blockQueries)
     }
     var newCount = total
-    for case let (g, outcome?) in outcomes.enumerated() {
+    for (g, outcome) in outcomes.enumerated() {
       store.meta[g] = outcome.meta
       evictedEntries += total - outcome.meta.count
       newCount = outcome.meta.count

@@ -65,8 +65,8 @@ public enum Ranking {
       let ordered = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
       return UInt64(ordered) << 32 | UInt64(i)
     }
-    keys.sort(by: >)
-    return keys.map { Int($0 & 0xFFFF_FFFF) }
+    keys.sort()
+    return keys.reversed().map { Int($0 & 0xFFFF_FFFF) }
   }
 }
 
@@ -100,23 +100,23 @@ enum AttentionMass {
           let row = logits.pointer + r * n
           let qp = queries.positions[r] < 0 ? Int.max : queries.positions[r]
           // Candidates are normally in ascending position order, so the visible ones are a
-          // prefix; otherwise masked one by one.
-          var visible = 0
+          // prefix (found by bisection); otherwise masked one by one.
+          var visible = n
           if ascending {
-            while visible < n && positions[visible] <= qp { visible += 1 }
+            var lo = 0
+            while lo < visible {
+              let mid = (lo + visible) / 2
+              if positions[mid] <= qp { lo = mid + 1 } else { visible = mid }
+            }
           } else {
-            visible = n
             for j in 0..<n where positions[j] > qp { row[j] = -.infinity }
           }
-          var m = -Float.infinity
-          for j in 0..<visible { m = max(m, row[j]) }
+          guard visible > 0 else { continue }
+          // The softmax on the kernel path's vectors (an eviction scores every candidate of
+          // every query head of every layer); a row with no finite logit adds nothing.
+          let m = SoftmaxRow.max(row, count: visible)
           guard m > -.infinity else { continue }
-          var sum: Float = 0
-          for j in 0..<visible {
-            let e = Foundation.exp(row[j] - m)
-            row[j] = e
-            sum += e
-          }
+          let sum = SoftmaxRow.expShiftSum(row, count: visible, shift: m)
           let inv = 1 / sum
           for j in 0..<visible { acc[j] += row[j] * inv }
         }

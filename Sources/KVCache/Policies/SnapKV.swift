@@ -48,8 +48,15 @@ public struct SnapKVPolicy: CatalogPolicy {
 
   public func mustKeep(_ entries: EntryList) -> [Bool] {
     let window = entries.windowPositions
-    // A window of a few dozen positions is searched faster than hashed.
-    if window.count <= 64 { return entries.meta.map { window.contains(Int($0.position)) } }
+    // A window of a few dozen positions is searched faster than hashed, and most candidates
+    // come before all of it.
+    if window.count <= 64 {
+      let first = window.min() ?? Int.max
+      return entries.meta.map {
+        let p = Int($0.position)
+        return p >= first && window.contains(p)
+      }
+    }
     let w = Set(window)
     return entries.meta.map { w.contains(Int($0.position)) }
   }
@@ -65,20 +72,27 @@ public struct SnapKVPolicy: CatalogPolicy {
     let pad = kernel / 2
     let m = others.count
     var pooledSum = [Float](repeating: 0, count: m)
-    for h in 0..<mass.count {
-      let mean = others.map { mass[h][$0] / rows }
-      for t in 0..<m {
-        let neighbours = max(0, t - pad)...min(m - 1, t - pad + kernel - 1)
-        switch pooling {
-        case .average:
-          // avg_pool1d with zero padding, as kvpress: the sum over the kernel / its width.
-          var s: Float = 0
-          for u in neighbours { s += mean[u] }
-          pooledSum[t] += s / Float(kernel)
-        case .max:
-          var s = -Float.infinity
-          for u in neighbours { s = Swift.max(s, mean[u]) }
-          pooledSum[t] += s
+    var mean = [Float](repeating: 0, count: m)
+    pooledSum.withUnsafeMutableBufferPointer { pooledSum in
+      mean.withUnsafeMutableBufferPointer { mean in
+        for h in 0..<mass.count {
+          mass[h].withUnsafeBufferPointer { mass in
+            for (u, i) in others.enumerated() { mean[u] = mass[i] / rows }
+          }
+          for t in 0..<m {
+            let lo = max(0, t - pad), hi = min(m - 1, t - pad + kernel - 1)
+            switch pooling {
+            case .average:
+              // avg_pool1d with zero padding, as kvpress: the sum over the kernel / its width.
+              var s: Float = 0
+              for u in lo...hi { s += mean[u] }
+              pooledSum[t] += s / Float(kernel)
+            case .max:
+              var s = -Float.infinity
+              for u in lo...hi { s = Swift.max(s, mean[u]) }
+              pooledSum[t] += s
+            }
+          }
         }
       }
     }
