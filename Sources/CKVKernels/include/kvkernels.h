@@ -106,8 +106,10 @@ void kvk_matvec_int8(kvk_isa isa, kvk_format format, const void *w, size_t rows,
 /// every output is the same whatever the split. `scratch` (per thread) holds
 /// `kvk_gemm_int8_scratch(k)` bytes, 32-byte aligned: W's rows repacked 16 at a time into
 /// unsigned bytes (Q8_0: signed), four bytes of 8 rows side by side. KVK_SCALAR is the
-/// reference; KVK_AVX2 and above run VPMADDUBSW on a broadcast of 4 bytes of x against those
-/// 8 rows (16 rows × 3 rows of x per register tile, Q4 sums kept in int16 for one block).
+/// reference; KVK_AVX2 and KVK_AVX512 run VPMADDUBSW on a broadcast of 4 bytes of x against
+/// those 8 rows (16 rows × 3 rows of x per register tile, Q4 sums kept in int16 for one block);
+/// KVK_AVX512_VNNI runs VPDPBUSD on 16 rows per vector (32 rows × 6 rows of x) and gives the
+/// AVX2 path's outputs bit for bit.
 size_t kvk_int8_activation_bytes(size_t m, size_t k);
 void kvk_int8_quantize_activations(kvk_isa isa, const float *x, size_t m, size_t k, size_t ldx,
                                    void *xq);
