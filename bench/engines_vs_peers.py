@@ -62,8 +62,9 @@ absolute numbers), the CPU model from /proc/cpuinfo, and the GGUF size / tensor 
       [--kvlab-args "--kernel-path avx2"] [--engines kvlab,torch,llamacpp] [--out FILE.md]
       [--avx2] [--binary PATH]
 
---avx2 is the AVX2 configuration in one flag: kvlab on `--kernel-path avx2 --prefill-kernel sgemm`
-(what auto picks without avx512_bf16) with OpenBLAS's
+--avx2 is the AVX2 configuration in one flag: kvlab on `--kernel-path avx2 --prefill-kernel int8`
+(what auto picks on an AVX2 CPU without avx512_bf16; add `--kvlab-args "--prefill-kernel sgemm"`
+for the float32 reference) with OpenBLAS's
 Haswell kernels (OPENBLAS_CORETYPE=Haswell) and torch at ATEN_CPU_CAPABILITY=avx2 (this
 xllamacpp wheel's ggml runs AVX2 anyway).
 """
@@ -296,7 +297,7 @@ def main():
     ap.add_argument("--kvlab-args", default="", help='extra kvlab-bench args, e.g. "--kernel-path avx2"')
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--avx2", action="store_true",
-                    help="the AVX2 configuration: kvlab --kernel-path avx2 --prefill-kernel sgemm, OpenBLAS Haswell "
+                    help="the AVX2 configuration: kvlab --kernel-path avx2 --prefill-kernel int8, OpenBLAS Haswell "
                          "(OPENBLAS_CORETYPE), torch ATEN_CPU_CAPABILITY=avx2")
     ap.add_argument("--model", default=os.path.join(ROOT, "models", GGUF))
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/kvlab-bench"))
@@ -306,8 +307,9 @@ def main():
     if args.avx2:  # before torch is imported and the kvlab child starts
         os.environ["OPENBLAS_CORETYPE"] = "Haswell"
         os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
-        # An AVX2 CPU has no avx512_bf16, so its auto prefill kernel is sgemm.
-        args.kvlab_args = f"--kernel-path avx2 --prefill-kernel sgemm {args.kvlab_args}".strip()
+        # An AVX2 CPU has no avx512_bf16, so its auto prefill kernel is int8 (a later
+        # --prefill-kernel in --kvlab-args wins).
+        args.kvlab_args = f"--kernel-path avx2 --prefill-kernel int8 {args.kvlab_args}".strip()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in ENGINES]
     if bad or not engines:
@@ -362,7 +364,7 @@ def main():
         f"rounds (engines alternating within each round). CPU: **{cpu_model()}** "
         f"({os.cpu_count()} CPUs). 1-min load average: before {load_before:.2f}, after "
         f"{load_after:.2f}" + (f", during min {min(loads):.2f} / max {max(loads):.2f}" if loads else "")
-        + (". AVX2 configuration (`--avx2`: kvlab `--kernel-path avx2 --prefill-kernel sgemm`, OPENBLAS_CORETYPE=Haswell, ATEN_CPU_CAPABILITY=avx2)"
+        + (". AVX2 configuration (`--avx2`: kvlab `--kernel-path avx2 --prefill-kernel int8`, OPENBLAS_CORETYPE=Haswell, ATEN_CPU_CAPABILITY=avx2)"
            if args.avx2 else "")
         + (f". kvlab args: `{args.kvlab_args}`" if args.kvlab_args else "") + ".",
         "",

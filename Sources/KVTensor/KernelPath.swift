@@ -26,6 +26,13 @@ public enum KernelPath: String, CaseIterable, Sendable {
     }
   }
 
+  /// The integer prefill product's instruction set: VPDPBUSD on an AVX-512 path where the CPU
+  /// has AVX512_VNNI, whichever family (its outputs are the VPMADDUBSW kernel's bit for bit, so
+  /// only the speed differs), else the path's own.
+  var int8ProductISA: kvk_isa {
+    isa == KVK_AVX512 && kvk_isa_supported(KVK_AVX512_VNNI) != 0 ? KVK_AVX512_VNNI : isa
+  }
+
   /// Whether decode's Q8_0/Q4_0/Q4_1 products quantize x to int8 (the integer family).
   public var quantizesActivations: Bool {
     switch self {
@@ -119,19 +126,23 @@ public struct KernelPathError: Error, CustomStringConvertible, Sendable {
 }
 
 /// How a prefill block multiplies by the weights: OpenBLAS's float32 sgemm on dequantized
-/// tiles (the reference's values exactly), or kvlab's bfloat16 kernel (AVX512-BF16: weights and
-/// activations rounded to bfloat16, sums in float32; twice the multiply-adds per instruction).
-/// Either applies to weights stored below float32 only: float32 weights always take sgemm
-/// (`WeightMatrix.takesBFloat16`).
+/// tiles (the reference's values exactly); kvlab's bfloat16 kernel (AVX512-BF16: weights and
+/// activations rounded to bfloat16, sums in float32; twice the multiply-adds per instruction);
+/// or kvlab's integer kernel (Q8_0/Q4_0/Q4_1 weights as stored, activations quantized to int8
+/// blocks as decode's integer path quantizes them, exact int32 block sums; VPMADDUBSW on AVX2,
+/// VPDPBUSD where the CPU has AVX512_VNNI). Each applies to weights stored below float32 only:
+/// float32 weights always take sgemm (`WeightMatrix.takesBFloat16`, `takesInt8`), and int8
+/// leaves other formats to sgemm.
 ///
-/// `auto` (kvlab's and kvlab-bench's default) is bf16 where the CPU has avx512_bf16, else sgemm.
+/// `auto` (kvlab's and kvlab-bench's default) is bf16 where the CPU has avx512_bf16, else int8
+/// where it has AVX2, else sgemm.
 /// Output that is recorded or compared with a recording runs on sgemm under `auto`
 /// (`withReferenceUnlessNamed`), so that it is the same on every CPU. A program that selects
 /// nothing gets sgemm.
 public enum PrefillKernel: String, CaseIterable, Sendable {
-  case sgemm, bf16
+  case sgemm, bf16, int8
 
-  /// `auto`, or a kernel named (`--prefill-kernel sgemm|bf16`).
+  /// `auto`, or a kernel named (`--prefill-kernel sgemm|bf16|int8`).
   public enum Choice: Equatable, Sendable {
     case auto
     case named(PrefillKernel)
@@ -143,13 +154,16 @@ public enum PrefillKernel: String, CaseIterable, Sendable {
     switch kernel {
     case .sgemm: return true
     case .bf16: return features.contains("avx512_bf16")
+    // Portable where the CPU has no AVX2 (the reference: correct, slower than sgemm).
+    case .int8: return true
     }
   }
 
   /// What `auto` chooses on a CPU with `features` (`KernelPath.cpuFeatures`' names): the
   /// fastest kernel it runs.
   public static func automatic(features: [String]) -> PrefillKernel {
-    isSupported(.bf16, features: features) ? .bf16 : .sgemm
+    if isSupported(.bf16, features: features) { return .bf16 }
+    return features.contains("avx2") ? .int8 : .sgemm
   }
 
   /// What `auto` chooses on this CPU.
@@ -192,11 +206,12 @@ public enum PrefillKernel: String, CaseIterable, Sendable {
     return try body()
   }
 
-  /// `auto`, `sgemm` or `bf16`.
+  /// `auto`, `sgemm`, `bf16` or `int8`.
   public static func parse(_ text: String) throws -> Choice {
     if text == "auto" { return .auto }
     guard let kernel = PrefillKernel(rawValue: text) else {
-      throw KernelPathError(message: "unknown prefill kernel '\(text)' (auto, sgemm, bf16)")
+      throw KernelPathError(
+        message: "unknown prefill kernel '\(text)' (auto, \(allCases.map(\.rawValue).joined(separator: ", ")))")
     }
     return .named(kernel)
   }

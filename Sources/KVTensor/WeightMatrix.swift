@@ -135,7 +135,9 @@ public final class WeightMatrix: @unchecked Sendable {
     let pieceRows = Self.pieceRows(cols: cols, scratch: Self.pieceFloats)
     let pieces = (rows + pieceRows - 1) / pieceRows
     let room = max(Self.maxTileFloats, max(1, BLAS.threads) * pieceRows * cols)
-    return min(pieces * pieceRows * cols, room)
+    // The integer kernel's repacked rows: a slice a thread.
+    let int8Room = takesInt8 ? max(1, BLAS.threads) * Self.int8SliceFloats(cols: cols) : 0
+    return max(min(pieces * pieceRows * cols, room), int8Room)
   }
 
   /// The dequantization scratch of products of `rows` rows of x by any of `matrices` (charged
@@ -217,9 +219,14 @@ public final class WeightMatrix: @unchecked Sendable {
       return
     }
     let scratch = scratch!
-    if PrefillKernel.current == .bf16 && takesBFloat16 {
+    switch PrefillKernel.current {
+    case .bf16 where takesBFloat16:
       applyBF16(x, rows: m, ldx: ldx, beta: beta, out: out, ldo: ldo, scratch: scratch)
       return
+    case .int8 where takesInt8:
+      applyInt8(x, rows: m, ldx: ldx, beta: beta, out: out, ldo: ldo, scratch: scratch)
+      return
+    default: break
     }
     // W in pieces of a fixed number of rows (whatever the thread count, so the sums are too):
     // the thread that takes a piece dequantizes it into its own part of the scratch and
@@ -247,6 +254,12 @@ public final class WeightMatrix: @unchecked Sendable {
   /// part is float32 (stored at full precision: kept so, as a dense matrix is).
   public var takesBFloat16: Bool {
     dense == nil && !parts.contains { $0.format == .f32 }
+  }
+
+  /// Whether prefill products by W take the integer kernel when it is selected: every part
+  /// Q8_0, Q4_0 or Q4_1 (the formats whose blocks are integers times one scale, and an offset).
+  public var takesInt8: Bool {
+    dense == nil && parts.allSatisfy { [.q8_0, .q4_0, .q4_1].contains($0.format) }
   }
 
   /// Rows of W one prefill piece holds: up to `pieceFloats` of dequantized weights (a multiple
@@ -307,6 +320,49 @@ public final class WeightMatrix: @unchecked Sendable {
       first += p.rows
     }
   }
+
+  /// The integer product: x quantized once into int8 blocks (charged to the meter while the
+  /// product runs), each part's rows split across threads in contiguous runs; each thread
+  /// repacks its rows 16 at a time into its own slice of `scratch` and multiplies them by
+  /// every row of x. Outputs do not depend on the split.
+  private func applyInt8(
+    _ x: UnsafePointer<Float>, rows m: Int, ldx: Int, beta: Float,
+    out: UnsafeMutablePointer<Float>, ldo: Int, scratch: FloatBuffer
+  ) {
+    let cols = self.cols
+    let isa = KernelPath.current.int8ProductISA
+    let activations = FloatBuffer(
+      uninitializedCount: (kvk_int8_activation_bytes(m, cols) + 3) / 4, category: .activations,
+      meter: meter)
+    kvk_int8_quantize_activations(isa, x, m, cols, ldx, activations.pointer)
+    let slice = Self.int8SliceFloats(cols: cols)
+    // A scratch smaller than one slice (a caller's own, not `tiles`') gets one of its own.
+    let scratch =
+      scratch.count >= slice
+      ? scratch : FloatBuffer(uninitializedCount: slice, category: .activations, meter: meter)
+    let threads = max(1, min(BLAS.threads, scratch.count / slice))
+    var first = 0
+    for p in parts {
+      let base = p.bytes
+      let format = p.format.kernelFormat
+      let n = p.rows
+      // Runs of whole 32-row panels (the VNNI kernel's), one a thread.
+      let panels = (n + 31) / 32
+      let workers = min(threads, panels)
+      Parallel.forEach(workers, threads: workers) { run, _ in
+        let r0 = min(n, panels * run / workers * 32)
+        let r1 = min(n, panels * (run + 1) / workers * 32)
+        guard r0 < r1 else { return }
+        kvk_gemm_int8(
+          isa, format, base, n, cols, r0, r1 - r0, activations.pointer, m, beta, out + first,
+          ldo, scratch.pointer + run * slice)
+      }
+      first += n
+    }
+  }
+
+  /// Floats of scratch one thread of the integer kernel repacks rows into (64-byte multiples).
+  static func int8SliceFloats(cols: Int) -> Int { (kvk_gemm_int8_scratch(cols) + 63) / 64 * 16 }
 
   /// Up to this many rows of x go through the matrix-vector kernels one by one.
   public static let matvecRows = 2

@@ -74,8 +74,8 @@ struct KVLab: ParsableCommand {
   @ArgumentParser.Option(
     name: .customLong("prefill-kernel"),
     help: ArgumentHelp(
-      "How prefill blocks multiply by weights stored below float32: auto (the default: bf16 where the CPU has avx512_bf16, else sgemm), sgemm (OpenBLAS float32 on dequantized tiles: the float32 reference) or bf16 (kvlab's AVX512-BF16 kernel: bfloat16 products, float32 sums; see `fidelity`). Under auto, recording, replay and notebook run use sgemm, so that recorded output is the same on every CPU; a kernel named here applies to them too.",
-      valueName: "auto|sgemm|bf16"))
+      "How prefill blocks multiply by weights stored below float32: auto (the default: bf16 where the CPU has avx512_bf16, else int8 where it has avx2, else sgemm), sgemm (OpenBLAS float32 on dequantized tiles: the float32 reference), bf16 (kvlab's AVX512-BF16 kernel: bfloat16 products, float32 sums) or int8 (kvlab's integer kernel for Q8_0/Q4_0/Q4_1 weights: activations quantized to int8 blocks, exact int32 block sums; other formats take sgemm). See `fidelity` for their distance from the reference. Under auto, recording, replay and notebook run use sgemm, so that recorded output is the same on every CPU; a kernel named here applies to them too.",
+      valueName: "auto|sgemm|bf16|int8"))
   var prefillKernel: String = "auto"
 
   @ArgumentParser.Option(

@@ -17,7 +17,10 @@ final class InfoModelsTests: XCTestCase {
       "auto: avx512_bf16; --prefill-kernel sgemm for the float32 reference")
     XCTAssertEqual(
       ReplCommands.prefillKernelReason(.auto, pinnedToReference: false, features: ["avx2"]),
-      "auto: no avx512_bf16")
+      "auto: avx2 without avx512_bf16; --prefill-kernel sgemm for the float32 reference")
+    XCTAssertEqual(
+      ReplCommands.prefillKernelReason(.auto, pinnedToReference: false, features: []),
+      "auto: no avx2")
     XCTAssertEqual(
       ReplCommands.prefillKernelReason(.auto, pinnedToReference: true, features: zen4),
       "auto: recording and replay run the float32 reference")

@@ -87,7 +87,7 @@ final class WeightMatrixTests: XCTestCase {
         // The integer paths' matrix-vector products see x quantized: on top of float rounding,
         // at most the activation quantization error (see `Self.int8Bound`).
         var bound = relative * max(magnitude, 1)
-        if quantizedMatvec(w, m: m, scratchFloats: scratchFloats) {
+        if quantizesX(w, m: m) {
           let b = Self.int8Bound(
             w, row: r, values: values[(r * cols)..<((r + 1) * cols)], x: x[(i * cols)..<((i + 1) * cols)])
           bound = b.quantization + relative * max(b.terms, 1)
@@ -100,10 +100,14 @@ final class WeightMatrixTests: XCTestCase {
     }
   }
 
-  /// Whether `apply` with `m` rows of x takes the integer matrix-vector kernels on W.
-  private func quantizedMatvec(_ w: WeightMatrix, m: Int, scratchFloats: Int) -> Bool {
-    KernelPath.current.quantizesActivations && m <= WeightMatrix.matvecRows
-      && w.parts.contains { [.q8_0, .q4_0, .q4_1].contains($0.format) }
+  /// Whether `apply` with `m` rows of x quantizes x on W: the integer matrix-vector kernels,
+  /// or the integer prefill kernel.
+  private func quantizesX(_ w: WeightMatrix, m: Int) -> Bool {
+    if m <= WeightMatrix.matvecRows {
+      return KernelPath.current.quantizesActivations
+        && w.parts.contains { [.q8_0, .q4_0, .q4_1].contains($0.format) }
+    }
+    return PrefillKernel.current == .int8 && w.takesInt8
   }
 
   /// Bounds for the integer path's dot of row `r` (its dequantized `values`) with x, whose
@@ -349,6 +353,75 @@ final class WeightMatrixTests: XCTestCase {
     }
   }
 
+  /// The integer prefill kernel on every path this CPU runs, against double precision within
+  /// the activation quantization's bound: parts of each integer format, row counts that cut the
+  /// 16- and 32-row panels short, row counts of x around the register tiles, beta 0 and 1. Its
+  /// outputs are the same bits on 1, 2 and 3 threads, and on the AVX2 and AVX-512 paths (the
+  /// latter VPDPBUSD where the CPU has AVX512_VNNI); matrices with another format keep sgemm.
+  func testInt8PrefillKernelAgainstDoublePrecision() throws {
+    defer { try? PrefillKernel.select(.sgemm) }
+    try PrefillKernel.select(.int8)
+    let shapes: [([WeightFormat], Int, Int)] = [
+      ([.q4_1], 67, 96), ([.q8_0, .q4_0], 40, 64), ([.q4_1, .q8_0], 19, 800), ([.q4_0], 33, 32),
+    ]
+    var byPath: [KernelPath: [[UInt32]]] = [:]
+    for path in KernelPath.allCases where path.isSupported {
+      try withPath(path) {
+        for (formats, rows, cols) in shapes {
+          let (w, values) = matrix(formats, rows: rows, cols: cols, seed: UInt64(rows * cols))
+          XCTAssertTrue(w.takesInt8, w.formatName)
+          for m in [3, 4, 7, 21] {
+            check(
+              w, values, m: m, scratchFloats: w.tileFloats, beta: Float(m % 2),
+              label: "int8 \(path) \(w.formatName) \(w.rows)x\(cols)")
+          }
+          let x = randomFloats(9 * cols, seed: 8)
+          func run(_ threads: Int) -> [UInt32] {
+            withBLASThreads(threads) {
+              var out = [Float](repeating: 0, count: 9 * w.rows)
+              let scratch = FloatBuffer(
+                count: max(w.tileFloats, WeightMatrix.maxTileFloats), category: .activations,
+                meter: nil)
+              w.apply(x, rows: 9, ldx: cols, out: &out, ldo: w.rows, scratch: scratch)
+              return out.map(\.bitPattern)
+            }
+          }
+          let one = run(1)
+          XCTAssertEqual(one, run(2), "int8 \(path) \(w.formatName): 2 threads")
+          XCTAssertEqual(one, run(3), "int8 \(path) \(w.formatName): 3 threads")
+          byPath[path, default: []].append(one)
+        }
+      }
+    }
+    if let avx2 = byPath[.avx2], let avx512 = byPath[.avx512] {
+      XCTAssertEqual(avx2, avx512, "the AVX-512 path (VNNI where the CPU has it) is AVX2's bits")
+    }
+    // Other formats, alone or beside an integer one, keep sgemm bit for bit.
+    let cols = 256
+    let x = randomFloats(9 * cols, seed: 6)
+    for formats in [[WeightFormat.q4_K], [.q6_K, .q4_1], [.f16], [.q4_1, .f32]] {
+      let (w, _) = matrix(formats, rows: 24, cols: cols, seed: 3)
+      XCTAssertFalse(w.takesInt8, w.formatName)
+      func run(_ kernel: PrefillKernel) throws -> [UInt32] {
+        try PrefillKernel.select(kernel)
+        var out = [Float](repeating: 0, count: 9 * w.rows)
+        let scratch = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
+        w.apply(x, rows: 9, ldx: cols, out: &out, ldo: w.rows, scratch: scratch)
+        return out.map(\.bitPattern)
+      }
+      XCTAssertEqual(try run(.sgemm), try run(.int8), "\(w.formatName) keeps sgemm")
+    }
+    let (q, _) = matrix([.q4_1], rows: 24, cols: cols, seed: 4)
+    func run(_ kernel: PrefillKernel) throws -> [UInt32] {
+      try PrefillKernel.select(kernel)
+      var out = [Float](repeating: 0, count: 9 * q.rows)
+      let scratch = FloatBuffer(count: q.tileFloats, category: .activations, meter: nil)
+      q.apply(x, rows: 9, ldx: cols, out: &out, ldo: q.rows, scratch: scratch)
+      return out.map(\.bitPattern)
+    }
+    XCTAssertNotEqual(try run(.sgemm), try run(.int8), "Q4_1 takes the integer kernel")
+  }
+
   /// Float32 weights (a dense matrix, F32 parts alone or beside others) keep the sgemm product
   /// bit for bit when bf16 is selected; a Q4_1 matrix does not (so the comparison can fail).
   func testFloat32WeightsNeverTakeTheBFloat16Kernel() throws {
@@ -390,17 +463,19 @@ final class WeightMatrixTests: XCTestCase {
     let zen4 = ["avx2", "avx512", "avx512_vnni", "avx512_bf16"]
     XCTAssertEqual(PrefillKernel.automatic(features: zen4), .bf16)
     XCTAssertEqual(PrefillKernel.automatic(features: zen4 + ["amx"]), .bf16)
-    XCTAssertEqual(PrefillKernel.automatic(features: ["avx2", "avx512", "avx512_vnni"]), .sgemm)
-    XCTAssertEqual(PrefillKernel.automatic(features: ["avx2"]), .sgemm)
+    XCTAssertEqual(PrefillKernel.automatic(features: ["avx2", "avx512", "avx512_vnni"]), .int8)
+    XCTAssertEqual(PrefillKernel.automatic(features: ["avx2"]), .int8)
     XCTAssertEqual(PrefillKernel.automatic(features: []), .sgemm)
+    XCTAssertTrue(PrefillKernel.int8.isSupported, "the portable integer kernel runs anywhere")
     XCTAssertEqual(
       PrefillKernel.automatic, PrefillKernel.automatic(features: KernelPath.cpuFeatures))
 
     XCTAssertEqual(try PrefillKernel.parse("auto"), .auto)
     XCTAssertEqual(try PrefillKernel.parse("sgemm"), .named(.sgemm))
     XCTAssertEqual(try PrefillKernel.parse("bf16"), .named(.bf16))
+    XCTAssertEqual(try PrefillKernel.parse("int8"), .named(.int8))
     XCTAssertThrowsError(try PrefillKernel.parse("int4")) {
-      XCTAssertEqual("\($0)", "unknown prefill kernel 'int4' (auto, sgemm, bf16)")
+      XCTAssertEqual("\($0)", "unknown prefill kernel 'int4' (auto, sgemm, bf16, int8)")
     }
     if !PrefillKernel.bf16.isSupported {
       XCTAssertThrowsError(try PrefillKernel.select(.bf16)) {

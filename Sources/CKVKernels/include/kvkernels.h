@@ -95,6 +95,29 @@ void kvk_bf16_gemm(const uint16_t *a, size_t m, size_t k, const uint16_t *packed
 void kvk_matvec_int8(kvk_isa isa, kvk_format format, const void *w, size_t rows, size_t cols,
                      const float *x, float beta, float *y, float *scratch);
 
+/// The integer product of the prefill for Q8_0, Q4_0 and Q4_1 weights: out = x·Wᵀ (+ beta·out),
+/// x m rows of k floats, W n rows of k. x is quantized once per product by
+/// `kvk_int8_quantize_activations` into `kvk_int8_activation_bytes(m, k)` bytes, each row
+/// exactly as `kvk_matvec_int8` quantizes its x (blocks of 32, dx = max|x|/127, xq = x/dx
+/// rounded to nearest even, Σxq), so the int32 block sums Σ q·xq are the decode kernel's; each
+/// output is Σ over blocks, in k order, of (float)(Σ q·xq)·(d·dx) plus, for Q4_1, m·(dx·Σxq)
+/// (Q4_0: the sum is Σ (q-8)·xq, exact in int32). `kvk_gemm_int8` computes the outputs of W's
+/// rows `row_first ..< row_first + row_count` for all m rows of x, so threads split W's rows;
+/// every output is the same whatever the split. `scratch` (per thread) holds
+/// `kvk_gemm_int8_scratch(k)` bytes, 32-byte aligned: W's rows repacked 16 at a time into
+/// unsigned bytes (Q8_0: signed), four bytes of 8 rows side by side. KVK_SCALAR is the
+/// reference; KVK_AVX2 and KVK_AVX512 run VPMADDUBSW on a broadcast of 4 bytes of x against
+/// those 8 rows (16 rows × 3 rows of x per register tile, Q4 sums kept in int16 for one block);
+/// KVK_AVX512_VNNI runs VPDPBUSD on 16 rows per vector (32 rows × 6 rows of x) and gives the
+/// AVX2 path's outputs bit for bit.
+size_t kvk_int8_activation_bytes(size_t m, size_t k);
+void kvk_int8_quantize_activations(kvk_isa isa, const float *x, size_t m, size_t k, size_t ldx,
+                                   void *xq);
+size_t kvk_gemm_int8_scratch(size_t k);
+void kvk_gemm_int8(kvk_isa isa, kvk_format format, const void *w, size_t n, size_t k,
+                   size_t row_first, size_t row_count, const void *xq, size_t m, float beta,
+                   float *out, size_t ldc, void *scratch);
+
 /// The softmax's passes over a row: the largest of x[0..<n] (n >= 1, NaN-free), and
 /// x[i] = e^(x[i] - shift) in place, returning their sum. Every path computes each e^x
 /// identically (KVTensor's `FastMath.exp` formula); the portable and AVX2 paths also sum alike

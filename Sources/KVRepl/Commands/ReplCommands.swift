@@ -61,7 +61,8 @@ public enum ReplCommands {
       path of kvlab's own weight kernels (portable, avx2, avx512: the widest this CPU runs, \
       unless `kvlab --kernels` chose one) with the CPU's vector features, and the prefill \
       kernel with why (`kvlab --prefill-kernel`: auto is bf16 where the CPU has avx512_bf16, \
-      sgemm, the float32 reference, elsewhere and while recording or replaying); then the loaded \
+      int8 where it has avx2 only, sgemm, the float32 reference, elsewhere and while recording \
+      or replaying); then the loaded \
       model, its weights' formats and where they are resident, and how many tokens the context \
       and cache hold. What depends on the machine prints as ~values.
       """
@@ -230,9 +231,11 @@ extension ReplCommands {
     case .named: return "chosen by --prefill-kernel"
     case .auto where pinnedToReference: return "auto: recording and replay run the float32 reference"
     case .auto:
-      return PrefillKernel.automatic(features: features) == .bf16
-        ? "auto: avx512_bf16; --prefill-kernel sgemm for the float32 reference"
-        : "auto: no avx512_bf16"
+      switch PrefillKernel.automatic(features: features) {
+      case .bf16: return "auto: avx512_bf16; --prefill-kernel sgemm for the float32 reference"
+      case .int8: return "auto: avx2 without avx512_bf16; --prefill-kernel sgemm for the float32 reference"
+      case .sgemm: return "auto: no avx2"
+      }
     }
   }
 }

@@ -48,8 +48,8 @@ struct Arguments {
   var precision = WeightPrecision.stored
   /// --kernel-path auto|portable|avx2|avx512: the weight kernels' instruction set.
   var kernelPath = KernelPath.best
-  /// --prefill-kernel auto|sgemm|bf16: how prefill blocks multiply by the weights (auto, as in
-  /// kvlab: bf16 where the CPU has avx512_bf16, else sgemm).
+  /// --prefill-kernel auto|sgemm|bf16|int8: how prefill blocks multiply by the weights (auto,
+  /// as in kvlab: bf16 where the CPU has avx512_bf16, else int8 where it has avx2, else sgemm).
   var prefillKernel = PrefillKernel.Choice.auto
 
   init(_ argv: [String]) throws {
