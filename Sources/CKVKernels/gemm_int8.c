@@ -46,8 +46,6 @@ size_t kvk_gemm_int8_scratch(size_t k) { return 2 * (k / 32) * BLOCK_OUT_VNNI + 
 
 // MARK: - Reference
 
-static inline int32_t round_even(float v) { return (int32_t)((v + 0x1.8p23f) - 0x1.8p23f); }
-
 static void store_block(acts a, size_t i, size_t b, float dx, int32_t s) {
   a.dx[i * a.nb + b] = dx;
   a.dxs[i * a.nb + b] = dx * (float)s;
@@ -57,19 +55,8 @@ static void store_block(acts a, size_t i, size_t b, float dx, int32_t s) {
 static void quantize_scalar(const float *x, size_t m, size_t k, size_t ldx, acts a) {
   for (size_t i = 0; i < m; i++) {
     for (size_t b = 0; b < a.nb; b++) {
-      const float *xb = x + i * ldx + 32 * b;
-      float amax = 0;
-      for (int j = 0; j < 32; j++) {
-        const float v = xb[j] < 0 ? -xb[j] : xb[j];
-        if (v > amax) amax = v;
-      }
-      const float dx = amax / 127.0f;
-      int32_t s = 0;
-      for (int j = 0; j < 32; j++) {
-        const int32_t v = dx != 0 ? round_even(xb[j] / dx) : 0;
-        a.xq[i * k + 32 * b + j] = (int8_t)v;
-        s += v;
-      }
+      float dx;
+      const int32_t s = kvk_quantize_block(x + i * ldx + 32 * b, a.xq + i * k + 32 * b, &dx);
       store_block(a, i, b, dx, s);
     }
   }
@@ -112,39 +99,12 @@ static void gemm_scalar(kvk_format f, const uint8_t *w, size_t k, size_t r0, siz
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 #define INLINE __attribute__((always_inline)) static inline
 
-TARGET static inline int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
-/// Each row as kernels_avx2.c's quantize_x does it (the same amax, dx and CVTPS2DQ rounding).
+/// Each row as the decode kernels quantize x (`kvk_quantize_block_avx2`: the same bytes).
 TARGET static void quantize_avx2(const float *x, size_t m, size_t k, size_t ldx, acts a) {
-  const __m256 signbit = _mm256_set1_ps(-0.0f);
   for (size_t i = 0; i < m; i++) {
     for (size_t b = 0; b < a.nb; b++) {
-      const float *xb = x + i * ldx + 32 * b;
-      __m256 v[4], mx = _mm256_setzero_ps();
-      for (int j = 0; j < 4; j++) {
-        v[j] = _mm256_loadu_ps(xb + 8 * j);
-        mx = _mm256_max_ps(mx, _mm256_andnot_ps(signbit, v[j]));
-      }
-      __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-      h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-      h = _mm_max_ss(h, _mm_movehdup_ps(h));
-      const float dx = _mm_cvtss_f32(h) / 127.0f;
-      __m256i q[4];
-      for (int j = 0; j < 4; j++)
-        q[j] = dx != 0 ? _mm256_cvtps_epi32(_mm256_div_ps(v[j], _mm256_set1_ps(dx)))
-                       : _mm256_setzero_si256();
-      const int32_t s = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]),
-                                                  _mm256_add_epi32(q[2], q[3])));
-      const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
-                                             _mm256_packs_epi32(q[2], q[3]));
-      _mm256_storeu_si256(
-          (__m256i *)(a.xq + i * k + 32 * b),
-          _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+      float dx;
+      const int32_t s = kvk_quantize_block_avx2(x + i * ldx + 32 * b, a.xq + i * k + 32 * b, &dx);
       store_block(a, i, b, dx, s);
     }
   }

@@ -54,6 +54,70 @@ static inline void kvk_xq_store_block(kvk_xq q, size_t b, float dx, int32_t s) {
   }
 }
 
+/// x/dx rounded to the nearest integer, ties to even (|v| < 2^22: adding and removing 1.5·2^23
+/// rounds in the default mode, as CVTPS2DQ does), so every path quantizes x identically.
+static inline int32_t kvk_round_even(float v) { return (int32_t)((v + 0x1.8p23f) - 0x1.8p23f); }
+
+/// One block of 32 values of x as every integer kernel quantizes it (decode's and prefill's):
+/// dx = max|x|/127, xq = x/dx rounded to nearest even (0 where dx is 0). Stores the 32 xq and
+/// dx; returns Σxq. The portable form.
+static inline int32_t kvk_quantize_block(const float *x, int8_t *xq, float *dx) {
+  float amax = 0;
+  for (int j = 0; j < 32; j++) {
+    const float a = x[j] < 0 ? -x[j] : x[j];
+    if (a > amax) amax = a;
+  }
+  const float d = amax / 127.0f;
+  int32_t s = 0;
+  for (int j = 0; j < 32; j++) {
+    const int32_t v = d != 0 ? kvk_round_even(x[j] / d) : 0;
+    xq[j] = (int8_t)v;
+    s += v;
+  }
+  *dx = d;
+  return s;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static inline int32_t kvk_hsum_i32_avx2(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+/// `kvk_quantize_block` on AVX2: the same amax (exact), the same dx and the same correctly
+/// rounded x/dx, rounded to nearest even by CVTPS2DQ: the same bytes.
+__attribute__((target("avx2"))) static inline int32_t kvk_quantize_block_avx2(
+    const float *x, int8_t *xq, float *dx) {
+  const __m256 signbit = _mm256_set1_ps(-0.0f);
+  __m256 v[4], m = _mm256_setzero_ps();
+  for (int k = 0; k < 4; k++) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    m = _mm256_max_ps(m, _mm256_andnot_ps(signbit, v[k]));
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  const float d = _mm_cvtss_f32(h) / 127.0f;
+  __m256i i[4];
+  for (int k = 0; k < 4; k++)
+    i[k] = d != 0 ? _mm256_cvtps_epi32(_mm256_div_ps(v[k], _mm256_set1_ps(d)))
+                  : _mm256_setzero_si256();
+  const int32_t s = kvk_hsum_i32_avx2(
+      _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+  // Packing interleaves 128-bit lanes; the permutation restores the order.
+  const __m256i p16 =
+      _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+  _mm256_storeu_si256((__m256i *)xq,
+                      _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  *dx = d;
+  return s;
+}
+#endif
+
 static inline void kvk_xq_pad(kvk_xq q) {
   for (size_t b = q.nb; b < q.nbp; b++) {
     for (int j = 0; j < 32; j++) q.xq[32 * b + j] = 0;

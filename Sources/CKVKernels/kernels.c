@@ -260,26 +260,11 @@ static void matvec_scalar(kvk_format f, const void *w, size_t rows, size_t cols,
 
 // MARK: - Integer matrix-vector reference (x quantized to int8 blocks)
 
-/// x/dx rounded to the nearest integer, ties to even (|v| < 2^22: adding and removing 1.5·2^23
-/// rounds in the default mode, as CVTPS2DQ does), so every path quantizes x identically.
-static inline int32_t round_even(float v) { return (int32_t)((v + 0x1.8p23f) - 0x1.8p23f); }
-
 static kvk_xq quantize_x_scalar(const float *x, size_t cols, float *scratch) {
   const kvk_xq q = kvk_xq_layout(scratch, cols);
   for (size_t b = 0; b < q.nb; b++) {
-    const float *xb = x + 32 * b;
-    float amax = 0;
-    for (int j = 0; j < 32; j++) {
-      const float a = xb[j] < 0 ? -xb[j] : xb[j];
-      if (a > amax) amax = a;
-    }
-    const float dx = amax / 127.0f;
-    int32_t s = 0;
-    for (int j = 0; j < 32; j++) {
-      const int32_t v = dx != 0 ? round_even(xb[j] / dx) : 0;
-      q.xq[32 * b + j] = (int8_t)v;
-      s += v;
-    }
+    float dx;
+    const int32_t s = kvk_quantize_block(x + 32 * b, q.xq + 32 * b, &dx);
     kvk_xq_store_block(q, b, dx, s);
   }
   kvk_xq_pad(q);

@@ -257,39 +257,12 @@ TARGET void kvk_matvec_avx2(kvk_format f, const void *w, size_t rows, size_t col
 
 // MARK: - Integer matrix-vector (x quantized to int8 blocks; see kvk_matvec_int8)
 
-TARGET static inline int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
-/// x quantized as the portable reference does it: the same amax (exact), the same dx = amax/127
-/// and the same correctly rounded x/dx, rounded to nearest even by CVTPS2DQ.
+/// x quantized as the portable reference does it (`kvk_quantize_block_avx2`: the same bytes).
 TARGET static kvk_xq quantize_x(const float *x, size_t cols, float *scratch) {
   const kvk_xq q = kvk_xq_layout(scratch, cols);
-  const __m256 signbit = _mm256_set1_ps(-0.0f);
   for (size_t b = 0; b < q.nb; b++) {
-    __m256 v[4], m = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++) {
-      v[k] = _mm256_loadu_ps(x + 32 * b + 8 * k);
-      m = _mm256_max_ps(m, _mm256_andnot_ps(signbit, v[k]));
-    }
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    const float dx = _mm_cvtss_f32(h) / 127.0f;
-    __m256i i[4];
-    for (int k = 0; k < 4; k++)
-      i[k] = dx != 0 ? _mm256_cvtps_epi32(_mm256_div_ps(v[k], _mm256_set1_ps(dx)))
-                     : _mm256_setzero_si256();
-    const int32_t s = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]),
-                                                _mm256_add_epi32(i[2], i[3])));
-    // Packing interleaves 128-bit lanes; the permutation restores the order.
-    const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
-                                           _mm256_packs_epi32(i[2], i[3]));
-    _mm256_storeu_si256((__m256i *)(q.xq + 32 * b),
-                        _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    float dx;
+    const int32_t s = kvk_quantize_block_avx2(x + 32 * b, q.xq + 32 * b, &dx);
     kvk_xq_store_block(q, b, dx, s);
   }
   kvk_xq_pad(q);

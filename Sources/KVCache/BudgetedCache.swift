@@ -476,8 +476,19 @@ public final class BudgetedCache: KeyValueCache {
     newMeta.reserveCapacity(min(total, keep))
     var record: EvictionRecord? =
       logEvictions ? EvictionRecord(layer: layer, kvHead: g, evicted: [], lowestKept: nil) : nil
+    // Stored survivors move in runs (one move per run of kept rows, not one per row).
+    var run: (from: Int, to: Int, rows: Int)? = nil
+    func flush() {
+      guard let r = run else { return }
+      if r.from != r.to {
+        (kBase + r.to * headDim).update(from: kBase + r.from * headDim, count: r.rows * headDim)
+        (vBase + r.to * headDim).update(from: vBase + r.from * headDim, count: r.rows * headDim)
+      }
+      run = nil
+    }
     for i in 0..<total {
       guard keepMask[i] else {
+        flush()
         record?.evicted.append((Int(meta[i].position), scores[i]))
         continue
       }
@@ -485,11 +496,10 @@ public final class BudgetedCache: KeyValueCache {
         record!.lowestKept = min(record!.lowestKept ?? scores[i], scores[i])
       }
       if i < stored {
-        if w != i {
-          (kBase + w * headDim).update(from: kBase + i * headDim, count: headDim)
-          (vBase + w * headDim).update(from: vBase + i * headDim, count: headDim)
-        }
+        if run == nil { run = (i, w, 0) }
+        run!.rows += 1
       } else {
+        flush()
         let r = i - stored
         (kBase + w * headDim).update(
           from: block!.keys + r * block!.ld + g * headDim, count: headDim)
@@ -499,6 +509,7 @@ public final class BudgetedCache: KeyValueCache {
       newMeta.append(meta[i])
       w += 1
     }
+    flush()
     return HeadOutcome(meta: newMeta, record: record)
   }
 

@@ -55,18 +55,39 @@ public enum Ranking {
   /// Indices by score, highest first; NaN counts as lowest; ties go to the later candidate
   /// (the more recent token).
   public static func byScore(_ scores: [Float]) -> [Int] {
-    // One UInt64 key per candidate, the score's order-preserving bits above the index, sorted
-    // descending: the order of comparing (score, index) pairs, in a fraction of a comparator
-    // sort's time (an eviction ranks every candidate of every head).
-    precondition(scores.count <= Int(UInt32.max))
-    var keys = scores.indices.map { i -> UInt64 in
-      let x = scores[i].isNaN ? -Float.infinity : scores[i] + 0  // + 0: −0 ranks as +0
-      let bits = x.bitPattern
-      let ordered = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
-      return UInt64(ordered) << 32 | UInt64(i)
+    // The score's order-preserving bits, radix-sorted (stable, ascending, ties in index order)
+    // and read backwards: the comparator's order, in a fraction of a comparison sort's time
+    // (an eviction ranks every candidate of every head).
+    let n = scores.count
+    var keys = [UInt32](repeating: 0, count: n)
+    var order = [Int](0..<n)
+    var other = [Int](repeating: 0, count: n)
+    keys.withUnsafeMutableBufferPointer { keys in
+      for i in 0..<n {
+        let x = scores[i].isNaN ? -Float.infinity : scores[i] + 0  // + 0: −0 ranks as +0
+        let bits = x.bitPattern
+        keys[i] = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+      }
+      var counts = [Int](repeating: 0, count: 257)
+      for shift: UInt32 in [0, 8, 16, 24] {
+        order.withUnsafeMutableBufferPointer { from in
+          other.withUnsafeMutableBufferPointer { to in
+            counts.withUnsafeMutableBufferPointer { counts in
+              for d in 0..<257 { counts[d] = 0 }
+              for i in from { counts[Int((keys[i] >> shift) & 0xFF) + 1] += 1 }
+              for d in 0..<256 { counts[d + 1] += counts[d] }
+              for i in from {
+                let d = Int((keys[i] >> shift) & 0xFF)
+                to[counts[d]] = i
+                counts[d] += 1
+              }
+            }
+          }
+        }
+        swap(&order, &other)
+      }
     }
-    keys.sort()
-    return keys.reversed().map { Int($0 & 0xFFFF_FFFF) }
+    return order.reversed()
   }
 }
 
@@ -86,18 +107,31 @@ enum AttentionMass {
     guard n > 0, rows > 0 else { return mass }
     let positions = view.entries.meta.map { Int($0.position) }
     let ascending = zip(positions, positions.dropFirst()).allSatisfy { $0 < $1 }
-    let logits = view.scratch(rows * n)
-    let scale = 1 / Float(d).squareRoot()
-    let segments = view.keySegments
+    // The group's query rows side by side, so that one product per key segment scores them
+    // all (sgemm packs the keys once, not once per query head): logits of slot s, row r at
+    // row s·rows + r.
+    let group = view.groupSize
+    let scratch = view.scratch(group * rows * (n + d))
+    let logits = scratch.pointer
+    let stacked = scratch.pointer + group * rows * n
     for (slot, h) in view.queryHeads.enumerated() {
-      for s in segments {
-        BLAS.sgemm(
-          transB: true, m: rows, n: s.rows, k: d, alpha: scale, a: queries.pointer + h * d,
-          lda: queries.ld, b: s.base, ldb: s.ld, c: logits.pointer + s.first, ldc: n)
+      for r in 0..<rows {
+        (stacked + (slot * rows + r) * d).update(from: queries.pointer + r * queries.ld + h * d, count: d)
       }
+    }
+    let scale = 1 / Float(d).squareRoot()
+    // One thread: OpenBLAS would wake its own for a product this small, beside kvlab's pool.
+    Parallel.withSingleThreadedBLAS {
+      for s in view.keySegments {
+        BLAS.sgemm(
+          transB: true, m: group * rows, n: s.rows, k: d, alpha: scale, a: stacked, lda: d,
+          b: s.base, ldb: s.ld, c: logits + s.first, ldc: n)
+      }
+    }
+    for slot in 0..<group {
       mass[slot].withUnsafeMutableBufferPointer { acc in
         for r in 0..<rows {
-          let row = logits.pointer + r * n
+          let row = logits + (slot * rows + r) * n
           let qp = queries.positions[r] < 0 ? Int.max : queries.positions[r]
           // Candidates are normally in ascending position order, so the visible ones are a
           // prefix (found by bisection); otherwise masked one by one.
