@@ -72,16 +72,8 @@ static void gemm_scalar(kvk_format f, const uint8_t *w, size_t k, size_t r0, siz
       for (size_t b = 0; b < a.nb; b++, blk += bytes) {
         const int8_t *xq = a.xq + i * k + 32 * b;
         const float d = kvk_half_to_float(load16(blk)), dx = a.dx[i * a.nb + b];
-        int32_t isum = 0;
-        if (f == KVK_Q8_0) {
-          const int8_t *qs = (const int8_t *)(blk + 2);
-          for (int j = 0; j < 32; j++) isum += (int32_t)qs[j] * xq[j];
-        } else {
-          const uint8_t *qs = blk + (f == KVK_Q4_1 ? 4 : 2);
-          for (int j = 0; j < 16; j++)
-            isum += (int32_t)(qs[j] & 0x0F) * xq[j] + (int32_t)(qs[j] >> 4) * xq[j + 16];
-          if (f == KVK_Q4_0) isum += a.n8[i * a.nb + b];
-        }
+        // n8 is −8·Σxq.
+        const int32_t isum = kvk_block_isum(f, blk, xq, -a.n8[i * a.nb + b] / 8);
         dot += (float)isum * (d * dx);
         if (f == KVK_Q4_1) dot += kvk_half_to_float(load16(blk + 2)) * a.dxs[i * a.nb + b];
       }

@@ -78,6 +78,23 @@ static inline int32_t kvk_quantize_block(const float *x, int8_t *xq, float *dx) 
   return s;
 }
 
+/// Σ q·xq of one Q8_0, Q4_0 or Q4_1 block (`blk`, ggml's layout) against 32 quantized values
+/// of x whose sum is `sxq` (Q4_0: Σ (q − 8)·xq = Σ q·xq − 8·sxq): exact in int32. The portable
+/// form every integer kernel's sums are checked against.
+static inline int32_t kvk_block_isum(kvk_format f, const uint8_t *blk, const int8_t *xq,
+                                     int32_t sxq) {
+  int32_t isum = 0;
+  if (f == KVK_Q8_0) {
+    const int8_t *qs = (const int8_t *)(blk + 2);
+    for (int j = 0; j < 32; j++) isum += (int32_t)qs[j] * xq[j];
+    return isum;
+  }
+  const uint8_t *qs = blk + (f == KVK_Q4_1 ? 4 : 2);
+  for (int j = 0; j < 16; j++)
+    isum += (int32_t)(qs[j] & 0x0F) * xq[j] + (int32_t)(qs[j] >> 4) * xq[j + 16];
+  return f == KVK_Q4_0 ? isum - 8 * sxq : isum;
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 

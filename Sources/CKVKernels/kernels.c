@@ -282,16 +282,7 @@ static void matvec_int8_scalar(kvk_format f, const void *w, size_t rows, size_t 
       const int8_t *xq = q.xq + 32 * b;
       const float d = kvk_half_to_float(load16(blk)), dx = q.dx[8 * b];
       const int32_t sx = -q.ns[8 * b];
-      int32_t isum = 0;
-      if (f == KVK_Q8_0) {
-        const int8_t *qs = (const int8_t *)(blk + 2);
-        for (int j = 0; j < 32; j++) isum += (int32_t)qs[j] * xq[j];
-      } else {
-        const uint8_t *qs = blk + (f == KVK_Q4_1 ? 4 : 2);
-        for (int j = 0; j < 16; j++)
-          isum += (int32_t)(qs[j] & 0x0F) * xq[j] + (int32_t)(qs[j] >> 4) * xq[j + 16];
-        if (f == KVK_Q4_0) isum -= 8 * sx;
-      }
+      const int32_t isum = kvk_block_isum(f, blk, xq, sx);
       dot += (float)isum * (d * dx);
       if (f == KVK_Q4_1) dot += kvk_half_to_float(load16(blk + 2)) * (dx * (float)sx);
     }

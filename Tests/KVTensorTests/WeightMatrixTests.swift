@@ -399,27 +399,20 @@ final class WeightMatrixTests: XCTestCase {
     // Other formats, alone or beside an integer one, keep sgemm bit for bit.
     let cols = 256
     let x = randomFloats(9 * cols, seed: 6)
+    func run(_ w: WeightMatrix, _ kernel: PrefillKernel) throws -> [UInt32] {
+      try PrefillKernel.select(kernel)
+      var out = [Float](repeating: 0, count: 9 * w.rows)
+      let scratch = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
+      w.apply(x, rows: 9, ldx: cols, out: &out, ldo: w.rows, scratch: scratch)
+      return out.map(\.bitPattern)
+    }
     for formats in [[WeightFormat.q4_K], [.q6_K, .q4_1], [.f16], [.q4_1, .f32]] {
       let (w, _) = matrix(formats, rows: 24, cols: cols, seed: 3)
       XCTAssertFalse(w.takesInt8, w.formatName)
-      func run(_ kernel: PrefillKernel) throws -> [UInt32] {
-        try PrefillKernel.select(kernel)
-        var out = [Float](repeating: 0, count: 9 * w.rows)
-        let scratch = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
-        w.apply(x, rows: 9, ldx: cols, out: &out, ldo: w.rows, scratch: scratch)
-        return out.map(\.bitPattern)
-      }
-      XCTAssertEqual(try run(.sgemm), try run(.int8), "\(w.formatName) keeps sgemm")
+      XCTAssertEqual(try run(w, .sgemm), try run(w, .int8), "\(w.formatName) keeps sgemm")
     }
     let (q, _) = matrix([.q4_1], rows: 24, cols: cols, seed: 4)
-    func run(_ kernel: PrefillKernel) throws -> [UInt32] {
-      try PrefillKernel.select(kernel)
-      var out = [Float](repeating: 0, count: 9 * q.rows)
-      let scratch = FloatBuffer(count: q.tileFloats, category: .activations, meter: nil)
-      q.apply(x, rows: 9, ldx: cols, out: &out, ldo: q.rows, scratch: scratch)
-      return out.map(\.bitPattern)
-    }
-    XCTAssertNotEqual(try run(.sgemm), try run(.int8), "Q4_1 takes the integer kernel")
+    XCTAssertNotEqual(try run(q, .sgemm), try run(q, .int8), "Q4_1 takes the integer kernel")
   }
 
   /// Float32 weights (a dense matrix, F32 parts alone or beside others) keep the sgemm product
