@@ -11,7 +11,6 @@
 #define BLOCK_OUT 320  // a packed panel's bytes per block: 8 groups × 8 rows × 4 bytes, d[8], m[8]
 #define BLOCK_OUT_VNNI 640  // the same with 16 rows (one 512-bit vector per group)
 
-static inline uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 /// Where the quantized activations live in the caller's buffer: xq (m × k bytes), then per row
 /// and block dx, dx·Σxq (Q4_1's m term) and -8·Σxq (Q4_0's offset).
@@ -71,11 +70,11 @@ static void gemm_scalar(kvk_format f, const uint8_t *w, size_t k, size_t r0, siz
       float dot = 0;
       for (size_t b = 0; b < a.nb; b++, blk += bytes) {
         const int8_t *xq = a.xq + i * k + 32 * b;
-        const float d = kvk_half_to_float(load16(blk)), dx = a.dx[i * a.nb + b];
+        const float d = kvk_half_to_float(kvk_load16(blk)), dx = a.dx[i * a.nb + b];
         // n8 is −8·Σxq.
         const int32_t isum = kvk_block_isum(f, blk, xq, -a.n8[i * a.nb + b] / 8);
         dot += (float)isum * (d * dx);
-        if (f == KVK_Q4_1) dot += kvk_half_to_float(load16(blk + 2)) * a.dxs[i * a.nb + b];
+        if (f == KVK_Q4_1) dot += kvk_half_to_float(kvk_load16(blk + 2)) * a.dxs[i * a.nb + b];
       }
       float *o = out + i * ldc + r;
       *o = beta == 0 ? dot : dot + beta * *o;
@@ -122,8 +121,8 @@ TARGET static void pack_rows(kvk_format f, const uint8_t *w, size_t rb, size_t n
         continue;
       }
       const uint8_t *blk = w + l * rb + b * bytes;
-      d[l] = _cvtsh_ss(load16(blk));
-      mm[l] = f == KVK_Q4_1 ? _cvtsh_ss(load16(blk + 2)) : 0;
+      d[l] = _cvtsh_ss(kvk_load16(blk));
+      mm[l] = f == KVK_Q4_1 ? _cvtsh_ss(kvk_load16(blk + 2)) : 0;
       __m256i e;
       if (f == KVK_Q8_0) {
         e = _mm256_loadu_si256((const __m256i *)(blk + 2));

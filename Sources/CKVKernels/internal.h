@@ -1,6 +1,8 @@
 // Shared between the kernel files; not part of the module's interface.
 #ifndef KVKERNELS_INTERNAL_H
 #define KVKERNELS_INTERNAL_H
+#include <string.h>
+
 #include "kvkernels.h"
 
 size_t kvk_row_bytes(kvk_format f, size_t cols);
@@ -52,6 +54,13 @@ static inline void kvk_xq_store_block(kvk_xq q, size_t b, float dx, int32_t s) {
     q.ms[8 * b + l] = ms;
     q.ns[8 * b + l] = -s;
   }
+}
+
+/// A little-endian 16-bit field at any alignment (a block's f16 scale).
+static inline uint16_t kvk_load16(const uint8_t *p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return v;
 }
 
 /// x/dx rounded to the nearest integer, ties to even (|v| < 2^22: adding and removing 1.5·2^23

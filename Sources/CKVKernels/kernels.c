@@ -125,7 +125,6 @@ const float *kvk_half_table(void) {
   return half_table;
 }
 
-static inline uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 static void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
   if (j < 4) {
@@ -145,24 +144,24 @@ static void dequantize_row_scalar(kvk_format f, const uint8_t *src, size_t cols,
       memcpy(y, src, 4 * cols);
       break;
     case KVK_F16:
-      for (size_t i = 0; i < cols; i++) y[i] = kvk_half_to_float(load16(src + 2 * i));
+      for (size_t i = 0; i < cols; i++) y[i] = kvk_half_to_float(kvk_load16(src + 2 * i));
       break;
     case KVK_BF16:
       for (size_t i = 0; i < cols; i++) {
-        const uint32_t bits = (uint32_t)load16(src + 2 * i) << 16;
+        const uint32_t bits = (uint32_t)kvk_load16(src + 2 * i) << 16;
         memcpy(y + i, &bits, 4);
       }
       break;
     case KVK_Q8_0:
       for (size_t b = 0; b < nb; b++, src += 34, y += 32) {
-        const float d = kvk_half_to_float(load16(src));
+        const float d = kvk_half_to_float(kvk_load16(src));
         const int8_t *qs = (const int8_t *)(src + 2);
         for (int j = 0; j < 32; j++) y[j] = (float)qs[j] * d;
       }
       break;
     case KVK_Q4_0:
       for (size_t b = 0; b < nb; b++, src += 18, y += 32) {
-        const float d = kvk_half_to_float(load16(src));
+        const float d = kvk_half_to_float(kvk_load16(src));
         const uint8_t *qs = src + 2;
         for (int j = 0; j < 16; j++) {
           y[j] = (float)((int)(qs[j] & 0x0F) - 8) * d;
@@ -172,8 +171,8 @@ static void dequantize_row_scalar(kvk_format f, const uint8_t *src, size_t cols,
       break;
     case KVK_Q4_1:
       for (size_t b = 0; b < nb; b++, src += 20, y += 32) {
-        const float d = kvk_half_to_float(load16(src));
-        const float m = kvk_half_to_float(load16(src + 2));
+        const float d = kvk_half_to_float(kvk_load16(src));
+        const float m = kvk_half_to_float(kvk_load16(src + 2));
         const uint8_t *qs = src + 4;
         for (int j = 0; j < 16; j++) {
           y[j] = (float)(qs[j] & 0x0F) * d + m;
@@ -183,8 +182,8 @@ static void dequantize_row_scalar(kvk_format f, const uint8_t *src, size_t cols,
       break;
     case KVK_Q4_K:
       for (size_t b = 0; b < nb; b++, src += 144) {
-        const float d = kvk_half_to_float(load16(src));
-        const float dmin = kvk_half_to_float(load16(src + 2));
+        const float d = kvk_half_to_float(kvk_load16(src));
+        const float dmin = kvk_half_to_float(kvk_load16(src + 2));
         const uint8_t *scales = src + 4, *qs = src + 16;
         for (int pair = 0; pair < 4; pair++, qs += 32, y += 64) {
           uint8_t sc1, m1, sc2, m2;
@@ -201,7 +200,7 @@ static void dequantize_row_scalar(kvk_format f, const uint8_t *src, size_t cols,
       break;
     case KVK_Q6_K:
       for (size_t b = 0; b < nb; b++, src += 210) {
-        const float d = kvk_half_to_float(load16(src + 208));
+        const float d = kvk_half_to_float(kvk_load16(src + 208));
         const uint8_t *ql = src, *qh = src + 128;
         const int8_t *sc = (const int8_t *)(src + 192);
         for (int half = 0; half < 2; half++, y += 128, ql += 64, qh += 32, sc += 8) {
@@ -280,11 +279,11 @@ static void matvec_int8_scalar(kvk_format f, const void *w, size_t rows, size_t 
     float dot = 0;
     for (size_t b = 0; b < q.nb; b++, blk += bytes) {
       const int8_t *xq = q.xq + 32 * b;
-      const float d = kvk_half_to_float(load16(blk)), dx = q.dx[8 * b];
+      const float d = kvk_half_to_float(kvk_load16(blk)), dx = q.dx[8 * b];
       const int32_t sx = -q.ns[8 * b];
       const int32_t isum = kvk_block_isum(f, blk, xq, sx);
       dot += (float)isum * (d * dx);
-      if (f == KVK_Q4_1) dot += kvk_half_to_float(load16(blk + 2)) * (dx * (float)sx);
+      if (f == KVK_Q4_1) dot += kvk_half_to_float(kvk_load16(blk + 2)) * (dx * (float)sx);
     }
     y[r] = beta == 0 ? dot : dot + beta * y[r];
   }

@@ -8,9 +8,8 @@
 
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 
-static inline uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-TARGET static inline float half(const uint8_t *p) { return _cvtsh_ss(load16(p)); }
+TARGET static inline float half(const uint8_t *p) { return _cvtsh_ss(kvk_load16(p)); }
 
 TARGET static inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -14,9 +14,8 @@
 /// fell (perf), the hardware prefetcher trailing the rows read side by side.
 enum { PREFETCH_ROWS = 8 };
 
-static inline uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-TARGET static inline float half(const uint8_t *p) { return _cvtsh_ss(load16(p)); }
+TARGET static inline float half(const uint8_t *p) { return _cvtsh_ss(kvk_load16(p)); }
 
 /// The 32 nibbles of a Q4 block as floats: elements 0-15 (low nibbles), 16-31 (high nibbles).
 /// Each byte widened to a 32-bit lane picks its float from a table of 0-15 (VPERMPS reads an
@@ -54,7 +53,7 @@ TARGET void kvk_dequantize_rows_avx512(kvk_format f, const void *src, size_t row
     switch (f) {
       case KVK_F16:
         for (; i + 16 <= cols; i += 16) _mm512_storeu_ps(y + i, f16x16(s + 2 * i));
-        for (; i < cols; i++) y[i] = kvk_half_to_float(load16(s + 2 * i));
+        for (; i < cols; i++) y[i] = kvk_half_to_float(kvk_load16(s + 2 * i));
         break;
       case KVK_BF16:
         for (; i + 16 <= cols; i += 16) _mm512_storeu_ps(y + i, bf16x16(s + 2 * i));
@@ -267,7 +266,7 @@ TARGET_VNNI static inline void pair_scales(kvk_format f, const uint8_t *b0, cons
     *m = _mm512_permutexvar_ps(_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3), v);
     return;
   }
-  const uint32_t h = (uint32_t)load16(b0) | (two ? (uint32_t)load16(b1) << 16 : 0);
+  const uint32_t h = (uint32_t)kvk_load16(b0) | (two ? (uint32_t)kvk_load16(b1) << 16 : 0);
   const __m512 v = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)));
   *d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), v);
 }

@@ -416,36 +416,24 @@ public final class BudgetedCache: KeyValueCache {
       QueryRows(pointer: $0.queries, ld: $0.queryLD, count: $0.count, positions: $0.positions)
     }
     let window = windows.isEmpty ? nil : windows[layer].queryRows
-    // Each KV head decides on its own (its candidates, its rows of storage). Not on several
-    // threads: the scoring scratch of heads deciding at once would make the activations' peak
-    // depend on timing.
-    let outcomes = (0..<kvHeads).map { g in
-      decideHead(
+    // One head after another: heads deciding on several threads at once would make the
+    // activations' peak (their scoring scratch overlapping) depend on timing.
+    var newCount = total
+    for g in 0..<kvHeads {
+      newCount = decideHead(
         g, layer: layer, store: store, block: block, blockMeta: blockMeta, keep: keep,
         reserve: reserve, evicting: evicting, window: window, blockQueries: blockQueries)
-    }
-    var newCount = total
-    for (g, outcome) in outcomes.enumerated() {
-      store.meta[g] = outcome.meta
-      evictedEntries += total - outcome.meta.count
-      newCount = outcome.meta.count
-      if let record = outcome.record { pendingEvictions.append(record) }
     }
     store.count = newCount
   }
 
-  /// What one KV head's decision leaves: its entries, and what it evicted when logging.
-  private struct HeadOutcome {
-    var meta: [EntryMeta]
-    var record: EvictionRecord?
-  }
-
-  /// `decide` for KV head `g`: scores, selects and compacts that head's rows in place (memory
-  /// no other head touches), returning its entries for the caller to store.
+  /// `decide` for KV head `g`: scores, selects and compacts that head's rows and entries in
+  /// place (the store's count is the caller's to set once every head has decided), logs what
+  /// it evicted, and returns how many entries the head keeps.
   private func decideHead(
     _ g: Int, layer: Int, store: LayerStore, block: KVBlock?, blockMeta: [EntryMeta], keep: Int,
     reserve: Int, evicting: Bool, window: QueryRows?, blockQueries: QueryRows?
-  ) -> HeadOutcome {
+  ) -> Int {
     let stored = store.count
     let total = stored + (block?.count ?? 0)
     let list = entries(
@@ -510,7 +498,10 @@ public final class BudgetedCache: KeyValueCache {
       w += 1
     }
     flush()
-    return HeadOutcome(meta: newMeta, record: record)
+    store.meta[g] = newMeta
+    evictedEntries += total - w
+    if let record { pendingEvictions.append(record) }
+    return w
   }
 
   /// New storage of `newCapacity` rows per head for one layer, one buffer at a time (its keys,

@@ -126,22 +126,25 @@ public final class WeightMatrix: @unchecked Sendable {
     return names.joined(separator: "+")
   }
 
-  /// Floats of dequantization scratch that `apply` with several rows can use for this matrix
-  /// at the current thread count: room for one whole piece (see `apply`) per thread, so that
-  /// each thread dequantizes its own, and at least `maxTileFloats` (the bfloat16 kernel's
+  /// Floats of scratch that `apply` with several rows can use for this matrix at the current
+  /// thread count and prefill kernel. The integer kernel dequantizes nothing: one slice of
+  /// repacked rows per thread. Otherwise room for one whole piece (see `apply`) per thread, so
+  /// that each thread dequantizes its own, and at least `maxTileFloats` (the bfloat16 kernel's
   /// panels), never more than the matrix's pieces.
   public var tileFloats: Int {
     guard dense == nil else { return 0 }
+    if PrefillKernel.current == .int8 && takesInt8 {
+      return max(1, BLAS.threads) * Self.int8SliceFloats(cols: cols)
+    }
     let pieceRows = Self.pieceRows(cols: cols, scratch: Self.pieceFloats)
     let pieces = (rows + pieceRows - 1) / pieceRows
     let room = max(Self.maxTileFloats, max(1, BLAS.threads) * pieceRows * cols)
-    // The integer kernel's repacked rows: a slice a thread.
-    let int8Room = takesInt8 ? max(1, BLAS.threads) * Self.int8SliceFloats(cols: cols) : 0
-    return max(min(pieces * pieceRows * cols, room), int8Room)
+    return min(pieces * pieceRows * cols, room)
   }
 
-  /// The dequantization scratch of products of `rows` rows of x by any of `matrices` (charged
-  /// to `category`): nil when every matrix is float32 or the products are matrix-vector.
+  /// The scratch of products of `rows` rows of x by any of `matrices` on the current prefill
+  /// kernel (charged to `category`): nil when every matrix is float32 or the products are
+  /// matrix-vector.
   public static func tiles(
     for matrices: [WeightMatrix], rows: Int, category: MemoryCategory, meter: MemoryMeter?
   ) -> FloatBuffer? {

@@ -188,11 +188,12 @@ enum KernelBench {
       let m = 512
       let x = buffer(m * k, seed: 7)
       let out = FloatBuffer(count: m * n, category: .activations, meter: nil)
-      let tiles = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
       let gflop = 2 * Double(m * n * k) / 1e9
       let savedPrefill = PrefillKernel.choice
       for kernel in PrefillKernel.allCases where kernel.isSupported {
         try? PrefillKernel.select(kernel)
+        // The scratch a forward gives this kernel.
+        let tiles = FloatBuffer(count: w.tileFloats, category: .activations, meter: nil)
         var best = Double.infinity
         for _ in 0..<repeats {
           best = min(best, time {
